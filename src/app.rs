@@ -1,0 +1,148 @@
+//! Wiring: consumer → per-partition workers → producer, the HTTP endpoint,
+//! and a staged shutdown (stop reading, drain workers and produces, commit).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Loaded;
+use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
+use crate::kafka::producer::KafkaOutput;
+use crate::metrics::{self as m, Health};
+use crate::pipeline::{InputMessage, PartitionWorker, WorkerConfig};
+use crate::rules::RuleSet;
+
+struct Worker {
+    input: mpsc::Sender<InputMessage>,
+    task: JoinHandle<()>,
+}
+
+/// A running tailgate: what the demo and tests observe.
+#[derive(Clone, Default)]
+pub struct Handles {
+    pub health: Arc<Health>,
+}
+
+/// Runs tailgate until `shutdown` resolves.
+pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>, handles: Handles) -> anyhow::Result<()> {
+    let Loaded { settings, rules } = loaded;
+    let rules = Arc::new(rules);
+    let handle = m::install();
+    metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
+
+    let listener = m::bind(settings.metrics.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (metrics.listen)", settings.metrics.listen))?;
+    tracing::info!("serving /metrics, /healthz, /readyz on http://{}", listener.local_addr()?);
+    let (http_stop, http_stopped) = oneshot::channel::<()>();
+    let http = tokio::spawn(m::serve(listener, handle, handles.health.clone(), async {
+        let _ = http_stopped.await;
+    }));
+
+    let output = Arc::new(KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?);
+    let (consumer, mut rebalances) = consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
+    let offsets = Arc::new(StoredOffsets {
+        consumer: consumer.clone(),
+        topic: settings.kafka.input_topic.clone(),
+    });
+    tracing::info!(
+        brokers = %settings.kafka.brokers,
+        input = %settings.kafka.input_topic,
+        output = %settings.kafka.output_topic,
+        group = %settings.kafka.group_id,
+        rules = rules.names().len() - 1,
+        "tailgate running"
+    );
+
+    let mut workers: HashMap<i32, Worker> = HashMap::new();
+    let mut assigned: Vec<i32> = Vec::new();
+    let start = |partition: i32, assigned: usize, rules: &Arc<RuleSet>| {
+        let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
+        let config = WorkerConfig {
+            buffer: settings.buffer_config(assigned),
+            decided_ttl: settings.decision.decided_ttl,
+            decided_capacity: settings.decision.decided_capacity,
+            max_in_flight: settings.kafka.max_in_flight,
+        };
+        let worker = PartitionWorker::new(partition, config, rules.clone(), output.clone(), offsets.clone());
+        Worker {
+            input: tx,
+            task: tokio::spawn(worker.run(rx)),
+        }
+    };
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(event) = rebalances.recv() => match event {
+                RebalanceEvent::Assigned(ps) => {
+                    for p in ps {
+                        if !assigned.contains(&p) {
+                            assigned.push(p);
+                        }
+                    }
+                    handles.health.set_ready(true);
+                    metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
+                    tracing::info!(partitions = ?assigned, "partitions assigned");
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    // The revoked partitions' undecided traces are let go: their
+                    // offsets were never committed, so the new owner re-reads them.
+                    for p in &ps {
+                        workers.remove(p);
+                    }
+                    assigned.retain(|p| !ps.contains(p));
+                    metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
+                    tracing::info!(revoked = ?ps, "partitions revoked");
+                }
+            },
+            msg = consumer.recv() => match msg {
+                Ok(msg) => {
+                    let partition = msg.partition();
+                    let input = InputMessage {
+                        offset: msg.offset(),
+                        payload: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
+                    };
+                    drop(msg);
+                    let n = assigned.len().max(1);
+                    let worker = workers.entry(partition).or_insert_with(|| start(partition, n, &rules));
+                    if worker.input.send(input).await.is_err() {
+                        tracing::error!(partition, "partition worker stopped unexpectedly");
+                        workers.remove(&partition);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("consumer error: {e}");
+                }
+            },
+        }
+    }
+
+    tracing::info!("shutting down: draining partition workers");
+    let drain_timeout = settings.kafka.drain_timeout;
+    let tasks: Vec<JoinHandle<()>> = workers.into_values().map(|w| w.task).collect();
+    let all = futures::future::join_all(tasks);
+    if tokio::time::timeout(drain_timeout, all).await.is_err() {
+        tracing::warn!(
+            "in-flight produces did not finish within {}; their offsets stay uncommitted",
+            humantime::format_duration(drain_timeout)
+        );
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!("final commit: {e}");
+    }
+    output.flush(std::time::Duration::from_secs(5));
+    let _ = http_stop.send(());
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}

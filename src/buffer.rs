@@ -1,0 +1,241 @@
+//! The per-partition trace buffer: spans grouped by trace id, each trace with
+//! a deadline, and the bytes it holds counted against a budget.
+//!
+//! Pure and synchronous: time comes in as `now`, nothing here knows Kafka.
+//! Deadlines live in an ordered set keyed by `(deadline, trace id)`, so finding
+//! what is due never scans the buffer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::otlp::{Encoding, SpanRecord, TraceId};
+
+/// When traces are decided, and how much the buffer may hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BufferConfig {
+    /// Decide this long after a trace's first span arrived.
+    pub wait: Duration,
+    /// Decide once no span arrived for this long after the root span arrived.
+    pub after_root: Duration,
+    /// Decide no later than this after the first span, whatever else happens.
+    pub max_trace_age: Duration,
+    /// Hard budget for buffered bytes (span encodings plus records); above it
+    /// the traces with the earliest deadlines are decided early.
+    pub max_bytes: usize,
+}
+
+/// Why a trace was decided when it was; a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// `decision.wait` after its first span.
+    Wait,
+    /// The quiet period after the root span.
+    AfterRoot,
+    /// `decision.max_trace_age`.
+    MaxAge,
+    /// The buffer reached its byte budget.
+    Memory,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [Reason::Wait, Reason::AfterRoot, Reason::MaxAge, Reason::Memory];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Wait => "wait",
+            Reason::AfterRoot => "after_root",
+            Reason::MaxAge => "max_age",
+            Reason::Memory => "memory",
+        }
+    }
+}
+
+/// A trace being assembled.
+#[derive(Debug)]
+struct TraceState {
+    spans: Vec<SpanRecord>,
+    /// Arrival of the first span: `wait` and `max_trace_age` count from here.
+    first_seen: Instant,
+    /// Arrival of the latest span: the quiet period after the root counts from here.
+    last_seen: Instant,
+    root_seen: bool,
+    bytes: usize,
+    /// The current entry of this trace in the deadline set.
+    deadline: Instant,
+    /// Offsets of the messages that brought its spans; each pins the commit watermark.
+    offsets: Vec<i64>,
+    encoding: Encoding,
+}
+
+/// A trace whose time has come, handed to the rules.
+#[derive(Debug)]
+pub struct ReadyTrace {
+    pub trace_id: TraceId,
+    pub spans: Vec<SpanRecord>,
+    /// Message offsets this trace pins; release them once its decision is done.
+    pub offsets: Vec<i64>,
+    pub encoding: Encoding,
+    pub reason: Reason,
+    /// When it was due; `now - deadline` is the decision's lateness.
+    pub deadline: Instant,
+    pub bytes: usize,
+}
+
+/// Counts of what the buffer holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub traces: usize,
+    pub spans: usize,
+    pub bytes: usize,
+}
+
+/// Traces of one partition, waiting for their deadlines.
+#[derive(Debug)]
+pub struct TraceBuffer {
+    config: BufferConfig,
+    traces: HashMap<TraceId, TraceState>,
+    deadlines: BTreeSet<(Instant, TraceId)>,
+    spans: usize,
+    bytes: usize,
+}
+
+impl TraceBuffer {
+    pub fn new(config: BufferConfig) -> Self {
+        Self {
+            config,
+            traces: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            spans: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            traces: self.traces.len(),
+            spans: self.spans,
+            bytes: self.bytes,
+        }
+    }
+
+    /// True if the trace is being assembled.
+    pub fn contains(&self, trace_id: &TraceId) -> bool {
+        self.traces.contains_key(trace_id)
+    }
+
+    fn deadline_of(&self, s: &TraceState) -> (Instant, Reason) {
+        let mut best = (s.first_seen + self.config.wait, Reason::Wait);
+        let age = s.first_seen + self.config.max_trace_age;
+        if age < best.0 {
+            best = (age, Reason::MaxAge);
+        }
+        if s.root_seen {
+            let quiet = s.last_seen + self.config.after_root;
+            if quiet < best.0 {
+                best = (quiet, Reason::AfterRoot);
+            }
+        }
+        best
+    }
+
+    /// Adds the spans of one trace that arrived in the message at `offset`.
+    /// The offset is pinned by this trace until its decision is done.
+    /// Returns the traces decided early because the byte budget was exceeded.
+    pub fn insert(
+        &mut self,
+        trace_id: TraceId,
+        spans: impl IntoIterator<Item = SpanRecord>,
+        offset: i64,
+        encoding: Encoding,
+        now: Instant,
+    ) -> Vec<ReadyTrace> {
+        let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
+            spans: Vec::new(),
+            first_seen: now,
+            last_seen: now,
+            root_seen: false,
+            bytes: 0,
+            deadline: now,
+            offsets: Vec::new(),
+            encoding,
+        });
+        let before = state.spans.len();
+        for s in spans {
+            state.root_seen |= s.is_root();
+            state.bytes += s.size();
+            self.bytes += s.size();
+            state.spans.push(s);
+        }
+        self.spans += state.spans.len() - before;
+        state.last_seen = now;
+        if state.offsets.last() != Some(&offset) {
+            state.offsets.push(offset);
+        }
+        let old = state.deadline;
+        let is_new = before == 0 && state.offsets.len() == 1;
+        let (deadline, _) = {
+            let s = &self.traces[&trace_id];
+            self.deadline_of(s)
+        };
+        if let Some(s) = self.traces.get_mut(&trace_id) {
+            if is_new || deadline != old {
+                self.deadlines.remove(&(old, trace_id));
+                self.deadlines.insert((deadline, trace_id));
+                s.deadline = deadline;
+            }
+        }
+        self.enforce_budget()
+    }
+
+    fn enforce_budget(&mut self) -> Vec<ReadyTrace> {
+        let mut out = Vec::new();
+        while self.bytes > self.config.max_bytes {
+            let Some(&(deadline, id)) = self.deadlines.first() else { break };
+            if let Some(t) = self.take(id, deadline, Reason::Memory) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    fn take(&mut self, id: TraceId, deadline: Instant, reason: Reason) -> Option<ReadyTrace> {
+        self.deadlines.remove(&(deadline, id));
+        let s = self.traces.remove(&id)?;
+        self.spans -= s.spans.len();
+        self.bytes -= s.bytes;
+        Some(ReadyTrace {
+            trace_id: id,
+            spans: s.spans,
+            offsets: s.offsets,
+            encoding: s.encoding,
+            reason,
+            deadline,
+            bytes: s.bytes,
+        })
+    }
+
+    /// The earliest deadline, to sleep until.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Removes and returns every trace whose deadline is at or before `now`,
+    /// earliest first.
+    pub fn pop_due(&mut self, now: Instant, out: &mut Vec<ReadyTrace>) {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let reason = match self.traces.get(&id) {
+                Some(s) => self.deadline_of(s).1,
+                None => Reason::Wait,
+            };
+            if let Some(t) = self.take(id, deadline, reason) {
+                out.push(t);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! The input consumer: one consumer-group member per process, offsets stored
+//! from the partition workers' watermarks and committed periodically.
+
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::config::KafkaSettings;
+use crate::metrics as m;
+use crate::pipeline::OffsetStore;
+
+/// A change of this instance's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Forwards rebalances to the app, which starts and stops partition workers.
+pub struct Context {
+    topic: String,
+    events: mpsc::UnboundedSender<RebalanceEvent>,
+}
+
+impl ClientContext for Context {}
+
+fn partitions(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            metrics::counter!(m::REBALANCES, "kind" => "revoke").increment(1);
+            let _ = self.events.send(RebalanceEvent::Revoked(partitions(&self.topic, tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
+                let _ = self.events.send(RebalanceEvent::Assigned(partitions(&self.topic, tpl)));
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // "No offset stored" is routine when nothing moved.
+            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                tracing::warn!("offset commit failed: {e}");
+            }
+        }
+    }
+}
+
+pub type InputConsumer = StreamConsumer<Context>;
+
+/// Creates the consumer and subscribes it to the input topic.
+pub fn subscribe(
+    settings: &KafkaSettings,
+) -> KafkaResult<(Arc<InputConsumer>, mpsc::UnboundedReceiver<RebalanceEvent>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group_id)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", settings.commit_interval.as_millis().to_string())
+        // Offsets are stored only from the workers' watermarks.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    super::apply(&mut config, &settings.librdkafka_options);
+    super::apply(&mut config, &settings.consumer_options);
+    let consumer: InputConsumer = config.create_with_context(Context {
+        topic: settings.input_topic.clone(),
+        events: tx,
+    })?;
+    consumer.subscribe(&[&settings.input_topic])?;
+    Ok((Arc::new(consumer), rx))
+}
+
+/// Stores watermarks as the consumer's offsets, committed by auto-commit.
+pub struct StoredOffsets {
+    pub consumer: Arc<InputConsumer>,
+    pub topic: String,
+}
+
+impl OffsetStore for StoredOffsets {
+    fn store(&self, partition: i32, next_offset: i64) {
+        if let Err(e) = self.consumer.store_offset(&self.topic, partition, next_offset) {
+            // The partition was revoked meanwhile; its new owner re-reads from
+            // the last commit, so nothing is lost.
+            tracing::debug!(partition, next_offset, "cannot store offset: {e}");
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Every metric name in one place, and the HTTP endpoints `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! Names follow `tailgate_<name>_<unit>[_total]`; labels are bounded (rule
+//! names come from the rule file, reasons and decisions are fixed sets).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Kafka messages read from the input topic.
+pub const MESSAGES_RECEIVED: &str = "tailgate_messages_received_total";
+/// Valid spans decoded from the input.
+pub const SPANS_RECEIVED: &str = "tailgate_spans_received_total";
+/// Rejected messages or spans, by `reason` (see `DecodeErrorKind`).
+pub const DECODE_ERRORS: &str = "tailgate_decode_errors_total";
+/// Traces decided, by `rule`, `decision` (keep|drop) and `reason` (wait|after_root|max_age|memory).
+pub const TRACES_DECIDED: &str = "tailgate_traces_decided_total";
+/// Spans decided, by `rule` and `decision`.
+pub const SPANS_DECIDED: &str = "tailgate_spans_decided_total";
+/// Spans that arrived after their trace was decided and followed that decision, by `decision`.
+pub const LATE_SPANS: &str = "tailgate_late_spans_total";
+/// Traces being assembled.
+pub const TRACES_BUFFERED: &str = "tailgate_buffered_traces";
+/// Spans being assembled.
+pub const SPANS_BUFFERED: &str = "tailgate_buffered_spans";
+/// Bytes held by the buffers (span encodings plus per-span records).
+pub const BYTES_BUFFERED: &str = "tailgate_buffered_bytes";
+/// The configured byte budget of all buffers together.
+pub const BYTES_BUDGET: &str = "tailgate_buffer_budget_bytes";
+/// How long after its deadline a trace was decided (the decision latency).
+pub const DECISION_LATENESS: &str = "tailgate_decision_lateness_seconds";
+/// Messages and spans written to the output topic and acknowledged.
+pub const MESSAGES_PRODUCED: &str = "tailgate_messages_produced_total";
+pub const SPANS_PRODUCED: &str = "tailgate_spans_produced_total";
+/// Produce attempts that failed (each is retried; the offset does not advance).
+pub const PRODUCE_ERRORS: &str = "tailgate_produce_errors_total";
+/// Input partitions currently assigned to this instance.
+pub const PARTITIONS_ASSIGNED: &str = "tailgate_partitions_assigned";
+/// Consumer-group rebalances seen, by `kind` (assign|revoke).
+pub const REBALANCES: &str = "tailgate_rebalances_total";
+/// Offsets still pinned by undecided or undelivered spans, over all partitions.
+pub const OFFSETS_PENDING: &str = "tailgate_offsets_pending";
+/// Offsets stored for commit (the watermark moved).
+pub const OFFSETS_STORED: &str = "tailgate_offsets_stored_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(DECISION_LATENESS.into()),
+                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A recorder may already be set (e.g. by a test harness); then this
+            // handle still renders what it records for this process' metrics.
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .expect("spawn metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+/// Liveness and readiness, shared with the HTTP endpoints.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// Ready once the consumer has received its first partition assignment.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(|State(s): State<HttpState>| async move { s.handle.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move {
+                if s.health.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for partition assignment\n")
+                }
+            }),
+        )
+        .with_state(HttpState { handle, health });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Binds the metrics address, with a clear error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,196 @@
+//! Encoding of kept spans: one `TracesData` per trace, spans grouped back
+//! under their resource and scope, each span annotated with the rule that kept
+//! it and its adjusted count.
+//!
+//! In protobuf the annotation is appended to the span's bytes as two more
+//! `attributes` entries (field 9): a repeated field may appear anywhere in a
+//! message, so the span is re-emitted without a decode/encode round trip.
+
+use prost::Message as _;
+
+use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
+use super::{Encoding, SpanRecord};
+
+/// Attribute naming the rule that kept a span.
+pub const RULE_ATTRIBUTE: &str = "tailgate.rule";
+/// Attribute carrying the span's adjusted count, 1 / sampling rate: how many
+/// spans like it this one stands for.
+pub const ADJUSTED_COUNT_ATTRIBUTE: &str = "tailgate.adjusted_count";
+
+/// The attributes added to every kept span of a trace, pre-encoded once per
+/// decision as `Span.attributes` entries.
+#[derive(Debug, Clone)]
+pub struct Annotation {
+    /// Encoded `KeyValue` fields (field 9 of `Span`), appended to each span.
+    encoded: Vec<u8>,
+}
+
+impl Annotation {
+    pub fn new(rule: &str, adjusted_count: f64) -> Self {
+        let mut encoded = Vec::with_capacity(64 + rule.len());
+        // KeyValue { key = 1; value = 2 (AnyValue { string_value = 1 }) }
+        let mut any = Vec::new();
+        put_len(&mut any, 1, rule.as_bytes());
+        let mut kv = Vec::new();
+        put_len(&mut kv, 1, RULE_ATTRIBUTE.as_bytes());
+        put_len(&mut kv, 2, &any);
+        put_len(&mut encoded, 9, &kv);
+        // AnyValue { double_value = 4 }
+        let mut any = Vec::new();
+        put_tag(&mut any, 4, WireType::Fixed64);
+        any.extend_from_slice(&adjusted_count.to_le_bytes());
+        let mut kv = Vec::new();
+        put_len(&mut kv, 1, ADJUSTED_COUNT_ATTRIBUTE.as_bytes());
+        put_len(&mut kv, 2, &any);
+        put_len(&mut encoded, 9, &kv);
+        Self { encoded }
+    }
+}
+
+/// Spans grouped by resource, then by scope, in first-seen order.
+type Groups<'a> = Vec<(&'a SpanRecord, Vec<(&'a SpanRecord, Vec<&'a SpanRecord>)>)>;
+
+fn group<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Groups<'a> {
+    let mut groups: Groups<'a> = Vec::new();
+    for s in spans {
+        let sc = &s.scope;
+        let res = match groups.iter_mut().find(|(r, _)| {
+            r.scope.resource == sc.resource && r.scope.resource_schema_url == sc.resource_schema_url
+        }) {
+            Some(r) => r,
+            None => {
+                groups.push((s, Vec::new()));
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        match res
+            .1
+            .iter_mut()
+            .find(|(f, _)| f.scope.scope == sc.scope && f.scope.scope_schema_url == sc.scope_schema_url)
+        {
+            Some(scope) => scope.1.push(s),
+            None => res.1.push((s, vec![s])),
+        }
+    }
+    groups
+}
+
+/// Encodes the kept spans of one trace in `encoding`, and says which encoding
+/// was used: a trace whose spans cannot all be represented as JSON (protobuf
+/// spans mixed into a JSON trace with invalid UTF-8, say) leaves as protobuf.
+pub fn encode_trace<'a>(
+    spans: impl IntoIterator<Item = &'a SpanRecord>,
+    annotation: &Annotation,
+    encoding: Encoding,
+) -> (Vec<u8>, Encoding) {
+    let groups = group(spans);
+    if encoding == Encoding::OtlpJson {
+        if let Some(json) = encode_json(&groups, annotation) {
+            return (json, Encoding::OtlpJson);
+        }
+    }
+    (encode_proto(&groups, annotation), Encoding::OtlpProto)
+}
+
+fn len_field_size(field_payload: usize) -> usize {
+    1 + varint_len(field_payload as u64) + field_payload
+}
+
+fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
+    let ann = annotation.encoded.len();
+    // Sizes first, so the output is written in one allocation.
+    let scope_size = |first: &SpanRecord, spans: &[&SpanRecord]| {
+        let sc = &first.scope;
+        let mut n = 0;
+        if !sc.scope.is_empty() {
+            n += len_field_size(sc.scope.len());
+        }
+        for s in spans {
+            n += len_field_size(s.encoded.len() + ann);
+        }
+        if !sc.scope_schema_url.is_empty() {
+            n += len_field_size(sc.scope_schema_url.len());
+        }
+        n
+    };
+    let resource_size = |first: &SpanRecord, scopes: &[(&SpanRecord, Vec<&SpanRecord>)]| {
+        let sc = &first.scope;
+        let mut n = 0;
+        if !sc.resource.is_empty() {
+            n += len_field_size(sc.resource.len());
+        }
+        for (f, spans) in scopes {
+            n += len_field_size(scope_size(f, spans));
+        }
+        if !sc.resource_schema_url.is_empty() {
+            n += len_field_size(sc.resource_schema_url.len());
+        }
+        n
+    };
+    let total: usize = groups.iter().map(|(f, s)| len_field_size(resource_size(f, s))).sum();
+    let mut out = Vec::with_capacity(total);
+    for (first, scopes) in groups {
+        put_tag(&mut out, 1, WireType::Len);
+        put_varint(&mut out, resource_size(first, scopes) as u64);
+        if !first.scope.resource.is_empty() {
+            put_len(&mut out, 1, &first.scope.resource);
+        }
+        for (f, spans) in scopes {
+            put_tag(&mut out, 2, WireType::Len);
+            put_varint(&mut out, scope_size(f, spans) as u64);
+            if !f.scope.scope.is_empty() {
+                put_len(&mut out, 1, &f.scope.scope);
+            }
+            for s in spans {
+                put_tag(&mut out, 2, WireType::Len);
+                put_varint(&mut out, (s.encoded.len() + ann) as u64);
+                out.extend_from_slice(&s.encoded);
+                out.extend_from_slice(&annotation.encoded);
+            }
+            if !f.scope.scope_schema_url.is_empty() {
+                put_len(&mut out, 3, &f.scope.scope_schema_url);
+            }
+        }
+        if !first.scope.resource_schema_url.is_empty() {
+            put_len(&mut out, 3, &first.scope.resource_schema_url);
+        }
+    }
+    debug_assert_eq!(out.len(), total);
+    out
+}
+
+fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+    let mut resource_spans = Vec::with_capacity(groups.len());
+    for (first, scopes) in groups {
+        let mut scope_spans = Vec::with_capacity(scopes.len());
+        for (f, spans) in scopes {
+            let mut out = Vec::with_capacity(spans.len());
+            for s in spans {
+                let mut bytes = Vec::with_capacity(s.encoded.len() + annotation.encoded.len());
+                bytes.extend_from_slice(&s.encoded);
+                bytes.extend_from_slice(&annotation.encoded);
+                out.push(Span::decode(bytes.as_slice()).ok()?);
+            }
+            scope_spans.push(ScopeSpans {
+                scope: match f.scope.scope.is_empty() {
+                    true => None,
+                    false => Some(InstrumentationScope::decode(f.scope.scope.clone()).ok()?),
+                },
+                schema_url: String::from_utf8(f.scope.scope_schema_url.to_vec()).ok()?,
+                spans: out,
+            });
+        }
+        resource_spans.push(ResourceSpans {
+            resource: match first.scope.resource.is_empty() {
+                true => None,
+                false => Some(Resource::decode(first.scope.resource.clone()).ok()?),
+            },
+            schema_url: String::from_utf8(first.scope.resource_schema_url.to_vec()).ok()?,
+            scope_spans,
+        });
+    }
+    serde_json::to_vec(&TracesData { resource_spans }).ok()
+}

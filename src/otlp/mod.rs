@@ -1,0 +1,137 @@
+//! OTLP at the edges: decode incoming `TracesData` (protobuf or JSON) into span
+//! records that keep their encoded bytes, and encode kept spans back under
+//! their resource and scope.
+//!
+//! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`; the
+//! `opentelemetry-proto` crate's types are used for JSON and in tests.
+
+pub mod decode;
+pub mod encode;
+pub mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use decode::{decode, DecodeError, DecodeErrorKind, Decoded};
+pub use encode::{encode_trace, Annotation};
+
+/// A trace id: 16 bytes, never all zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TraceId(pub [u8; 16]);
+
+impl TraceId {
+    /// The Collector's form, used as the Kafka message key: 32 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 32 hex characters.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(s, &mut id).ok()?;
+        Some(Self(id))
+    }
+
+    /// The low 56 bits, the randomness the OpenTelemetry consistent-probability
+    /// sampling rule reads from a trace id.
+    pub fn randomness56(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b[1..].copy_from_slice(&self.0[9..16]);
+        u64::from_be_bytes(b)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// The encoding of a message, kept per trace so kept spans leave as they came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Protobuf `TracesData` (the Collector's `otlp_proto`).
+    #[default]
+    OtlpProto,
+    /// OTLP JSON (the Collector's `otlp_json`).
+    OtlpJson,
+}
+
+/// The resource and instrumentation scope a span was emitted under, as encoded
+/// bytes, shared by all spans of one `ScopeSpans` in a message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// Encoded `opentelemetry.proto.resource.v1.Resource` (may be empty).
+    pub resource: Bytes,
+    /// `ResourceSpans.schema_url`.
+    pub resource_schema_url: Bytes,
+    /// Encoded `InstrumentationScope` (may be empty).
+    pub scope: Bytes,
+    /// `ScopeSpans.schema_url`.
+    pub scope_schema_url: Bytes,
+    /// The resource's `service.name`, empty if it has none.
+    pub service: Bytes,
+}
+
+/// `Span.kind` values.
+pub mod span_kind {
+    pub const UNSPECIFIED: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const SERVER: u8 = 2;
+    pub const CLIENT: u8 = 3;
+    pub const PRODUCER: u8 = 4;
+    pub const CONSUMER: u8 = 5;
+}
+
+/// One span as the buffer holds it: the fields the rules read, and the span's
+/// encoded bytes (a slice of the message buffer) to re-emit it unchanged.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    /// The encoded `Span` message.
+    pub encoded: Bytes,
+    /// Resource and scope it belongs to.
+    pub scope: Arc<Scope>,
+    pub span_id: [u8; 8],
+    /// All zero for a root span.
+    pub parent_span_id: [u8; 8],
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Byte range of the span name within `encoded`.
+    name_at: (u32, u32),
+    /// `Span.kind` (see [`span_kind`]).
+    pub kind: u8,
+    /// `Status.code == STATUS_CODE_ERROR`.
+    pub error: bool,
+}
+
+impl SpanRecord {
+    /// True for a span without a parent.
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id == [0; 8]
+    }
+
+    /// The span name (lossy if it is not UTF-8, which OTLP forbids).
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        let (at, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
+        String::from_utf8_lossy(self.encoded.get(at..at + len).unwrap_or_default())
+    }
+
+    /// The `service.name` of the span's resource.
+    pub fn service(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.scope.service)
+    }
+
+    /// Bytes this span costs the buffer: its encoding plus the record itself.
+    pub fn size(&self) -> usize {
+        self.encoded.len() + std::mem::size_of::<Self>()
+    }
+}

@@ -1,0 +1,412 @@
+//! One partition's worker: decode → buffer → decide → hand kept spans to the
+//! producer → advance the watermark. The only place the stages meet.
+//!
+//! The worker owns its buffer, watermark and decision cache; workers share
+//! nothing but the rule set and the producer. Kafka is reached only through
+//! the [`Output`] and [`OffsetStore`] traits, so the worker is tested with
+//! in-memory stand-ins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use metrics::{counter, gauge, histogram, Counter, Gauge};
+use tokio::sync::mpsc;
+
+use crate::buffer::{BufferConfig, Occupancy, Reason, ReadyTrace, TraceBuffer};
+use crate::kafka::watermark::Watermark;
+use crate::metrics as m;
+use crate::otlp::{self, DecodeErrorKind, Encoding, SpanRecord, TraceId};
+use crate::rules::{Decision, RuleSet, TraceSummary};
+
+/// One message read from the input partition.
+#[derive(Debug, Clone)]
+pub struct InputMessage {
+    pub offset: i64,
+    pub payload: Bytes,
+}
+
+/// Why a produce failed; retried until it succeeds or the process stops.
+pub type ProduceError = String;
+
+/// Where kept spans go (the output topic).
+pub trait Output: Send + Sync + 'static {
+    /// Sends one message keyed by `key`; resolves once it is acknowledged or has
+    /// definitively failed.
+    fn send(&self, key: String, payload: Bytes) -> BoxFuture<'static, Result<(), ProduceError>>;
+}
+
+/// Where the watermark goes (the consumer's stored offsets).
+pub trait OffsetStore: Send + Sync + 'static {
+    /// Stores `next_offset`, the next offset to read after a restart.
+    fn store(&self, partition: i32, next_offset: i64);
+}
+
+/// What a worker needs, shared by all workers of the process.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub buffer: BufferConfig,
+    pub decided_ttl: Duration,
+    pub decided_capacity: u64,
+    pub max_in_flight: usize,
+}
+
+/// A produce waiting for its acknowledgement, with what it pins.
+struct InFlight {
+    key: String,
+    payload: Bytes,
+    offsets: Vec<i64>,
+    spans: usize,
+    attempt: u32,
+}
+
+type Flight = BoxFuture<'static, (InFlight, Result<(), ProduceError>)>;
+
+/// Metric handles cached per worker, so the hot path does no registry lookups.
+struct Metrics {
+    messages: Counter,
+    spans: Counter,
+    decode_errors: HashMap<DecodeErrorKind, Counter>,
+    decided: HashMap<(usize, bool, Reason), Counter>,
+    spans_decided: HashMap<(usize, bool), Counter>,
+    late: [Counter; 2],
+    produced_messages: Counter,
+    produced_spans: Counter,
+    produce_errors: Counter,
+    traces_buffered: Gauge,
+    spans_buffered: Gauge,
+    bytes_buffered: Gauge,
+    offsets_pending: Gauge,
+    offsets_stored: Counter,
+    /// What this worker last added to the process-wide gauges.
+    shown: Occupancy,
+    shown_pending: usize,
+}
+
+fn decision_label(keep: bool) -> &'static str {
+    if keep {
+        "keep"
+    } else {
+        "drop"
+    }
+}
+
+impl Metrics {
+    fn new(rules: &RuleSet) -> Self {
+        let mut decided = HashMap::new();
+        let mut spans_decided = HashMap::new();
+        for (i, name) in rules.names().iter().enumerate() {
+            for keep in [true, false] {
+                for reason in Reason::ALL {
+                    decided.insert(
+                        (i, keep, reason),
+                        counter!(m::TRACES_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep), "reason" => reason.as_str()),
+                    );
+                }
+                spans_decided.insert(
+                    (i, keep),
+                    counter!(m::SPANS_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep)),
+                );
+            }
+        }
+        Self {
+            messages: counter!(m::MESSAGES_RECEIVED),
+            spans: counter!(m::SPANS_RECEIVED),
+            decode_errors: DecodeErrorKind::ALL
+                .iter()
+                .map(|k| (*k, counter!(m::DECODE_ERRORS, "reason" => k.as_str())))
+                .collect(),
+            decided,
+            spans_decided,
+            late: [
+                counter!(m::LATE_SPANS, "decision" => "drop"),
+                counter!(m::LATE_SPANS, "decision" => "keep"),
+            ],
+            produced_messages: counter!(m::MESSAGES_PRODUCED),
+            produced_spans: counter!(m::SPANS_PRODUCED),
+            produce_errors: counter!(m::PRODUCE_ERRORS),
+            traces_buffered: gauge!(m::TRACES_BUFFERED),
+            spans_buffered: gauge!(m::SPANS_BUFFERED),
+            bytes_buffered: gauge!(m::BYTES_BUFFERED),
+            offsets_pending: gauge!(m::OFFSETS_PENDING),
+            offsets_stored: counter!(m::OFFSETS_STORED),
+            shown: Occupancy::default(),
+            shown_pending: 0,
+        }
+    }
+
+    /// Moves the process-wide gauges by this worker's change since last time.
+    fn show(&mut self, now: Occupancy, pending: usize) {
+        let delta = |g: &Gauge, new: usize, old: usize| g.increment(new as f64 - old as f64);
+        delta(&self.traces_buffered, now.traces, self.shown.traces);
+        delta(&self.spans_buffered, now.spans, self.shown.spans);
+        delta(&self.bytes_buffered, now.bytes, self.shown.bytes);
+        delta(&self.offsets_pending, pending, self.shown_pending);
+        self.shown = now;
+        self.shown_pending = pending;
+    }
+}
+
+/// Logs rejected input at most once per interval per reason, with a count of
+/// what was not logged.
+struct RateLimitedLog {
+    last: HashMap<DecodeErrorKind, (Instant, u64)>,
+    interval: Duration,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, partition: i32, offset: i64, e: &otlp::DecodeError, now: Instant) {
+        let entry = self.last.entry(e.kind).or_insert((now - self.interval, 0));
+        if now.duration_since(entry.0) >= self.interval {
+            tracing::warn!(partition, offset, reason = e.kind.as_str(), suppressed = entry.1, "skipping bad input: {}", e.detail);
+            *entry = (now, 0);
+        } else {
+            entry.1 += 1;
+        }
+    }
+}
+
+/// One partition's worker.
+pub struct PartitionWorker {
+    partition: i32,
+    config: WorkerConfig,
+    rules: Arc<RuleSet>,
+    buffer: TraceBuffer,
+    watermark: Watermark,
+    /// Decisions of recently decided traces, followed by their late spans.
+    decided: moka::sync::Cache<TraceId, Decision>,
+    output: Arc<dyn Output>,
+    offsets: Arc<dyn OffsetStore>,
+    in_flight: FuturesUnordered<Flight>,
+    metrics: Metrics,
+    bad_input_log: RateLimitedLog,
+    ready: Vec<ReadyTrace>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl PartitionWorker {
+    pub fn new(
+        partition: i32,
+        config: WorkerConfig,
+        rules: Arc<RuleSet>,
+        output: Arc<dyn Output>,
+        offsets: Arc<dyn OffsetStore>,
+    ) -> Self {
+        Self {
+            partition,
+            buffer: TraceBuffer::new(config.buffer),
+            decided: moka::sync::Cache::builder()
+                .max_capacity(config.decided_capacity)
+                .time_to_live(config.decided_ttl)
+                .build(),
+            config,
+            metrics: Metrics::new(&rules),
+            rules,
+            watermark: Watermark::new(),
+            output,
+            offsets,
+            in_flight: FuturesUnordered::new(),
+            bad_input_log: RateLimitedLog {
+                last: HashMap::new(),
+                interval: Duration::from_secs(10),
+            },
+            ready: Vec::new(),
+        }
+    }
+
+    /// Runs until `input` closes, then drains in-flight produces and stores the
+    /// final watermark. Traces still undecided at that point are not decided:
+    /// their offsets stay uncommitted, so whoever reads the partition next
+    /// re-reads and decides them.
+    pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) {
+        loop {
+            let next = self
+                .buffer
+                .next_deadline()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let can_read = self.in_flight.len() < self.config.max_in_flight;
+            tokio::select! {
+                biased;
+                Some((flight, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.delivered(flight, result);
+                }
+                msg = input.recv(), if can_read => match msg {
+                    Some(msg) => self.handle(msg, now()),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            self.decide_due(now());
+            self.publish();
+        }
+        while let Some((flight, result)) = self.in_flight.next().await {
+            self.delivered(flight, result);
+            self.publish();
+        }
+        self.publish();
+        self.metrics.show(Occupancy::default(), 0);
+        let o = self.buffer.occupancy();
+        if o.traces > 0 {
+            tracing::info!(
+                partition = self.partition,
+                traces = o.traces,
+                spans = o.spans,
+                "stopping with undecided traces; their offsets stay uncommitted and will be re-read"
+            );
+        }
+    }
+
+    /// Stores the watermark if it moved and updates the gauges.
+    fn publish(&mut self) {
+        if let Some(next) = self.watermark.advance() {
+            self.offsets.store(self.partition, next);
+            self.metrics.offsets_stored.increment(1);
+        }
+        self.metrics.show(self.buffer.occupancy(), self.watermark.pending());
+    }
+
+    /// Decodes one message and buffers its spans by trace.
+    pub fn handle(&mut self, msg: InputMessage, now: Instant) {
+        self.metrics.messages.increment(1);
+        self.watermark.track(msg.offset, 0);
+        let decoded = match otlp::decode(msg.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.decode_errors[&e.kind].increment(1);
+                self.bad_input_log.warn(self.partition, msg.offset, &e, now);
+                return;
+            }
+        };
+        for e in &decoded.rejected {
+            self.metrics.decode_errors[&e.kind].increment(1);
+            self.bad_input_log.warn(self.partition, msg.offset, e, now);
+        }
+        self.metrics.spans.increment(decoded.spans.len() as u64);
+        let encoding = decoded.encoding;
+        let mut spans = decoded.spans;
+        // Group by trace id, keeping each trace's spans in message order.
+        spans.sort_by_key(|(id, _)| *id);
+        let mut rest = spans.into_iter().peekable();
+        while let Some((id, first)) = rest.next() {
+            let mut group = vec![first];
+            while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
+                group.push(s);
+            }
+            self.add(id, group, msg.offset, encoding, now);
+        }
+    }
+
+    fn add(&mut self, id: TraceId, spans: Vec<SpanRecord>, offset: i64, encoding: Encoding, now: Instant) {
+        if !self.buffer.contains(&id) {
+            if let Some(decision) = self.decided.get(&id) {
+                // A late span: follow the trace's decision.
+                self.metrics.late[usize::from(decision.keep)].increment(spans.len() as u64);
+                self.metrics.spans_decided[&(decision.rule, decision.keep)].increment(spans.len() as u64);
+                if decision.keep {
+                    self.watermark.pin(offset, 1);
+                    self.produce(id, &spans, decision, encoding, vec![offset]);
+                }
+                return;
+            }
+        }
+        self.watermark.pin(offset, 1);
+        let evicted = self.buffer.insert(id, spans, offset, encoding, now);
+        for t in evicted {
+            self.decide(t, now);
+        }
+    }
+
+    /// Decides every trace whose deadline has passed.
+    pub fn decide_due(&mut self, now: Instant) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.buffer.pop_due(now, &mut ready);
+        for t in ready.drain(..) {
+            self.decide(t, now);
+        }
+        self.ready = ready;
+    }
+
+    fn decide(&mut self, t: ReadyTrace, now: Instant) {
+        let decision = self.rules.decide(&TraceSummary::of(t.trace_id, &t.spans));
+        self.decided.insert(t.trace_id, decision);
+        self.metrics.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
+        self.metrics.spans_decided[&(decision.rule, decision.keep)].increment(t.spans.len() as u64);
+        histogram!(m::DECISION_LATENESS).record(now.saturating_duration_since(t.deadline).as_secs_f64());
+        if decision.keep {
+            // The offsets' pins pass from the trace to the produce.
+            self.produce(t.trace_id, &t.spans, decision, t.encoding, t.offsets);
+        } else {
+            for o in t.offsets {
+                self.release(o);
+            }
+        }
+    }
+
+    fn release(&mut self, offset: i64) {
+        if !self.watermark.release(offset) {
+            // A pin released twice would let the watermark pass undecided data.
+            tracing::error!(partition = self.partition, offset, "released an offset that was not pinned; this is a bug");
+        }
+    }
+
+    fn produce(&mut self, id: TraceId, spans: &[SpanRecord], d: Decision, encoding: Encoding, offsets: Vec<i64>) {
+        let (payload, _) = otlp::encode_trace(spans, self.rules.annotation(d.rule), encoding);
+        self.send(InFlight {
+            key: id.to_hex(),
+            payload: Bytes::from(payload),
+            offsets,
+            spans: spans.len(),
+            attempt: 0,
+        });
+    }
+
+    fn send(&mut self, flight: InFlight) {
+        let output = self.output.clone();
+        let backoff = match flight.attempt {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(100 * 2u64.pow(n.min(6))),
+        };
+        self.in_flight.push(Box::pin(async move {
+            if !backoff.is_zero() {
+                tokio::time::sleep(backoff).await;
+            }
+            let result = output.send(flight.key.clone(), flight.payload.clone()).await;
+            (flight, result)
+        }));
+    }
+
+    fn delivered(&mut self, mut flight: InFlight, result: Result<(), ProduceError>) {
+        match result {
+            Ok(()) => {
+                self.metrics.produced_messages.increment(1);
+                self.metrics.produced_spans.increment(flight.spans as u64);
+                for o in std::mem::take(&mut flight.offsets) {
+                    self.release(o);
+                }
+            }
+            Err(e) => {
+                // Never dropped: retried with backoff, and the offsets it pins
+                // hold the watermark until it is delivered.
+                self.metrics.produce_errors.increment(1);
+                tracing::warn!(partition = self.partition, attempt = flight.attempt, key = %flight.key, "produce failed, retrying: {e}");
+                flight.attempt += 1;
+                self.send(flight);
+            }
+        }
+    }
+
+    /// Offsets still pinned and buffer occupancy, for tests and status.
+    pub fn status(&self) -> (Option<i64>, Occupancy) {
+        (self.watermark.committable(), self.buffer.occupancy())
+    }
+}
+
+#[cfg(test)]
+mod tests;
