@@ -31,23 +31,35 @@ pub struct Handles {
 }
 
 /// Runs tailgate until `shutdown` resolves.
-pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>, handles: Handles) -> anyhow::Result<()> {
+pub async fn run(
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()>,
+    handles: Handles,
+) -> anyhow::Result<()> {
     let Loaded { settings, rules } = loaded;
     let rules = Arc::new(rules);
     let handle = m::install();
     metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
 
-    let listener = m::bind(settings.metrics.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (metrics.listen)", settings.metrics.listen))?;
-    tracing::info!("serving /metrics, /healthz, /readyz on http://{}", listener.local_addr()?);
+    let listener = m::bind(settings.metrics.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (metrics.listen)",
+            settings.metrics.listen
+        )
+    })?;
+    tracing::info!(
+        "serving /metrics, /healthz, /readyz on http://{}",
+        listener.local_addr()?
+    );
     let (http_stop, http_stopped) = oneshot::channel::<()>();
     let http = tokio::spawn(m::serve(listener, handle, handles.health.clone(), async {
         let _ = http_stopped.await;
     }));
 
-    let output = Arc::new(KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?);
-    let (consumer, mut rebalances) = consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
+    let output =
+        Arc::new(KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?);
+    let (consumer, mut rebalances) =
+        consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
     let offsets = Arc::new(StoredOffsets {
         consumer: consumer.clone(),
         topic: settings.kafka.input_topic.clone(),
@@ -71,7 +83,13 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>, handles: Ha
             decided_capacity: settings.decision.decided_capacity,
             max_in_flight: settings.kafka.max_in_flight,
         };
-        let worker = PartitionWorker::new(partition, config, rules.clone(), output.clone(), offsets.clone());
+        let worker = PartitionWorker::new(
+            partition,
+            config,
+            rules.clone(),
+            output.clone(),
+            offsets.clone(),
+        );
         Worker {
             input: tx,
             task: tokio::spawn(worker.run(rx)),

@@ -38,7 +38,12 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [Reason::Wait, Reason::AfterRoot, Reason::MaxAge, Reason::Memory];
+    pub const ALL: [Reason; 4] = [
+        Reason::Wait,
+        Reason::AfterRoot,
+        Reason::MaxAge,
+        Reason::Memory,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -190,7 +195,9 @@ impl TraceBuffer {
     fn enforce_budget(&mut self) -> Vec<ReadyTrace> {
         let mut out = Vec::new();
         while self.bytes > self.config.max_bytes {
-            let Some(&(deadline, id)) = self.deadlines.first() else { break };
+            let Some(&(deadline, id)) = self.deadlines.first() else {
+                break;
+            };
             if let Some(t) = self.take(id, deadline, Reason::Memory) {
                 out.push(t);
             }

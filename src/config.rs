@@ -129,7 +129,9 @@ impl KafkaSettings {
     pub fn options(list: &[String]) -> Result<BTreeMap<String, String>, String> {
         list.iter()
             .map(|o| match o.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
                 _ => Err(format!("{o:?} is not `name=value`")),
             })
             .collect()
@@ -229,7 +231,9 @@ pub struct MetricsSettings {
 
 impl Default for MetricsSettings {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -310,13 +314,14 @@ fn check_file(path: &Path) -> Result<String, ConfigError> {
 
 /// The line on which rule `name` is defined, to point a person at it.
 fn rule_line(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start().trim_start_matches('-').trim_start();
-        l.strip_prefix("name:")
-            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
-            .unwrap_or(false)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches('-').trim_start();
+            l.strip_prefix("name:")
+                .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == name)
+                .unwrap_or(false)
+        })
+        .map(|i| i + 1)
 }
 
 /// Loaded, validated settings with compiled rules.
@@ -335,7 +340,8 @@ impl Settings {
         }
         let mut builder = config::Config::builder();
         for f in &sources.files {
-            builder = builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Yaml));
+            builder = builder
+                .add_source(config::File::from(f.as_path()).format(config::FileFormat::Yaml));
         }
         if sources.environment {
             builder = builder.add_source(
@@ -392,7 +398,10 @@ impl Settings {
             ));
         }
         if self.buffer.max_bytes < 1024 * 1024 {
-            return Err(format!("buffer.max_bytes ({}) must be at least 1 MiB", self.buffer.max_bytes));
+            return Err(format!(
+                "buffer.max_bytes ({}) must be at least 1 MiB",
+                self.buffer.max_bytes
+            ));
         }
         if self.buffer.partition_queue == 0 || self.kafka.max_in_flight == 0 {
             return Err("buffer.partition_queue and kafka.max_in_flight must be at least 1".into());

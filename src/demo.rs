@@ -22,7 +22,10 @@ use crate::workload::{encode, ShopWorkload};
 pub const DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
 
 fn unix_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
@@ -36,7 +39,13 @@ fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 
 /// Produces `traces` shop traces to `topic`, one message per resource and
 /// trace keyed by trace id. Returns the number of messages.
-pub async fn generate(brokers: &str, topic: &str, traces: u64, seed: u64, encoding: Encoding) -> anyhow::Result<u64> {
+pub async fn generate(
+    brokers: &str,
+    topic: &str,
+    traces: u64,
+    seed: u64,
+    encoding: Encoding,
+) -> anyhow::Result<u64> {
     let producer = producer(brokers)?;
     let mut workload = ShopWorkload::new(seed);
     let mut pending = FuturesUnordered::new();
@@ -52,7 +61,10 @@ pub async fn generate(brokers: &str, topic: &str, traces: u64, seed: u64, encodi
             let topic = topic.to_string();
             pending.push(async move {
                 producer
-                    .send(FutureRecord::to(&topic).key(&key).payload(&payload), rdkafka::util::Timeout::Never)
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        rdkafka::util::Timeout::Never,
+                    )
                     .await
                     .map_err(|(e, _)| e)
             });
@@ -94,10 +106,15 @@ fn table(metrics_text: &str) -> BTreeMap<String, RuleRow> {
         if !traces && !spans {
             continue;
         }
-        let (Some(open), Some(close)) = (line.find('{'), line.rfind('}')) else { continue };
+        let (Some(open), Some(close)) = (line.find('{'), line.rfind('}')) else {
+            continue;
+        };
         let labels = &line[open + 1..close];
         let value: f64 = line[close + 1..].trim().parse().unwrap_or(0.0);
-        let (Some(rule), Some(decision)) = (label(labels, "rule"), label(labels, "decision")) else { continue };
+        let (Some(rule), Some(decision)) = (label(labels, "rule"), label(labels, "decision"))
+        else {
+            continue;
+        };
         let row = rows.entry(rule.to_string()).or_default();
         match (traces, decision) {
             (true, "keep") => row.kept_traces += value,
@@ -109,16 +126,33 @@ fn table(metrics_text: &str) -> BTreeMap<String, RuleRow> {
     rows
 }
 
-fn print_table(order: &[String], text: &str, produced: (u64, u64), output: (u64, u64), elapsed: Duration) {
+fn print_table(
+    order: &[String],
+    text: &str,
+    produced: (u64, u64),
+    output: (u64, u64),
+    elapsed: Duration,
+) {
     let rows = table(text);
     println!();
-    println!("── after {:>3}s ─────────────────────────────────────────────────────────", elapsed.as_secs());
-    println!("{:<22} {:>12} {:>14} {:>12} {:>14}", "rule", "kept traces", "dropped traces", "kept spans", "dropped spans");
+    println!(
+        "── after {:>3}s ─────────────────────────────────────────────────────────",
+        elapsed.as_secs()
+    );
+    println!(
+        "{:<22} {:>12} {:>14} {:>12} {:>14}",
+        "rule", "kept traces", "dropped traces", "kept spans", "dropped spans"
+    );
     let (mut kt, mut dt, mut ks, mut ds) = (0.0, 0.0, 0.0, 0.0);
     for name in order {
         let r = rows.get(name.as_str());
         let g = |f: fn(&RuleRow) -> f64| r.map(f).unwrap_or(0.0);
-        let (a, b, c, d) = (g(|r| r.kept_traces), g(|r| r.dropped_traces), g(|r| r.kept_spans), g(|r| r.dropped_spans));
+        let (a, b, c, d) = (
+            g(|r| r.kept_traces),
+            g(|r| r.dropped_traces),
+            g(|r| r.kept_spans),
+            g(|r| r.dropped_spans),
+        );
         kt += a;
         dt += b;
         ks += c;
@@ -126,7 +160,11 @@ fn print_table(order: &[String], text: &str, produced: (u64, u64), output: (u64,
         println!("{name:<22} {a:>12} {b:>14} {c:>12} {d:>14}");
     }
     println!("{:<22} {kt:>12} {dt:>14} {ks:>12} {ds:>14}", "total");
-    let reduction = if ks + ds > 0.0 { 100.0 * ds / (ks + ds) } else { 0.0 };
+    let reduction = if ks + ds > 0.0 {
+        100.0 * ds / (ks + ds)
+    } else {
+        0.0
+    };
     println!(
         "input: {} traces, {} spans · output topic: {} messages, {} spans · spans dropped: {reduction:.1}%",
         produced.0, produced.1, output.0, output.1
@@ -134,11 +172,20 @@ fn print_table(order: &[String], text: &str, produced: (u64, u64), output: (u64,
 }
 
 /// Runs the demo for `duration`.
-pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &Path) -> anyhow::Result<()> {
+pub async fn run(
+    duration: Duration,
+    rate: u32,
+    listen: SocketAddr,
+    policies: &Path,
+) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
     let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("otlp_spans", 4, 1).context("create otlp_spans")?;
-    cluster.create_topic("otlp_spans_sampled", 1, 1).context("create otlp_spans_sampled")?;
+    cluster
+        .create_topic("otlp_spans", 4, 1)
+        .context("create otlp_spans")?;
+    cluster
+        .create_topic("otlp_spans_sampled", 1, 1)
+        .context("create otlp_spans_sampled")?;
 
     let file = policies.join("demo.yaml");
     let (_tmp, file) = if file.exists() {
@@ -158,10 +205,18 @@ pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &P
     loaded.settings.kafka.brokers = brokers.clone();
     loaded.settings.metrics.listen = listen;
     let order: Vec<String> = loaded.rules.names().iter().map(|n| n.to_string()).collect();
-    println!("tailgate demo: in-process Kafka at {brokers}, rules from {}", file.display());
+    println!(
+        "tailgate demo: in-process Kafka at {brokers}, rules from {}",
+        file.display()
+    );
     println!("a small shop: gateway → profile-service → fraud-detection → third-party API (sometimes slow),");
-    println!("orders published to Kafka for search-indexer and notifier; some errors; health checks.");
-    println!("metrics: http://{listen}/metrics · {rate} traces/s for {}", humantime::format_duration(duration));
+    println!(
+        "orders published to Kafka for search-indexer and notifier; some errors; health checks."
+    );
+    println!(
+        "metrics: http://{listen}/metrics · {rate} traces/s for {}",
+        humantime::format_duration(duration)
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut app_stop = stop_rx.clone();
@@ -177,7 +232,7 @@ pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &P
     let producer = producer(&brokers)?;
     let produced = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let gen_count = produced.clone();
-    let mut gen_stop = stop_rx.clone();
+    let (gen_stop_tx, mut gen_stop) = tokio::sync::watch::channel(false);
     let generator = tokio::spawn(async move {
         let mut workload = ShopWorkload::new(42);
         workload.health_rate = 0.1;
@@ -188,21 +243,31 @@ pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &P
                 _ = gen_stop.wait_for(|s| *s) => break,
                 _ = tick.tick() => {}
             }
+            let mut sends = FuturesUnordered::new();
             for _ in 0..per_tick {
                 let t = workload.next_trace(unix_nanos());
                 let key = t.truth.trace_id.to_hex();
                 for m in &t.messages {
                     let payload = encode(m, Encoding::OtlpProto);
-                    let r = producer
-                        .send(FutureRecord::to("otlp_spans").key(&key).payload(&payload), rdkafka::util::Timeout::Never)
-                        .await;
-                    if let Err((e, _)) = r {
-                        tracing::warn!("demo workload produce failed: {e}");
-                    }
+                    let producer = producer.clone();
+                    let key = key.clone();
+                    sends.push(async move {
+                        producer
+                            .send(
+                                FutureRecord::to("otlp_spans").key(&key).payload(&payload),
+                                rdkafka::util::Timeout::Never,
+                            )
+                            .await
+                    });
                 }
                 if let Ok(mut c) = gen_count.lock() {
                     c.0 += 1;
                     c.1 += t.truth.spans as u64;
+                }
+            }
+            while let Some(r) = sends.next().await {
+                if let Err((e, _)) = r {
+                    tracing::warn!("demo workload produce failed: {e}");
                 }
             }
         }
@@ -218,21 +283,17 @@ pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &P
     reader.subscribe(&["otlp_spans_sampled"])?;
     let output = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let out_count = output.clone();
-    let mut reader_stop = stop_rx.clone();
     let reader_task = tokio::spawn(async move {
         loop {
-            tokio::select! {
-                _ = reader_stop.wait_for(|s| *s) => break,
-                m = reader.recv() => if let Ok(m) = m {
-                    let spans = m
-                        .payload()
-                        .and_then(|p| crate::otlp::decode(bytes::Bytes::copy_from_slice(p)).ok())
-                        .map(|d| d.spans.len() as u64)
-                        .unwrap_or(0);
-                    if let Ok(mut c) = out_count.lock() {
-                        c.0 += 1;
-                        c.1 += spans;
-                    }
+            if let Ok(m) = reader.recv().await {
+                let spans = m
+                    .payload()
+                    .and_then(|p| crate::otlp::decode(bytes::Bytes::copy_from_slice(p)).ok())
+                    .map(|d| d.spans.len() as u64)
+                    .unwrap_or(0);
+                if let Ok(mut c) = out_count.lock() {
+                    c.0 += 1;
+                    c.1 += spans;
                 }
             }
         }
@@ -253,10 +314,14 @@ pub async fn run(duration: Duration, rate: u32, listen: SocketAddr, policies: &P
             r = tokio::signal::ctrl_c() => { r?; break; }
         }
     }
-    let _ = stop_tx.send(true);
+    // Stop the workload, then tailgate (which drains its produces), then give
+    // the reader a moment to see the last kept traces.
+    let _ = gen_stop_tx.send(true);
     generator.await?;
+    let _ = stop_tx.send(true);
     app.await??;
-    reader_task.await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader_task.abort();
     let p = *produced.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let o = *output.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     print_table(&order, &handle.render(), p, o, started.elapsed());

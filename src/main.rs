@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tailgate::config::{Settings, Sources};
 
 #[derive(Parser)]
-#[command(name = "tailgate", version, about = "Tail-sampling stream processor for distributed traces on Kafka")]
+#[command(
+    name = "tailgate",
+    version,
+    about = "Tail-sampling stream processor for distributed traces on Kafka"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,22 +83,29 @@ enum Command {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -108,7 +119,10 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -128,7 +142,11 @@ fn main() -> ExitCode {
             if let Some(b) = brokers {
                 loaded.settings.kafka.brokers = b;
             }
-            match runtime.block_on(tailgate::app::run(loaded, shutdown_signal(), Default::default())) {
+            match runtime.block_on(tailgate::app::run(
+                loaded,
+                shutdown_signal(),
+                Default::default(),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -164,7 +182,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(tailgate::demo::generate(&brokers, &topic, traces, seed, encoding)) {
+            match runtime.block_on(tailgate::demo::generate(
+                &brokers, &topic, traces, seed, encoding,
+            )) {
                 Ok(n) => {
                     eprintln!("produced {traces} traces in {n} messages to {topic}");
                     ExitCode::SUCCESS
@@ -195,7 +215,10 @@ fn check(dir: &std::path::Path, envs: &[String]) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("error: {}: cannot read the policy directory: {e}", dir.display());
+                eprintln!(
+                    "error: {}: cannot read the policy directory: {e}",
+                    dir.display()
+                );
                 return ExitCode::from(2);
             }
         }
@@ -210,7 +233,11 @@ fn check(dir: &std::path::Path, envs: &[String]) -> ExitCode {
         let mut sources = Sources::for_env(dir, env, None);
         sources.environment = false;
         match Settings::load(&sources) {
-            Ok(l) => println!("ok    {}  ({} rules)", dir.join(format!("{env}.yaml")).display(), l.rules.names().len() - 1),
+            Ok(l) => println!(
+                "ok    {}  ({} rules)",
+                dir.join(format!("{env}.yaml")).display(),
+                l.rules.names().len() - 1
+            ),
             Err(e) => {
                 failed += 1;
                 println!("error {e}");

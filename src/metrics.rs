@@ -60,7 +60,9 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(DECISION_LATENESS.into()),
-                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
                 )
                 .expect("bucket list is not empty")
                 .build_recorder();
@@ -112,7 +114,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(|State(s): State<HttpState>| async move { s.handle.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move { s.handle.render() }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -120,12 +125,17 @@ pub async fn serve(
                 if s.health.is_ready() {
                     (StatusCode::OK, "ready\n")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for partition assignment\n")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for partition assignment\n",
+                    )
                 }
             }),
         )
         .with_state(HttpState { handle, health });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Binds the metrics address, with a clear error.

@@ -16,7 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use metrics::{counter, gauge, histogram, Counter, Gauge};
 use tokio::sync::mpsc;
 
-use crate::buffer::{BufferConfig, Occupancy, Reason, ReadyTrace, TraceBuffer};
+use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, Reason, TraceBuffer};
 use crate::kafka::watermark::Watermark;
 use crate::metrics as m;
 use crate::otlp::{self, DecodeErrorKind, Encoding, SpanRecord, TraceId};
@@ -161,7 +161,14 @@ impl RateLimitedLog {
     fn warn(&mut self, partition: i32, offset: i64, e: &otlp::DecodeError, now: Instant) {
         let entry = self.last.entry(e.kind).or_insert((now - self.interval, 0));
         if now.duration_since(entry.0) >= self.interval {
-            tracing::warn!(partition, offset, reason = e.kind.as_str(), suppressed = entry.1, "skipping bad input: {}", e.detail);
+            tracing::warn!(
+                partition,
+                offset,
+                reason = e.kind.as_str(),
+                suppressed = entry.1,
+                "skipping bad input: {}",
+                e.detail
+            );
             *entry = (now, 0);
         } else {
             entry.1 += 1;
@@ -269,7 +276,8 @@ impl PartitionWorker {
             self.offsets.store(self.partition, next);
             self.metrics.offsets_stored.increment(1);
         }
-        self.metrics.show(self.buffer.occupancy(), self.watermark.pending());
+        self.metrics
+            .show(self.buffer.occupancy(), self.watermark.pending());
     }
 
     /// Decodes one message and buffers its spans by trace.
@@ -303,12 +311,20 @@ impl PartitionWorker {
         }
     }
 
-    fn add(&mut self, id: TraceId, spans: Vec<SpanRecord>, offset: i64, encoding: Encoding, now: Instant) {
+    fn add(
+        &mut self,
+        id: TraceId,
+        spans: Vec<SpanRecord>,
+        offset: i64,
+        encoding: Encoding,
+        now: Instant,
+    ) {
         if !self.buffer.contains(&id) {
             if let Some(decision) = self.decided.get(&id) {
                 // A late span: follow the trace's decision.
                 self.metrics.late[usize::from(decision.keep)].increment(spans.len() as u64);
-                self.metrics.spans_decided[&(decision.rule, decision.keep)].increment(spans.len() as u64);
+                self.metrics.spans_decided[&(decision.rule, decision.keep)]
+                    .increment(spans.len() as u64);
                 if decision.keep {
                     self.watermark.pin(offset, 1);
                     self.produce(id, &spans, decision, encoding, vec![offset]);
@@ -338,7 +354,8 @@ impl PartitionWorker {
         self.decided.insert(t.trace_id, decision);
         self.metrics.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
         self.metrics.spans_decided[&(decision.rule, decision.keep)].increment(t.spans.len() as u64);
-        histogram!(m::DECISION_LATENESS).record(now.saturating_duration_since(t.deadline).as_secs_f64());
+        histogram!(m::DECISION_LATENESS)
+            .record(now.saturating_duration_since(t.deadline).as_secs_f64());
         if decision.keep {
             // The offsets' pins pass from the trace to the produce.
             self.produce(t.trace_id, &t.spans, decision, t.encoding, t.offsets);
@@ -352,11 +369,22 @@ impl PartitionWorker {
     fn release(&mut self, offset: i64) {
         if !self.watermark.release(offset) {
             // A pin released twice would let the watermark pass undecided data.
-            tracing::error!(partition = self.partition, offset, "released an offset that was not pinned; this is a bug");
+            tracing::error!(
+                partition = self.partition,
+                offset,
+                "released an offset that was not pinned; this is a bug"
+            );
         }
     }
 
-    fn produce(&mut self, id: TraceId, spans: &[SpanRecord], d: Decision, encoding: Encoding, offsets: Vec<i64>) {
+    fn produce(
+        &mut self,
+        id: TraceId,
+        spans: &[SpanRecord],
+        d: Decision,
+        encoding: Encoding,
+        offsets: Vec<i64>,
+    ) {
         let (payload, _) = otlp::encode_trace(spans, self.rules.annotation(d.rule), encoding);
         self.send(InFlight {
             key: id.to_hex(),
@@ -377,7 +405,9 @@ impl PartitionWorker {
             if !backoff.is_zero() {
                 tokio::time::sleep(backoff).await;
             }
-            let result = output.send(flight.key.clone(), flight.payload.clone()).await;
+            let result = output
+                .send(flight.key.clone(), flight.payload.clone())
+                .await;
             (flight, result)
         }));
     }

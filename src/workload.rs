@@ -13,7 +13,9 @@
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status, TracesData};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status, TracesData,
+};
 use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -58,7 +60,13 @@ pub struct SpanSpec {
 }
 
 impl SpanSpec {
-    pub fn new(service: &'static str, name: &str, parent: Option<usize>, start_ms: u64, duration_ms: u64) -> Self {
+    pub fn new(
+        service: &'static str,
+        name: &str,
+        parent: Option<usize>,
+        start_ms: u64,
+        duration_ms: u64,
+    ) -> Self {
         Self {
             service,
             name: name.into(),
@@ -90,7 +98,12 @@ fn resource(service: &str) -> Resource {
 /// Builds one `TracesData` per service (the exporter's shape with
 /// `partition_traces_by_id`) for a trace starting at `start_unix_ns`.
 /// `span_ids[i]` is used for span `i`.
-pub fn build_trace(trace_id: TraceId, span_ids: &[[u8; 8]], start_unix_ns: u64, spans: &[SpanSpec]) -> Vec<TracesData> {
+pub fn build_trace(
+    trace_id: TraceId,
+    span_ids: &[[u8; 8]],
+    start_unix_ns: u64,
+    spans: &[SpanSpec],
+) -> Vec<TracesData> {
     let mut by_service: Vec<(&'static str, Vec<Span>)> = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         let span = Span {
@@ -103,7 +116,11 @@ pub fn build_trace(trace_id: TraceId, span_ids: &[[u8; 8]], start_unix_ns: u64, 
             end_time_unix_nano: start_unix_ns + s.start + s.duration,
             attributes: s.attributes.clone(),
             status: Some(Status {
-                message: if s.error { "upstream failed".into() } else { String::new() },
+                message: if s.error {
+                    "upstream failed".into()
+                } else {
+                    String::new()
+                },
                 code: if s.error {
                     status::StatusCode::Error as i32
                 } else {
@@ -202,7 +219,10 @@ impl ShopWorkload {
         let slow = !health && self.rng.random_bool(self.slow_rate);
         let specs = if health {
             let mut root = SpanSpec::new("gateway", "GET /healthz", None, 0, 1);
-            root.attributes = vec![attr("http.request.method", "GET"), attr("http.route", "/healthz")];
+            root.attributes = vec![
+                attr("http.request.method", "GET"),
+                attr("http.route", "/healthz"),
+            ];
             vec![root]
         } else {
             self.shop_spans(error, slow)
@@ -212,7 +232,11 @@ impl ShopWorkload {
             self.rng.fill(s);
             s[0] |= 1;
         }
-        let end = specs.iter().map(|s| s.start + s.duration).max().unwrap_or(0);
+        let end = specs
+            .iter()
+            .map(|s| s.start + s.duration)
+            .max()
+            .unwrap_or(0);
         GeneratedTrace {
             truth: Truth {
                 trace_id,
@@ -228,7 +252,11 @@ impl ShopWorkload {
 
     fn shop_spans(&mut self, error: bool, slow: bool) -> Vec<SpanSpec> {
         let route = ["/checkout", "/profile", "/cart"][self.rng.random_range(0..3)];
-        let third = if slow { self.ms(1_500, 3_000) } else { self.ms(5, 60) };
+        let third = if slow {
+            self.ms(1_500, 3_000)
+        } else {
+            self.ms(5, 60)
+        };
         let fraud = third + self.ms(2, 10);
         let profile = fraud + self.ms(5, 20);
         let root = profile + self.ms(8, 20);
@@ -244,10 +272,28 @@ impl ShopWorkload {
             SpanSpec::new("gateway", &format!("POST {route}"), None, 0, root),
             SpanSpec::new("profile-service", "GET /profile/{id}", Some(0), 2, profile),
             SpanSpec::new("fraud-detection", "POST /score", Some(1), 4, fraud),
-            SpanSpec::new("fraud-detection", "POST api.riskscore.example/v2/score", Some(2), 5, third),
+            SpanSpec::new(
+                "fraud-detection",
+                "POST api.riskscore.example/v2/score",
+                Some(2),
+                5,
+                third,
+            ),
             SpanSpec::new("gateway", "orders publish", Some(0), root - 4, 2),
-            SpanSpec::new("search-indexer", "orders process", Some(4), root + self.ms(5, 40), self.ms(3, 30)),
-            SpanSpec::new("notifier", "orders process", Some(4), root + self.ms(5, 60), self.ms(2, 20)),
+            SpanSpec::new(
+                "search-indexer",
+                "orders process",
+                Some(4),
+                root + self.ms(5, 40),
+                self.ms(3, 30),
+            ),
+            SpanSpec::new(
+                "notifier",
+                "orders process",
+                Some(4),
+                root + self.ms(5, 60),
+                self.ms(2, 20),
+            ),
         ];
         s[0].attributes = http("POST", route, code);
         s[1].kind = span::SpanKind::Server;
@@ -255,12 +301,21 @@ impl ShopWorkload {
         s[2].kind = span::SpanKind::Server;
         s[2].attributes = http("POST", "/score", code);
         s[3].kind = span::SpanKind::Client;
-        s[3].attributes = vec![attr("server.address", "api.riskscore.example"), int_attr("http.response.status_code", code)];
+        s[3].attributes = vec![
+            attr("server.address", "api.riskscore.example"),
+            int_attr("http.response.status_code", code),
+        ];
         s[4].kind = span::SpanKind::Producer;
-        s[4].attributes = vec![attr("messaging.system", "kafka"), attr("messaging.destination.name", "orders")];
+        s[4].attributes = vec![
+            attr("messaging.system", "kafka"),
+            attr("messaging.destination.name", "orders"),
+        ];
         for c in [5, 6] {
             s[c].kind = span::SpanKind::Consumer;
-            s[c].attributes = vec![attr("messaging.system", "kafka"), attr("messaging.destination.name", "orders")];
+            s[c].attributes = vec![
+                attr("messaging.system", "kafka"),
+                attr("messaging.destination.name", "orders"),
+            ];
         }
         if error {
             // The third-party API failed, and fraud-detection with it.
@@ -281,10 +336,18 @@ mod tests {
         let t = w.next_trace(1_700_000_000_000_000_000);
         assert_eq!(t.truth.spans, 7);
         assert_eq!(t.messages.len(), 5);
-        let spans: usize = t.messages.iter().map(|m| m.resource_spans[0].scope_spans[0].spans.len()).sum();
+        let spans: usize = t
+            .messages
+            .iter()
+            .map(|m| m.resource_spans[0].scope_spans[0].spans.len())
+            .sum();
         assert_eq!(spans, 7);
         let size: usize = t.messages.iter().map(|m| m.encoded_len()).sum();
-        assert!((100 * 7..300 * 7).contains(&size), "about 165 bytes per span, got {}", size / 7);
+        assert!(
+            (100 * 7..300 * 7).contains(&size),
+            "about 165 bytes per span, got {}",
+            size / 7
+        );
     }
 
     #[test]

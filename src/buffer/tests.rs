@@ -1,1 +1,178 @@
+use std::time::{Duration, Instant};
+
 use super::*;
+use crate::otlp::{test_spans, Encoding, TraceId};
+use crate::workload::SpanSpec;
+
+const S: Duration = Duration::from_secs(1);
+
+fn config() -> BufferConfig {
+    BufferConfig {
+        wait: 30 * S,
+        after_root: 5 * S,
+        max_trace_age: 60 * S,
+        max_bytes: 1 << 30,
+    }
+}
+
+fn id(n: u8) -> TraceId {
+    TraceId([n; 16])
+}
+
+/// A root span and a child of trace `n`.
+fn root(n: u8) -> Vec<SpanRecord> {
+    test_spans(id(n), &[SpanSpec::new("a", "root", None, 0, 10)])
+}
+
+fn child(n: u8) -> Vec<SpanRecord> {
+    let mut s = test_spans(
+        id(n),
+        &[
+            SpanSpec::new("a", "root", None, 0, 10),
+            SpanSpec::new("b", "child", Some(0), 1, 5),
+        ],
+    );
+    s.remove(0);
+    s
+}
+
+fn due(b: &mut TraceBuffer, now: Instant) -> Vec<ReadyTrace> {
+    let mut out = Vec::new();
+    b.pop_due(now, &mut out);
+    out
+}
+
+#[test]
+fn without_root_a_trace_waits_for_decision_wait() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    assert!(b
+        .insert(id(1), child(1), 10, Encoding::OtlpProto, t0)
+        .is_empty());
+    assert_eq!(b.next_deadline(), Some(t0 + 30 * S));
+    assert!(due(&mut b, t0 + 29 * S).is_empty());
+    let d = due(&mut b, t0 + 30 * S);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].reason, Reason::Wait);
+    assert_eq!(d[0].offsets, vec![10]);
+    assert_eq!(b.occupancy(), Occupancy::default());
+}
+
+#[test]
+fn root_starts_a_quiet_period_that_later_spans_extend() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
+    b.insert(id(1), root(1), 2, Encoding::OtlpProto, t0 + S);
+    assert_eq!(b.next_deadline(), Some(t0 + 6 * S));
+    // A late child resets the quiet period.
+    b.insert(id(1), child(1), 3, Encoding::OtlpProto, t0 + 4 * S);
+    assert!(due(&mut b, t0 + 6 * S).is_empty());
+    let d = due(&mut b, t0 + 9 * S);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].reason, Reason::AfterRoot);
+    assert_eq!(d[0].spans.len(), 3);
+    assert_eq!(d[0].offsets, vec![1, 2, 3]);
+}
+
+#[test]
+fn quiet_period_never_outlasts_decision_wait() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    b.insert(id(1), root(1), 1, Encoding::OtlpProto, t0);
+    for i in 1..40 {
+        // A span every second keeps the trace from going quiet.
+        b.insert(
+            id(1),
+            child(1),
+            1 + i,
+            Encoding::OtlpProto,
+            t0 + i as u32 * S,
+        );
+        let d = due(&mut b, t0 + i as u32 * S);
+        if !d.is_empty() {
+            assert_eq!(d[0].reason, Reason::Wait);
+            assert_eq!(i, 30);
+            return;
+        }
+    }
+    panic!("the trace was never decided");
+}
+
+#[test]
+fn max_trace_age_caps_a_long_wait() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(BufferConfig {
+        wait: 120 * S,
+        max_trace_age: 60 * S,
+        ..config()
+    });
+    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
+    let d = due(&mut b, t0 + 60 * S);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].reason, Reason::MaxAge);
+}
+
+#[test]
+fn due_traces_come_out_earliest_first_and_others_stay() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    for n in 1..=5u8 {
+        b.insert(
+            id(n),
+            child(n),
+            n as i64,
+            Encoding::OtlpProto,
+            t0 + u32::from(n) * S,
+        );
+    }
+    let d = due(&mut b, t0 + 33 * S);
+    let ids: Vec<TraceId> = d.iter().map(|t| t.trace_id).collect();
+    assert_eq!(ids, vec![id(1), id(2), id(3)]);
+    assert_eq!(b.occupancy().traces, 2);
+}
+
+#[test]
+fn over_budget_the_earliest_deadlines_are_decided_early() {
+    let t0 = Instant::now();
+    let one = child(1)[0].size();
+    let mut b = TraceBuffer::new(BufferConfig {
+        max_bytes: 3 * one,
+        ..config()
+    });
+    for n in 1..=3u8 {
+        assert!(b
+            .insert(
+                id(n),
+                child(n),
+                n as i64,
+                Encoding::OtlpProto,
+                t0 + u32::from(n) * S
+            )
+            .is_empty());
+    }
+    assert_eq!(b.occupancy().bytes, 3 * one);
+    let evicted = b.insert(id(4), child(4), 4, Encoding::OtlpProto, t0 + 4 * S);
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].trace_id, id(1));
+    assert_eq!(evicted[0].reason, Reason::Memory);
+    assert!(b.occupancy().bytes <= 3 * one);
+    assert!(!b.contains(&id(1)));
+}
+
+#[test]
+fn occupancy_counts_spans_and_bytes() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    let spans = child(1);
+    let bytes: usize = spans.iter().map(SpanRecord::size).sum();
+    b.insert(id(1), spans, 1, Encoding::OtlpProto, t0);
+    b.insert(id(2), root(2), 1, Encoding::OtlpProto, t0);
+    let o = b.occupancy();
+    assert_eq!((o.traces, o.spans), (2, 2));
+    assert!(o.bytes > bytes);
+    let d = due(&mut b, t0 + 60 * S);
+    assert_eq!(d.len(), 2);
+    assert_eq!(b.occupancy(), Occupancy::default());
+    assert_eq!(d.iter().map(|t| t.bytes).sum::<usize>(), o.bytes);
+}

@@ -1,1 +1,170 @@
+use std::path::Path;
+
 use super::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn sources(files: Vec<PathBuf>) -> Sources {
+    Sources {
+        files,
+        environment: false,
+    }
+}
+
+#[test]
+fn every_shipped_policy_file_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let env = p.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut s = Sources::for_env(&dir, &env, None);
+        s.environment = false;
+        let loaded = Settings::load(&s).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(loaded.rules.names().len() > 1);
+        n += 1;
+    }
+    assert!(n >= 4, "default, demo, production, staging, development");
+}
+
+#[test]
+fn environment_file_overrides_default_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "default.yaml",
+        "kafka: { brokers: 'a:1', input_topic: in }\ndecision: { wait: 30s }\nrules: [{name: all, sample: keep}]\n",
+    );
+    write(dir.path(), "prod.yaml", "kafka: { brokers: 'b:2' }\nrules: [{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: {rate: 0.1}}]\n");
+    let l = Settings::load(&sources(Sources::for_env(dir.path(), "prod", None).files)).unwrap();
+    assert_eq!(l.settings.kafka.brokers, "b:2");
+    assert_eq!(l.settings.kafka.input_topic, "in", "kept from default.yaml");
+    assert_eq!(l.settings.decision.wait, Duration::from_secs(30));
+    assert_eq!(
+        l.settings.decision.after_root,
+        Duration::from_secs(5),
+        "built-in default"
+    );
+    let names: Vec<&str> = l.rules.names().iter().map(|n| &**n).collect();
+    assert_eq!(
+        names,
+        ["errors", "rest", "unmatched"],
+        "the rule list is replaced, not merged"
+    );
+}
+
+#[test]
+fn environment_variables_override_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "x.yaml", "rules: [{name: all, sample: keep}]\n");
+    // Only this test sets TAILGATE__ variables; other tests do not read them.
+    std::env::set_var("TAILGATE__KAFKA__BROKERS", "env-broker:9092");
+    std::env::set_var("TAILGATE__DECISION__WAIT", "12s");
+    let l = Settings::load(&Sources {
+        files: vec![f],
+        environment: true,
+    });
+    std::env::remove_var("TAILGATE__KAFKA__BROKERS");
+    std::env::remove_var("TAILGATE__DECISION__WAIT");
+    let l = l.unwrap();
+    assert_eq!(l.settings.kafka.brokers, "env-broker:9092");
+    assert_eq!(l.settings.decision.wait, Duration::from_secs(12));
+}
+
+#[test]
+fn a_typo_is_reported_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.yaml",
+        "rules:\n  - name: errors\n    when: { trace: { eror: true } }\n    sample: keep\n",
+    );
+    let e = Settings::load(&sources(vec![f.clone()]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("{}:3:", f.display())), "{e}");
+    assert!(e.contains("unknown field `eror`"), "{e}");
+}
+
+#[test]
+fn a_bad_rate_names_file_line_rule_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.yaml",
+        "rules:\n  - name: errors\n    sample: keep\n  - name: baseline\n    sample: { rate: 1.5 }\n",
+    );
+    let e = Settings::load(&sources(vec![f.clone()]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}:4: rule \"baseline\": sample.rate: 1.5 is outside (0, 1]; use `drop` to keep nothing",
+            f.display()
+        )
+    );
+}
+
+#[test]
+fn cross_field_mistakes_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "decision: { wait: 60s, max_trace_age: 30s }",
+            "decision.max_trace_age (30s) is shorter than decision.wait (1m)",
+        ),
+        (
+            "kafka: { input_topic: t, output_topic: t }",
+            "tailgate would read its own output",
+        ),
+        (
+            "decision: { wait: 0s }",
+            "decision.wait must be longer than zero",
+        ),
+        (
+            "kafka: { librdkafka_options: ['security.protocol'] }",
+            "kafka.librdkafka_options: \"security.protocol\" is not `name=value`",
+        ),
+        ("", "the rule list is empty"),
+        ("decision: { wait: soon }", "soon"),
+    ] {
+        let f = write(
+            dir.path(),
+            "x.yaml",
+            &format!(
+                "{text}\nrules: {}\n",
+                if text.is_empty() {
+                    "[]"
+                } else {
+                    "[{name: a, sample: keep}]"
+                }
+            ),
+        );
+        let e = Settings::load(&sources(vec![f])).unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Settings::load(&sources(vec![PathBuf::from("/nonexistent/prod.yaml")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/nonexistent/prod.yaml: cannot read"), "{e}");
+}
+
+#[test]
+fn options_are_name_value_pairs() {
+    let m = KafkaSettings::options(&[
+        "security.protocol=SASL_SSL".into(),
+        " sasl.mechanism = PLAIN ".into(),
+    ])
+    .unwrap();
+    assert_eq!(m["security.protocol"], "SASL_SSL");
+    assert_eq!(m["sasl.mechanism"], "PLAIN");
+}

@@ -28,14 +28,20 @@ pub struct Context {
 impl ClientContext for Context {}
 
 fn partitions(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
-    tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
+    tpl.elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect()
 }
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             metrics::counter!(m::REBALANCES, "kind" => "revoke").increment(1);
-            let _ = self.events.send(RebalanceEvent::Revoked(partitions(&self.topic, tpl)));
+            let _ = self
+                .events
+                .send(RebalanceEvent::Revoked(partitions(&self.topic, tpl)));
         }
     }
 
@@ -43,7 +49,9 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
-                let _ = self.events.send(RebalanceEvent::Assigned(partitions(&self.topic, tpl)));
+                let _ = self
+                    .events
+                    .send(RebalanceEvent::Assigned(partitions(&self.topic, tpl)));
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
             Rebalance::Revoke(_) => {}
@@ -53,7 +61,12 @@ impl ConsumerContext for Context {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // "No offset stored" is routine when nothing moved.
-            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if !matches!(
+                e,
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset
+                )
+            ) {
                 tracing::warn!("offset commit failed: {e}");
             }
         }
@@ -72,7 +85,10 @@ pub fn subscribe(
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", settings.commit_interval.as_millis().to_string())
+        .set(
+            "auto.commit.interval.ms",
+            settings.commit_interval.as_millis().to_string(),
+        )
         // Offsets are stored only from the workers' watermarks.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -95,7 +111,10 @@ pub struct StoredOffsets {
 
 impl OffsetStore for StoredOffsets {
     fn store(&self, partition: i32, next_offset: i64) {
-        if let Err(e) = self.consumer.store_offset(&self.topic, partition, next_offset) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.topic, partition, next_offset)
+        {
             // The partition was revoked meanwhile; its new owner re-reads from
             // the last commit, so nothing is lost.
             tracing::debug!(partition, next_offset, "cannot store offset: {e}");

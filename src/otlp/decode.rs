@@ -117,6 +117,14 @@ pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
         encoding: Encoding::OtlpProto,
         ..Decoded::default()
     };
+    // TracesData has one field, `resource_spans = 1` (tag 0x0a): anything
+    // else in the first byte is not OTLP protobuf.
+    if payload.first() != Some(&0x0a) {
+        return Err(err(
+            DecodeErrorKind::NotOtlp,
+            format!("payload starts with byte {:#04x}, neither an OTLP protobuf TracesData (0x0a) nor OTLP JSON ('{{')", payload.first().copied().unwrap_or(0)),
+        ));
+    }
     let mut top = Fields::new(&payload);
     while let Some((field, value)) = top.next()? {
         match (field, value) {
@@ -179,7 +187,12 @@ fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) -> Result<(), D
             match span(slice(s), &shared) {
                 Ok(Some(rec)) => out.spans.push(rec),
                 Ok(None) => {}
-                Err(e) if matches!(e.kind, DecodeErrorKind::Truncated | DecodeErrorKind::NotOtlp) => {
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        DecodeErrorKind::Truncated | DecodeErrorKind::NotOtlp
+                    ) =>
+                {
                     return Err(e)
                 }
                 Err(e) => out.rejected.push(e),
@@ -250,13 +263,19 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
         .ok_or_else(|| {
             err(
                 DecodeErrorKind::BadTraceId,
-                format!("trace id of {} bytes, want 16 non-zero", trace_id.map_or(0, <[u8]>::len)),
+                format!(
+                    "trace id of {} bytes, want 16 non-zero",
+                    trace_id.map_or(0, <[u8]>::len)
+                ),
             )
         })?;
     let span_id: [u8; 8] = span_id.and_then(|s| s.try_into().ok()).ok_or_else(|| {
         err(
             DecodeErrorKind::BadSpanId,
-            format!("span id of {} bytes, want 8", span_id.map_or(0, <[u8]>::len)),
+            format!(
+                "span id of {} bytes, want 8",
+                span_id.map_or(0, <[u8]>::len)
+            ),
         )
     })?;
     let parent_span_id: [u8; 8] = match parent.len() {
@@ -271,7 +290,11 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
     if end < start {
         return Err(err(
             DecodeErrorKind::EndBeforeStart,
-            format!("span {} ends {} ns before it starts", hex::encode(span_id), start - end),
+            format!(
+                "span {} ends {} ns before it starts",
+                hex::encode(span_id),
+                start - end
+            ),
         ));
     }
     Ok(Some((
@@ -313,13 +336,23 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
         ..Decoded::default()
     };
     for rs in &data.resource_spans {
-        let resource = rs.resource.as_ref().map(|r| Bytes::from(r.encode_to_vec())).unwrap_or_default();
-        let service = service_name(&resource).map(|s| resource.slice_ref(s)).unwrap_or_default();
+        let resource = rs
+            .resource
+            .as_ref()
+            .map(|r| Bytes::from(r.encode_to_vec()))
+            .unwrap_or_default();
+        let service = service_name(&resource)
+            .map(|s| resource.slice_ref(s))
+            .unwrap_or_default();
         for ss in &rs.scope_spans {
             let shared = Arc::new(Scope {
                 resource: resource.clone(),
                 resource_schema_url: Bytes::from(rs.schema_url.clone()),
-                scope: ss.scope.as_ref().map(|s| Bytes::from(s.encode_to_vec())).unwrap_or_default(),
+                scope: ss
+                    .scope
+                    .as_ref()
+                    .map(|s| Bytes::from(s.encode_to_vec()))
+                    .unwrap_or_default(),
                 scope_schema_url: Bytes::from(ss.schema_url.clone()),
                 service: service.clone(),
             });

@@ -63,11 +63,9 @@ fn group<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Groups<'a> {
                 groups.last_mut().expect("just pushed")
             }
         };
-        match res
-            .1
-            .iter_mut()
-            .find(|(f, _)| f.scope.scope == sc.scope && f.scope.scope_schema_url == sc.scope_schema_url)
-        {
+        match res.1.iter_mut().find(|(f, _)| {
+            f.scope.scope == sc.scope && f.scope.scope_schema_url == sc.scope_schema_url
+        }) {
             Some(scope) => scope.1.push(s),
             None => res.1.push((s, vec![s])),
         }
@@ -127,7 +125,10 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
         }
         n
     };
-    let total: usize = groups.iter().map(|(f, s)| len_field_size(resource_size(f, s))).sum();
+    let total: usize = groups
+        .iter()
+        .map(|(f, s)| len_field_size(resource_size(f, s)))
+        .sum();
     let mut out = Vec::with_capacity(total);
     for (first, scopes) in groups {
         put_tag(&mut out, 1, WireType::Len);

@@ -135,3 +135,24 @@ impl SpanRecord {
         self.encoded.len() + std::mem::size_of::<Self>()
     }
 }
+
+#[cfg(test)]
+mod tests;
+
+/// Span records for a hand-built trace, as the decoder produces them.
+#[cfg(test)]
+pub(crate) fn test_spans(
+    trace_id: TraceId,
+    specs: &[crate::workload::SpanSpec],
+) -> Vec<SpanRecord> {
+    let ids: Vec<[u8; 8]> = (0..specs.len()).map(|i| [i as u8 + 1; 8]).collect();
+    crate::workload::build_trace(trace_id, &ids, 1_000_000_000, specs)
+        .iter()
+        .flat_map(|m| {
+            decode(Bytes::from(crate::workload::encode(m, Encoding::OtlpProto)))
+                .expect("test trace decodes")
+                .spans
+        })
+        .map(|(_, s)| s)
+        .collect()
+}

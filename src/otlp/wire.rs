@@ -83,7 +83,8 @@ impl<'a> Fields<'a> {
             return Ok(None);
         }
         let tag = self.varint()?;
-        let field = u32::try_from(tag >> 3).map_err(|_| WireError::Malformed("field number too large"))?;
+        let field =
+            u32::try_from(tag >> 3).map_err(|_| WireError::Malformed("field number too large"))?;
         if field == 0 {
             return Err(WireError::Malformed("field number 0"));
         }
@@ -91,7 +92,9 @@ impl<'a> Fields<'a> {
             0 => Value::Varint(self.varint()?),
             1 => {
                 let b = self.take(8)?;
-                Value::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| WireError::Truncated)?))
+                Value::Fixed64(u64::from_le_bytes(
+                    b.try_into().map_err(|_| WireError::Truncated)?,
+                ))
             }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| WireError::Truncated)?;
@@ -99,7 +102,9 @@ impl<'a> Fields<'a> {
             }
             5 => {
                 let b = self.take(4)?;
-                Value::Fixed32(u32::from_le_bytes(b.try_into().map_err(|_| WireError::Truncated)?))
+                Value::Fixed32(u32::from_le_bytes(
+                    b.try_into().map_err(|_| WireError::Truncated)?,
+                ))
             }
             _ => return Err(WireError::Malformed("unknown wire type")),
         };
@@ -150,7 +155,17 @@ mod tests {
 
     #[test]
     fn varint_round_trip_and_length() {
-        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "length of {v}");
@@ -173,7 +188,13 @@ mod tests {
 
     #[test]
     fn unknown_wire_type_and_field_zero_are_malformed() {
-        assert!(matches!(Fields::new(&[0x0b]).next(), Err(WireError::Malformed(_))));
-        assert!(matches!(Fields::new(&[0x00, 0x01]).next(), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            Fields::new(&[0x0b]).next(),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            Fields::new(&[0x00, 0x01]).next(),
+            Err(WireError::Malformed(_))
+        ));
     }
 }

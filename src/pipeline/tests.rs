@@ -1,1 +1,253 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message as _;
+
 use super::*;
+use crate::workload::{build_trace, ShopWorkload, SpanSpec};
+
+/// Records what was produced; fails the first `fail_first` sends.
+#[derive(Default)]
+struct MemoryOutput {
+    sent: Mutex<Vec<(String, Bytes)>>,
+    attempts: AtomicUsize,
+    fail_first: usize,
+}
+
+impl Output for MemoryOutput {
+    fn send(&self, key: String, payload: Bytes) -> BoxFuture<'static, Result<(), ProduceError>> {
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+        let result = if n < self.fail_first {
+            Err("broker unavailable".to_string())
+        } else {
+            self.sent.lock().unwrap().push((key, payload));
+            Ok(())
+        };
+        async move { result }.boxed()
+    }
+}
+
+#[derive(Default)]
+struct MemoryOffsets {
+    stored: Mutex<Vec<i64>>,
+}
+
+impl OffsetStore for MemoryOffsets {
+    fn store(&self, _partition: i32, next_offset: i64) {
+        self.stored.lock().unwrap().push(next_offset);
+    }
+}
+
+impl MemoryOffsets {
+    fn last(&self) -> Option<i64> {
+        self.stored.lock().unwrap().last().copied()
+    }
+}
+
+const RULES: &str =
+    "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
+
+struct Harness {
+    tx: mpsc::Sender<InputMessage>,
+    task: tokio::task::JoinHandle<()>,
+    output: Arc<MemoryOutput>,
+    offsets: Arc<MemoryOffsets>,
+}
+
+fn start(fail_first: usize) -> Harness {
+    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
+    let rules = Arc::new(RuleSet::compile(&specs).unwrap());
+    let output = Arc::new(MemoryOutput {
+        fail_first,
+        ..Default::default()
+    });
+    let offsets = Arc::new(MemoryOffsets::default());
+    let config = WorkerConfig {
+        buffer: BufferConfig {
+            wait: Duration::from_secs(10),
+            after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            max_bytes: 1 << 30,
+        },
+        decided_ttl: Duration::from_secs(600),
+        decided_capacity: 10_000,
+        max_in_flight: 100,
+    };
+    let worker = PartitionWorker::new(0, config, rules, output.clone(), offsets.clone());
+    let (tx, rx) = mpsc::channel(16);
+    Harness {
+        tx,
+        task: tokio::spawn(worker.run(rx)),
+        output,
+        offsets,
+    }
+}
+
+fn payload(data: &TracesData) -> Bytes {
+    Bytes::from(data.encode_to_vec())
+}
+
+/// A trace of two services: root in `gateway`, child in `backend` (erring if `error`).
+fn two_part_trace(n: u8, error: bool) -> (TraceId, Vec<TracesData>) {
+    let id = TraceId([n; 16]);
+    let mut child = SpanSpec::new("backend", "work", Some(0), 1, 5);
+    child.error = error;
+    (
+        id,
+        build_trace(
+            id,
+            &[[1; 8], [2; 8]],
+            1_000,
+            &[SpanSpec::new("gateway", "GET /", None, 0, 10), child],
+        ),
+    )
+}
+
+async fn send(h: &Harness, offset: i64, data: Bytes) {
+    h.tx.send(InputMessage {
+        offset,
+        payload: data,
+    })
+    .await
+    .unwrap();
+    // Let the worker take it.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kept_trace_is_produced_whole_and_then_committed() {
+    let h = start(0);
+    let (id, parts) = two_part_trace(1, true);
+    send(&h, 100, payload(&parts[1])).await; // child first
+    assert_eq!(h.offsets.last(), Some(100), "pinned by the undecided trace");
+    send(&h, 101, payload(&parts[0])).await; // then the root
+    assert!(h.output.sent.lock().unwrap().is_empty(), "not decided yet");
+    tokio::time::sleep(Duration::from_secs(3)).await; // past after_root
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, id.to_hex());
+    let out = TracesData::decode(sent[0].1.clone()).unwrap();
+    let spans: usize = out
+        .resource_spans
+        .iter()
+        .map(|r| r.scope_spans[0].spans.len())
+        .sum();
+    assert_eq!(spans, 2);
+    assert_eq!(
+        h.offsets.last(),
+        Some(102),
+        "committed past both messages once delivered"
+    );
+    drop(h.tx);
+    h.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_trace_releases_its_offsets_without_producing() {
+    let h = start(0);
+    let (_, parts) = two_part_trace(2, false);
+    send(&h, 5, payload(&parts[0])).await;
+    send(&h, 6, payload(&parts[1])).await;
+    assert_eq!(h.offsets.last(), Some(5));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(h.output.sent.lock().unwrap().is_empty());
+    assert_eq!(h.offsets.last(), Some(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_produces_are_retried_and_hold_the_watermark() {
+    let h = start(3);
+    let (_, parts) = two_part_trace(3, true);
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(2) + Duration::from_millis(10)).await;
+    assert_eq!(h.output.attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        h.offsets.last(),
+        Some(0),
+        "undelivered: nothing committed past it"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await; // backoff 200 ms, 400 ms, 800 ms
+    assert_eq!(h.output.attempts.load(Ordering::SeqCst), 4);
+    assert_eq!(h.output.sent.lock().unwrap().len(), 1);
+    assert_eq!(h.offsets.last(), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_skipped_and_its_offset_released() {
+    let h = start(0);
+    let (_, parts) = two_part_trace(4, true);
+    send(&h, 10, Bytes::from_static(b"not otlp")).await;
+    assert_eq!(h.offsets.last(), Some(11));
+    send(&h, 11, Bytes::new()).await;
+    let good = payload(&parts[0]);
+    send(&h, 12, good.slice(..good.len() - 3)).await;
+    assert_eq!(
+        h.offsets.last(),
+        Some(13),
+        "empty and truncated messages released too"
+    );
+    send(&h, 13, good).await;
+    assert_eq!(h.offsets.last(), Some(13), "a good message is pinned");
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_spans_follow_the_decision() {
+    let h = start(0);
+    let (kept, kparts) = two_part_trace(5, true);
+    let (_, dparts) = two_part_trace(6, false);
+    send(&h, 0, payload(&kparts[1])).await; // the erring child
+    send(&h, 1, payload(&dparts[0])).await;
+    tokio::time::sleep(Duration::from_secs(11)).await; // both decided by wait
+    assert_eq!(h.output.sent.lock().unwrap().len(), 1);
+    // The roots arrive late.
+    send(&h, 2, payload(&kparts[0])).await;
+    send(&h, 3, payload(&dparts[1])).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent.len(),
+        2,
+        "the kept trace's late root is produced at once"
+    );
+    assert_eq!(sent[1].0, kept.to_hex());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(h.offsets.last(), Some(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_never_commits_past_undecided_traces() {
+    let h = start(0);
+    let mut w = ShopWorkload::new(9);
+    let t = w.next_trace(0);
+    send(&h, 0, Bytes::from_static(b"junk")).await;
+    for (i, m) in t.messages.iter().enumerate() {
+        send(&h, 1 + i as i64, payload(m)).await;
+    }
+    drop(h.tx);
+    h.task.await.unwrap();
+    assert_eq!(
+        h.offsets.last(),
+        Some(1),
+        "the trace at offset 1 was never decided"
+    );
+    assert!(h.output.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_traces_in_one_message_are_decided_separately() {
+    let h = start(0);
+    let (a, ap) = two_part_trace(7, true);
+    let (_, bp) = two_part_trace(8, false);
+    let mut batch = TracesData::default();
+    for m in ap.iter().chain(&bp) {
+        batch.resource_spans.extend(m.resource_spans.clone());
+    }
+    send(&h, 0, payload(&batch)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, a.to_hex());
+    assert_eq!(h.offsets.last(), Some(1));
+}

@@ -115,11 +115,16 @@ impl<'de> Deserialize<'de> for Sample {
                 match v {
                     "keep" => Ok(Sample::Keep),
                     "drop" => Ok(Sample::Drop),
-                    other => Err(E::custom(format!("unknown sampler `{other}`, expected {SAMPLE_EXPECTED}"))),
+                    other => Err(E::custom(format!(
+                        "unknown sampler `{other}`, expected {SAMPLE_EXPECTED}"
+                    ))),
                 }
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Sample, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Sample, A::Error> {
                 use serde::de::Error;
                 let mut rate = None;
                 while let Some(key) = map.next_key::<String>()? {
@@ -133,7 +138,9 @@ impl<'de> Deserialize<'de> for Sample {
                         }
                     }
                 }
-                rate.map(Sample::Rate).ok_or_else(|| A::Error::custom(format!("empty sampler, expected {SAMPLE_EXPECTED}")))
+                rate.map(Sample::Rate).ok_or_else(|| {
+                    A::Error::custom(format!("empty sampler, expected {SAMPLE_EXPECTED}"))
+                })
             }
         }
         d.deserialize_any(V)

@@ -12,8 +12,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::otlp::{Annotation, SpanRecord, TraceId};
-pub use language::{RuleSpec, Sample};
 use language::When;
+pub use language::{RuleSpec, Sample};
 use sampler::RateSampler;
 
 /// A rule that cannot be compiled, naming the rule and the field.
@@ -103,7 +103,9 @@ pub struct RuleSet {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleSet").field("names", &self.names).finish()
+        f.debug_struct("RuleSet")
+            .field("names", &self.names)
+            .finish()
     }
 }
 
@@ -133,13 +135,28 @@ impl RuleSet {
         let mut annotations = Vec::with_capacity(specs.len() + 1);
         for (i, spec) in specs.iter().enumerate() {
             if spec.name.trim().is_empty() {
-                return Err(fail(i, spec, "name", "a rule needs a non-empty name".into()));
+                return Err(fail(
+                    i,
+                    spec,
+                    "name",
+                    "a rule needs a non-empty name".into(),
+                ));
             }
             if spec.name == UNMATCHED {
-                return Err(fail(i, spec, "name", format!("`{UNMATCHED}` is reserved for traces no rule matched")));
+                return Err(fail(
+                    i,
+                    spec,
+                    "name",
+                    format!("`{UNMATCHED}` is reserved for traces no rule matched"),
+                ));
             }
             if names.iter().any(|n| **n == *spec.name) {
-                return Err(fail(i, spec, "name", "two rules have this name; names must be unique".into()));
+                return Err(fail(
+                    i,
+                    spec,
+                    "name",
+                    "two rules have this name; names must be unique".into(),
+                ));
             }
             let when = spec.when.clone().unwrap_or_default();
             if let Some(d) = when.trace.as_ref().and_then(|t| t.duration.as_ref()) {
@@ -233,7 +250,11 @@ fn matches(when: &When, t: &TraceSummary<'_>) -> bool {
     }
     if let Some(rc) = &when.root {
         let Some(root) = t.root else { return false };
-        if rc.service.as_ref().is_some_and(|s| root.service() != s.as_str()) {
+        if rc
+            .service
+            .as_ref()
+            .is_some_and(|s| root.service() != s.as_str())
+        {
             return false;
         }
         if rc.name.as_ref().is_some_and(|n| root.name() != n.as_str()) {

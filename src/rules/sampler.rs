@@ -70,7 +70,9 @@ mod tests {
             let kept = (0..n).filter(|&i| s.keeps(&id(i))).count();
             let got = kept as f64 / n as f64;
             assert!((got - p).abs() < 0.01, "p={p} got={got}");
-            let again = (0..n).filter(|&i| RateSampler::new(p).keeps(&id(i))).count();
+            let again = (0..n)
+                .filter(|&i| RateSampler::new(p).keeps(&id(i)))
+                .count();
             assert_eq!(kept, again);
         }
     }
