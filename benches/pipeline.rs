@@ -1,1 +1,149 @@
-fn main() {}
+//! Micro-benchmarks of the pure pipeline: decode → buffer → decide, per span.
+//!
+//! The workload is the shop of `tailgate::workload`: 7 spans per trace over 5
+//! resources, one message per resource and trace (the Collector's exporter
+//! with `partition_traces_by_id`), about 165 encoded bytes per span.
+//! Run with `cargo bench --bench pipeline`; see docs/benchmarks.md.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tailgate::buffer::{BufferConfig, TraceBuffer};
+use tailgate::otlp::{self, Encoding, SpanRecord, TraceId};
+use tailgate::rules::{RuleSet, RuleSpec, TraceSummary};
+use tailgate::workload::{encode, ShopWorkload};
+
+const TRACES: usize = 2_000;
+
+const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
+                     {name: slow-checkout, when: {root: {service: gateway, name: POST /checkout}, trace: {duration: {gt: 1s}}}, sample: keep}, \
+                     {name: slow, when: {trace: {duration: {gt: 2s}}}, sample: keep}, \
+                     {name: baseline, sample: {rate: 0.1}}]";
+
+fn messages() -> (Vec<Bytes>, u64) {
+    let mut w = ShopWorkload::new(1);
+    let mut out = Vec::new();
+    let mut spans = 0;
+    for i in 0..TRACES {
+        let t = w.next_trace(1_760_000_000_000_000_000 + i as u64 * 1_000_000);
+        spans += t.truth.spans as u64;
+        out.extend(
+            t.messages
+                .iter()
+                .map(|m| Bytes::from(encode(m, Encoding::OtlpProto))),
+        );
+    }
+    (out, spans)
+}
+
+fn rules() -> RuleSet {
+    let specs: Vec<RuleSpec> = serde_yaml::from_str(RULES).expect("rules");
+    RuleSet::compile(&specs).expect("compile")
+}
+
+fn config() -> BufferConfig {
+    BufferConfig {
+        wait: Duration::from_secs(30),
+        after_root: Duration::from_secs(5),
+        max_trace_age: Duration::from_secs(300),
+        max_bytes: 1 << 32,
+    }
+}
+
+fn decoded(messages: &[Bytes]) -> Vec<Vec<(TraceId, SpanRecord)>> {
+    messages
+        .iter()
+        .map(|m| otlp::decode(m.clone()).expect("decodes").spans)
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let (messages, spans) = messages();
+    let rules = rules();
+    let bytes: usize = messages.iter().map(Bytes::len).sum();
+    eprintln!(
+        "workload: {TRACES} traces, {spans} spans, {} messages, {:.0} bytes per span",
+        messages.len(),
+        bytes as f64 / spans as f64
+    );
+
+    let mut g = c.benchmark_group("per_span");
+    g.throughput(Throughput::Elements(spans));
+
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for m in &messages {
+                black_box(otlp::decode(m.clone()).expect("decodes"));
+            }
+        })
+    });
+
+    g.bench_function("buffer_insert_and_pop", |b| {
+        b.iter_batched(
+            || decoded(&messages),
+            |batches| {
+                let now = Instant::now();
+                let mut buf = TraceBuffer::new(config());
+                for (offset, spans) in batches.into_iter().enumerate() {
+                    for (id, s) in spans {
+                        buf.insert(id, [s], offset as i64, Encoding::OtlpProto, now);
+                    }
+                }
+                let mut ready = Vec::new();
+                buf.pop_due(now + Duration::from_secs(60), &mut ready);
+                black_box(ready)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let traces: Vec<(TraceId, Vec<SpanRecord>)> = {
+        let now = Instant::now();
+        let mut buf = TraceBuffer::new(config());
+        for (offset, spans) in decoded(&messages).into_iter().enumerate() {
+            for (id, s) in spans {
+                buf.insert(id, [s], offset as i64, Encoding::OtlpProto, now);
+            }
+        }
+        let mut ready = Vec::new();
+        buf.pop_due(now + Duration::from_secs(60), &mut ready);
+        ready.into_iter().map(|t| (t.trace_id, t.spans)).collect()
+    };
+    g.bench_function("decide", |b| {
+        b.iter(|| {
+            for (id, spans) in &traces {
+                black_box(rules.decide(&TraceSummary::of(*id, spans)));
+            }
+        })
+    });
+
+    g.bench_function("decode_buffer_decide", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut buf = TraceBuffer::new(config());
+            for (offset, m) in messages.iter().enumerate() {
+                let d = otlp::decode(m.clone()).expect("decodes");
+                for (id, s) in d.spans {
+                    buf.insert(id, [s], offset as i64, d.encoding, now);
+                }
+            }
+            let mut ready = Vec::new();
+            buf.pop_due(now + Duration::from_secs(60), &mut ready);
+            let mut kept = 0usize;
+            for t in &ready {
+                kept += usize::from(rules.decide(&TraceSummary::of(t.trace_id, &t.spans)).keep);
+            }
+            black_box(kept)
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

@@ -274,13 +274,16 @@ pub async fn run(
     });
 
     // Read the output topic back, as the tracing backend would.
+    // Assigned, not subscribed: no group to leave, so it closes at once.
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "demo-backend")
-        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
         .create()
         .context("cannot create the demo's output reader")?;
-    reader.subscribe(&["otlp_spans_sampled"])?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("otlp_spans_sampled", 0, rdkafka::Offset::Beginning)?;
+    reader.assign(&tpl)?;
     let output = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     let out_count = output.clone();
     let reader_task = tokio::spawn(async move {
@@ -322,6 +325,8 @@ pub async fn run(
     app.await??;
     tokio::time::sleep(Duration::from_secs(2)).await;
     reader_task.abort();
+    // The reader's consumer must be closed while the in-process broker still runs.
+    let _ = reader_task.await;
     let p = *produced.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let o = *output.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     print_table(&order, &handle.render(), p, o, started.elapsed());

@@ -111,10 +111,17 @@ pub struct StoredOffsets {
 
 impl OffsetStore for StoredOffsets {
     fn store(&self, partition: i32, next_offset: i64) {
-        if let Err(e) = self
-            .consumer
-            .store_offset(&self.topic, partition, next_offset)
+        // `store_offsets` stores exactly the offset given: the next one to read.
+        // (`store_offset`, librdkafka's legacy `rd_kafka_offset_store`, stores
+        // offset + 1 and would skip the message at the watermark.)
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        if let Err(e) =
+            tpl.add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(next_offset))
         {
+            tracing::error!(partition, next_offset, "cannot build the offset list: {e}");
+            return;
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
             // The partition was revoked meanwhile; its new owner re-reads from
             // the last commit, so nothing is lost.
             tracing::debug!(partition, next_offset, "cannot store offset: {e}");
