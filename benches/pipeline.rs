@@ -72,6 +72,21 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("per_span");
     g.throughput(Throughput::Elements(spans));
 
+    // Baseline: what a conventional decoder does, every message fully decoded
+    // into the generated opentelemetry-proto types.
+    g.bench_function("baseline_prost_decode", |b| {
+        b.iter(|| {
+            for m in &messages {
+                black_box(
+                    <opentelemetry_proto::tonic::trace::v1::TracesData as prost::Message>::decode(
+                        m.clone(),
+                    )
+                    .expect("decodes"),
+                );
+            }
+        })
+    });
+
     g.bench_function("decode", |b| {
         b.iter(|| {
             for m in &messages {

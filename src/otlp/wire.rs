@@ -146,7 +146,7 @@ pub fn put_len(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
 
 /// Number of bytes `v` takes as a varint.
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
