@@ -73,16 +73,23 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     }
     // ...and bad input, which must be counted and skipped.
     let good = encode(&single[1].messages[0], Encoding::OtlpProto);
+    // Messages whose only span is invalid (so no real trace is touched).
     let mut short_id = single[1].messages[0].clone();
+    short_id.resource_spans[0].scope_spans[0].spans.truncate(1);
+    let mut backwards = short_id.clone();
     short_id.resource_spans[0].scope_spans[0].spans[0]
         .trace_id
         .truncate(8);
+    let s = &mut backwards.resource_spans[0].scope_spans[0].spans[0];
+    s.trace_id = vec![0xee; 16];
+    s.end_time_unix_nano = s.start_time_unix_nano - 1;
     for bad in [
         Vec::new(),
         b"definitely not OTLP".to_vec(),
         good[..good.len() / 2].to_vec(),
         b"{\"resourceSpans\": [".to_vec(),
         short_id.encode_to_vec(),
+        backwards.encode_to_vec(),
     ] {
         produce_raw(&input, "bad", &bad).await;
     }
@@ -147,7 +154,13 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     // Metrics and health.
     let (code, metrics) = tailgate.http_get("/metrics").expect("metrics endpoint");
     assert_eq!(code, 200);
-    for reason in ["empty", "not_otlp", "truncated", "bad_trace_id"] {
+    for reason in [
+        "empty",
+        "not_otlp",
+        "truncated",
+        "bad_trace_id",
+        "end_before_start",
+    ] {
         let n = metric_sum(
             &metrics,
             "tailgate_decode_errors_total",
