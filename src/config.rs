@@ -181,7 +181,7 @@ const fn default_decided_ttl() -> Duration {
     Duration::from_secs(600)
 }
 const fn default_decided_capacity() -> u64 {
-    1_000_000
+    100_000
 }
 
 /// When a trace is decided: the first of `wait` after its first span, a quiet
@@ -199,7 +199,7 @@ pub struct DecisionSettings {
     /// How long spans arriving after their trace's decision follow it.
     #[serde(default = "default_decided_ttl", with = "humantime_serde")]
     pub decided_ttl: Duration,
-    /// Decisions remembered per partition for late spans.
+    /// Decisions remembered per partition for late spans (about 100 bytes each).
     #[serde(default = "default_decided_capacity")]
     pub decided_capacity: u64,
 }

@@ -178,6 +178,10 @@ pub async fn run(
     listen: SocketAddr,
     policies: &Path,
 ) -> anyhow::Result<()> {
+    // Fail at once, not after the run, if the metrics address is taken.
+    drop(std::net::TcpListener::bind(listen).with_context(|| {
+        format!("cannot listen on {listen} for /metrics; pick another address with --listen")
+    })?);
     let cluster = MockCluster::new(1).context("cannot start librdkafka's mock cluster")?;
     let brokers = cluster.bootstrap_servers();
     cluster

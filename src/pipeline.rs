@@ -153,14 +153,18 @@ impl Metrics {
 /// Logs rejected input at most once per interval per reason, with a count of
 /// what was not logged.
 struct RateLimitedLog {
-    last: HashMap<DecodeErrorKind, (Instant, u64)>,
+    /// Per reason: when it was last logged, and how many were not logged since.
+    last: HashMap<DecodeErrorKind, (Option<Instant>, u64)>,
     interval: Duration,
 }
 
 impl RateLimitedLog {
     fn warn(&mut self, partition: i32, offset: i64, e: &otlp::DecodeError, now: Instant) {
-        let entry = self.last.entry(e.kind).or_insert((now - self.interval, 0));
-        if now.duration_since(entry.0) >= self.interval {
+        let entry = self.last.entry(e.kind).or_insert((None, 0));
+        if entry
+            .0
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.interval)
+        {
             tracing::warn!(
                 partition,
                 offset,
@@ -169,7 +173,7 @@ impl RateLimitedLog {
                 "skipping bad input: {}",
                 e.detail
             );
-            *entry = (now, 0);
+            *entry = (Some(now), 0);
         } else {
             entry.1 += 1;
         }
