@@ -82,6 +82,7 @@ pub async fn run(
             decided_ttl: settings.decision.decided_ttl,
             decided_capacity: settings.decision.decided_capacity,
             max_in_flight: settings.kafka.max_in_flight,
+            dead_letter: settings.kafka.dead_letter_topic.is_some(),
         };
         let worker = PartitionWorker::new(
             partition,
@@ -128,6 +129,7 @@ pub async fn run(
                     let partition = msg.partition();
                     let input = InputMessage {
                         offset: msg.offset(),
+                        key: msg.key().map(Bytes::copy_from_slice),
                         payload: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
                     };
                     drop(msg);

@@ -86,6 +86,11 @@ pub struct KafkaSettings {
     /// How often stored offsets are committed.
     #[serde(default = "default_commit_interval", with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Topic that receives malformed input messages unchanged, with headers
+    /// saying why (`tailgate.error.reason`, `tailgate.error.detail`,
+    /// `tailgate.source.partition`, `tailgate.source.offset`). Off when absent.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
     /// Produced messages awaiting acknowledgement, per partition, before
     /// reading from that partition pauses.
     #[serde(default = "default_max_in_flight")]
@@ -115,6 +120,7 @@ impl Default for KafkaSettings {
             output_topic: default_output_topic(),
             compression: default_compression(),
             commit_interval: default_commit_interval(),
+            dead_letter_topic: None,
             max_in_flight: default_max_in_flight(),
             drain_timeout: default_drain_timeout(),
             librdkafka_options: Vec::new(),
@@ -411,6 +417,16 @@ impl Settings {
                 "kafka.input_topic and kafka.output_topic are both {:?}; tailgate would read its own output",
                 self.kafka.input_topic
             ));
+        }
+        if let Some(dlq) = &self.kafka.dead_letter_topic {
+            if dlq.trim().is_empty()
+                || *dlq == self.kafka.input_topic
+                || *dlq == self.kafka.output_topic
+            {
+                return Err(format!(
+                    "kafka.dead_letter_topic ({dlq:?}) must be a topic of its own, not empty, the input or the output"
+                ));
+            }
         }
         for (name, list) in [
             ("kafka.librdkafka_options", &self.kafka.librdkafka_options),

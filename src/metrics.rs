@@ -42,6 +42,8 @@ pub const MESSAGES_PRODUCED: &str = "tailgate_messages_produced_total";
 pub const SPANS_PRODUCED: &str = "tailgate_spans_produced_total";
 /// Produce attempts that failed (each is retried; the offset does not advance).
 pub const PRODUCE_ERRORS: &str = "tailgate_produce_errors_total";
+/// Malformed messages copied to the dead-letter topic and acknowledged.
+pub const DEAD_LETTERS: &str = "tailgate_dead_letters_total";
 /// Input partitions currently assigned to this instance.
 pub const PARTITIONS_ASSIGNED: &str = "tailgate_partitions_assigned";
 /// Consumer-group rebalances seen, by `kind` (assign|revoke).

@@ -26,17 +26,44 @@ use crate::rules::{Decision, RuleSet, TraceSummary};
 #[derive(Debug, Clone)]
 pub struct InputMessage {
     pub offset: i64,
+    /// The message key, kept for the dead-letter copy.
+    pub key: Option<Bytes>,
     pub payload: Bytes,
 }
+
+/// Which topic an outgoing message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The output topic: kept spans.
+    Sampled,
+    /// The dead-letter topic: malformed input, unchanged.
+    DeadLetter,
+}
+
+/// One message to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub destination: Destination,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Header naming why a dead-lettered message was rejected (a decode-error reason).
+pub const DLQ_REASON_HEADER: &str = "tailgate.error.reason";
+/// Header with a human-readable description of the problem.
+pub const DLQ_DETAIL_HEADER: &str = "tailgate.error.detail";
+/// Headers locating the original message.
+pub const DLQ_PARTITION_HEADER: &str = "tailgate.source.partition";
+pub const DLQ_OFFSET_HEADER: &str = "tailgate.source.offset";
 
 /// Why a produce failed; retried until it succeeds or the process stops.
 pub type ProduceError = String;
 
-/// Where kept spans go (the output topic).
+/// Where kept spans (and dead letters) go.
 pub trait Output: Send + Sync + 'static {
-    /// Sends one message keyed by `key`; resolves once it is acknowledged or has
-    /// definitively failed.
-    fn send(&self, key: String, payload: Bytes) -> BoxFuture<'static, Result<(), ProduceError>>;
+    /// Sends one message; resolves once it is acknowledged or has definitively failed.
+    fn send(&self, message: Outgoing) -> BoxFuture<'static, Result<(), ProduceError>>;
 }
 
 /// Where the watermark goes (the consumer's stored offsets).
@@ -52,12 +79,14 @@ pub struct WorkerConfig {
     pub decided_ttl: Duration,
     pub decided_capacity: u64,
     pub max_in_flight: usize,
+    /// Copy malformed messages to the dead-letter topic (their offsets are
+    /// held until the copy is acknowledged).
+    pub dead_letter: bool,
 }
 
 /// A produce waiting for its acknowledgement, with what it pins.
 struct InFlight {
-    key: String,
-    payload: Bytes,
+    message: Outgoing,
     offsets: Vec<i64>,
     spans: usize,
     attempt: u32,
@@ -76,6 +105,7 @@ struct Metrics {
     produced_messages: Counter,
     produced_spans: Counter,
     produce_errors: Counter,
+    dead_letters: Counter,
     traces_buffered: Gauge,
     spans_buffered: Gauge,
     bytes_buffered: Gauge,
@@ -128,6 +158,7 @@ impl Metrics {
             produced_messages: counter!(m::MESSAGES_PRODUCED),
             produced_spans: counter!(m::SPANS_PRODUCED),
             produce_errors: counter!(m::PRODUCE_ERRORS),
+            dead_letters: counter!(m::DEAD_LETTERS),
             traces_buffered: gauge!(m::TRACES_BUFFERED),
             spans_buffered: gauge!(m::SPANS_BUFFERED),
             bytes_buffered: gauge!(m::BYTES_BUFFERED),
@@ -288,11 +319,15 @@ impl PartitionWorker {
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
         self.metrics.messages.increment(1);
         self.watermark.track(msg.offset, 0);
+        let original = msg.payload.clone();
         let decoded = match otlp::decode(msg.payload) {
             Ok(d) => d,
             Err(e) => {
                 self.metrics.decode_errors[&e.kind].increment(1);
                 self.bad_input_log.warn(self.partition, msg.offset, &e, now);
+                if self.config.dead_letter {
+                    self.dead_letter(msg.offset, msg.key, original, &e);
+                }
                 return;
             }
         };
@@ -391,10 +426,42 @@ impl PartitionWorker {
     ) {
         let (payload, _) = otlp::encode_trace(spans, self.rules.annotation(d.rule), encoding);
         self.send(InFlight {
-            key: id.to_hex(),
-            payload: Bytes::from(payload),
+            message: Outgoing {
+                destination: Destination::Sampled,
+                key: Some(Bytes::from(id.to_hex())),
+                payload: Bytes::from(payload),
+                headers: Vec::new(),
+            },
             offsets,
             spans: spans.len(),
+            attempt: 0,
+        });
+    }
+
+    /// Copies a malformed message, unchanged, to the dead-letter topic; its
+    /// offset is held until the copy is acknowledged.
+    fn dead_letter(
+        &mut self,
+        offset: i64,
+        key: Option<Bytes>,
+        payload: Bytes,
+        e: &otlp::DecodeError,
+    ) {
+        self.watermark.pin(offset, 1);
+        self.send(InFlight {
+            message: Outgoing {
+                destination: Destination::DeadLetter,
+                key,
+                payload,
+                headers: vec![
+                    (DLQ_REASON_HEADER, e.kind.as_str().to_string()),
+                    (DLQ_DETAIL_HEADER, e.detail.clone()),
+                    (DLQ_PARTITION_HEADER, self.partition.to_string()),
+                    (DLQ_OFFSET_HEADER, offset.to_string()),
+                ],
+            },
+            offsets: vec![offset],
+            spans: 0,
             attempt: 0,
         });
     }
@@ -409,9 +476,7 @@ impl PartitionWorker {
             if !backoff.is_zero() {
                 tokio::time::sleep(backoff).await;
             }
-            let result = output
-                .send(flight.key.clone(), flight.payload.clone())
-                .await;
+            let result = output.send(flight.message.clone()).await;
             (flight, result)
         }));
     }
@@ -419,8 +484,13 @@ impl PartitionWorker {
     fn delivered(&mut self, mut flight: InFlight, result: Result<(), ProduceError>) {
         match result {
             Ok(()) => {
-                self.metrics.produced_messages.increment(1);
-                self.metrics.produced_spans.increment(flight.spans as u64);
+                match flight.message.destination {
+                    Destination::Sampled => {
+                        self.metrics.produced_messages.increment(1);
+                        self.metrics.produced_spans.increment(flight.spans as u64);
+                    }
+                    Destination::DeadLetter => self.metrics.dead_letters.increment(1),
+                }
                 for o in std::mem::take(&mut flight.offsets) {
                     self.release(o);
                 }
@@ -429,7 +499,7 @@ impl PartitionWorker {
                 // Never dropped: retried with backoff, and the offsets it pins
                 // hold the watermark until it is delivered.
                 self.metrics.produce_errors.increment(1);
-                tracing::warn!(partition = self.partition, attempt = flight.attempt, key = %flight.key, "produce failed, retrying: {e}");
+                tracing::warn!(partition = self.partition, attempt = flight.attempt, destination = ?flight.message.destination, "produce failed, retrying: {e}");
                 flight.attempt += 1;
                 self.send(flight);
             }

@@ -21,6 +21,7 @@ const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}
 fn settings(group: &str, input: &str, output: &str) -> String {
     format!(
         "kafka:
+  dead_letter_topic: {output}-dlq
   brokers: {broker}
   group_id: {group}
   input_topic: {input}
@@ -43,6 +44,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
     create_topic(&input, 4).await;
     create_topic(&output, 1).await;
+    create_topic(&format!("{output}-dlq"), 1).await;
     let w = Workload::shop(1, 1_200);
     let expected = w.expected_kept(RULES);
 
@@ -83,14 +85,18 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     let s = &mut backwards.resource_spans[0].scope_spans[0].spans[0];
     s.trace_id = vec![0xee; 16];
     s.end_time_unix_nano = s.start_time_unix_nano - 1;
-    for bad in [
-        Vec::new(),
-        b"definitely not OTLP".to_vec(),
-        good[..good.len() / 2].to_vec(),
-        b"{\"resourceSpans\": [".to_vec(),
-        short_id.encode_to_vec(),
-        backwards.encode_to_vec(),
-    ] {
+    let malformed: [(Vec<u8>, &str); 4] = [
+        (Vec::new(), "empty"),
+        (b"definitely not OTLP".to_vec(), "not_otlp"),
+        (good[..good.len() / 2].to_vec(), "truncated"),
+        (b"{\"resourceSpans\": [".to_vec(), "not_otlp"),
+    ];
+    for (bad, _) in &malformed {
+        produce_raw(&input, "bad", bad).await;
+    }
+    // Valid messages whose only span is invalid: the span is skipped and
+    // counted; there is no malformed message to dead-letter.
+    for bad in [short_id.encode_to_vec(), backwards.encode_to_vec()] {
         produce_raw(&input, "bad", &bad).await;
     }
 
@@ -181,6 +187,36 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
             >= w.traces.len() as f64
     );
     assert_eq!(tailgate.http_get("/healthz").map(|r| r.0), Some(200));
+
+    // Malformed messages are in the dead-letter topic, unchanged, saying why.
+    let dead = read_with_headers(
+        &format!("{output}-dlq"),
+        malformed.len() + 1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        dead.len(),
+        malformed.len(),
+        "one dead letter per malformed message"
+    );
+    for (payload, reason) in &malformed {
+        let found = dead
+            .iter()
+            .find(|(p, _)| p == payload)
+            .expect("malformed message dead-lettered unchanged");
+        assert_eq!(
+            found.1.get("tailgate.error.reason").map(String::as_str),
+            Some(*reason)
+        );
+        assert!(
+            found.1.contains_key("tailgate.source.offset")
+                && found.1.contains_key("tailgate.error.detail")
+        );
+    }
+    assert_eq!(
+        metric_sum(&metrics, "tailgate_dead_letters_total", &[]) as usize,
+        malformed.len()
+    );
 
     // SIGTERM: a clean exit, with every input offset committed.
     let status = tailgate.terminate(Duration::from_secs(40));

@@ -3,20 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
-use crate::pipeline::{Output, ProduceError};
+use crate::pipeline::{Destination, Outgoing, Output, ProduceError};
 
 /// Produces to the output topic; one producer shared by all partition workers.
 #[derive(Clone)]
 pub struct KafkaOutput {
     producer: FutureProducer,
     topic: Arc<str>,
+    /// `kafka.dead_letter_topic`, if configured.
+    dead_letter_topic: Option<Arc<str>>,
 }
 
 impl KafkaOutput {
@@ -34,6 +36,7 @@ impl KafkaOutput {
         Ok(Self {
             producer: config.create()?,
             topic: Arc::from(settings.output_topic.as_str()),
+            dead_letter_topic: settings.dead_letter_topic.as_deref().map(Arc::from),
         })
     }
 
@@ -47,11 +50,29 @@ impl KafkaOutput {
 }
 
 impl Output for KafkaOutput {
-    fn send(&self, key: String, payload: Bytes) -> BoxFuture<'static, Result<(), ProduceError>> {
+    fn send(&self, message: Outgoing) -> BoxFuture<'static, Result<(), ProduceError>> {
         let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let topic = match message.destination {
+            Destination::Sampled => Some(self.topic.clone()),
+            Destination::DeadLetter => self.dead_letter_topic.clone(),
+        };
         async move {
-            let record = FutureRecord::to(&topic).key(&key).payload(payload.as_ref());
+            let Some(topic) = topic else {
+                return Err("no kafka.dead_letter_topic is configured".to_string());
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+            for (key, value) in &message.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                .payload(message.payload.as_ref())
+                .headers(headers);
+            if let Some(key) = message.key.as_deref() {
+                record = record.key(key);
+            }
             // A full local queue is waited out (Timeout::Never), not failed.
             producer
                 .send(record, rdkafka::util::Timeout::Never)

@@ -8,21 +8,28 @@ use prost::Message as _;
 use super::*;
 use crate::workload::{build_trace, ShopWorkload, SpanSpec};
 
-/// Records what was produced; fails the first `fail_first` sends.
+/// Records what was produced (key, payload); fails the first `fail_first` sends.
 #[derive(Default)]
 struct MemoryOutput {
     sent: Mutex<Vec<(String, Bytes)>>,
+    dead_letters: Mutex<Vec<Outgoing>>,
     attempts: AtomicUsize,
     fail_first: usize,
 }
 
 impl Output for MemoryOutput {
-    fn send(&self, key: String, payload: Bytes) -> BoxFuture<'static, Result<(), ProduceError>> {
+    fn send(&self, message: Outgoing) -> BoxFuture<'static, Result<(), ProduceError>> {
         let n = self.attempts.fetch_add(1, Ordering::SeqCst);
         let result = if n < self.fail_first {
             Err("broker unavailable".to_string())
         } else {
-            self.sent.lock().unwrap().push((key, payload));
+            match message.destination {
+                Destination::Sampled => {
+                    let key = String::from_utf8(message.key.unwrap_or_default().to_vec()).unwrap();
+                    self.sent.lock().unwrap().push((key, message.payload));
+                }
+                Destination::DeadLetter => self.dead_letters.lock().unwrap().push(message),
+            }
             Ok(())
         };
         async move { result }.boxed()
@@ -57,6 +64,10 @@ struct Harness {
 }
 
 fn start(fail_first: usize) -> Harness {
+    start_with(fail_first, false)
+}
+
+fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
     let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
     let rules = Arc::new(RuleSet::compile(&specs).unwrap());
     let output = Arc::new(MemoryOutput {
@@ -74,6 +85,7 @@ fn start(fail_first: usize) -> Harness {
         decided_ttl: Duration::from_secs(600),
         decided_capacity: 10_000,
         max_in_flight: 100,
+        dead_letter,
     };
     let worker = PartitionWorker::new(0, config, rules, output.clone(), offsets.clone());
     let (tx, rx) = mpsc::channel(16);
@@ -108,6 +120,7 @@ fn two_part_trace(n: u8, error: bool) -> (TraceId, Vec<TracesData>) {
 async fn send(h: &Harness, offset: i64, data: Bytes) {
     h.tx.send(InputMessage {
         offset,
+        key: Some(Bytes::from_static(b"k")),
         payload: data,
     })
     .await
@@ -249,5 +262,38 @@ async fn several_traces_in_one_message_are_decided_separately() {
     let sent = h.output.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].0, a.to_hex());
+    assert_eq!(h.offsets.last(), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_messages_go_to_the_dead_letter_topic_unchanged() {
+    let h = start_with(1, true);
+    send(&h, 20, Bytes::from_static(b"not otlp")).await;
+    // The first attempt fails: the offset stays pinned until the retry lands.
+    assert_eq!(h.offsets.last(), Some(20));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.offsets.last(), Some(21));
+    let dl = h.output.dead_letters.lock().unwrap().clone();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].payload, Bytes::from_static(b"not otlp"));
+    assert_eq!(dl[0].key.as_deref(), Some(b"k".as_slice()));
+    let header = |name: &str| {
+        dl[0]
+            .headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(DLQ_REASON_HEADER).as_deref(), Some("not_otlp"));
+    assert_eq!(header(DLQ_OFFSET_HEADER).as_deref(), Some("20"));
+    assert_eq!(header(DLQ_PARTITION_HEADER).as_deref(), Some("0"));
+    assert!(header(DLQ_DETAIL_HEADER).is_some_and(|d| !d.is_empty()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_dead_letter_topic_nothing_is_copied() {
+    let h = start(0);
+    send(&h, 0, Bytes::from_static(b"not otlp")).await;
+    assert!(h.output.dead_letters.lock().unwrap().is_empty());
     assert_eq!(h.offsets.last(), Some(1));
 }

@@ -404,3 +404,43 @@ pub fn committed_and_end(group: &str, topic: &str, partitions: i32) -> Vec<(i64,
         })
         .collect()
 }
+
+/// Reads up to `n` messages of `topic` from the start: (payload, headers).
+pub fn read_with_headers(
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + within;
+    while out.len() < n && Instant::now() < deadline {
+        let Some(r) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = r.expect("message");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((m.payload().unwrap_or_default().to_vec(), headers));
+    }
+    out
+}
