@@ -148,6 +148,14 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
         "baseline kept {baseline} of {rest} = {rate:.3}"
     );
     let errors = w.traces.iter().filter(|t| t.truth.error).count();
+    eprintln!(
+        "{} traces in, {} kept ({} errors, {} by slow, {baseline} of {rest} others = {rate:.3} by baseline), {} in JSON",
+        w.traces.len(),
+        expected.len(),
+        errors,
+        out.rules.get("slow").map_or(0, HashSet::len),
+        out.json_messages
+    );
     assert_eq!(out.rules.get("errors").map_or(0, HashSet::len), errors);
     // Kept JSON traces leave as JSON.
     let json_kept = single

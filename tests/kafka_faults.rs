@@ -1,0 +1,205 @@
+//! Faults and group changes on a real Kafka broker (started by `scripts/test`):
+//! late spans, and instances joining and leaving the consumer group.
+#![cfg(feature = "kafka-tests")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use tailgate::otlp::Encoding;
+use tailgate::workload::ShopWorkload;
+
+fn settings(group: &str, input: &str, output: &str, rules: &str, wait: &str) -> String {
+    format!(
+        "kafka:
+  brokers: {broker}
+  group_id: {group}
+  input_topic: {input}
+  output_topic: {output}
+  commit_interval: 500ms
+  drain_timeout: 20s
+  consumer_options: ['session.timeout.ms=6000', 'heartbeat.interval.ms=500']
+decision:
+  wait: {wait}
+  after_root: 1s
+  max_trace_age: 30s
+rules: {rules}
+",
+        broker = bootstrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_traces_decision() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 2).await;
+    create_topic(&output, 1).await;
+    let rules =
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
+    let mut shop = ShopWorkload::new(3);
+    shop.error_rate = 0.5;
+    let w = Workload {
+        traces: (0..60)
+            .map(|i| shop.next_trace(1_760_000_000_000_000_000 + i * 1_000_000))
+            .collect(),
+    };
+    let kept: Vec<_> = w.traces.iter().filter(|t| t.truth.error).collect();
+    assert!(
+        kept.len() > 10 && kept.len() < 50,
+        "a mix of kept and dropped traces"
+    );
+
+    // Everything but the last resource (notifier, one span) of each trace.
+    let mut early = w.traces.clone();
+    let mut late = w.traces.clone();
+    for (e, l) in early.iter_mut().zip(late.iter_mut()) {
+        l.messages = vec![e.messages.pop().expect("five messages")];
+    }
+    produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
+    let dir = policy_dir(&settings(&group, &input, &output, rules, "2s"));
+    let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    tailgate.wait_ready(Duration::from_secs(30));
+    let mut reader = OutputReader::new(&output);
+    let decided = reader.until(Duration::from_secs(60), |o| {
+        kept.iter()
+            .all(|t| o.spans.get(&t.truth.trace_id).is_some_and(|s| s.len() == 6))
+    });
+    assert!(
+        decided,
+        "kept traces not produced before the late spans:\n{}",
+        tailgate.log_text()
+    );
+
+    // The late spans: a kept trace's is produced at once, a dropped trace's is not.
+    produce_traces(&input, &late, |_| Encoding::OtlpProto).await;
+    let complete = reader.until(Duration::from_secs(30), |o| {
+        kept.iter()
+            .all(|t| o.spans.get(&t.truth.trace_id).is_some_and(|s| s.len() == 7))
+    });
+    reader.poll(Duration::from_secs(2));
+    assert!(
+        complete,
+        "late spans of kept traces missing:\n{}",
+        tailgate.log_text()
+    );
+    let got: HashSet<_> = reader.output.spans.keys().copied().collect();
+    let want: HashSet<_> = kept.iter().map(|t| t.truth.trace_id).collect();
+    assert_eq!(
+        got, want,
+        "late spans of dropped traces must not be produced"
+    );
+    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tailgate_late_spans_total",
+            &["decision=\"keep\""]
+        ) as usize,
+        kept.len()
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tailgate_late_spans_total",
+            &["decision=\"drop\""]
+        ) as usize,
+        w.traces.len() - kept.len()
+    );
+    // Every trace decided exactly once: late spans do not start new traces.
+    assert_eq!(
+        metric_sum(&metrics, "tailgate_traces_decided_total", &[]) as usize,
+        w.traces.len()
+    );
+}
+
+const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
+                     {name: slow, when: {trace: {duration: {gt: 1s}}}, sample: keep}, \
+                     {name: baseline, sample: {rate: 0.1}}]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 4).await;
+    create_topic(&output, 1).await;
+    let w = Workload::shop(4, 3_000);
+    let expected = w.expected_kept(RULES);
+    let (first, second) = w.traces.split_at(1_000);
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s"));
+
+    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    a.wait_ready(Duration::from_secs(30));
+    produce_traces(&input, first, |_| Encoding::OtlpProto).await;
+    let mut reader = OutputReader::new(&output);
+    assert!(
+        reader.until(Duration::from_secs(60), |o| o.spans.len() >= 20),
+        "no output from a:\n{}",
+        a.log_text()
+    );
+
+    // b joins while traffic flows: partitions move from a to b.
+    let input_topic = input.clone();
+    let second: Vec<_> = second.to_vec();
+    let trickle = tokio::spawn(async move {
+        for chunk in second.chunks(200) {
+            produce_traces(&input_topic, chunk, |_| Encoding::OtlpProto).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let b = Tailgate::start(dir.path(), free_port(), "b.log");
+    b.wait_ready(Duration::from_secs(30));
+    let assigned = |t: &Tailgate| {
+        t.http_get("/metrics")
+            .map(|(_, m)| metric_sum(&m, "tailgate_partitions_assigned", &[]) as i32)
+            .unwrap_or(-1)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partitions not shared:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "shared: a has {}, b has {} partitions",
+        assigned(&a),
+        assigned(&b)
+    );
+    reader.poll(Duration::from_secs(2));
+
+    // a leaves (SIGTERM) mid-stream: its partitions go to b.
+    let status = a.terminate(Duration::from_secs(40));
+    assert!(
+        status.success(),
+        "a exited with {status}:\n{}",
+        a.log_text()
+    );
+    trickle.await.expect("producer task");
+    let complete = reader.until(Duration::from_secs(120), |o| {
+        missing(&expected, o).is_empty()
+    });
+    reader.poll(Duration::from_secs(2));
+    let out = &reader.output;
+    assert!(
+        complete,
+        "{} kept traces missing:\n{}",
+        missing(&expected, out).len(),
+        b.log_text()
+    );
+    let unexpected = out
+        .spans
+        .keys()
+        .filter(|id| !expected.contains_key(id))
+        .count();
+    assert_eq!(unexpected, 0, "traces the rules drop were produced");
+    assert_eq!(assigned(&b), 4, "b owns every partition after a left");
+    eprintln!(
+        "{} kept traces complete across join and leave; {} duplicate spans",
+        expected.len(),
+        out.duplicate_spans
+    );
+}
