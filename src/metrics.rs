@@ -44,6 +44,8 @@ pub const SPANS_PRODUCED: &str = "tailgate_spans_produced_total";
 pub const PRODUCE_ERRORS: &str = "tailgate_produce_errors_total";
 /// Malformed messages copied to the dead-letter topic and acknowledged.
 pub const DEAD_LETTERS: &str = "tailgate_dead_letters_total";
+/// Kafka client errors (broker unreachable, transport failures), by `kind`.
+pub const KAFKA_ERRORS: &str = "tailgate_kafka_errors_total";
 /// Input partitions currently assigned to this instance.
 pub const PARTITIONS_ASSIGNED: &str = "tailgate_partitions_assigned";
 /// Consumer-group rebalances seen, by `kind` (assign|revoke).

@@ -25,7 +25,22 @@ pub struct Context {
     events: mpsc::UnboundedSender<RebalanceEvent>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// Errors of the client as a whole (brokers down, transport failures):
+    /// logged, and counted by a bounded kind so an outage shows in `/metrics`.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        let kind = match error.rdkafka_error_code() {
+            Some(Code::AllBrokersDown) => "all_brokers_down",
+            Some(Code::BrokerTransportFailure) => "broker_transport_failure",
+            Some(Code::Resolve) => "resolve",
+            Some(Code::Authentication) => "authentication",
+            _ => "other",
+        };
+        metrics::counter!(m::KAFKA_ERRORS, "kind" => kind).increment(1);
+        tracing::warn!(kind, "kafka: {error}: {reason}");
+    }
+}
 
 fn partitions(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements()

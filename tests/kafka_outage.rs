@@ -1,0 +1,155 @@
+//! A broker outage: the broker stops for 30 s mid-stream and comes back on the
+//! same address with its data. tailgate keeps running, reports the outage,
+//! resumes, and loses no kept trace.
+//!
+//! This test runs its own broker (a separate `KAFKA_STATE_DIR`), so pausing it
+//! does not disturb the tests that share the broker `scripts/test` started.
+#![cfg(feature = "kafka-tests")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use tailgate::otlp::Encoding;
+
+/// A private broker, stopped when dropped.
+struct Broker {
+    state: tempfile::TempDir,
+    address: String,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+}
+
+impl Broker {
+    fn run(&self, verb: &str) -> String {
+        let out = Command::new(script())
+            .arg(verb)
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn start() -> Self {
+        let mut b = Self {
+            state: tempfile::tempdir().expect("tempdir"),
+            address: String::new(),
+        };
+        b.address = b.run("start");
+        b
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output();
+    }
+}
+
+const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
+                     {name: slow, when: {trace: {duration: {gt: 1s}}}, sample: keep}, \
+                     {name: baseline, sample: {rate: 0.1}}]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thirty_second_broker_outage_loses_nothing() {
+    let broker = Broker::start();
+    // The helpers in `common` read the broker address from here; this test
+    // binary holds only this test, so pointing it at the private broker is safe.
+    std::env::set_var("TAILGATE_TEST_BOOTSTRAP", &broker.address);
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 2).await;
+    create_topic(&output, 1).await;
+    let w = Workload::shop(5, 1_600);
+    let expected = w.expected_kept(RULES);
+    let (first, second) = w.traces.split_at(800);
+    produce_traces(&input, first, |_| Encoding::OtlpProto).await;
+
+    let settings = format!(
+        "kafka:
+  brokers: {broker}
+  group_id: {group}
+  input_topic: {input}
+  output_topic: {output}
+  commit_interval: 500ms
+  consumer_options: ['session.timeout.ms=6000', 'heartbeat.interval.ms=500']
+decision: {{ wait: 3s, after_root: 1s, max_trace_age: 30s }}
+rules: {RULES}
+",
+        broker = broker.address
+    );
+    let dir = policy_dir(&settings);
+    let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    tailgate.wait_ready(Duration::from_secs(30));
+    let mut reader = OutputReader::new(&output);
+    assert!(
+        reader.until(Duration::from_secs(60), |o| o.spans.len() >= 20),
+        "no output:\n{}",
+        tailgate.log_text()
+    );
+    drop(reader); // its connections would only add noise during the outage
+
+    // The outage: whatever is still buffered or in flight is decided, produced
+    // and committed only once the broker is back.
+    broker.run("pause");
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            tailgate.child.try_wait().expect("try_wait").is_none(),
+            "tailgate exited during the outage:\n{}",
+            tailgate.log_text()
+        );
+    }
+    assert_eq!(
+        tailgate.http_get("/healthz").map(|r| r.0),
+        Some(200),
+        "alive during the outage"
+    );
+    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    let reported = metric_sum(&metrics, "tailgate_kafka_errors_total", &[]);
+    assert!(reported >= 1.0, "the outage is not reported:\n{metrics}");
+    assert_eq!(
+        broker.run("resume"),
+        broker.address,
+        "same address after the outage"
+    );
+
+    // Traffic resumes; everything the rules keep arrives.
+    produce_traces(&input, second, |_| Encoding::OtlpProto).await;
+    let mut reader = OutputReader::new(&output);
+    let complete = reader.until(Duration::from_secs(120), |o| {
+        missing(&expected, o).is_empty()
+    });
+    reader.poll(Duration::from_secs(2));
+    assert!(
+        complete,
+        "{} of {} kept traces missing after the outage:\n{}",
+        missing(&expected, &reader.output).len(),
+        expected.len(),
+        tailgate.log_text()
+    );
+    assert!(
+        tailgate.child.try_wait().expect("try_wait").is_none(),
+        "tailgate kept running"
+    );
+    eprintln!(
+        "outage of 30 s: {} kept traces complete, {} duplicate spans, {} kafka errors reported",
+        expected.len(),
+        reader.output.duplicate_spans,
+        reported
+    );
+    let status = tailgate.terminate(Duration::from_secs(40));
+    assert!(status.success(), "exit {status}:\n{}", tailgate.log_text());
+}
