@@ -13,38 +13,13 @@ use prost::Message as _;
 use tailgate::otlp::Encoding;
 use tailgate::workload::encode;
 
-/// The rules under test, as the `rules:` list of the settings file.
-const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
-                     {name: slow, when: {trace: {duration: {gt: 1s}}}, sample: keep}, \
-                     {name: baseline, sample: {rate: 0.1}}]";
-
-fn settings(group: &str, input: &str, output: &str) -> String {
-    format!(
-        "kafka:
-  dead_letter_topic: {output}-dlq
-  brokers: {broker}
-  group_id: {group}
-  input_topic: {input}
-  output_topic: {output}
-  commit_interval: 500ms
-  drain_timeout: 20s
-  consumer_options: ['session.timeout.ms=6000', 'heartbeat.interval.ms=500']
-decision:
-  wait: 3s
-  after_root: 1s
-  max_trace_age: 30s
-rules: {RULES}
-",
-        broker = bootstrap()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
     create_topic(&input, 4).await;
     create_topic(&output, 1).await;
-    create_topic(&format!("{output}-dlq"), 1).await;
+    let dlq = format!("{output}-dlq");
+    create_topic(&dlq, 1).await;
     let w = Workload::shop(1, 1_200);
     let expected = w.expected_kept(RULES);
 
@@ -100,7 +75,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
         produce_raw(&input, "bad", &bad).await;
     }
 
-    let dir = policy_dir(&settings(&group, &input, &output));
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", Some(&dlq)));
     let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
 
@@ -197,11 +172,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     assert_eq!(tailgate.http_get("/healthz").map(|r| r.0), Some(200));
 
     // Malformed messages are in the dead-letter topic, unchanged, saying why.
-    let dead = read_with_headers(
-        &format!("{output}-dlq"),
-        malformed.len() + 1,
-        Duration::from_secs(20),
-    );
+    let dead = read_with_headers(&dlq, malformed.len() + 1, Duration::from_secs(20));
     assert_eq!(
         dead.len(),
         malformed.len(),
@@ -251,7 +222,7 @@ async fn sigkill_mid_stream_loses_no_kept_trace() {
     let (first, second) = w.traces.split_at(1_500);
     produce_traces(&input, first, |_| Encoding::OtlpProto).await;
 
-    let dir = policy_dir(&settings(&group, &input, &output));
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
     let mut tailgate = Tailgate::start(dir.path(), free_port(), "first.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);

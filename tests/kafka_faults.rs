@@ -11,26 +11,6 @@ use common::*;
 use tailgate::otlp::Encoding;
 use tailgate::workload::ShopWorkload;
 
-fn settings(group: &str, input: &str, output: &str, rules: &str, wait: &str) -> String {
-    format!(
-        "kafka:
-  brokers: {broker}
-  group_id: {group}
-  input_topic: {input}
-  output_topic: {output}
-  commit_interval: 500ms
-  drain_timeout: 20s
-  consumer_options: ['session.timeout.ms=6000', 'heartbeat.interval.ms=500']
-decision:
-  wait: {wait}
-  after_root: 1s
-  max_trace_age: 30s
-rules: {rules}
-",
-        broker = bootstrap()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_spans_follow_their_traces_decision() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -58,7 +38,7 @@ async fn late_spans_follow_their_traces_decision() {
         l.messages = vec![e.messages.pop().expect("five messages")];
     }
     produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
-    let dir = policy_dir(&settings(&group, &input, &output, rules, "2s"));
+    let dir = policy_dir(&settings(&group, &input, &output, rules, "2s", None));
     let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
@@ -114,10 +94,6 @@ async fn late_spans_follow_their_traces_decision() {
     );
 }
 
-const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
-                     {name: slow, when: {trace: {duration: {gt: 1s}}}, sample: keep}, \
-                     {name: baseline, sample: {rate: 0.1}}]";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -126,7 +102,7 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     let w = Workload::shop(4, 3_000);
     let expected = w.expected_kept(RULES);
     let (first, second) = w.traces.split_at(1_000);
-    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s"));
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
 
     let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));

@@ -59,10 +59,6 @@ impl Drop for Broker {
     }
 }
 
-const RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
-                     {name: slow, when: {trace: {duration: {gt: 1s}}}, sample: keep}, \
-                     {name: baseline, sample: {rate: 0.1}}]";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_second_broker_outage_loses_nothing() {
     let broker = Broker::start();
@@ -77,20 +73,7 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
     let (first, second) = w.traces.split_at(800);
     produce_traces(&input, first, |_| Encoding::OtlpProto).await;
 
-    let settings = format!(
-        "kafka:
-  brokers: {broker}
-  group_id: {group}
-  input_topic: {input}
-  output_topic: {output}
-  commit_interval: 500ms
-  consumer_options: ['session.timeout.ms=6000', 'heartbeat.interval.ms=500']
-decision: {{ wait: 3s, after_root: 1s, max_trace_age: 30s }}
-rules: {RULES}
-",
-        broker = broker.address
-    );
-    let dir = policy_dir(&settings);
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
     let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
