@@ -282,6 +282,19 @@ pub struct Output {
     pub rules: HashMap<String, HashSet<TraceId>>,
 }
 
+/// A consumer of its own group that reads `topic` from the start and commits nothing.
+fn read_from_start(topic: &str, name: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique(name))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
 /// Reads an output topic with its own consumer.
 pub struct OutputReader {
     consumer: BaseConsumer,
@@ -290,14 +303,7 @@ pub struct OutputReader {
 
 impl OutputReader {
     pub fn new(topic: &str) -> Self {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", unique("reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("reader");
-        consumer.subscribe(&[topic]).expect("subscribe");
+        let consumer = read_from_start(topic, "reader");
         Self {
             consumer,
             output: Output::default(),
@@ -412,14 +418,7 @@ pub fn read_with_headers(
     within: Duration,
 ) -> Vec<(Vec<u8>, HashMap<String, String>)> {
     use rdkafka::message::Headers;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    let consumer = read_from_start(topic, "dlq-reader");
     let mut out = Vec::new();
     let deadline = Instant::now() + within;
     while out.len() < n && Instant::now() < deadline {
