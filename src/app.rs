@@ -40,6 +40,8 @@ pub async fn run(
     let rules = Arc::new(rules);
     let handle = m::install();
     metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
+    m::register_rare();
+    metrics::gauge!(m::RULES_LOADED).set((rules.names().len() - 1) as f64);
 
     let listener = m::bind(settings.metrics.listen).await.with_context(|| {
         format!(

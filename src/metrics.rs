@@ -54,6 +54,26 @@ pub const REBALANCES: &str = "tailgate_rebalances_total";
 pub const OFFSETS_PENDING: &str = "tailgate_offsets_pending";
 /// Offsets stored for commit (the watermark moved).
 pub const OFFSETS_STORED: &str = "tailgate_offsets_stored_total";
+/// Rule-file reloads, by `result` (ok|error); on error the previous rules stay.
+pub const RULE_RELOADS: &str = "tailgate_rule_reloads_total";
+/// Rules in force (not counting the implicit `unmatched`).
+pub const RULES_LOADED: &str = "tailgate_rules_loaded";
+/// Input partitions paused because the buffers are above their high-water mark.
+pub const PARTITIONS_PAUSED: &str = "tailgate_partitions_paused";
+/// Messages between the consumer's position and the partition's end, by
+/// `partition`, from librdkafka's statistics.
+pub const CONSUMER_LAG: &str = "tailgate_consumer_lag_messages";
+
+/// Registers the series that only move on rare events, so that dashboards and
+/// alerts see them (at zero) from the start.
+pub fn register_rare() {
+    for result in ["ok", "error"] {
+        metrics::counter!(RULE_RELOADS, "result" => result).increment(0);
+    }
+    metrics::gauge!(PARTITIONS_PAUSED).set(0.0);
+    metrics::counter!(PRODUCE_ERRORS).increment(0);
+    metrics::counter!(DEAD_LETTERS).increment(0);
+}
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

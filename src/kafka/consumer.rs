@@ -40,6 +40,20 @@ impl ClientContext for Context {
         metrics::counter!(m::KAFKA_ERRORS, "kind" => kind).increment(1);
         tracing::warn!(kind, "kafka: {error}: {reason}");
     }
+
+    /// librdkafka's periodic statistics: the consumer lag of each partition
+    /// this instance fetches (`-1`, unknown, is not shown).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for p in topic.partitions.values() {
+            if p.partition >= 0 && p.consumer_lag >= 0 {
+                metrics::gauge!(m::CONSUMER_LAG, "partition" => p.partition.to_string())
+                    .set(p.consumer_lag as f64);
+            }
+        }
+    }
 }
 
 fn partitions(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
@@ -54,6 +68,10 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             metrics::counter!(m::REBALANCES, "kind" => "revoke").increment(1);
+            // Another instance reports these partitions' lag from now on.
+            for p in partitions(&self.topic, tpl) {
+                metrics::gauge!(m::CONSUMER_LAG, "partition" => p.to_string()).set(0.0);
+            }
             let _ = self
                 .events
                 .send(RebalanceEvent::Revoked(partitions(&self.topic, tpl)));
@@ -107,7 +125,9 @@ pub fn subscribe(
         // Offsets are stored only from the workers' watermarks.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
+        .set("statistics.interval.ms", "5000");
     super::apply(&mut config, &settings.librdkafka_options);
     super::apply(&mut config, &settings.consumer_options);
     let consumer: InputConsumer = config.create_with_context(Context {

@@ -26,13 +26,18 @@ pub fn bootstrap() -> String {
     )
 }
 
-/// A name no other test run uses.
+/// A name no other test, in this run or another, uses. The clock alone is
+/// not enough: tests start in parallel and a coarse clock gives two of them
+/// the same reading (CI once created the same output topic twice), so a
+/// per-process sequence number is part of the name too.
 pub fn unique(prefix: &str) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}", std::process::id())
+    format!("{prefix}-{}-{seq}-{nanos}", std::process::id())
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
