@@ -129,7 +129,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decide", |b| {
         b.iter(|| {
             for (id, spans) in &traces {
-                black_box(rules.decide(&TraceSummary::of(*id, spans)));
+                black_box(rules.decide(&TraceSummary::of(*id, spans), Duration::ZERO));
             }
         })
     });
@@ -148,7 +148,11 @@ fn bench(c: &mut Criterion) {
             buf.pop_due(now + Duration::from_secs(60), &mut ready);
             let mut kept = 0usize;
             for t in &ready {
-                kept += usize::from(rules.decide(&TraceSummary::of(t.trace_id, &t.spans)).keep);
+                kept += usize::from(
+                    rules
+                        .decide(&TraceSummary::of(t.trace_id, &t.spans), Duration::ZERO)
+                        .keep,
+                );
             }
             black_box(kept)
         })

@@ -9,15 +9,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Loaded;
 use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
 use crate::metrics::{self as m, Health};
-use crate::pipeline::{InputMessage, PartitionWorker, WorkerConfig};
-use crate::rules::RuleSet;
+use crate::pipeline::{InputMessage, PartitionWorker, Rules, WorkerConfig};
 
 struct Worker {
     input: mpsc::Sender<InputMessage>,
@@ -36,12 +35,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     handles: Handles,
 ) -> anyhow::Result<()> {
-    let Loaded { settings, rules } = loaded;
-    let rules = Arc::new(rules);
+    let Loaded {
+        settings,
+        rules,
+        sources,
+    } = loaded;
+    let rules_loaded = rules.names().len() - 1;
+    let (rules_tx, rules) = watch::channel(Arc::new(rules));
     let handle = m::install();
     metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
     m::register_rare();
-    metrics::gauge!(m::RULES_LOADED).set((rules.names().len() - 1) as f64);
+    metrics::gauge!(m::RULES_LOADED).set(rules_loaded as f64);
+    let reloader = crate::reload::spawn(sources, settings.clone(), rules_tx);
 
     let listener = m::bind(settings.metrics.listen).await.with_context(|| {
         format!(
@@ -71,13 +76,13 @@ pub async fn run(
         input = %settings.kafka.input_topic,
         output = %settings.kafka.output_topic,
         group = %settings.kafka.group_id,
-        rules = rules.names().len() - 1,
+        rules = rules_loaded,
         "tailgate running"
     );
 
     let mut workers: HashMap<i32, Worker> = HashMap::new();
     let mut assigned: Vec<i32> = Vec::new();
-    let start = |partition: i32, assigned: usize, rules: &Arc<RuleSet>| {
+    let start = |partition: i32, assigned: usize, rules: &Rules| {
         let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
         let config = WorkerConfig {
             buffer: settings.buffer_config(assigned),
@@ -163,6 +168,7 @@ pub async fn run(
         tracing::debug!("final commit: {e}");
     }
     output.flush(std::time::Duration::from_secs(5));
+    reloader.abort();
     let _ = http_stop.send(());
     let _ = http.await;
     tracing::info!("stopped");

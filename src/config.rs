@@ -19,7 +19,7 @@ use crate::buffer::BufferConfig;
 use crate::rules::{RuleError, RuleSet, RuleSpec};
 
 /// Everything tailgate reads from its settings and rule files.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Brokers, topics, consumer group, librdkafka options.
@@ -65,7 +65,7 @@ fn default_compression() -> String {
 }
 
 /// Kafka connection and topics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Bootstrap servers, `host:port[,host:port]`.
@@ -152,7 +152,7 @@ const fn default_partition_queue() -> usize {
 }
 
 /// Memory budget and internal queues.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BufferSettings {
     /// Hard budget, in bytes, for buffered spans over all partitions; split
@@ -193,7 +193,7 @@ const fn default_decided_capacity() -> u64 {
 /// When a trace is decided: the first of `wait` after its first span, a quiet
 /// period of `after_root` after its root span (reset by each later span), and
 /// `max_trace_age`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionSettings {
     #[serde(default = "default_wait", with = "humantime_serde")]
@@ -227,7 +227,7 @@ fn default_listen() -> SocketAddr {
 }
 
 /// The HTTP endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSettings {
     /// Address for `/metrics`, `/healthz` and `/readyz`.
@@ -302,20 +302,35 @@ impl Sources {
     }
 }
 
-/// Reads one file on its own, so that mistakes carry its line and column.
-fn check_file(path: &Path) -> Result<String, ConfigError> {
+/// One file, read on its own so that mistakes carry its line and column.
+struct FileLayer {
+    path: PathBuf,
+    text: String,
+    /// The file's rule list, if it has one.
+    rules: Option<Vec<RuleSpec>>,
+}
+
+fn check_file(path: &Path) -> Result<FileLayer, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         file: path.to_path_buf(),
         source,
     })?;
+    let mut rules = None;
     if !text.trim().is_empty() {
-        serde_yaml::from_str::<Settings>(&text).map_err(|e| ConfigError::Syntax {
+        let parsed = serde_yaml::from_str::<Settings>(&text).map_err(|e| ConfigError::Syntax {
             file: path.to_path_buf(),
             at: e.location().map(|l| (l.line(), l.column())),
             message: e.to_string(),
         })?;
+        if text.lines().any(|l| l.starts_with("rules:")) {
+            rules = Some(parsed.rules);
+        }
     }
-    Ok(text)
+    Ok(FileLayer {
+        path: path.to_path_buf(),
+        text,
+        rules,
+    })
 }
 
 /// The line on which rule `name` is defined, to point a person at it.
@@ -335,14 +350,20 @@ fn rule_line(text: &str, name: &str) -> Option<usize> {
 pub struct Loaded {
     pub settings: Settings,
     pub rules: RuleSet,
+    /// Where they came from, to reload the rules from.
+    pub sources: Sources,
 }
 
 impl Settings {
     /// Loads and validates settings from `sources`.
+    ///
+    /// The rule list is taken whole from the last file that has one (lists
+    /// are never merged), read as YAML so that attribute names keep their
+    /// dots; everything else is layered by the `config` crate.
     pub fn load(sources: &Sources) -> Result<Loaded, ConfigError> {
-        let mut texts = Vec::new();
+        let mut layers = Vec::new();
         for f in &sources.files {
-            texts.push((f.clone(), check_file(f)?));
+            layers.push(check_file(f)?);
         }
         let mut builder = config::Config::builder();
         for f in &sources.files {
@@ -361,27 +382,32 @@ impl Settings {
             sources: sources.describe(),
             message,
         };
-        let settings: Settings = builder
+        let mut table: std::collections::HashMap<String, config::Value> = builder
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| invalid(e.to_string()))?;
+        table.remove("rules");
+        let mut settings: Settings = config::Value::from(table)
+            .try_deserialize()
+            .map_err(|e| invalid(e.to_string()))?;
+        let rules_layer = layers.iter().rev().find(|l| l.rules.is_some());
+        settings.rules = rules_layer
+            .and_then(|l| l.rules.clone())
+            .unwrap_or_default();
         let rules = RuleSet::compile(&settings.rules).map_err(|error| {
-            // Point at the last file that defines the rule list.
-            let (file, text) = texts
-                .iter()
-                .rev()
-                .find(|(_, t)| t.lines().any(|l| l.starts_with("rules:")))
-                .or(texts.last())
-                .cloned()
-                .unwrap_or_default();
+            let layer = rules_layer.or(layers.last());
             ConfigError::Rule {
-                line: rule_line(&text, &error.rule),
-                file,
+                line: layer.and_then(|l| rule_line(&l.text, &error.rule)),
+                file: layer.map(|l| l.path.clone()).unwrap_or_default(),
                 error,
             }
         })?;
         settings.validate().map_err(invalid)?;
-        Ok(Loaded { settings, rules })
+        Ok(Loaded {
+            settings,
+            rules,
+            sources: sources.clone(),
+        })
     }
 
     /// Cross-field checks.

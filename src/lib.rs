@@ -23,5 +23,6 @@ pub mod kafka;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod reload;
 pub mod rules;
 pub mod workload;

@@ -7,20 +7,42 @@
 //! in-memory stand-ins.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use metrics::{counter, gauge, histogram, Counter, Gauge};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, Reason, TraceBuffer};
 use crate::kafka::watermark::Watermark;
 use crate::metrics as m;
-use crate::otlp::{self, DecodeErrorKind, Encoding, SpanRecord, TraceId};
-use crate::rules::{Decision, RuleSet, TraceSummary};
+use crate::otlp::{self, Annotation, DecodeErrorKind, Encoding, SpanRecord, TraceId};
+use crate::rules::{RuleSet, TraceSummary};
+
+/// The rules in force; a reload sends a new set, which each worker picks up
+/// before its next decision. Buffered traces are kept across a reload.
+pub type Rules = watch::Receiver<Arc<RuleSet>>;
+
+/// A decision remembered for the trace's late spans. It names its rule and
+/// carries its annotation itself, so it stays right across a rule reload.
+#[derive(Clone)]
+struct Decided {
+    keep: bool,
+    rule: Arc<str>,
+    /// The kept spans' annotation (absent for a drop).
+    annotation: Option<Arc<Annotation>>,
+}
+
+/// The decision clock handed to the rules: time since the first decision in
+/// this process, the same for every worker (the `limit` and `dynamic`
+/// samplers are per instance).
+fn decision_clock(now: Instant) -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    now.saturating_duration_since(*ORIGIN.get_or_init(|| now))
+}
 
 /// One message read from the input partition.
 #[derive(Debug, Clone)]
@@ -124,24 +146,35 @@ fn decision_label(keep: bool) -> &'static str {
     }
 }
 
-impl Metrics {
-    fn new(rules: &RuleSet) -> Self {
-        let mut decided = HashMap::new();
-        let mut spans_decided = HashMap::new();
-        for (i, name) in rules.names().iter().enumerate() {
-            for keep in [true, false] {
-                for reason in Reason::ALL {
-                    decided.insert(
+/// Counters per rule, decision (and reason), indexed like the rule set.
+type RuleCounters = (
+    HashMap<(usize, bool, Reason), Counter>,
+    HashMap<(usize, bool), Counter>,
+);
+
+fn rule_counters(rules: &RuleSet) -> RuleCounters {
+    let mut decided = HashMap::new();
+    let mut spans_decided = HashMap::new();
+    for (i, name) in rules.names().iter().enumerate() {
+        for keep in [true, false] {
+            for reason in Reason::ALL {
+                decided.insert(
                         (i, keep, reason),
                         counter!(m::TRACES_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep), "reason" => reason.as_str()),
                     );
-                }
-                spans_decided.insert(
+            }
+            spans_decided.insert(
                     (i, keep),
                     counter!(m::SPANS_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep)),
                 );
-            }
         }
+    }
+    (decided, spans_decided)
+}
+
+impl Metrics {
+    fn new(rules: &RuleSet) -> Self {
+        let (decided, spans_decided) = rule_counters(rules);
         Self {
             messages: counter!(m::MESSAGES_RECEIVED),
             spans: counter!(m::SPANS_RECEIVED),
@@ -167,6 +200,11 @@ impl Metrics {
             shown: Occupancy::default(),
             shown_pending: 0,
         }
+    }
+
+    /// Switches the per-rule counters to a reloaded rule set.
+    fn set_rules(&mut self, rules: &RuleSet) {
+        (self.decided, self.spans_decided) = rule_counters(rules);
     }
 
     /// Moves the process-wide gauges by this worker's change since last time.
@@ -216,10 +254,11 @@ pub struct PartitionWorker {
     partition: i32,
     config: WorkerConfig,
     rules: Arc<RuleSet>,
+    rules_updates: Rules,
     buffer: TraceBuffer,
     watermark: Watermark,
     /// Decisions of recently decided traces, followed by their late spans.
-    decided: moka::sync::Cache<TraceId, Decision>,
+    decided: moka::sync::Cache<TraceId, Decided>,
     output: Arc<dyn Output>,
     offsets: Arc<dyn OffsetStore>,
     in_flight: FuturesUnordered<Flight>,
@@ -236,10 +275,11 @@ impl PartitionWorker {
     pub fn new(
         partition: i32,
         config: WorkerConfig,
-        rules: Arc<RuleSet>,
+        mut rules_updates: Rules,
         output: Arc<dyn Output>,
         offsets: Arc<dyn OffsetStore>,
     ) -> Self {
+        let rules = rules_updates.borrow_and_update().clone();
         Self {
             partition,
             buffer: TraceBuffer::new(config.buffer),
@@ -250,6 +290,7 @@ impl PartitionWorker {
             config,
             metrics: Metrics::new(&rules),
             rules,
+            rules_updates,
             watermark: Watermark::new(),
             output,
             offsets,
@@ -359,14 +400,14 @@ impl PartitionWorker {
         now: Instant,
     ) {
         if !self.buffer.contains(&id) {
-            if let Some(decision) = self.decided.get(&id) {
+            if let Some(decided) = self.decided.get(&id) {
                 // A late span: follow the trace's decision.
-                self.metrics.late[usize::from(decision.keep)].increment(spans.len() as u64);
-                self.metrics.spans_decided[&(decision.rule, decision.keep)]
+                self.metrics.late[usize::from(decided.keep)].increment(spans.len() as u64);
+                counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
                     .increment(spans.len() as u64);
-                if decision.keep {
+                if let Some(annotation) = decided.annotation {
                     self.watermark.pin(offset, 1);
-                    self.produce(id, &spans, decision, encoding, vec![offset]);
+                    self.produce(id, &spans, &annotation, encoding, vec![offset]);
                 }
                 return;
             }
@@ -388,16 +429,37 @@ impl PartitionWorker {
         self.ready = ready;
     }
 
+    /// Picks up reloaded rules, if any.
+    fn refresh_rules(&mut self) {
+        if self.rules_updates.has_changed().unwrap_or(false) {
+            self.rules = self.rules_updates.borrow_and_update().clone();
+            self.metrics.set_rules(&self.rules);
+        }
+    }
+
     fn decide(&mut self, t: ReadyTrace, now: Instant) {
-        let decision = self.rules.decide(&TraceSummary::of(t.trace_id, &t.spans));
-        self.decided.insert(t.trace_id, decision);
+        self.refresh_rules();
+        let decision = self
+            .rules
+            .decide(&TraceSummary::of(t.trace_id, &t.spans), decision_clock(now));
+        let annotation = decision
+            .keep
+            .then(|| Arc::new(self.rules.annotation(&decision).into_owned()));
+        self.decided.insert(
+            t.trace_id,
+            Decided {
+                keep: decision.keep,
+                rule: self.rules.names()[decision.rule].clone(),
+                annotation: annotation.clone(),
+            },
+        );
         self.metrics.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
         self.metrics.spans_decided[&(decision.rule, decision.keep)].increment(t.spans.len() as u64);
         histogram!(m::DECISION_LATENESS)
             .record(now.saturating_duration_since(t.deadline).as_secs_f64());
-        if decision.keep {
+        if let Some(annotation) = annotation {
             // The offsets' pins pass from the trace to the produce.
-            self.produce(t.trace_id, &t.spans, decision, t.encoding, t.offsets);
+            self.produce(t.trace_id, &t.spans, &annotation, t.encoding, t.offsets);
         } else {
             for o in t.offsets {
                 self.release(o);
@@ -420,11 +482,11 @@ impl PartitionWorker {
         &mut self,
         id: TraceId,
         spans: &[SpanRecord],
-        d: Decision,
+        annotation: &Annotation,
         encoding: Encoding,
         offsets: Vec<i64>,
     ) {
-        let (payload, _) = otlp::encode_trace(spans, self.rules.annotation(d.rule), encoding);
+        let (payload, _) = otlp::encode_trace(spans, annotation, encoding);
         self.send(InFlight {
             message: Outgoing {
                 destination: Destination::Sampled,

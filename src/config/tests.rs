@@ -168,3 +168,22 @@ fn options_are_name_value_pairs() {
     assert_eq!(m["security.protocol"], "SASL_SSL");
     assert_eq!(m["sasl.mechanism"], "PLAIN");
 }
+
+/// Attribute names keep their dots and case through layering, and a file
+/// without a rule list inherits the one below it.
+#[test]
+fn dotted_attribute_names_survive_layering() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "default.yaml",
+        "rules:\n  - name: Health-Checks\n    when: { span: { attribute: { http.route: { in: [/healthz] } }, resource: { K8s.Pod.Name: { exists: true } } } }\n    sample: drop\n  - { name: rest, sample: keep }\n",
+    );
+    write(dir.path(), "prod.yaml", "kafka: { brokers: 'b:2' }\n");
+    let l = Settings::load(&sources(Sources::for_env(dir.path(), "prod", None).files)).unwrap();
+    let when = l.settings.rules[0].when.as_ref().unwrap();
+    let span = when.span.as_ref().unwrap();
+    assert!(span.attribute.as_ref().unwrap().contains_key("http.route"));
+    assert!(span.resource.as_ref().unwrap().contains_key("K8s.Pod.Name"));
+    assert_eq!(&*l.rules.names()[0], "Health-Checks");
+}

@@ -240,7 +240,7 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
     let mut name_at = (0u32, 0u32);
     let mut kind = 0u8;
     let (mut start, mut end) = (0u64, 0u64);
-    let mut error = false;
+    let mut status = 0u8;
     let mut f = Fields::new(&encoded);
     while let Some((field, value)) = f.next()? {
         match (field, value) {
@@ -253,7 +253,7 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
             (6, Value::Varint(k)) => kind = u8::try_from(k).unwrap_or(0),
             (7, Value::Fixed64(t)) => start = t,
             (8, Value::Fixed64(t)) => end = t,
-            (15, Value::Len(status)) => error = status_is_error(status)?,
+            (15, Value::Len(s)) => status = status_code(s)?,
             _ => {}
         }
     }
@@ -308,21 +308,21 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
             end_ns: end,
             name_at,
             kind,
-            error,
+            status,
         },
     )))
 }
 
-/// `Status.code` (field 3) equals `STATUS_CODE_ERROR` (2).
-fn status_is_error(status: &[u8]) -> Result<bool, DecodeError> {
+/// `Status.code` (field 3); codes outside the enum read as UNSET.
+fn status_code(status: &[u8]) -> Result<u8, DecodeError> {
     let mut f = Fields::new(status);
-    let mut error = false;
+    let mut code = 0;
     while let Some((field, value)) = f.next()? {
-        if let (3, Value::Varint(code)) = (field, value) {
-            error = code == 2;
+        if let (3, Value::Varint(c)) = (field, value) {
+            code = u8::try_from(c).ok().filter(|c| *c <= 2).unwrap_or(0);
         }
     }
-    Ok(error)
+    Ok(code)
 }
 
 /// Decodes OTLP JSON by parsing it into the generated types and re-encoding

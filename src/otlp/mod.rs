@@ -5,6 +5,7 @@
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`; the
 //! `opentelemetry-proto` crate's types are used for JSON and in tests.
 
+pub mod attributes;
 pub mod decode;
 pub mod encode;
 pub mod wire;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use attributes::AttrValue;
 pub use decode::{decode, DecodeError, DecodeErrorKind, Decoded};
 pub use encode::{encode_trace, Annotation};
 
@@ -90,6 +92,26 @@ pub mod span_kind {
     pub const CLIENT: u8 = 3;
     pub const PRODUCER: u8 = 4;
     pub const CONSUMER: u8 = 5;
+
+    /// The names rules use, indexed by kind.
+    pub const NAMES: [&str; 6] = [
+        "unspecified",
+        "internal",
+        "server",
+        "client",
+        "producer",
+        "consumer",
+    ];
+}
+
+/// `Status.code` values.
+pub mod status_code {
+    pub const UNSET: u8 = 0;
+    pub const OK: u8 = 1;
+    pub const ERROR: u8 = 2;
+
+    /// The names rules use, indexed by code.
+    pub const NAMES: [&str; 3] = ["unset", "ok", "error"];
 }
 
 /// One span as the buffer holds it: the fields the rules read, and the span's
@@ -109,8 +131,8 @@ pub struct SpanRecord {
     name_at: (u32, u32),
     /// `Span.kind` (see [`span_kind`]).
     pub kind: u8,
-    /// `Status.code == STATUS_CODE_ERROR`.
-    pub error: bool,
+    /// `Status.code` (see [`status_code`]).
+    pub status: u8,
 }
 
 impl SpanRecord {
@@ -123,6 +145,46 @@ impl SpanRecord {
     pub fn name(&self) -> std::borrow::Cow<'_, str> {
         let (at, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
         String::from_utf8_lossy(self.encoded.get(at..at + len).unwrap_or_default())
+    }
+
+    /// The span's status is ERROR.
+    pub fn error(&self) -> bool {
+        self.status == status_code::ERROR
+    }
+
+    /// The span kind's name as rules write it (`server`, `client`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        span_kind::NAMES
+            .get(usize::from(self.kind))
+            .copied()
+            .unwrap_or("unspecified")
+    }
+
+    /// The status code's name as rules write it (`unset`, `ok`, `error`).
+    pub fn status_name(&self) -> &'static str {
+        status_code::NAMES
+            .get(usize::from(self.status))
+            .copied()
+            .unwrap_or("unset")
+    }
+
+    /// Duration of the span in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// Attribute `key` of the span, else of its instrumentation scope, else of
+    /// its resource.
+    pub fn attribute(&self, key: &str) -> Option<AttrValue<'_>> {
+        use attributes::{find, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES};
+        find(&self.encoded, SPAN_ATTRIBUTES, key)
+            .or_else(|| find(&self.scope.scope, SCOPE_ATTRIBUTES, key))
+            .or_else(|| find(&self.scope.resource, RESOURCE_ATTRIBUTES, key))
+    }
+
+    /// Attribute `key` of the span's resource only.
+    pub fn resource_attribute(&self, key: &str) -> Option<AttrValue<'_>> {
+        attributes::find(&self.scope.resource, attributes::RESOURCE_ATTRIBUTES, key)
     }
 
     /// The `service.name` of the span's resource.

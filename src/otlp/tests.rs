@@ -34,7 +34,7 @@ fn protobuf_spans_keep_their_fields_and_bytes() {
     assert!(roots[0].1.name().starts_with("POST /"));
     assert_eq!(roots[0].1.kind, span_kind::SERVER);
     assert_eq!(
-        spans.iter().filter(|(_, s)| s.error).count(),
+        spans.iter().filter(|(_, s)| s.error()).count(),
         2,
         "fraud-detection and its call failed"
     );
@@ -62,8 +62,8 @@ fn json_decodes_to_the_same_spans_as_protobuf() {
             assert_eq!(ps.span_id, js.span_id);
             assert_eq!(ps.parent_span_id, js.parent_span_id);
             assert_eq!(
-                (ps.start_ns, ps.end_ns, ps.error, ps.kind),
-                (js.start_ns, js.end_ns, js.error, js.kind)
+                (ps.start_ns, ps.end_ns, ps.error(), ps.kind),
+                (js.start_ns, js.end_ns, js.error(), js.kind)
             );
             assert_eq!(ps.name(), js.name());
             assert_eq!(ps.service(), js.service());
@@ -82,7 +82,7 @@ fn collector_style_json_with_string_numbers_is_read() {
     assert_eq!(d.spans.len(), 1);
     let (id, s) = &d.spans[0];
     assert_eq!(id.to_hex(), "5b8efff798038103d269b633813fc60c");
-    assert!(s.is_root() && s.error);
+    assert!(s.is_root() && s.error());
     assert_eq!(s.service(), "checkout");
     assert_eq!(s.end_ns - s.start_ns, 1_000_000_000);
 }

@@ -61,6 +61,7 @@ struct Harness {
     task: tokio::task::JoinHandle<()>,
     output: Arc<MemoryOutput>,
     offsets: Arc<MemoryOffsets>,
+    rules: watch::Sender<Arc<RuleSet>>,
 }
 
 fn start(fail_first: usize) -> Harness {
@@ -69,7 +70,7 @@ fn start(fail_first: usize) -> Harness {
 
 fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
     let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
-    let rules = Arc::new(RuleSet::compile(&specs).unwrap());
+    let (rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
     let output = Arc::new(MemoryOutput {
         fail_first,
         ..Default::default()
@@ -92,6 +93,7 @@ fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
     Harness {
         tx,
         task: tokio::spawn(worker.run(rx)),
+        rules: rules_tx,
         output,
         offsets,
     }
@@ -296,4 +298,41 @@ async fn without_a_dead_letter_topic_nothing_is_copied() {
     send(&h, 0, Bytes::from_static(b"not otlp")).await;
     assert!(h.output.dead_letters.lock().unwrap().is_empty());
     assert_eq!(h.offsets.last(), Some(1));
+}
+
+/// A rule reload while traces are buffered: they stay buffered and are decided
+/// by the new rules; the kept spans name the new rule.
+#[tokio::test(start_paused = true)]
+async fn reloaded_rules_decide_the_traces_already_buffered() {
+    let h = start(0);
+    let (id, parts) = two_part_trace(8, false);
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    // Under the old rules this trace (no error) would be dropped.
+    let specs: Vec<crate::rules::RuleSpec> =
+        serde_yaml::from_str("[{name: everything, sample: keep}]").unwrap();
+    h.rules
+        .send(Arc::new(RuleSet::compile(&specs).unwrap()))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "kept by the new rule");
+    assert_eq!(sent[0].0, id.to_hex());
+    let out = TracesData::decode(sent[0].1.clone()).unwrap();
+    let span = &out.resource_spans[0].scope_spans[0].spans[0];
+    let rule = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "tailgate.rule")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone());
+    assert_eq!(
+        rule,
+        Some(
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                "everything".into()
+            )
+        )
+    );
+    assert_eq!(h.offsets.last(), Some(2));
 }

@@ -91,7 +91,7 @@ impl Workload {
                 })
                 .map(|(_, s)| s)
                 .collect();
-            let d = rules.decide(&TraceSummary::of(t.truth.trace_id, &spans));
+            let d = rules.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
             if d.keep {
                 kept.insert(t.truth.trace_id, spans.len());
             }
