@@ -39,6 +39,29 @@ fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
 
 /// Produces `traces` shop traces to `topic`, one message per resource and
 /// trace keyed by trace id. Returns the number of messages.
+/// Writes `traces` shop traces to a file as the capture `tailgate replay`
+/// and `tailgate explain` read: OTLP JSON, one message per line (the
+/// Collector's file exporter format). Returns the number of messages.
+pub fn generate_file(path: &std::path::Path, traces: u64, seed: u64) -> anyhow::Result<u64> {
+    use std::io::Write as _;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut workload = ShopWorkload::new(seed);
+    let start = unix_nanos();
+    let mut messages = 0;
+    for i in 0..traces {
+        let t = workload.next_trace(start + i * 1_000_000);
+        for m in &t.messages {
+            out.write_all(&encode(m, Encoding::OtlpJson))?;
+            out.write_all(b"\n")?;
+            messages += 1;
+        }
+    }
+    out.flush()?;
+    Ok(messages)
+}
+
 pub async fn generate(
     brokers: &str,
     topic: &str,

@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod reload;
+pub mod replay;
 pub mod rules;
 pub mod workload;

@@ -1,4 +1,4 @@
-//! The `tailgate` command line: run, check, demo, gen.
+//! The `tailgate` command line: run, check, explain, replay, demo, gen.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +50,41 @@ enum Command {
         #[arg(long)]
         env: Vec<String>,
     },
+    /// Show which rule decides each trace in an OTLP file, and why, with the
+    /// trace's critical path.
+    Explain {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Only this trace (32 hex characters).
+        #[arg(long)]
+        trace: Option<String>,
+        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the rules over captured traffic (OTLP files or a range of a Kafka
+    /// topic) and report per rule what would be kept; nothing is produced.
+    Replay {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+        files: Vec<PathBuf>,
+        /// Read the capture from this Kafka cluster instead of files.
+        #[arg(long, requires = "topic")]
+        brokers: Option<String>,
+        /// The topic to read, every partition from the start (or --from-offset) to its current end.
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        /// Start every partition at this offset instead of the beginning.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Read at most this many messages.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A self-contained demo: in-process Kafka, a synthetic shop workload, tailgate on policies/demo.yaml.
     Demo {
         /// How long to run.
@@ -65,10 +100,14 @@ enum Command {
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
     },
-    /// Produce a synthetic shop workload to a Kafka topic.
+    /// Produce a synthetic shop workload to a Kafka topic, or write it to a file.
     Gen {
-        #[arg(long)]
-        brokers: String,
+        /// Kafka bootstrap servers to produce to.
+        #[arg(long, required_unless_present = "file")]
+        brokers: Option<String>,
+        /// Write OTLP JSON lines to this file instead (for replay and explain).
+        #[arg(long, conflicts_with = "brokers")]
+        file: Option<PathBuf>,
         #[arg(long, default_value = "otlp_spans")]
         topic: String,
         /// Number of traces.
@@ -155,6 +194,27 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { policies, env } => check(&policies, &env),
+        Command::Explain {
+            policy,
+            trace,
+            files,
+        } => explain(&policy, trace.as_deref(), &files),
+        Command::Replay {
+            policy,
+            files,
+            brokers,
+            topic,
+            from_offset,
+            max_messages,
+            json,
+        } => replay(
+            &policy,
+            &files,
+            brokers.as_deref().zip(topic.as_deref()),
+            from_offset,
+            max_messages,
+            json,
+        ),
         Command::Demo {
             duration,
             rate,
@@ -168,11 +228,30 @@ fn main() -> ExitCode {
             }
         },
         Command::Gen {
+            file: Some(file),
+            traces,
+            seed,
+            ..
+        } => match tailgate::demo::generate_file(&file, traces, seed) {
+            Ok(n) => {
+                eprintln!(
+                    "wrote {traces} traces in {n} messages to {}",
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Gen {
             brokers,
             topic,
             traces,
             seed,
             encoding,
+            file: None,
         } => {
             let encoding = match encoding.as_str() {
                 "otlp_proto" => tailgate::otlp::Encoding::OtlpProto,
@@ -181,6 +260,10 @@ fn main() -> ExitCode {
                     eprintln!("error: --encoding {other:?}: use otlp_proto or otlp_json");
                     return ExitCode::from(2);
                 }
+            };
+            let Some(brokers) = brokers else {
+                eprintln!("error: give --brokers or --file");
+                return ExitCode::from(2);
             };
             match runtime.block_on(tailgate::demo::generate(
                 &brokers, &topic, traces, seed, encoding,
@@ -250,4 +333,153 @@ fn check(dir: &std::path::Path, envs: &[String]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Loads the rules as `run` would, or says why not.
+fn load_rules(policy: &PolicyArgs) -> Result<tailgate::config::Loaded, ExitCode> {
+    let sources = Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
+    Settings::load(&sources).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn explain(policy: &PolicyArgs, trace: Option<&str>, files: &[PathBuf]) -> ExitCode {
+    let loaded = match load_rules(policy) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let wanted = match trace.map(|t| tailgate::otlp::TraceId::from_hex(t.trim())) {
+        Some(None) => {
+            eprintln!("error: --trace wants 32 hex characters");
+            return ExitCode::from(2);
+        }
+        Some(id) => id,
+        None => None,
+    };
+    let mut capture = tailgate::replay::Capture::default();
+    for f in files {
+        if let Err(e) = capture.add_file(f) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
+    for (reason, n) in &capture.rejected {
+        eprintln!("warning: {n} messages or spans rejected: {reason}");
+    }
+    let mut shown = 0;
+    for (id, spans, _) in capture.into_traces() {
+        if wanted.is_some_and(|w| w != id) {
+            continue;
+        }
+        if shown > 0 {
+            println!();
+        }
+        print!("{}", tailgate::replay::explain(&loaded.rules, id, &spans));
+        shown += 1;
+    }
+    if shown == 0 {
+        eprintln!(
+            "error: no trace found{}",
+            if trace.is_some() { " with that id" } else { "" }
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn replay(
+    policy: &PolicyArgs,
+    files: &[PathBuf],
+    kafka: Option<(&str, &str)>,
+    from_offset: Option<i64>,
+    max_messages: Option<u64>,
+    json: bool,
+) -> ExitCode {
+    let loaded = match load_rules(policy) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let mut capture = tailgate::replay::Capture::default();
+    match kafka {
+        Some((brokers, topic)) => {
+            if !files.is_empty() {
+                eprintln!("error: give files or --brokers/--topic, not both");
+                return ExitCode::from(2);
+            }
+            let options: Vec<(String, String)> =
+                tailgate::config::KafkaSettings::options(&loaded.settings.kafka.librdkafka_options)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default();
+            let bar = progress_bar(0, "reading");
+            let start = match from_offset {
+                Some(o) => tailgate::kafka::range::Start::Offset(o),
+                None => tailgate::kafka::range::Start::Beginning,
+            };
+            let read = tailgate::kafka::range::read(
+                brokers,
+                topic,
+                start,
+                max_messages,
+                &options,
+                |n| bar.set_length(n),
+                |payload| {
+                    capture.add(payload);
+                    bar.inc(1);
+                },
+            );
+            bar.finish_and_clear();
+            if let Err(e) = read {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None => {
+            if files.is_empty() {
+                eprintln!("error: give OTLP files, or --brokers and --topic to read a topic");
+                return ExitCode::from(2);
+            }
+            let bar = progress_bar(files.len() as u64, "reading files");
+            for f in files {
+                if let Err(e) = capture.add_file(f) {
+                    bar.finish_and_clear();
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+        }
+    }
+    let bar = progress_bar(capture.trace_count() as u64, "deciding");
+    let report = tailgate::replay::replay(&loaded.rules, capture, |n| {
+        if n % 1024 == 0 {
+            bar.set_position(n)
+        }
+    });
+    bar.finish_and_clear();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{report}");
+    }
+    ExitCode::SUCCESS
 }

@@ -1,4 +1,4 @@
-//! The command line without a broker: `check` and `demo`.
+//! The command line without a broker: `check`, `explain`, `replay` and `demo`.
 
 use std::process::Command;
 
@@ -55,7 +55,7 @@ fn check_points_at_the_mistake() {
     let want = format!("error {}:6:", dir.path().join("prod.yaml").display());
     assert!(text.contains(&want), "want {want:?} in:\n{text}");
     assert!(
-        text.contains("unknown field `duraton`, expected `error` or `duration`"),
+        text.contains("unknown field `duraton`, expected one of `error`, `duration`"),
         "{text}"
     );
 }
@@ -114,5 +114,134 @@ fn demo_runs_on_the_in_process_broker() {
     assert!(
         last_io.contains(&format!("output topic: {} messages", kept as u64)),
         "{last_io}\n{text}"
+    );
+}
+
+/// Writes `n` shop traces as OTLP JSON lines and returns the file and the
+/// traces' ids with the rule the library decides for each.
+fn capture(
+    dir: &std::path::Path,
+    n: u64,
+    rules: &str,
+) -> (std::path::PathBuf, Vec<(String, String, bool)>) {
+    use tailgate::otlp::{Encoding, SpanRecord};
+    use tailgate::rules::{RuleSet, RuleSpec, TraceSummary};
+    let specs: Vec<RuleSpec> = serde_yaml::from_str(rules).unwrap();
+    let set = RuleSet::compile(&specs).unwrap();
+    let mut w = tailgate::workload::ShopWorkload::new(11);
+    let mut text = Vec::new();
+    let mut decided = Vec::new();
+    for i in 0..n {
+        let t = w.next_trace(1_760_000_000_000_000_000 + i * 1_000_000);
+        let mut spans: Vec<SpanRecord> = Vec::new();
+        for m in &t.messages {
+            let line = tailgate::workload::encode(m, Encoding::OtlpJson);
+            spans.extend(
+                tailgate::otlp::decode(bytes::Bytes::from(line.clone()))
+                    .unwrap()
+                    .spans
+                    .into_iter()
+                    .map(|(_, s)| s),
+            );
+            text.extend(line);
+            text.push(b'\n');
+        }
+        let d = set.decide(
+            &TraceSummary::of(t.truth.trace_id, &spans),
+            std::time::Duration::ZERO,
+        );
+        decided.push((
+            t.truth.trace_id.to_hex(),
+            set.names()[d.rule].to_string(),
+            d.keep,
+        ));
+    }
+    let path = dir.join("capture.jsonl");
+    std::fs::write(&path, text).unwrap();
+    (path, decided)
+}
+
+const CLI_RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: fraud-dominates, when: {critical_path: {service: fraud-detection, share: {gt: 40%}}}, sample: keep}, {name: baseline, sample: {rate: 0.2}}]";
+
+fn policy_dir(rules: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("test.yaml"), format!("rules: {rules}\n")).unwrap();
+    dir
+}
+
+#[test]
+fn explain_names_the_deciding_rule_and_the_critical_path() {
+    let policies = policy_dir(CLI_RULES);
+    let (file, decided) = capture(policies.path(), 40, CLI_RULES);
+    for (id, rule, keep) in decided.iter().take(5) {
+        let out = tailgate()
+            .args(["explain", "--env", "test", "--policies"])
+            .arg(policies.path())
+            .args(["--trace", id])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with(&format!("trace {id}: 7 spans")), "{text}");
+        assert!(text.contains("critical path ("), "{text}");
+        let verdict = if *keep { "KEEP" } else { "DROP" };
+        assert!(
+            text.contains(&format!("decision: {verdict} by rule {rule:?}")),
+            "want {verdict} by {rule}:\n{text}"
+        );
+    }
+    let out = tailgate()
+        .args(["explain", "--env", "test", "--policies"])
+        .arg(policies.path())
+        .args(["--trace", "0123456789abcdef0123456789abcdef"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn replay_reports_per_rule_what_the_rules_decide() {
+    let policies = policy_dir(CLI_RULES);
+    let (file, decided) = capture(policies.path(), 300, CLI_RULES);
+    let out = tailgate()
+        .args(["replay", "--json", "--env", "test", "--policies"])
+        .arg(policies.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["traces"], 300);
+    assert_eq!(report["spans"], 2100);
+    for r in report["rules"].as_array().unwrap() {
+        let name = r["rule"].as_str().unwrap();
+        let kept = decided.iter().filter(|(_, n, k)| n == name && *k).count();
+        let dropped = decided.iter().filter(|(_, n, k)| n == name && !*k).count();
+        assert_eq!(r["traces_kept"], kept as u64, "{name}");
+        assert_eq!(r["traces_dropped"], dropped as u64, "{name}");
+    }
+    let reduction = report["reduction"].as_f64().unwrap();
+    assert!(reduction > 0.0 && reduction < 1.0, "{reduction}");
+    // The human form has the same table.
+    let out = tailgate()
+        .args(["replay", "--env", "test", "--policies"])
+        .arg(policies.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fraud-dominates") && text.contains("% reduction"),
+        "{text}"
     );
 }

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod producer;
+pub mod range;
 pub mod watermark;
 
 use rdkafka::ClientConfig;
