@@ -348,7 +348,16 @@ fn operators(kind: Kind, o: &Operators, path: &str) -> Result<Vec<Op>, FieldErro
         let re = regex::RegexBuilder::new(r)
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| (at("regex"), format!("invalid regex: {e}")))?;
+            .map_err(|e| {
+                // The regex crate's message spans lines (pattern, caret, cause).
+                let text = e.to_string();
+                let cause = text
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                (at("regex"), format!("invalid regex {r:?}: {cause}"))
+            })?;
         ops.push(Op::Regex(re));
     }
     for (name, v, c) in [

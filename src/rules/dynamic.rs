@@ -14,14 +14,17 @@
 //! consistent-probability rule on
 //! the trace id, so the adjusted count of every kept span is 1 / probability.
 //!
-//! Until the first interval ends, rates are recomputed every second from the
-//! traffic so far, so a fresh instance does not keep everything for a whole
-//! interval. A key not seen in the last interval is kept (it is rare).
+//! Until the first interval ends, rates are recomputed every 100 ms from the
+//! traffic so far, so a fresh instance keeps everything for at most the first
+//! 100 ms rather than a whole interval. A key not seen in the last interval is kept (it is rare).
 //! State is per instance and starts afresh when the rules are reloaded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// How often rates are recomputed during the first interval.
+const WARM_UP_STEP: Duration = Duration::from_millis(100);
 
 /// Key of the bucket shared by keys beyond `max_keys`.
 pub const OVERFLOW_KEY: &str = "(other)";
@@ -122,9 +125,10 @@ impl Dynamic {
             s.average = average;
             s.warm = true;
             s.interval_start = Some(start + c.interval * intervals);
-        } else if !s.warm && now.saturating_sub(s.provisional_at) >= Duration::from_secs(1) {
+        } else if !s.warm && now.saturating_sub(s.provisional_at) >= WARM_UP_STEP {
             // First interval: project the traffic so far onto a whole interval.
-            let scale = c.interval.as_secs_f64() / elapsed.as_secs_f64().max(1.0);
+            let scale =
+                c.interval.as_secs_f64() / elapsed.as_secs_f64().max(WARM_UP_STEP.as_secs_f64());
             let projected: HashMap<String, f64> = s
                 .counts
                 .iter()

@@ -303,12 +303,12 @@ fn describe_sample(s: &Sample) -> String {
         Sample::Drop => "drop".into(),
         Sample::Rate(p) => format!("rate {p}"),
         Sample::Limit(l) => match (l.traces_per_second, l.spans_per_second) {
-            (Some(n), _) => format!("limit {n} traces per second"),
-            (_, Some(n)) => format!("limit {n} spans per second"),
+            (Some(n), _) => format!("limit {n} traces per second; depends on the traffic around the trace"),
+            (_, Some(n)) => format!("limit {n} spans per second; depends on the traffic around the trace"),
             _ => "limit".into(),
         },
         Sample::Dynamic(d) => format!(
-            "dynamic by [{}], {} traces per second",
+            "dynamic by [{}], {} traces per second; the probability depends on the traffic around the trace",
             d.key.join(", "),
             d.target_per_second
         ),
