@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tailgate::buffer::{BufferConfig, TraceBuffer};
 use tailgate::otlp::{self, Encoding, SpanRecord, TraceId};
-use tailgate::rules::{RuleSet, RuleSpec, TraceSummary};
+use tailgate::rules::{CriticalPath, RuleSet, RuleSpec, TraceSummary};
 use tailgate::workload::{encode, ShopWorkload};
 
 const TRACES: usize = 2_000;
@@ -130,6 +130,43 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for (id, spans) in &traces {
                 black_box(rules.decide(&TraceSummary::of(*id, spans), Duration::ZERO));
+            }
+        })
+    });
+
+    // The shipped production policy: attribute lookups in the encoded bytes,
+    // a critical path for every trace that gets that far, a dynamic sampler.
+    let production = {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/production.yaml"
+        ))
+        .expect("policies/production.yaml");
+        #[derive(serde::Deserialize)]
+        struct File {
+            rules: Vec<RuleSpec>,
+        }
+        let file: File = serde_yaml::from_str(
+            &text
+                .lines()
+                .skip_while(|l| !l.starts_with("rules:"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .expect("production rules");
+        RuleSet::compile(&file.rules).expect("production rules compile")
+    };
+    g.bench_function("decide_production_policy", |b| {
+        b.iter(|| {
+            for (id, spans) in &traces {
+                black_box(production.decide(&TraceSummary::of(*id, spans), Duration::ZERO));
+            }
+        })
+    });
+    g.bench_function("critical_path", |b| {
+        b.iter(|| {
+            for (_, spans) in &traces {
+                black_box(CriticalPath::of(spans));
             }
         })
     });

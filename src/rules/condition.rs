@@ -395,22 +395,54 @@ enum SpanTest {
 }
 
 impl SpanTest {
-    fn field<'a>(&self, s: &'a SpanRecord) -> (&Matcher, Field<'a>, String) {
+    /// The matcher and the span's value it tests (no allocation: this runs
+    /// for every span a rule looks at).
+    fn value<'a>(&self, s: &'a SpanRecord) -> (&Matcher, Field<'a>) {
         match self {
-            SpanTest::Service(m) => (m, Field::Text(str_of(&s.scope.service)), "service".into()),
-            SpanTest::Name(m) => (m, Field::Text(name_of(s)), "name".into()),
-            SpanTest::Kind(m) => (m, Field::Text(s.kind_name()), "kind".into()),
-            SpanTest::Status(m) => (m, Field::Text(s.status_name()), "status".into()),
-            SpanTest::Duration(m) => (m, Field::Num(s.duration_ns() as f64), "duration".into()),
-            SpanTest::Attribute(k, m) => (m, s.attribute(k).into(), format!("attribute {k}")),
-            SpanTest::Resource(k, m) => {
-                (m, s.resource_attribute(k).into(), format!("resource {k}"))
-            }
+            SpanTest::Service(m) => (m, Field::Text(str_of(&s.scope.service))),
+            SpanTest::Name(m) => (m, Field::Text(name_of(s))),
+            SpanTest::Kind(m) => (m, Field::Text(s.kind_name())),
+            SpanTest::Status(m) => (m, Field::Text(s.status_name())),
+            SpanTest::Duration(m) => (m, Field::Num(s.duration_ns() as f64)),
+            SpanTest::Attribute(_, m) => (m, s.attribute(self.key()).into()),
+            SpanTest::Resource(_, m) => (m, s.resource_attribute(self.key()).into()),
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            SpanTest::Attribute(k, _) | SpanTest::Resource(k, _) => k,
+            _ => "",
+        }
+    }
+
+    /// What the test reads, for explanations.
+    fn label(&self) -> String {
+        match self {
+            SpanTest::Service(_) => "service".into(),
+            SpanTest::Name(_) => "name".into(),
+            SpanTest::Kind(_) => "kind".into(),
+            SpanTest::Status(_) => "status".into(),
+            SpanTest::Duration(_) => "duration".into(),
+            SpanTest::Attribute(k, _) => format!("attribute {k}"),
+            SpanTest::Resource(k, _) => format!("resource {k}"),
+        }
+    }
+
+    fn matcher(&self) -> &Matcher {
+        match self {
+            SpanTest::Service(m)
+            | SpanTest::Name(m)
+            | SpanTest::Kind(m)
+            | SpanTest::Status(m)
+            | SpanTest::Duration(m)
+            | SpanTest::Attribute(_, m)
+            | SpanTest::Resource(_, m) => m,
         }
     }
 
     fn holds(&self, s: &SpanRecord) -> bool {
-        let (m, f, _) = self.field(s);
+        let (m, f) = self.value(s);
         m.matches(f)
     }
 }
@@ -441,18 +473,7 @@ impl SpanMatch {
         }
         self.0
             .iter()
-            .map(|t| {
-                let (m, _, what) = match t {
-                    SpanTest::Service(m) => (m, (), "service".to_string()),
-                    SpanTest::Name(m) => (m, (), "name".into()),
-                    SpanTest::Kind(m) => (m, (), "kind".into()),
-                    SpanTest::Status(m) => (m, (), "status".into()),
-                    SpanTest::Duration(m) => (m, (), "duration".into()),
-                    SpanTest::Attribute(k, m) => (m, (), format!("attribute {k}")),
-                    SpanTest::Resource(k, m) => (m, (), format!("resource {k}")),
-                };
-                format!("{what} {}", m.describe())
-            })
+            .map(|t| format!("{} {}", t.label(), t.matcher().describe()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -461,8 +482,8 @@ impl SpanMatch {
         self.0
             .iter()
             .map(|t| {
-                let (m, f, what) = t.field(s);
-                format!("{what} {}", m.show(f))
+                let (m, f) = t.value(s);
+                format!("{} {}", t.label(), m.show(f))
             })
             .collect::<Vec<_>>()
             .join(", ")

@@ -45,37 +45,80 @@ impl CriticalPath {
         if spans.is_empty() {
             return Self::default();
         }
-        let index: HashMap<[u8; 8], usize> = spans
-            .iter()
-            .enumerate()
-            .rev() // the first span with an id wins
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
-        let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
+        let n = spans.len();
+        // Parent of each span, by index (the first span with an id wins).
+        let parent_of: Vec<Option<usize>> = if n <= 32 {
+            // Small traces, the common case: a scan beats hashing.
+            spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    if s.is_root() {
+                        return None;
+                    }
+                    spans
+                        .iter()
+                        .position(|p| p.span_id == s.parent_span_id)
+                        .filter(|&p| p != i)
+                })
+                .collect()
+        } else {
+            let index: HashMap<[u8; 8], usize> = spans
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, s)| (s.span_id, i))
+                .collect();
+            spans
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    if s.is_root() {
+                        return None;
+                    }
+                    index.get(&s.parent_span_id).copied().filter(|&p| p != i)
+                })
+                .collect()
+        };
+        // Children grouped by parent in one array: `kids[start[p]..start[p + 1]]`.
+        let mut start = vec![0usize; n + 1];
+        for p in parent_of.iter().flatten() {
+            start[p + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut kids = vec![0usize; start[n]];
+        let mut fill = start.clone();
         let mut tops = Vec::new();
-        for (i, s) in spans.iter().enumerate() {
-            match index.get(&s.parent_span_id) {
-                Some(&p) if !s.is_root() && p != i => children[p].push(i),
-                _ => tops.push(i),
+        for (i, p) in parent_of.iter().enumerate() {
+            match p {
+                Some(p) => {
+                    kids[fill[*p]] = i;
+                    fill[*p] += 1;
+                }
+                None => tops.push(i),
             }
         }
+        let children = |p: usize| &kids[start[p]..start[p + 1]];
         // Effective ends, children before parents (an explicit post-order;
         // spans on a parent cycle are unreachable from the tops and ignored).
         let mut eff_end: Vec<u64> = spans.iter().map(|s| s.end_ns).collect();
-        let mut order = Vec::with_capacity(spans.len());
+        let mut order = Vec::with_capacity(n);
         let mut stack: Vec<usize> = tops.clone();
         while let Some(i) = stack.pop() {
             order.push(i);
-            stack.extend(&children[i]);
+            stack.extend(children(i));
         }
         for &i in order.iter().rev() {
-            if let Some(m) = children[i].iter().map(|&c| eff_end[c]).max() {
+            if let Some(m) = children(i).iter().map(|&c| eff_end[c]).max() {
                 eff_end[i] = eff_end[i].max(m);
             }
         }
-        for kids in &mut children {
-            kids.sort_by(|&a, &b| eff_end[b].cmp(&eff_end[a]));
+        for p in 0..n {
+            kids[start[p]..start[p + 1]].sort_by(|&a, &b| eff_end[b].cmp(&eff_end[a]));
         }
+        let children = |p: usize| &kids[start[p]..start[p + 1]];
         let Some(&top) = tops.iter().max_by_key(|&&i| {
             // A true root first; among equals, the latest effective end.
             (spans[i].is_root(), eff_end[i], std::cmp::Reverse(i))
@@ -98,7 +141,7 @@ impl CriticalPath {
             next_child: 0,
         }];
         while let Some(f) = frames.last_mut() {
-            let kids = &children[f.span];
+            let kids = children(f.span);
             let mut step = None;
             while f.next_child < kids.len() && f.cur > f.lo {
                 let c = kids[f.next_child];

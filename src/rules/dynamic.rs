@@ -137,12 +137,21 @@ impl Dynamic {
             s.rates = rates(&projected, c.target_per_second * c.interval.as_secs_f64());
             s.provisional_at = now;
         }
-        let key = if s.counts.contains_key(key) || s.counts.len() < c.max_keys {
-            key
-        } else {
-            OVERFLOW_KEY
+        let key = match s.counts.get_mut(key) {
+            Some(n) => {
+                *n += 1;
+                key
+            }
+            None => {
+                let key = if s.counts.len() < c.max_keys {
+                    key
+                } else {
+                    OVERFLOW_KEY
+                };
+                *s.counts.entry(key.to_string()).or_insert(0) += 1;
+                key
+            }
         };
-        *s.counts.entry(key.to_string()).or_insert(0) += 1;
         s.rates.get(key).copied().unwrap_or(1.0)
     }
 }
