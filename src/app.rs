@@ -3,15 +3,19 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::buffer::{Backpressure, Flow};
 use crate::config::Loaded;
 use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
@@ -80,6 +84,27 @@ pub async fn run(
         "tailgate running"
     );
 
+    let usage = Arc::new(AtomicUsize::new(0));
+    let mut pressure = Backpressure::new(
+        settings.buffer.max_bytes,
+        settings.buffer.high_water,
+        settings.buffer.low_water,
+    );
+    let mut pressure_check = tokio::time::interval(Duration::from_millis(50));
+    pressure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flow = |flow: Flow, partitions: &[i32]| {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&settings.kafka.input_topic, *p);
+        }
+        let result = match flow {
+            Flow::Pause => consumer.pause(&tpl),
+            Flow::Resume => consumer.resume(&tpl),
+        };
+        if let Err(e) = result {
+            tracing::warn!(?flow, ?partitions, "cannot {flow:?} input partitions: {e}");
+        }
+    };
     let mut workers: HashMap<i32, Worker> = HashMap::new();
     let mut assigned: Vec<i32> = Vec::new();
     let start = |partition: i32, assigned: usize, rules: &Rules| {
@@ -90,6 +115,7 @@ pub async fn run(
             decided_capacity: settings.decision.decided_capacity,
             max_in_flight: settings.kafka.max_in_flight,
             dead_letter: settings.kafka.dead_letter_topic.is_some(),
+            usage: usage.clone(),
         };
         let worker = PartitionWorker::new(
             partition,
@@ -118,6 +144,11 @@ pub async fn run(
                     }
                     handles.health.set_ready(true);
                     metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
+                    if pressure.paused() {
+                        // New partitions join the pause until memory is back under the low mark.
+                        flow(Flow::Pause, &assigned);
+                        metrics::gauge!(m::PARTITIONS_PAUSED).set(assigned.len() as f64);
+                    }
                     tracing::info!(partitions = ?assigned, "partitions assigned");
                 }
                 RebalanceEvent::Revoked(ps) => {
@@ -128,9 +159,37 @@ pub async fn run(
                     }
                     assigned.retain(|p| !ps.contains(p));
                     metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
+                    if pressure.paused() {
+                        metrics::gauge!(m::PARTITIONS_PAUSED).set(assigned.len() as f64);
+                    }
                     tracing::info!(revoked = ?ps, "partitions revoked");
                 }
             },
+            _ = pressure_check.tick() => {
+                let used = usage.load(Ordering::Relaxed);
+                match pressure.update(used) {
+                    Some(Flow::Pause) => {
+                        tracing::warn!(
+                            buffered = used,
+                            budget = settings.buffer.max_bytes,
+                            "buffers above {:.0}% of their budget: pausing input partitions {assigned:?} (Kafka keeps the data)",
+                            settings.buffer.high_water * 100.0
+                        );
+                        flow(Flow::Pause, &assigned);
+                        metrics::gauge!(m::PARTITIONS_PAUSED).set(assigned.len() as f64);
+                    }
+                    Some(Flow::Resume) => {
+                        tracing::info!(
+                            buffered = used,
+                            "buffers below {:.0}% of their budget: resuming input partitions {assigned:?}",
+                            settings.buffer.low_water * 100.0
+                        );
+                        flow(Flow::Resume, &assigned);
+                        metrics::gauge!(m::PARTITIONS_PAUSED).set(0.0);
+                    }
+                    None => {}
+                }
+            }
             msg = consumer.recv() => match msg {
                 Ok(msg) => {
                     let partition = msg.partition();

@@ -163,6 +163,19 @@ pub struct BufferSettings {
     /// Messages queued for one partition's worker.
     #[serde(default = "default_partition_queue")]
     pub partition_queue: usize,
+    /// Fraction of `max_bytes` above which the input partitions are paused.
+    #[serde(default = "default_high_water")]
+    pub high_water: f64,
+    /// Fraction of `max_bytes` below which paused partitions resume.
+    #[serde(default = "default_low_water")]
+    pub low_water: f64,
+}
+
+const fn default_high_water() -> f64 {
+    0.9
+}
+const fn default_low_water() -> f64 {
+    0.7
 }
 
 impl Default for BufferSettings {
@@ -170,6 +183,8 @@ impl Default for BufferSettings {
         Self {
             max_bytes: default_max_bytes(),
             partition_queue: default_partition_queue(),
+            high_water: default_high_water(),
+            low_water: default_low_water(),
         }
     }
 }
@@ -433,6 +448,12 @@ impl Settings {
             return Err(format!(
                 "buffer.max_bytes ({}) must be at least 1 MiB",
                 self.buffer.max_bytes
+            ));
+        }
+        let (high, low) = (self.buffer.high_water, self.buffer.low_water);
+        if !(low > 0.0 && low < high && high <= 1.0) {
+            return Err(format!(
+                "buffer.low_water ({low}) and buffer.high_water ({high}) must satisfy 0 < low_water < high_water <= 1"
             ));
         }
         if self.buffer.partition_queue == 0 || self.kafka.max_in_flight == 0 {

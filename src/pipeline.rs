@@ -7,6 +7,7 @@
 //! in-memory stand-ins.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,8 @@ pub struct WorkerConfig {
     /// Copy malformed messages to the dead-letter topic (their offsets are
     /// held until the copy is acknowledged).
     pub dead_letter: bool,
+    /// Bytes buffered by all workers of the process, for back-pressure.
+    pub usage: Arc<AtomicUsize>,
 }
 
 /// A produce waiting for its acknowledgement, with what it pins.
@@ -334,6 +337,8 @@ impl PartitionWorker {
             self.publish();
         }
         self.publish();
+        // What is left undecided is let go: it no longer counts.
+        self.show(Occupancy::default());
         self.metrics.show(Occupancy::default(), 0);
         let o = self.buffer.occupancy();
         if o.traces > 0 {
@@ -352,8 +357,22 @@ impl PartitionWorker {
             self.offsets.store(self.partition, next);
             self.metrics.offsets_stored.increment(1);
         }
-        self.metrics
-            .show(self.buffer.occupancy(), self.watermark.pending());
+        self.show(self.buffer.occupancy());
+    }
+
+    /// Updates the gauges and the shared usage by this worker's change.
+    fn show(&mut self, now: Occupancy) {
+        let before = self.metrics.shown.bytes;
+        if now.bytes >= before {
+            self.config
+                .usage
+                .fetch_add(now.bytes - before, Ordering::Relaxed);
+        } else {
+            self.config
+                .usage
+                .fetch_sub(before - now.bytes, Ordering::Relaxed);
+        }
+        self.metrics.show(now, self.watermark.pending());
     }
 
     /// Decodes one message and buffers its spans by trace.

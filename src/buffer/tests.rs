@@ -176,3 +176,17 @@ fn occupancy_counts_spans_and_bytes() {
     assert_eq!(b.occupancy(), Occupancy::default());
     assert_eq!(d.iter().map(|t| t.bytes).sum::<usize>(), o.bytes);
 }
+
+#[test]
+fn backpressure_pauses_above_high_water_and_resumes_below_low_water() {
+    let mut b = Backpressure::new(1000, 0.9, 0.7);
+    assert_eq!(b.update(500), None);
+    assert_eq!(b.update(899), None);
+    assert_eq!(b.update(900), Some(Flow::Pause));
+    assert!(b.paused());
+    assert_eq!(b.update(950), None, "already paused");
+    assert_eq!(b.update(800), None, "between the marks: stay paused");
+    assert_eq!(b.update(700), Some(Flow::Resume));
+    assert_eq!(b.update(800), None, "between the marks: stay running");
+    assert_eq!(b.update(1000), Some(Flow::Pause));
+}

@@ -87,6 +87,7 @@ fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
         decided_capacity: 10_000,
         max_in_flight: 100,
         dead_letter,
+        usage: Default::default(),
     };
     let worker = PartitionWorker::new(0, config, rules, output.clone(), offsets.clone());
     let (tx, rx) = mpsc::channel(16);
