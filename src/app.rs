@@ -24,7 +24,7 @@ use crate::pipeline::{InputMessage, PartitionWorker, Rules, WorkerConfig};
 
 struct Worker {
     input: mpsc::Sender<InputMessage>,
-    task: JoinHandle<()>,
+    task: JoinHandle<crate::pipeline::Stopped>,
 }
 
 /// A running tailgate: what the demo and tests observe.
@@ -215,7 +215,8 @@ pub async fn run(
 
     tracing::info!("shutting down: draining partition workers");
     let drain_timeout = settings.kafka.drain_timeout;
-    let tasks: Vec<JoinHandle<()>> = workers.into_values().map(|w| w.task).collect();
+    let tasks: Vec<JoinHandle<crate::pipeline::Stopped>> =
+        workers.into_values().map(|w| w.task).collect();
     let all = futures::future::join_all(tasks);
     if tokio::time::timeout(drain_timeout, all).await.is_err() {
         tracing::warn!(

@@ -54,6 +54,10 @@ pub const REBALANCES: &str = "tailgate_rebalances_total";
 pub const OFFSETS_PENDING: &str = "tailgate_offsets_pending";
 /// Offsets stored for commit (the watermark moved).
 pub const OFFSETS_STORED: &str = "tailgate_offsets_stored_total";
+/// Kept spans delivered from messages past the committed offset of a partition
+/// this instance let go (rebalance or shutdown): its next reader reads those
+/// messages again and delivers up to this many spans a second time.
+pub const REDELIVERED_SPANS: &str = "tailgate_handover_redelivered_spans_total";
 /// Rule-file reloads, by `result` (ok|error); on error the previous rules stay.
 pub const RULE_RELOADS: &str = "tailgate_rule_reloads_total";
 /// Rules in force (not counting the implicit `unmatched`).
@@ -73,6 +77,7 @@ pub fn register_rare() {
     metrics::gauge!(PARTITIONS_PAUSED).set(0.0);
     metrics::counter!(PRODUCE_ERRORS).increment(0);
     metrics::counter!(DEAD_LETTERS).increment(0);
+    metrics::counter!(REDELIVERED_SPANS).increment(0);
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

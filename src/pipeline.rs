@@ -6,7 +6,7 @@
 //! the [`Output`] and [`OffsetStore`] traits, so the worker is tested with
 //! in-memory stand-ins.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -91,8 +91,9 @@ pub trait Output: Send + Sync + 'static {
 
 /// Where the watermark goes (the consumer's stored offsets).
 pub trait OffsetStore: Send + Sync + 'static {
-    /// Stores `next_offset`, the next offset to read after a restart.
-    fn store(&self, partition: i32, next_offset: i64);
+    /// Stores `next_offset`, the next offset to read after a restart; false
+    /// if it could not be stored (the partition was revoked meanwhile).
+    fn store(&self, partition: i32, next_offset: i64) -> bool;
 }
 
 /// What a worker needs, shared by all workers of the process.
@@ -131,6 +132,7 @@ struct Metrics {
     produced_spans: Counter,
     produce_errors: Counter,
     dead_letters: Counter,
+    redelivered: Counter,
     traces_buffered: Gauge,
     spans_buffered: Gauge,
     bytes_buffered: Gauge,
@@ -195,6 +197,7 @@ impl Metrics {
             produced_spans: counter!(m::SPANS_PRODUCED),
             produce_errors: counter!(m::PRODUCE_ERRORS),
             dead_letters: counter!(m::DEAD_LETTERS),
+            redelivered: counter!(m::REDELIVERED_SPANS),
             traces_buffered: gauge!(m::TRACES_BUFFERED),
             spans_buffered: gauge!(m::SPANS_BUFFERED),
             bytes_buffered: gauge!(m::BYTES_BUFFERED),
@@ -252,6 +255,15 @@ impl RateLimitedLog {
     }
 }
 
+/// How a worker left its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Traces still being assembled; their offsets stay uncommitted.
+    pub undecided_traces: usize,
+    /// Kept spans delivered from messages the partition's next reader reads again.
+    pub redelivered_spans: u64,
+}
+
 /// One partition's worker.
 pub struct PartitionWorker {
     partition: i32,
@@ -268,6 +280,11 @@ pub struct PartitionWorker {
     metrics: Metrics,
     bad_input_log: RateLimitedLog,
     ready: Vec<ReadyTrace>,
+    /// Kept spans delivered, by the highest offset of the messages they came
+    /// from, while that offset is not yet committed: if the partition is let
+    /// go now, its next reader reads those messages again and delivers the
+    /// spans a second time.
+    delivered_ahead: BTreeMap<i64, u64>,
 }
 
 fn now() -> Instant {
@@ -303,6 +320,7 @@ impl PartitionWorker {
                 interval: Duration::from_secs(10),
             },
             ready: Vec::new(),
+            delivered_ahead: BTreeMap::new(),
         }
     }
 
@@ -310,7 +328,7 @@ impl PartitionWorker {
     /// final watermark. Traces still undecided at that point are not decided:
     /// their offsets stay uncommitted, so whoever reads the partition next
     /// re-reads and decides them.
-    pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) {
+    pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) -> Stopped {
         loop {
             let next = self
                 .buffer
@@ -337,6 +355,15 @@ impl PartitionWorker {
             self.publish();
         }
         self.publish();
+        let again: u64 = self.delivered_ahead.values().sum();
+        if again > 0 {
+            self.metrics.redelivered.increment(again);
+            tracing::info!(
+                partition = self.partition,
+                spans = again,
+                "letting the partition go with kept spans delivered past its committed offset; its next reader delivers up to this many again"
+            );
+        }
         // What is left undecided is let go: it no longer counts.
         self.show(Occupancy::default());
         self.metrics.show(Occupancy::default(), 0);
@@ -349,13 +376,20 @@ impl PartitionWorker {
                 "stopping with undecided traces; their offsets stay uncommitted and will be re-read"
             );
         }
+        Stopped {
+            undecided_traces: o.traces,
+            redelivered_spans: again,
+        }
     }
 
     /// Stores the watermark if it moved and updates the gauges.
     fn publish(&mut self) {
         if let Some(next) = self.watermark.advance() {
-            self.offsets.store(self.partition, next);
-            self.metrics.offsets_stored.increment(1);
+            if self.offsets.store(self.partition, next) {
+                self.metrics.offsets_stored.increment(1);
+                // Delivered spans from messages before `next` will not be read again.
+                self.delivered_ahead = self.delivered_ahead.split_off(&next);
+            }
         }
         self.show(self.buffer.occupancy());
     }
@@ -569,6 +603,9 @@ impl PartitionWorker {
                     Destination::Sampled => {
                         self.metrics.produced_messages.increment(1);
                         self.metrics.produced_spans.increment(flight.spans as u64);
+                        if let Some(&last) = flight.offsets.iter().max() {
+                            *self.delivered_ahead.entry(last).or_default() += flight.spans as u64;
+                        }
                     }
                     Destination::DeadLetter => self.metrics.dead_letters.increment(1),
                 }

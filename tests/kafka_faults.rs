@@ -173,9 +173,30 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
         .count();
     assert_eq!(unexpected, 0, "traces the rules drop were produced");
     assert_eq!(assigned(&b), 4, "b owns every partition after a left");
+    // Duplicates come from a handing partitions over, and a reports them.
+    let reported: u64 = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("letting the partition go"))
+        .filter_map(|l| {
+            l.split("spans=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
     eprintln!(
-        "{} kept traces complete across join and leave; {} duplicate spans",
+        "{} kept traces complete across join and leave; {} duplicate spans, a reported up to {}",
         expected.len(),
-        out.duplicate_spans
+        out.duplicate_spans,
+        reported
+    );
+    assert!(
+        out.duplicate_spans as u64 <= reported,
+        "{} duplicate spans, but a reported only {reported}:\n{}",
+        out.duplicate_spans,
+        a.log_text()
     );
 }

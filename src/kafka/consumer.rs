@@ -145,7 +145,7 @@ pub struct StoredOffsets {
 }
 
 impl OffsetStore for StoredOffsets {
-    fn store(&self, partition: i32, next_offset: i64) {
+    fn store(&self, partition: i32, next_offset: i64) -> bool {
         // `store_offsets` stores exactly the offset given: the next one to read.
         // (`store_offset`, librdkafka's legacy `rd_kafka_offset_store`, stores
         // offset + 1 and would skip the message at the watermark.)
@@ -154,12 +154,14 @@ impl OffsetStore for StoredOffsets {
             tpl.add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(next_offset))
         {
             tracing::error!(partition, next_offset, "cannot build the offset list: {e}");
-            return;
+            return false;
         }
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // The partition was revoked meanwhile; its new owner re-reads from
             // the last commit, so nothing is lost.
             tracing::debug!(partition, next_offset, "cannot store offset: {e}");
+            return false;
         }
+        true
     }
 }

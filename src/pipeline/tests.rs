@@ -42,8 +42,9 @@ struct MemoryOffsets {
 }
 
 impl OffsetStore for MemoryOffsets {
-    fn store(&self, _partition: i32, next_offset: i64) {
+    fn store(&self, _partition: i32, next_offset: i64) -> bool {
         self.stored.lock().unwrap().push(next_offset);
+        true
     }
 }
 
@@ -58,7 +59,7 @@ const RULES: &str =
 
 struct Harness {
     tx: mpsc::Sender<InputMessage>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Stopped>,
     output: Arc<MemoryOutput>,
     offsets: Arc<MemoryOffsets>,
     rules: watch::Sender<Arc<RuleSet>>,
@@ -336,4 +337,51 @@ async fn reloaded_rules_decide_the_traces_already_buffered() {
         )
     );
     assert_eq!(h.offsets.last(), Some(2));
+}
+
+/// Letting a partition go while a kept trace was delivered past the commit
+/// (an older trace still pins it) reports those spans as redelivered: the
+/// partition's next reader will deliver them again.
+#[tokio::test(start_paused = true)]
+async fn spans_delivered_past_the_commit_are_reported_when_the_partition_is_let_go() {
+    let h = start(0);
+    let (_, undecided) = two_part_trace(9, false);
+    let (_, kept) = two_part_trace(10, true);
+    send(&h, 0, payload(&undecided[1])).await; // no root: waits 10 s
+    send(&h, 1, payload(&kept[0])).await;
+    send(&h, 2, payload(&kept[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // kept trace decided and delivered
+    assert_eq!(h.output.sent.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.offsets.last(),
+        Some(0),
+        "still pinned by the undecided trace"
+    );
+    drop(h.tx);
+    let stopped = h.task.await.unwrap();
+    assert_eq!(
+        stopped,
+        Stopped {
+            undecided_traces: 1,
+            redelivered_spans: 2
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_is_redelivered_when_everything_delivered_is_committed() {
+    let h = start(0);
+    let (_, kept) = two_part_trace(11, true);
+    send(&h, 0, payload(&kept[0])).await;
+    send(&h, 1, payload(&kept[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.offsets.last(), Some(2));
+    drop(h.tx);
+    assert_eq!(
+        h.task.await.unwrap(),
+        Stopped {
+            undecided_traces: 0,
+            redelivered_spans: 0
+        }
+    );
 }
