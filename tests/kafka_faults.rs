@@ -200,3 +200,81 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
         a.log_text()
     );
 }
+
+/// Kept spans that cannot be delivered are retried, counted and hold the
+/// committed offset back; nothing is dropped. Once delivery works again (here:
+/// a restart with a sane producer setting) every kept trace arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 2).await;
+    create_topic(&output, 1).await;
+    let w = Workload::shop(6, 300);
+    let expected = w.expected_kept(RULES);
+    produce_traces(&input, &w.traces, |_| Encoding::OtlpProto).await;
+
+    // Every kept trace's message (about 2 KB) is over the producer's limit.
+    let good = settings(&group, &input, &output, RULES, "2s", None);
+    let broken = good
+        .replace(
+            "  consumer_options:",
+            "  producer_options: ['message.max.bytes=1000']\n  consumer_options:",
+        )
+        .replace("drain_timeout: 20s", "drain_timeout: 3s");
+    assert_ne!(good, broken);
+    let dir = policy_dir(&broken);
+    let mut tailgate = Tailgate::start(dir.path(), free_port(), "broken.log");
+    tailgate.wait_ready(Duration::from_secs(30));
+    let errors = || {
+        tailgate
+            .http_get("/metrics")
+            .map(|(_, m)| metric_sum(&m, "tailgate_produce_errors_total", &[]))
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while errors() < 2.0 * expected.len() as f64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "produce failures not reported:\n{}",
+            tailgate.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut reader = OutputReader::new(&output);
+    reader.poll(Duration::from_secs(2));
+    assert!(reader.output.spans.is_empty(), "nothing could be delivered");
+    let held: i64 = committed_and_end(&group, &input, 2)
+        .iter()
+        .map(|(c, e)| e - (*c).max(0))
+        .sum();
+    assert!(
+        held > 0,
+        "the committed offset must stay behind the undelivered traces"
+    );
+    assert!(tailgate.log_text().contains("produce failed, retrying"));
+    // Shutdown gives up on them after the drain timeout; their offsets stay uncommitted.
+    let status = tailgate.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{}", tailgate.log_text());
+    let after: Vec<(i64, i64)> = committed_and_end(&group, &input, 2);
+    assert!(
+        after.iter().any(|(c, e)| c < e),
+        "committed past undelivered data: {after:?}"
+    );
+
+    std::fs::write(dir.path().join("test.yaml"), good).expect("fix policy");
+    let mut fixed = Tailgate::start(dir.path(), free_port(), "fixed.log");
+    fixed.wait_ready(Duration::from_secs(30));
+    let complete = reader.until(Duration::from_secs(60), |o| {
+        missing(&expected, o).is_empty()
+    });
+    assert!(
+        complete,
+        "{} kept traces missing after the fix:\n{}",
+        missing(&expected, &reader.output).len(),
+        fixed.log_text()
+    );
+    assert!(fixed.terminate(Duration::from_secs(30)).success());
+    for (p, (c, e)) in committed_and_end(&group, &input, 2).into_iter().enumerate() {
+        assert_eq!(c, e, "partition {p}");
+    }
+}
