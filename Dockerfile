@@ -29,9 +29,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && /out/tailgate --version
 
 FROM debian:${DEBIAN_RELEASE}-slim
-# ca-certificates for TLS to the brokers (it brings libssl3 for an rdkafka
-# built with its `ssl` feature); the binary itself needs only libc, libgcc and
-# zlib, which the base image has.
+# ca-certificates for TLS to the brokers and libssl3, the OpenSSL librdkafka
+# is built against (rdkafka's `ssl` feature; the rust image has libssl-dev);
+# besides, the binary needs only libc, libgcc and zlib, which the base image has.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/*

@@ -78,6 +78,9 @@ pub fn register_rare() {
     metrics::counter!(PRODUCE_ERRORS).increment(0);
     metrics::counter!(DEAD_LETTERS).increment(0);
     metrics::counter!(REDELIVERED_SPANS).increment(0);
+    for kind in crate::kafka::consumer::ERROR_KINDS {
+        metrics::counter!(KAFKA_ERRORS, "kind" => kind).increment(0);
+    }
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

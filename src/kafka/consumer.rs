@@ -25,6 +25,15 @@ pub struct Context {
     events: mpsc::UnboundedSender<RebalanceEvent>,
 }
 
+/// The `kind` label values of `tailgate_kafka_errors_total`.
+pub const ERROR_KINDS: [&str; 5] = [
+    "all_brokers_down",
+    "broker_transport_failure",
+    "resolve",
+    "authentication",
+    "other",
+];
+
 impl ClientContext for Context {
     /// Errors of the client as a whole (brokers down, transport failures):
     /// logged, and counted by a bounded kind so an outage shows in `/metrics`.
