@@ -285,11 +285,14 @@ pub enum ConfigError {
 }
 
 /// Where settings come from, lowest precedence first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub files: Vec<PathBuf>,
     /// Read `TAILGATE__...` environment variables.
     pub environment: bool,
+    /// Settings given on the command line (`kafka.brokers` from `--brokers`),
+    /// over everything else; kept here so a reload reads them too.
+    pub overrides: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -305,6 +308,7 @@ impl Sources {
         Self {
             files,
             environment: true,
+            overrides: Vec::new(),
         }
     }
 
@@ -392,6 +396,14 @@ impl Settings {
                     .separator("__")
                     .try_parsing(false),
             );
+        }
+        for (key, value) in &sources.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| ConfigError::Invalid {
+                    sources: sources.describe(),
+                    message: format!("{key}: {e}"),
+                })?;
         }
         let invalid = |message: String| ConfigError::Invalid {
             sources: sources.describe(),

@@ -227,6 +227,7 @@ pub async fn run(
     let mut loaded = Settings::load(&Sources {
         files: vec![file.clone()],
         environment: false,
+        overrides: Vec::new(),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     loaded.settings.kafka.brokers = brokers.clone();

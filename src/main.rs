@@ -170,17 +170,18 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { policy, brokers } => {
-            let sources = Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
-            let mut loaded = match Settings::load(&sources) {
+            let mut sources =
+                Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
+            if let Some(b) = brokers {
+                sources.overrides.push(("kafka.brokers".into(), b));
+            }
+            let loaded = match Settings::load(&sources) {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            if let Some(b) = brokers {
-                loaded.settings.kafka.brokers = b;
-            }
             match runtime.block_on(tailgate::app::run(
                 loaded,
                 shutdown_signal(),

@@ -192,6 +192,7 @@ mod tests {
         Sources {
             files: vec![dir.join("test.yaml")],
             environment: false,
+            overrides: Vec::new(),
         }
     }
 

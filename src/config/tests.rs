@@ -12,6 +12,7 @@ fn sources(files: Vec<PathBuf>) -> Sources {
     Sources {
         files,
         environment: false,
+        overrides: Vec::new(),
     }
 }
 
@@ -67,6 +68,7 @@ fn environment_variables_override_files() {
     let l = Settings::load(&Sources {
         files: vec![f],
         environment: true,
+        overrides: Vec::new(),
     });
     std::env::remove_var("TAILGATE__KAFKA__BROKERS");
     std::env::remove_var("TAILGATE__DECISION__WAIT");
@@ -186,4 +188,21 @@ fn dotted_attribute_names_survive_layering() {
     assert!(span.attribute.as_ref().unwrap().contains_key("http.route"));
     assert!(span.resource.as_ref().unwrap().contains_key("K8s.Pod.Name"));
     assert_eq!(&*l.rules.names()[0], "Health-Checks");
+}
+
+/// `--brokers` is an override over files and environment, and a reload
+/// (which loads from the same sources) keeps it.
+#[test]
+fn command_line_overrides_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "prod.yaml",
+        "kafka: { brokers: 'file:1' }\nrules: [{name: all, sample: keep}]\n",
+    );
+    let mut s = sources(vec![f]);
+    s.overrides.push(("kafka.brokers".into(), "cli:2".into()));
+    let l = Settings::load(&s).unwrap();
+    assert_eq!(l.settings.kafka.brokers, "cli:2");
+    assert_eq!(l.sources.overrides, s.overrides);
 }
