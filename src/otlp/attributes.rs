@@ -75,28 +75,3 @@ pub fn find<'a>(message: &'a [u8], field: u32, key: &str) -> Option<AttrValue<'a
     }
     None
 }
-
-/// Every attribute in field `field` of an encoded message, in order.
-pub fn all(message: &[u8], field: u32) -> Vec<(&str, AttrValue<'_>)> {
-    let mut out = Vec::new();
-    let mut f = Fields::new(message);
-    while let Ok(Some((n, v))) = f.next() {
-        let (true, Value::Len(kv)) = (n == field, v) else {
-            continue;
-        };
-        let mut k = None;
-        let mut any: &[u8] = &[];
-        let mut g = Fields::new(kv);
-        while let Ok(Some((m, w))) = g.next() {
-            match (m, w) {
-                (1, Value::Len(b)) => k = std::str::from_utf8(b).ok(),
-                (2, Value::Len(b)) => any = b,
-                _ => {}
-            }
-        }
-        if let Some(k) = k {
-            out.push((k, any_value(any)));
-        }
-    }
-    out
-}
