@@ -382,68 +382,55 @@ fn operators(kind: Kind, o: &Operators, path: &str) -> Result<Vec<Op>, FieldErro
     Ok(ops)
 }
 
-/// A test on one span.
+/// What a span test reads.
 #[derive(Debug, Clone)]
-enum SpanTest {
-    Service(Matcher),
-    Name(Matcher),
-    Kind(Matcher),
-    Status(Matcher),
-    Duration(Matcher),
-    Attribute(String, Matcher),
-    Resource(String, Matcher),
+enum SpanField {
+    Service,
+    Name,
+    Kind,
+    Status,
+    Duration,
+    Attribute(String),
+    Resource(String),
+}
+
+/// A test on one span: a field and the matcher for its value.
+#[derive(Debug, Clone)]
+struct SpanTest {
+    field: SpanField,
+    matcher: Matcher,
 }
 
 impl SpanTest {
-    /// The matcher and the span's value it tests (no allocation: this runs
-    /// for every span a rule looks at).
-    fn value<'a>(&self, s: &'a SpanRecord) -> (&Matcher, Field<'a>) {
-        match self {
-            SpanTest::Service(m) => (m, Field::Text(str_of(&s.scope.service))),
-            SpanTest::Name(m) => (m, Field::Text(name_of(s))),
-            SpanTest::Kind(m) => (m, Field::Text(s.kind_name())),
-            SpanTest::Status(m) => (m, Field::Text(s.status_name())),
-            SpanTest::Duration(m) => (m, Field::Num(s.duration_ns() as f64)),
-            SpanTest::Attribute(_, m) => (m, s.attribute(self.key()).into()),
-            SpanTest::Resource(_, m) => (m, s.resource_attribute(self.key()).into()),
-        }
-    }
-
-    fn key(&self) -> &str {
-        match self {
-            SpanTest::Attribute(k, _) | SpanTest::Resource(k, _) => k,
-            _ => "",
+    /// The span's value this test reads (no allocation: this runs for every
+    /// span a rule looks at).
+    fn value<'a>(&self, s: &'a SpanRecord) -> Field<'a> {
+        match &self.field {
+            SpanField::Service => Field::Text(str_of(&s.scope.service)),
+            SpanField::Name => Field::Text(name_of(s)),
+            SpanField::Kind => Field::Text(s.kind_name()),
+            SpanField::Status => Field::Text(s.status_name()),
+            SpanField::Duration => Field::Num(s.duration_ns() as f64),
+            SpanField::Attribute(k) => s.attribute(k).into(),
+            SpanField::Resource(k) => s.resource_attribute(k).into(),
         }
     }
 
     /// What the test reads, for explanations.
     fn label(&self) -> String {
-        match self {
-            SpanTest::Service(_) => "service".into(),
-            SpanTest::Name(_) => "name".into(),
-            SpanTest::Kind(_) => "kind".into(),
-            SpanTest::Status(_) => "status".into(),
-            SpanTest::Duration(_) => "duration".into(),
-            SpanTest::Attribute(k, _) => format!("attribute {k}"),
-            SpanTest::Resource(k, _) => format!("resource {k}"),
-        }
-    }
-
-    fn matcher(&self) -> &Matcher {
-        match self {
-            SpanTest::Service(m)
-            | SpanTest::Name(m)
-            | SpanTest::Kind(m)
-            | SpanTest::Status(m)
-            | SpanTest::Duration(m)
-            | SpanTest::Attribute(_, m)
-            | SpanTest::Resource(_, m) => m,
+        match &self.field {
+            SpanField::Service => "service".into(),
+            SpanField::Name => "name".into(),
+            SpanField::Kind => "kind".into(),
+            SpanField::Status => "status".into(),
+            SpanField::Duration => "duration".into(),
+            SpanField::Attribute(k) => format!("attribute {k}"),
+            SpanField::Resource(k) => format!("resource {k}"),
         }
     }
 
     fn holds(&self, s: &SpanRecord) -> bool {
-        let (m, f) = self.value(s);
-        m.matches(f)
+        self.matcher.matches(self.value(s))
     }
 }
 
@@ -473,7 +460,7 @@ impl SpanMatch {
         }
         self.0
             .iter()
-            .map(|t| format!("{} {}", t.label(), t.matcher().describe()))
+            .map(|t| format!("{} {}", t.label(), t.matcher.describe()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -481,10 +468,7 @@ impl SpanMatch {
     fn show_values(&self, s: &SpanRecord) -> String {
         self.0
             .iter()
-            .map(|t| {
-                let (m, f) = t.value(s);
-                format!("{} {}", t.label(), m.show(f))
-            })
+            .map(|t| format!("{} {}", t.label(), t.matcher.show(t.value(s))))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -493,32 +477,29 @@ impl SpanMatch {
 fn span_match(c: &SpanCondition, path: &str) -> Result<SpanMatch, FieldError> {
     let at = |n: &str| format!("{path}.{n}");
     let mut tests = Vec::new();
-    if let Some(v) = &c.service {
-        tests.push(SpanTest::Service(matcher(Kind::Text, v, &at("service"))?));
-    }
-    if let Some(v) = &c.name {
-        tests.push(SpanTest::Name(matcher(Kind::Text, v, &at("name"))?));
-    }
-    if let Some(v) = &c.kind {
-        tests.push(SpanTest::Kind(matcher(
+    for (name, spec, field, kind) in [
+        ("service", &c.service, SpanField::Service, Kind::Text),
+        ("name", &c.name, SpanField::Name, Kind::Text),
+        (
+            "kind",
+            &c.kind,
+            SpanField::Kind,
             Kind::Enum(&span_kind::NAMES),
-            v,
-            &at("kind"),
-        )?));
-    }
-    if let Some(v) = &c.status {
-        tests.push(SpanTest::Status(matcher(
+        ),
+        (
+            "status",
+            &c.status,
+            SpanField::Status,
             Kind::Enum(&status_code::NAMES),
-            v,
-            &at("status"),
-        )?));
-    }
-    if let Some(v) = &c.duration {
-        tests.push(SpanTest::Duration(matcher(
-            Kind::Duration,
-            v,
-            &at("duration"),
-        )?));
+        ),
+        ("duration", &c.duration, SpanField::Duration, Kind::Duration),
+    ] {
+        if let Some(v) = spec {
+            tests.push(SpanTest {
+                field,
+                matcher: matcher(kind, v, &at(name))?,
+            });
+        }
     }
     for (key, map, resource) in [
         ("attribute", &c.attribute, false),
@@ -528,11 +509,13 @@ fn span_match(c: &SpanCondition, path: &str) -> Result<SpanMatch, FieldError> {
             if k.is_empty() {
                 return Err((at(key), "an attribute name is empty".into()));
             }
-            let m = matcher(Kind::Any, v, &format!("{}.{k}", at(key)))?;
-            tests.push(if resource {
-                SpanTest::Resource(k.clone(), m)
-            } else {
-                SpanTest::Attribute(k.clone(), m)
+            tests.push(SpanTest {
+                field: if resource {
+                    SpanField::Resource(k.clone())
+                } else {
+                    SpanField::Attribute(k.clone())
+                },
+                matcher: matcher(Kind::Any, v, &format!("{}.{k}", at(key)))?,
             });
         }
     }
