@@ -47,39 +47,29 @@ impl CriticalPath {
         }
         let n = spans.len();
         // Parent of each span, by index (the first span with an id wins).
-        let parent_of: Vec<Option<usize>> = if n <= 32 {
-            // Small traces, the common case: a scan beats hashing.
+        // Small traces, the common case, scan: it beats hashing.
+        let index: Option<HashMap<[u8; 8], usize>> = (n > 32).then(|| {
             spans
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    if s.is_root() {
-                        return None;
-                    }
-                    spans
-                        .iter()
-                        .position(|p| p.span_id == s.parent_span_id)
-                        .filter(|&p| p != i)
-                })
-                .collect()
-        } else {
-            let index: HashMap<[u8; 8], usize> = spans
                 .iter()
                 .enumerate()
                 .rev()
                 .map(|(i, s)| (s.span_id, i))
-                .collect();
-            spans
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    if s.is_root() {
-                        return None;
-                    }
-                    index.get(&s.parent_span_id).copied().filter(|&p| p != i)
-                })
                 .collect()
-        };
+        });
+        let parent_of: Vec<Option<usize>> = spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.is_root() {
+                    return None;
+                }
+                match &index {
+                    Some(index) => index.get(&s.parent_span_id).copied(),
+                    None => spans.iter().position(|p| p.span_id == s.parent_span_id),
+                }
+                .filter(|&p| p != i)
+            })
+            .collect();
         // Children grouped by parent in one array: `kids[start[p]..start[p + 1]]`.
         let mut start = vec![0usize; n + 1];
         for p in parent_of.iter().flatten() {
