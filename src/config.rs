@@ -312,7 +312,8 @@ impl Sources {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The sources as a person reads them, e.g. `a.yaml + b.yaml + TAILGATE__* environment`.
+    pub fn describe(&self) -> String {
         let mut s: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
         if self.environment {
             s.push("TAILGATE__* environment".into());

@@ -48,12 +48,7 @@ pub fn reload_once(
     if others != *started_with {
         tracing::warn!(
             "settings other than the rules changed in {}; they take effect at the next restart",
-            sources
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            sources.describe()
         );
     }
     metrics::counter!(m::RULE_RELOADS, "result" => "ok").increment(1);
@@ -106,7 +101,12 @@ pub fn spawn(
             while rx.try_recv().is_ok() {}
             match reload_once(&sources, &started_with, &rules) {
                 Ok(Outcome::Swapped { rules }) => {
-                    tracing::info!(?trigger, rules, "rules reloaded: {}", names(&sources))
+                    tracing::info!(
+                        ?trigger,
+                        rules,
+                        "rules reloaded from {}",
+                        sources.describe()
+                    )
                 }
                 Ok(Outcome::Unchanged) => {
                     tracing::info!(?trigger, "policy files re-read; the rules are unchanged")
@@ -118,15 +118,6 @@ pub fn spawn(
             }
         }
     })
-}
-
-fn names(sources: &Sources) -> String {
-    sources
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Watches the directories holding `files` (editors replace files, and a
