@@ -495,9 +495,7 @@ impl PartitionWorker {
         let decision = self
             .rules
             .decide(&TraceSummary::of(t.trace_id, &t.spans), decision_clock(now));
-        let annotation = decision
-            .keep
-            .then(|| Arc::new(self.rules.annotation(&decision).into_owned()));
+        let annotation = decision.keep.then(|| self.rules.annotation(&decision));
         self.decided.insert(
             t.trace_id,
             Decided {

@@ -10,7 +10,6 @@ pub mod language;
 pub mod limit;
 pub mod sampler;
 
-use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +128,7 @@ pub struct RuleSet {
     /// Rule names, plus [`UNMATCHED`] last.
     names: Vec<Arc<str>>,
     /// Attributes added to spans kept by each rule at its fixed rate.
-    annotations: Vec<Annotation>,
+    annotations: Vec<Arc<Annotation>>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -211,12 +210,12 @@ impl RuleSet {
                 .map_err(|(field, message)| fail(i, spec, &field, message))?;
             let (action, rate) =
                 action(&spec.sample).map_err(|(field, message)| fail(i, spec, &field, message))?;
-            annotations.push(Annotation::new(&spec.name, 1.0 / rate));
+            annotations.push(Arc::new(Annotation::new(&spec.name, 1.0 / rate)));
             names.push(Arc::from(spec.name.as_str()));
             rules.push(CompiledRule { when, action });
         }
         names.push(Arc::from(UNMATCHED));
-        annotations.push(Annotation::new(UNMATCHED, 1.0));
+        annotations.push(Arc::new(Annotation::new(UNMATCHED, 1.0)));
         Ok(Self {
             rules,
             specs: specs.to_vec(),
@@ -237,14 +236,16 @@ impl RuleSet {
 
     /// The attributes to add to the spans of a kept trace: the deciding rule
     /// and the adjusted count, 1 / the probability the trace was kept with.
-    pub fn annotation(&self, d: &Decision) -> Cow<'_, Annotation> {
+    /// Shared for rules with a fixed rate; built per trace for `limit` and
+    /// `dynamic`, whose rate varies.
+    pub fn annotation(&self, d: &Decision) -> Arc<Annotation> {
         let i = d.rule.min(self.annotations.len() - 1);
         match self.rules.get(i).map(|r| &r.action) {
-            Some(Action::Limit(_) | Action::Dynamic { .. }) => Cow::Owned(Annotation::new(
+            Some(Action::Limit(_) | Action::Dynamic { .. }) => Arc::new(Annotation::new(
                 &self.names[i],
                 1.0 / d.sample_rate.max(f64::MIN_POSITIVE),
             )),
-            _ => Cow::Borrowed(&self.annotations[i]),
+            _ => self.annotations[i].clone(),
         }
     }
 
