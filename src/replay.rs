@@ -65,8 +65,14 @@ impl Capture {
             self.add(Bytes::from(data));
             return Ok(());
         }
-        let whole: Result<serde_json::Value, _> = serde_json::from_slice(&data);
-        if whole.is_ok() {
+        // One JSON document (skimmed, not built), or one per line.
+        let mut values =
+            serde_json::Deserializer::from_slice(&data).into_iter::<serde::de::IgnoredAny>();
+        let one = matches!(values.next(), Some(Ok(_)))
+            && data[values.byte_offset()..]
+                .iter()
+                .all(u8::is_ascii_whitespace);
+        if one {
             self.add(Bytes::from(data));
             return Ok(());
         }
