@@ -18,32 +18,10 @@ fn kept_by_rule(batch: &[GeneratedTrace], rules: &str) -> HashMap<TraceId, Strin
     let w = Workload {
         traces: batch.to_vec(),
     };
-    let kept = w.expected_kept(rules);
-    let specs: Vec<tailgate::rules::RuleSpec> = serde_yaml::from_str(rules).expect("yaml");
-    let set = tailgate::rules::RuleSet::compile(&specs).expect("rules");
-    batch
-        .iter()
-        .filter(|t| kept.contains_key(&t.truth.trace_id))
-        .map(|t| {
-            let spans: Vec<_> = t
-                .messages
-                .iter()
-                .flat_map(|m| {
-                    tailgate::otlp::decode(bytes::Bytes::from(tailgate::workload::encode(
-                        m,
-                        Encoding::OtlpProto,
-                    )))
-                    .expect("decodes")
-                    .spans
-                })
-                .map(|(_, s)| s)
-                .collect();
-            let d = set.decide(
-                &tailgate::rules::TraceSummary::of(t.truth.trace_id, &spans),
-                Duration::ZERO,
-            );
-            (t.truth.trace_id, set.names()[d.rule].to_string())
-        })
+    w.decisions(rules)
+        .into_iter()
+        .filter(|(_, (_, _, keep))| *keep)
+        .map(|(id, (_, rule, _))| (id, rule))
         .collect()
 }
 

@@ -77,26 +77,36 @@ impl Workload {
     /// The traces `policy` keeps, computed by the library from the same
     /// messages: trace id → span count.
     pub fn expected_kept(&self, policy_rules_yaml: &str) -> HashMap<TraceId, usize> {
+        self.decisions(policy_rules_yaml)
+            .into_iter()
+            .filter(|(_, (_, _, keep))| *keep)
+            .map(|(id, (spans, _, _))| (id, spans))
+            .collect()
+    }
+
+    /// What `policy` decides for each trace, computed by the library from the
+    /// same messages: trace id → (span count, deciding rule, kept).
+    pub fn decisions(&self, policy_rules_yaml: &str) -> HashMap<TraceId, (usize, String, bool)> {
         let specs: Vec<RuleSpec> = serde_yaml::from_str(policy_rules_yaml).expect("rules yaml");
         let rules = RuleSet::compile(&specs).expect("rules compile");
-        let mut kept = HashMap::new();
-        for t in &self.traces {
-            let spans: Vec<_> = t
-                .messages
-                .iter()
-                .flat_map(|m| {
-                    otlp::decode(Bytes::from(encode(m, Encoding::OtlpProto)))
-                        .expect("decodes")
-                        .spans
-                })
-                .map(|(_, s)| s)
-                .collect();
-            let d = rules.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
-            if d.keep {
-                kept.insert(t.truth.trace_id, spans.len());
-            }
-        }
-        kept
+        self.traces
+            .iter()
+            .map(|t| {
+                let spans: Vec<_> = t
+                    .messages
+                    .iter()
+                    .flat_map(|m| {
+                        otlp::decode(Bytes::from(encode(m, Encoding::OtlpProto)))
+                            .expect("decodes")
+                            .spans
+                    })
+                    .map(|(_, s)| s)
+                    .collect();
+                let d = rules.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
+                let rule = rules.names()[d.rule].to_string();
+                (t.truth.trace_id, (spans.len(), rule, d.keep))
+            })
+            .collect()
     }
 }
 
