@@ -108,7 +108,9 @@ impl Dynamic {
             let counts = std::mem::take(&mut s.counts);
             let alpha = c.smoothing;
             let mut average = std::mem::take(&mut s.average);
-            let keys: Vec<String> = average.keys().chain(counts.keys()).cloned().collect();
+            // Each key once: those averaged before, and those new this interval.
+            let mut keys: Vec<String> = average.keys().cloned().collect();
+            keys.extend(counts.keys().filter(|k| !average.contains_key(*k)).cloned());
             for k in keys {
                 let n = counts.get(&k).copied().unwrap_or(0) as f64;
                 let a = average.entry(k).or_insert(n);
@@ -214,6 +216,26 @@ mod tests {
             expected_kept["DELETE"] / 200.0 > expected_kept["GET /"] / 18_000.0,
             "the rare key is kept more often: {expected_kept:?}"
         );
+    }
+
+    /// The moving average takes each interval once per key.
+    #[test]
+    fn the_average_moves_by_the_smoothing_once_per_interval() {
+        let d = Dynamic::new(DynamicConfig {
+            target_per_second: 1.0,
+            interval: Duration::from_secs(10),
+            max_keys: 10,
+            smoothing: 0.5,
+        });
+        for i in 0..100u64 {
+            d.probability("k", Duration::from_millis(i * 100));
+        }
+        for i in 0..300u64 {
+            d.probability("k", Duration::from_millis(10_000 + i * 30));
+        }
+        d.probability("k", Duration::from_secs(20));
+        let s = d.state.lock().expect("not poisoned");
+        assert_eq!(s.average["k"], 0.5 * 300.0 + 0.5 * 100.0);
     }
 
     #[test]
