@@ -1,7 +1,6 @@
 //! Wiring: consumer → per-partition workers → producer, the HTTP endpoint,
 //! and a staged shutdown (stop reading, drain workers and produces, commit).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,22 +8,40 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::buffer::{Backpressure, Flow};
 use crate::config::Loaded;
 use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
 use crate::metrics::{self as m, Health};
-use crate::pipeline::{InputMessage, PartitionWorker, Rules, WorkerConfig};
+use crate::partitions::{Partitions, Start, Worker};
+use crate::pipeline::{InputMessage, PartitionWorker, WorkerConfig};
 
-struct Worker {
-    input: mpsc::Sender<InputMessage>,
-    task: JoinHandle<crate::pipeline::Stopped>,
+/// Hands revoked partitions over: their workers finish and store their last
+/// watermarks, which are committed before the partitions move.
+struct Handover {
+    partitions: Arc<Partitions>,
+}
+
+impl consumer::Handover for Handover {
+    fn revoke(&self, consumer: &BaseConsumer<consumer::Context>, revoked: &[i32]) {
+        let handed = self.partitions.stop_blocking(revoked);
+        // Commit while the partitions are still ours: their next owner starts here.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!("commit on revoke: {e}");
+        }
+        tracing::info!(
+            partitions = ?revoked,
+            workers = handed.stopped,
+            timed_out = handed.timed_out,
+            undecided_traces = handed.undecided_traces,
+            "handed revoked partitions over; their undecided traces are re-read by the next owner"
+        );
+    }
 }
 
 /// A running tailgate: what the demo and tests observe.
@@ -105,30 +122,42 @@ pub async fn run(
             tracing::warn!(?flow, ?partitions, "cannot {flow:?} input partitions: {e}");
         }
     };
-    let mut workers: HashMap<i32, Worker> = HashMap::new();
     let mut assigned: Vec<i32> = Vec::new();
-    let start = |partition: i32, assigned: usize, rules: &Rules| {
-        let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
-        let config = WorkerConfig {
-            buffer: settings.buffer_config(assigned),
-            decided_ttl: settings.decision.decided_ttl,
-            decided_capacity: settings.decision.decided_capacity,
-            max_in_flight: settings.kafka.max_in_flight,
-            dead_letter: settings.kafka.dead_letter_topic.is_some(),
-            usage: usage.clone(),
-        };
-        let worker = PartitionWorker::new(
-            partition,
-            config,
+    let start: Start = {
+        let (settings, rules, output, offsets, usage) = (
+            settings.clone(),
             rules.clone(),
             output.clone(),
             offsets.clone(),
+            usage.clone(),
         );
-        Worker {
-            input: tx,
-            task: tokio::spawn(worker.run(rx)),
-        }
+        Box::new(move |partition: i32, assigned: usize| {
+            let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
+            let config = WorkerConfig {
+                buffer: settings.buffer_config(assigned),
+                decided_ttl: settings.decision.decided_ttl,
+                decided_capacity: settings.decision.decided_capacity,
+                max_in_flight: settings.kafka.max_in_flight,
+                dead_letter: settings.kafka.dead_letter_topic.is_some(),
+                usage: usage.clone(),
+            };
+            let worker = PartitionWorker::new(
+                partition,
+                config,
+                rules.clone(),
+                output.clone(),
+                offsets.clone(),
+            );
+            Worker {
+                input: tx,
+                task: tokio::spawn(worker.run(rx)),
+            }
+        })
     };
+    let partitions = Arc::new(Partitions::new(start, settings.kafka.drain_timeout));
+    consumer.context().set_handover(Arc::new(Handover {
+        partitions: partitions.clone(),
+    }));
 
     tokio::pin!(shutdown);
     loop {
@@ -152,11 +181,7 @@ pub async fn run(
                     tracing::info!(partitions = ?assigned, "partitions assigned");
                 }
                 RebalanceEvent::Revoked(ps) => {
-                    // The revoked partitions' undecided traces are let go: their
-                    // offsets were never committed, so the new owner re-reads them.
-                    for p in &ps {
-                        workers.remove(p);
-                    }
+                    // Their workers were handed over inside the revoke callback.
                     assigned.retain(|p| !ps.contains(p));
                     metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
                     if pressure.paused() {
@@ -199,11 +224,10 @@ pub async fn run(
                         payload: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
                     };
                     drop(msg);
-                    let n = assigned.len().max(1);
-                    let worker = workers.entry(partition).or_insert_with(|| start(partition, n, &rules));
-                    if worker.input.send(input).await.is_err() {
+                    let worker = partitions.input(partition, assigned.len().max(1));
+                    if worker.send(input).await.is_err() {
                         tracing::error!(partition, "partition worker stopped unexpectedly");
-                        workers.remove(&partition);
+                        partitions.forget(partition);
                     }
                 }
                 Err(e) => {
@@ -214,16 +238,13 @@ pub async fn run(
     }
 
     tracing::info!("shutting down: draining partition workers");
-    let drain_timeout = settings.kafka.drain_timeout;
-    let tasks: Vec<JoinHandle<crate::pipeline::Stopped>> =
-        workers.into_values().map(|w| w.task).collect();
-    let all = futures::future::join_all(tasks);
-    if tokio::time::timeout(drain_timeout, all).await.is_err() {
-        tracing::warn!(
-            "in-flight produces did not finish within {}; their offsets stay uncommitted",
-            humantime::format_duration(drain_timeout)
-        );
-    }
+    let handed = partitions.stop(None).await;
+    tracing::info!(
+        workers = handed.stopped,
+        timed_out = handed.timed_out,
+        undecided_traces = handed.undecided_traces,
+        "partition workers stopped"
+    );
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!("final commit: {e}");
     }

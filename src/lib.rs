@@ -22,6 +22,7 @@ pub mod demo;
 pub mod kafka;
 pub mod metrics;
 pub mod otlp;
+pub mod partitions;
 pub mod pipeline;
 pub mod reload;
 pub mod replay;

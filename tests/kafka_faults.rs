@@ -145,6 +145,18 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
         assigned(&a),
         assigned(&b)
     );
+    // a handed its revoked partitions over inside the revoke callback: their
+    // workers finished their produces and stored their last offsets in time.
+    let handover = a
+        .log_text()
+        .lines()
+        .find(|l| l.contains("handed revoked partitions over"))
+        .map(str::to_string);
+    let handover = handover.unwrap_or_else(|| panic!("a did not hand over:\n{}", a.log_text()));
+    assert!(
+        handover.contains("timed_out=0") && !handover.contains("workers=0"),
+        "handover incomplete: {handover}"
+    );
     reader.poll(Duration::from_secs(2));
 
     // a leaves (SIGTERM) mid-stream: its partitions go to b.

@@ -1,7 +1,7 @@
 //! The input consumer: one consumer-group member per process, offsets stored
 //! from the partition workers' watermarks and committed periodically.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -19,10 +19,28 @@ pub enum RebalanceEvent {
     Revoked(Vec<i32>),
 }
 
-/// Forwards rebalances to the app, which starts and stops partition workers.
+/// What happens to partitions taken from this instance, inside the revoke
+/// callback and so before librdkafka lets them go: their workers finish and
+/// store their final watermarks, and those are committed.
+pub trait Handover: Send + Sync + 'static {
+    fn revoke(&self, consumer: &BaseConsumer<Context>, partitions: &[i32]);
+}
+
+/// Hands revoked partitions over and forwards rebalances to the app.
 pub struct Context {
     topic: String,
     events: mpsc::UnboundedSender<RebalanceEvent>,
+    handover: OnceLock<Arc<dyn Handover>>,
+}
+
+impl Context {
+    /// Sets what a revoke does; before the first poll, since rebalances are
+    /// served by polls.
+    pub fn set_handover(&self, handover: Arc<dyn Handover>) {
+        if self.handover.set(handover).is_err() {
+            tracing::error!("the consumer's handover was set twice; keeping the first");
+        }
+    }
 }
 
 /// The `kind` label values of `tailgate_kafka_errors_total`.
@@ -74,16 +92,18 @@ fn partitions(topic: &str, tpl: &TopicPartitionList) -> Vec<i32> {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             metrics::counter!(m::REBALANCES, "kind" => "revoke").increment(1);
+            let revoked = partitions(&self.topic, tpl);
             // Another instance reports these partitions' lag from now on.
-            for p in partitions(&self.topic, tpl) {
+            for p in &revoked {
                 metrics::gauge!(m::CONSUMER_LAG, "partition" => p.to_string()).set(0.0);
             }
-            let _ = self
-                .events
-                .send(RebalanceEvent::Revoked(partitions(&self.topic, tpl)));
+            if let Some(handover) = self.handover.get() {
+                handover.revoke(consumer, &revoked);
+            }
+            let _ = self.events.send(RebalanceEvent::Revoked(revoked));
         }
     }
 
@@ -142,6 +162,7 @@ pub fn subscribe(
     let consumer: InputConsumer = config.create_with_context(Context {
         topic: settings.input_topic.clone(),
         events: tx,
+        handover: OnceLock::new(),
     })?;
     consumer.subscribe(&[&settings.input_topic])?;
     Ok((Arc::new(consumer), rx))
