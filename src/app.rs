@@ -17,22 +17,33 @@ use crate::buffer::{Backpressure, Flow};
 use crate::config::Loaded;
 use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
+use crate::kafka::transaction::Transactions;
 use crate::metrics::{self as m, Health};
-use crate::partitions::{Partitions, Start, Worker};
-use crate::pipeline::{InputMessage, PartitionWorker, WorkerConfig};
+use crate::partitions::{block_on_runtime, Partitions, Start, Worker};
+use crate::pipeline::{InputMessage, OffsetStore, PartitionWorker, WorkerConfig};
 
 /// Hands revoked partitions over: their workers finish and store their last
 /// watermarks, which are committed before the partitions move.
 struct Handover {
     partitions: Arc<Partitions>,
+    transactions: Option<Arc<Transactions>>,
 }
 
 impl consumer::Handover for Handover {
     fn revoke(&self, consumer: &BaseConsumer<consumer::Context>, revoked: &[i32]) {
         let handed = self.partitions.stop_blocking(revoked);
         // Commit while the partitions are still ours: their next owner starts here.
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!("commit on revoke: {e}");
+        match &self.transactions {
+            None => {
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!("commit on revoke: {e}");
+                }
+            }
+            Some(t) => {
+                // A failed commit stops the process (see `Transactions`).
+                let _ = block_on_runtime(t.commit());
+                t.revoked(revoked);
+            }
         }
         tracing::info!(
             partitions = ?revoked,
@@ -41,6 +52,12 @@ impl consumer::Handover for Handover {
             undecided_traces = handed.undecided_traces,
             "handed revoked partitions over; their undecided traces are re-read by the next owner"
         );
+    }
+
+    fn assigned(&self, partitions: &[i32]) {
+        if let Some(t) = &self.transactions {
+            t.assigned(partitions);
+        }
     }
 }
 
@@ -88,10 +105,35 @@ pub async fn run(
         Arc::new(KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?);
     let (consumer, mut rebalances) =
         consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
-    let offsets = Arc::new(StoredOffsets {
-        consumer: consumer.clone(),
-        topic: settings.kafka.input_topic.clone(),
-    });
+    let transactions = if settings.kafka.exactly_once {
+        let t = Transactions::begin(
+            (*output).clone(),
+            consumer.clone(),
+            settings.kafka.input_topic.clone(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            transactional_id = %settings.kafka.transactional_id(),
+            "exactly-once: kept spans and offsets commit together every {}",
+            humantime::format_duration(settings.kafka.commit_interval)
+        );
+        Some(t)
+    } else {
+        None
+    };
+    let offsets: Arc<dyn OffsetStore> = match &transactions {
+        Some(t) => t.clone(),
+        None => Arc::new(StoredOffsets {
+            consumer: consumer.clone(),
+            topic: settings.kafka.input_topic.clone(),
+        }),
+    };
+    let (committer_stop, committer_stopped) = watch::channel(false);
+    let committer = transactions
+        .clone()
+        .map(|t| tokio::spawn(t.run(settings.kafka.commit_interval, committer_stopped)));
+    let mut failed = transactions.as_ref().map(|t| t.failed());
     tracing::info!(
         brokers = %settings.kafka.brokers,
         input = %settings.kafka.input_topic,
@@ -131,6 +173,9 @@ pub async fn run(
             offsets.clone(),
             usage.clone(),
         );
+        let transaction = transactions
+            .clone()
+            .map(|t| t as Arc<dyn crate::pipeline::Transaction>);
         Box::new(move |partition: i32, assigned: usize| {
             let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
             let config = WorkerConfig {
@@ -140,6 +185,7 @@ pub async fn run(
                 max_in_flight: settings.kafka.max_in_flight,
                 dead_letter: settings.kafka.dead_letter_topic.is_some(),
                 usage: usage.clone(),
+                transaction: transaction.clone(),
             };
             let worker = PartitionWorker::new(
                 partition,
@@ -157,13 +203,19 @@ pub async fn run(
     let partitions = Arc::new(Partitions::new(start, settings.kafka.drain_timeout));
     consumer.context().set_handover(Arc::new(Handover {
         partitions: partitions.clone(),
+        transactions: transactions.clone(),
     }));
 
+    let mut failure = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            why = transaction_failed(&mut failed) => {
+                failure = Some(why);
+                break;
+            }
             Some(event) = rebalances.recv() => match event {
                 RebalanceEvent::Assigned(ps) => {
                     for p in ps {
@@ -245,13 +297,45 @@ pub async fn run(
         undecided_traces = handed.undecided_traces,
         "partition workers stopped"
     );
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!("final commit: {e}");
+    match &transactions {
+        None => {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!("final commit: {e}");
+            }
+        }
+        Some(t) if failure.is_none() => {
+            let _ = committer_stop.send(true);
+            if let Some(c) = committer {
+                let _ = c.await;
+            }
+            if let Err(why) = t.commit().await {
+                failure = Some(why);
+            }
+        }
+        Some(_) => {}
     }
     output.flush(std::time::Duration::from_secs(5));
     reloader.abort();
     let _ = http_stop.send(());
     let _ = http.await;
+    if let Some(why) = failure {
+        return Err(anyhow::Error::msg(why));
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves with the reason once the exactly-once transactions failed; never
+/// without them.
+async fn transaction_failed(failed: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = failed {
+        let why = rx
+            .wait_for(|f| f.is_some())
+            .await
+            .map(|why| why.clone().unwrap_or_default());
+        if let Ok(why) = why {
+            return why;
+        }
+    }
+    std::future::pending().await
 }

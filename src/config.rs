@@ -99,6 +99,17 @@ pub struct KafkaSettings {
     /// offsets of anything undelivered stay uncommitted).
     #[serde(default = "default_drain_timeout", with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Exactly-once mode: kept spans and input offsets commit together in one
+    /// Kafka transaction per `commit_interval`; read the output with
+    /// `isolation.level=read_committed`.
+    #[serde(default)]
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` in exactly-once mode: unique per
+    /// instance and stable across its restarts (a restarted instance then
+    /// aborts its predecessor's open transaction at once instead of after
+    /// `transaction.timeout.ms`). Default: `<group_id>-<host name>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// Raw librdkafka options for both consumer and producer (security, SASL...),
     /// written as a list of `name=value` so that dotted names stay intact.
     #[serde(default)]
@@ -123,6 +134,8 @@ impl Default for KafkaSettings {
             dead_letter_topic: None,
             max_in_flight: default_max_in_flight(),
             drain_timeout: default_drain_timeout(),
+            exactly_once: false,
+            transactional_id: None,
             librdkafka_options: Vec::new(),
             consumer_options: Vec::new(),
             producer_options: Vec::new(),
@@ -131,6 +144,20 @@ impl Default for KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The producer's `transactional.id` in exactly-once mode.
+    pub fn transactional_id(&self) -> String {
+        if let Some(id) = &self.transactional_id {
+            return id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "tailgate".into());
+        format!("{}-{host}", self.group_id)
+    }
+
     /// Parses `name=value` option lists.
     pub fn options(list: &[String]) -> Result<BTreeMap<String, String>, String> {
         list.iter()

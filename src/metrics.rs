@@ -67,6 +67,8 @@ pub const PARTITIONS_PAUSED: &str = "tailgate_partitions_paused";
 /// Messages between the consumer's position and the partition's end, by
 /// `partition`, from librdkafka's statistics.
 pub const CONSUMER_LAG: &str = "tailgate_consumer_lag_messages";
+/// Exactly-once mode: transactions by `result` (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "tailgate_transactions_total";
 
 /// Registers the series that only move on rare events, so that dashboards and
 /// alerts see them (at zero) from the start.

@@ -38,6 +38,17 @@ pub struct Handed {
     pub undecided_traces: usize,
 }
 
+/// Runs `f` to completion from synchronous code on the multi-threaded
+/// runtime: this thread blocks, the runtime's other threads run the tasks `f`
+/// waits for. `None` off such a runtime.
+pub fn block_on_runtime<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return None;
+    }
+    Some(tokio::task::block_in_place(|| runtime.block_on(f)))
+}
+
 /// The workers of the partitions this instance reads.
 pub struct Partitions {
     workers: Mutex<HashMap<i32, Worker>>,
@@ -118,20 +129,14 @@ impl Partitions {
     }
 
     /// [`Partitions::stop`] from synchronous code running on the runtime (the
-    /// rebalance callback, called inside the consumer's poll). The callback's
-    /// thread blocks; the runtime's other threads run the workers meanwhile.
+    /// rebalance callback, called inside the consumer's poll).
     pub fn stop_blocking(&self, partitions: &[i32]) -> Handed {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Not on the runtime: nothing to wait with. Their produces still
-            // finish, only their last offsets are not stored.
+        block_on_runtime(self.stop(Some(partitions))).unwrap_or_else(|| {
+            // Nothing to wait with: their produces still finish, only their
+            // last offsets are not stored.
             self.forget_all(partitions);
-            return Handed::default();
-        };
-        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            self.forget_all(partitions);
-            return Handed::default();
-        }
-        tokio::task::block_in_place(|| runtime.block_on(self.stop(Some(partitions))))
+            Handed::default()
+        })
     }
 
     fn forget_all(&self, partitions: &[i32]) {

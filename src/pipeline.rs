@@ -96,6 +96,21 @@ pub trait OffsetStore: Send + Sync + 'static {
     fn store(&self, partition: i32, next_offset: i64) -> bool;
 }
 
+/// Exactly-once mode: kept spans and the partition's next offset enter the
+/// open Kafka transaction together, so they commit, or abort, together.
+pub trait Transaction: Send + Sync + 'static {
+    /// Enqueues `messages` into the open transaction and records `next_offset`
+    /// as the partition's offset to commit with them; no commit can fall
+    /// between the two. An error means the transaction is lost: it will be
+    /// aborted, and the process stops without committing.
+    fn write(
+        self: Arc<Self>,
+        partition: i32,
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+    ) -> BoxFuture<'static, Result<(), ProduceError>>;
+}
+
 /// What a worker needs, shared by all workers of the process.
 #[derive(Clone)]
 pub struct WorkerConfig {
@@ -108,6 +123,8 @@ pub struct WorkerConfig {
     pub dead_letter: bool,
     /// Bytes buffered by all workers of the process, for back-pressure.
     pub usage: Arc<AtomicUsize>,
+    /// Exactly-once mode: produce through this transaction instead of the output.
+    pub transaction: Option<Arc<dyn Transaction>>,
 }
 
 /// A produce waiting for its acknowledgement, with what it pins.
@@ -285,6 +302,9 @@ pub struct PartitionWorker {
     /// go now, its next reader reads those messages again and delivers the
     /// spans a second time.
     delivered_ahead: BTreeMap<i64, u64>,
+    /// Exactly-once mode: messages decided but not yet in the transaction, by
+    /// the highest offset they came from, which each of them pins.
+    held: BTreeMap<i64, Vec<InFlight>>,
 }
 
 fn now() -> Instant {
@@ -321,6 +341,7 @@ impl PartitionWorker {
             },
             ready: Vec::new(),
             delivered_ahead: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -348,12 +369,14 @@ impl PartitionWorker {
                 _ = tokio::time::sleep_until(next) => {}
             }
             self.decide_due(now());
+            self.release_held().await;
             self.publish();
         }
         while let Some((flight, result)) = self.in_flight.next().await {
             self.delivered(flight, result);
             self.publish();
         }
+        self.release_held().await;
         self.publish();
         let again: u64 = self.delivered_ahead.values().sum();
         if again > 0 {
@@ -580,6 +603,10 @@ impl PartitionWorker {
     }
 
     fn send(&mut self, flight: InFlight) {
+        if self.config.transaction.is_some() {
+            self.hold(flight);
+            return;
+        }
         let output = self.output.clone();
         let backoff = match flight.attempt {
             0 => Duration::ZERO,
@@ -592,6 +619,81 @@ impl PartitionWorker {
             let result = output.send(flight.message.clone()).await;
             (flight, result)
         }));
+    }
+
+    /// Exactly-once mode: holds a message until nothing before its last offset
+    /// is pending. Committed with the offset just past it, the message then
+    /// covers every span it carries: a crash cannot make them read again
+    /// after they were committed, nor commit them without their offsets.
+    fn hold(&mut self, mut flight: InFlight) {
+        let Some(&last) = flight.offsets.iter().max() else {
+            tracing::error!(
+                partition = self.partition,
+                "a message without offsets; this is a bug"
+            );
+            return;
+        };
+        // The last offset's pin stays with the held message; the others go.
+        let mut offsets = std::mem::take(&mut flight.offsets);
+        if let Some(i) = offsets.iter().position(|o| *o == last) {
+            offsets.swap_remove(i);
+        }
+        for o in offsets {
+            self.release(o);
+        }
+        flight.offsets = vec![last];
+        self.held.entry(last).or_default().push(flight);
+    }
+
+    /// Exactly-once mode: writes the held messages whose offsets are now the
+    /// lowest pending, in offset order, into the transaction together with the
+    /// offset that follows them.
+    async fn release_held(&mut self) {
+        let Some(transaction) = self.config.transaction.clone() else {
+            return;
+        };
+        let mut ready: Vec<InFlight> = Vec::new();
+        while let Some(entry) = self.held.first_entry() {
+            let last = *entry.key();
+            // Only when every pin at or below `last` is one of these messages.
+            match self.watermark.lowest() {
+                Some((o, pins)) if o == last && pins as usize == entry.get().len() => {}
+                _ => break,
+            }
+            for flight in entry.remove() {
+                self.release(last);
+                ready.push(flight);
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let next = self.watermark.advance();
+        let (mut messages, mut spans, mut dead_letters) = (Vec::new(), 0, 0);
+        for flight in ready {
+            match flight.message.destination {
+                Destination::Sampled => spans += flight.spans as u64,
+                Destination::DeadLetter => dead_letters += 1,
+            }
+            messages.push(flight.message);
+        }
+        let sampled = messages.len() as u64 - dead_letters;
+        match transaction.write(self.partition, messages, next).await {
+            Ok(()) => {
+                if next.is_some() {
+                    self.metrics.offsets_stored.increment(1);
+                }
+                self.metrics.produced_messages.increment(sampled);
+                self.metrics.produced_spans.increment(spans);
+                self.metrics.dead_letters.increment(dead_letters);
+            }
+            // The transaction will be aborted and the process stops without
+            // committing, so what was read since the last commit is read again.
+            Err(e) => tracing::error!(
+                partition = self.partition,
+                "cannot write into the transaction: {e}"
+            ),
+        }
     }
 
     fn delivered(&mut self, mut flight: InFlight, result: Result<(), ProduceError>) {

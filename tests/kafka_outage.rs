@@ -8,56 +8,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use tailgate::otlp::Encoding;
-
-/// A private broker, stopped when dropped.
-struct Broker {
-    state: tempfile::TempDir,
-    address: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
-}
-
-impl Broker {
-    fn run(&self, verb: &str) -> String {
-        let out = Command::new(script())
-            .arg(verb)
-            .env("KAFKA_STATE_DIR", self.state.path())
-            .output()
-            .expect("run scripts/kafka");
-        assert!(
-            out.status.success(),
-            "scripts/kafka {verb}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn start() -> Self {
-        let mut b = Self {
-            state: tempfile::tempdir().expect("tempdir"),
-            address: String::new(),
-        };
-        b.address = b.run("start");
-        b
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .env("KAFKA_STATE_DIR", self.state.path())
-            .output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_second_broker_outage_loses_nothing() {

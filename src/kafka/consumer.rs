@@ -24,6 +24,8 @@ pub enum RebalanceEvent {
 /// store their final watermarks, and those are committed.
 pub trait Handover: Send + Sync + 'static {
     fn revoke(&self, consumer: &BaseConsumer<Context>, partitions: &[i32]);
+    /// Partitions just assigned, before any of their messages is read.
+    fn assigned(&self, _partitions: &[i32]) {}
 }
 
 /// Hands revoked partitions over and forwards rebalances to the app.
@@ -111,9 +113,11 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
-                let _ = self
-                    .events
-                    .send(RebalanceEvent::Assigned(partitions(&self.topic, tpl)));
+                let assigned = partitions(&self.topic, tpl);
+                if let Some(handover) = self.handover.get() {
+                    handover.assigned(&assigned);
+                }
+                let _ = self.events.send(RebalanceEvent::Assigned(assigned));
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
             Rebalance::Revoke(_) => {}
@@ -146,7 +150,8 @@ pub fn subscribe(
     config
         .set("bootstrap.servers", &settings.brokers)
         .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "true")
+        // In exactly-once mode offsets are committed by the transactions.
+        .set("enable.auto.commit", (!settings.exactly_once).to_string())
         .set(
             "auto.commit.interval.ms",
             settings.commit_interval.as_millis().to_string(),

@@ -4,6 +4,7 @@
 pub mod consumer;
 pub mod producer;
 pub mod range;
+pub mod transaction;
 pub mod watermark;
 
 use rdkafka::ClientConfig;

@@ -75,6 +75,11 @@ impl Watermark {
         Some(c)
     }
 
+    /// The lowest pinned offset and how many holders it has.
+    pub fn lowest(&self) -> Option<(i64, u32)> {
+        self.pending.first_key_value().map(|(o, n)| (*o, *n))
+    }
+
     /// Number of offsets still pinned.
     pub fn pending(&self) -> usize {
         self.pending.len()

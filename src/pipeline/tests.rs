@@ -70,6 +70,14 @@ fn start(fail_first: usize) -> Harness {
 }
 
 fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
+    start_full(fail_first, dead_letter, None)
+}
+
+fn start_full(
+    fail_first: usize,
+    dead_letter: bool,
+    transaction: Option<Arc<dyn Transaction>>,
+) -> Harness {
     let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
     let (rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
     let output = Arc::new(MemoryOutput {
@@ -88,6 +96,7 @@ fn start_with(fail_first: usize, dead_letter: bool) -> Harness {
         decided_capacity: 10_000,
         max_in_flight: 100,
         dead_letter,
+        transaction,
         usage: Default::default(),
     };
     let worker = PartitionWorker::new(0, config, rules, output.clone(), offsets.clone());
@@ -384,4 +393,65 @@ async fn nothing_is_redelivered_when_everything_delivered_is_committed() {
             redelivered_spans: 0
         }
     );
+}
+
+/// Records what an exactly-once worker writes into the transaction.
+#[derive(Default)]
+struct MemoryTransaction {
+    /// Per write: the keys of its messages and the offset recorded with them.
+    writes: Mutex<Vec<(Vec<String>, Option<i64>)>>,
+}
+
+impl Transaction for MemoryTransaction {
+    fn write(
+        self: Arc<Self>,
+        _partition: i32,
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+    ) -> BoxFuture<'static, Result<(), ProduceError>> {
+        let keys = messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).to_string())
+            .collect();
+        self.writes.lock().unwrap().push((keys, next_offset));
+        async { Ok(()) }.boxed()
+    }
+}
+
+/// Exactly-once mode: a kept trace enters the transaction only once nothing
+/// before its last offset is pending, and with the offset just past it; the
+/// offsets stored meanwhile never pass it.
+#[tokio::test(start_paused = true)]
+async fn exactly_once_writes_a_kept_trace_with_its_offsets_once_nothing_before_is_pending() {
+    let txn = Arc::new(MemoryTransaction::default());
+    let h = start_full(0, false, Some(txn.clone()));
+    let (a, a_parts) = two_part_trace(21, true);
+    let (b, b_parts) = two_part_trace(22, true);
+    send(&h, 10, payload(&a_parts[0])).await; // A's root
+    send(&h, 11, payload(&b_parts[0])).await; // B, whole
+    send(&h, 12, payload(&b_parts[1])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&h, 13, payload(&a_parts[1])).await; // A's child, later: A decides last
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // B is decided and kept, but A still pins offset 10, below B's messages.
+    assert!(
+        h.output.sent.lock().unwrap().is_empty(),
+        "nothing bypasses the transaction"
+    );
+    assert!(txn.writes.lock().unwrap().is_empty(), "B waits for A");
+    assert_eq!(h.offsets.last(), Some(10));
+    tokio::time::sleep(Duration::from_secs(2)).await; // A decided
+    let writes = txn.writes.lock().unwrap().clone();
+    assert_eq!(
+        writes,
+        vec![(vec![b.to_hex(), a.to_hex()], Some(14))],
+        "both, in offset order, with the offset past both"
+    );
+    assert_eq!(
+        h.offsets.last(),
+        Some(10),
+        "the offset went with the write, not around it"
+    );
+    drop(h.tx);
+    h.task.await.unwrap();
 }

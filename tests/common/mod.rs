@@ -26,6 +26,53 @@ pub fn bootstrap() -> String {
     )
 }
 
+/// A private broker of one test binary (its own `KAFKA_STATE_DIR`), so that
+/// stopping it does not disturb the tests sharing the broker `scripts/test`
+/// started. Stopped when dropped.
+pub struct Broker {
+    state: tempfile::TempDir,
+    pub address: String,
+}
+
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+}
+
+impl Broker {
+    /// Runs `scripts/kafka <verb>` for this broker: its stdout.
+    pub fn run(&self, verb: &str) -> String {
+        let out = Command::new(kafka_script())
+            .arg(verb)
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn start() -> Self {
+        let mut b = Self {
+            state: tempfile::tempdir().expect("tempdir"),
+            address: String::new(),
+        };
+        b.address = b.run("start");
+        b
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(kafka_script())
+            .arg("stop")
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output();
+    }
+}
+
 /// A name no other test, in this run or another, uses. The clock alone is
 /// not enough: tests start in parallel and a coarse clock gives two of them
 /// the same reading (CI once created the same output topic twice), so a
@@ -301,13 +348,19 @@ pub struct Output {
     pub rules: HashMap<String, HashSet<TraceId>>,
 }
 
-/// A consumer of its own group that reads `topic` from the start and commits nothing.
+/// A consumer of its own group that reads `topic` from the start and commits
+/// nothing; it sees committed transactions only (librdkafka's default).
 fn read_from_start(topic: &str, name: &str) -> BaseConsumer {
+    read_from_start_isolated(topic, name, "read_committed")
+}
+
+fn read_from_start_isolated(topic: &str, name: &str, isolation: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", unique(name))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .expect("reader");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -323,6 +376,15 @@ pub struct OutputReader {
 impl OutputReader {
     pub fn new(topic: &str) -> Self {
         let consumer = read_from_start(topic, "reader");
+        Self {
+            consumer,
+            output: Output::default(),
+        }
+    }
+
+    /// A reader that also sees messages of open and aborted transactions.
+    pub fn uncommitted(topic: &str) -> Self {
+        let consumer = read_from_start_isolated(topic, "uncommitted-reader", "read_uncommitted");
         Self {
             consumer,
             output: Output::default(),

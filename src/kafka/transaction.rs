@@ -1,0 +1,286 @@
+//! Exactly-once mode (`kafka.exactly_once`): kept spans and input offsets
+//! commit together, in one Kafka transaction per commit interval.
+//!
+//! Workers write a partition's messages and the offset that follows them into
+//! the open transaction in one step ([`Transaction::write`]); a commit waits
+//! for writes in progress and holds new ones back, so no commit falls between
+//! a message and its offset. A crash leaves the open transaction uncommitted:
+//! `read_committed` readers never see its messages, and the input is read
+//! again from the offsets of the last committed one.
+//!
+//! A transaction that cannot be committed is aborted and the process stops
+//! with an error, without committing; its restart resumes from the last
+//! committed transaction. Retriable errors (a broker away) are retried
+//! meanwhile, holding the writers back, so Kafka keeps the input.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::Producer;
+use rdkafka::TopicPartitionList;
+use tokio::sync::{watch, RwLock};
+
+use super::consumer::InputConsumer;
+use super::producer::{self, KafkaOutput, NO_DEAD_LETTER_TOPIC};
+use crate::metrics as m;
+use crate::pipeline::{OffsetStore, Outgoing, ProduceError, Transaction};
+
+/// What the open transaction holds besides its messages.
+#[derive(Default)]
+struct Open {
+    /// Per partition, the next offset to read, committed with the transaction.
+    offsets: BTreeMap<i32, i64>,
+    /// Messages written since the transaction began.
+    messages: u64,
+    /// Partitions assigned to this instance; writes for others are refused.
+    owned: HashSet<i32>,
+}
+
+/// The transactional producer and the offsets of its open transaction.
+pub struct Transactions {
+    output: KafkaOutput,
+    consumer: Arc<InputConsumer>,
+    input_topic: String,
+    timeout: Duration,
+    /// Writes share it; a commit takes it alone.
+    gate: RwLock<()>,
+    open: Mutex<Open>,
+    failed: watch::Sender<Option<String>>,
+}
+
+/// How long one transactional call may take before it is retried or fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn retriable(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(e) => e.is_retriable(),
+        _ => false,
+    }
+}
+
+impl Transactions {
+    /// Registers the transactional id with the coordinator (fencing off, and
+    /// aborting the open transaction of, a previous instance with the same id)
+    /// and begins the first transaction.
+    pub async fn begin(
+        output: KafkaOutput,
+        consumer: Arc<InputConsumer>,
+        input_topic: String,
+    ) -> Result<Arc<Self>, String> {
+        let producer = output.producer().clone();
+        tokio::task::spawn_blocking(move || {
+            producer.init_transactions(CALL_TIMEOUT)?;
+            producer.begin_transaction()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot begin a Kafka transaction: {e}"))?;
+        let (failed, _) = watch::channel(None);
+        Ok(Arc::new(Self {
+            output,
+            consumer,
+            input_topic,
+            timeout: CALL_TIMEOUT,
+            gate: RwLock::new(()),
+            open: Mutex::new(Open::default()),
+            failed,
+        }))
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once a transaction failed, with why.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!("exactly-once: {why}");
+        self.failed.send_replace(Some(why));
+    }
+
+    /// Partitions assigned: writes for them are accepted.
+    pub fn assigned(&self, partitions: &[i32]) {
+        self.open().owned.extend(partitions.iter().copied());
+    }
+
+    /// Partitions revoked, after their last transaction committed: writes for
+    /// them are refused (their new owner reads them again).
+    pub fn revoked(&self, partitions: &[i32]) {
+        let mut open = self.open();
+        for p in partitions {
+            open.owned.remove(p);
+            open.offsets.remove(p);
+        }
+    }
+
+    /// Commits the open transaction with the offsets written into it, and
+    /// begins the next. Writers wait meanwhile.
+    pub async fn commit(&self) -> Result<(), String> {
+        let _alone = self.gate.write().await;
+        if let Some(why) = self.failed.borrow().clone() {
+            return Err(why);
+        }
+        let (offsets, messages) = {
+            let mut open = self.open();
+            let owned = open.owned.clone();
+            let offsets: BTreeMap<i32, i64> = std::mem::take(&mut open.offsets)
+                .into_iter()
+                .filter(|(p, _)| owned.contains(p))
+                .collect();
+            (offsets, std::mem::take(&mut open.messages))
+        };
+        if offsets.is_empty() && messages == 0 {
+            return Ok(());
+        }
+        let producer = self.output.producer().clone();
+        let consumer = self.consumer.clone();
+        let topic = self.input_topic.clone();
+        let timeout = self.timeout;
+        let result = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
+            let call = |what: &str, f: &dyn Fn() -> KafkaResult<()>| loop {
+                match f() {
+                    Err(e) if retriable(&e) => {
+                        tracing::warn!("exactly-once: {what} failed, retrying: {e}");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    r => return r.map_err(|e| format!("{what}: {e}")),
+                }
+            };
+            if !offsets.is_empty() {
+                let metadata = consumer
+                    .group_metadata()
+                    .ok_or((true, "the consumer has no group metadata".to_string()))?;
+                let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+                for (p, o) in &offsets {
+                    tpl.add_partition_offset(&topic, *p, rdkafka::Offset::Offset(*o))
+                        .map_err(|e| (true, e.to_string()))?;
+                }
+                call("sending the offsets", &|| {
+                    producer.send_offsets_to_transaction(&tpl, &metadata, timeout)
+                })
+                .map_err(|e| (true, e))?;
+            }
+            call("committing", &|| producer.commit_transaction(timeout)).map_err(|e| (true, e))?;
+            producer
+                .begin_transaction()
+                .map_err(|e| (false, format!("beginning the next transaction: {e}")))
+        })
+        .await
+        .unwrap_or_else(|e| Err((false, e.to_string())));
+        match result {
+            Ok(()) => {
+                metrics::counter!(m::TRANSACTIONS, "result" => "committed").increment(1);
+                Ok(())
+            }
+            Err((abort, why)) => {
+                if abort {
+                    let producer = self.output.producer().clone();
+                    let aborted = tokio::task::spawn_blocking(move || {
+                        producer.abort_transaction(CALL_TIMEOUT)
+                    })
+                    .await;
+                    if let Ok(Err(e)) = aborted {
+                        tracing::warn!("exactly-once: abort failed: {e}");
+                    }
+                }
+                metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
+                let why = format!(
+                    "the transaction was aborted ({why}); stopping without committing, so the restart reads again from the last committed transaction"
+                );
+                self.fail(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Commits every `interval` until `stop`; ends early if a commit fails.
+    pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if self.commit().await.is_err() {
+                        return;
+                    }
+                }
+                // Any change (or the sender gone) means stop.
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+impl Transaction for Transactions {
+    fn write(
+        self: Arc<Self>,
+        partition: i32,
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+    ) -> BoxFuture<'static, Result<(), ProduceError>> {
+        async move {
+            let _shared = self.gate.read().await;
+            if let Some(why) = self.failed.borrow().clone() {
+                return Err(why);
+            }
+            if !self.open().owned.contains(&partition) {
+                // Revoked meanwhile: not ours to write; the next owner reads
+                // these messages again from the committed offset.
+                tracing::info!(
+                    partition,
+                    messages = messages.len(),
+                    "not writing for a revoked partition; its next owner decides these again"
+                );
+                return Ok(());
+            }
+            for message in &messages {
+                let topic = self
+                    .output
+                    .topic(message.destination)
+                    .ok_or_else(|| NO_DEAD_LETTER_TOPIC.to_string())?;
+                let mut record = producer::record(&topic, message);
+                loop {
+                    match self.output.producer().send_result(record) {
+                        // Delivery is confirmed by the commit, which fails if it failed.
+                        Ok(_delivery) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((e, _)) => {
+                            let why = format!("cannot enqueue into the transaction: {e}");
+                            self.fail(why.clone());
+                            return Err(why);
+                        }
+                    }
+                }
+            }
+            let mut open = self.open();
+            open.messages += messages.len() as u64;
+            if let Some(next) = next_offset {
+                open.offsets.insert(partition, next);
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl OffsetStore for Transactions {
+    fn store(&self, partition: i32, next_offset: i64) -> bool {
+        let mut open = self.open();
+        if !open.owned.contains(&partition) {
+            return false;
+        }
+        open.offsets.insert(partition, next_offset);
+        true
+    }
+}
