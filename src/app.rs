@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,11 +36,12 @@ impl consumer::Handover for Handover {
         let handed = self.partitions.stop_blocking(revoked);
         // Commit while the partitions are still ours: their next owner starts here.
         match &self.transactions {
-            None => {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::debug!("commit on revoke: {e}");
-                }
-            }
+            None => match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(
+                    "commit on revoke failed: {e}; the next owner reads again from the last commit"
+                ),
+            },
             Some(t) => {
                 // A failed commit stops the process (see `Transactions`).
                 let _ = block_on_runtime(t.commit());
@@ -270,10 +273,17 @@ pub async fn run(
             msg = consumer.recv() => match msg {
                 Ok(msg) => {
                     let partition = msg.partition();
+                    // One copy out of librdkafka's buffer, key and payload together.
+                    let (key, payload) = (msg.key(), msg.payload().unwrap_or_default());
+                    let key_len = key.map_or(0, <[u8]>::len);
+                    let mut bytes = Vec::with_capacity(key_len + payload.len());
+                    bytes.extend_from_slice(key.unwrap_or_default());
+                    bytes.extend_from_slice(payload);
+                    let bytes = Bytes::from(bytes);
                     let input = InputMessage {
                         offset: msg.offset(),
-                        key: msg.key().map(Bytes::copy_from_slice),
-                        payload: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
+                        key: key.map(|_| bytes.slice(..key_len)),
+                        payload: bytes.slice(key_len..),
                     };
                     drop(msg);
                     let worker = partitions.input(partition, assigned.len().max(1));
@@ -298,11 +308,7 @@ pub async fn run(
         "partition workers stopped"
     );
     match &transactions {
-        None => {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!("final commit: {e}");
-            }
-        }
+        None => final_commit(&consumer, settings.kafka.drain_timeout).await,
         Some(t) if failure.is_none() => {
             let _ = committer_stop.send(true);
             if let Some(c) = committer {
@@ -323,6 +329,30 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Commits the stored watermarks at shutdown. A rebalance in progress (another
+/// instance joining or leaving) makes the commit fail with a stale
+/// generation; the consumer is then polled so the rebalance completes, and the
+/// commit retried, for at most `within`. Messages read meanwhile are not
+/// stored, so they are read again by the partition's next reader.
+async fn final_commit(consumer: &consumer::InputConsumer, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!("final commit: {e}; letting the rebalance finish, then again");
+                let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "final commit failed: {e}; the partitions' next reader reads again from the last commit"
+                );
+                return;
+            }
+        }
+    }
 }
 
 /// Resolves with the reason once the exactly-once transactions failed; never
