@@ -98,7 +98,7 @@ pub struct Occupancy {
 #[derive(Debug)]
 pub struct TraceBuffer {
     config: BufferConfig,
-    traces: HashMap<TraceId, TraceState>,
+    traces: HashMap<TraceId, TraceState, foldhash::fast::RandomState>,
     deadlines: BTreeSet<(Instant, TraceId)>,
     spans: usize,
     bytes: usize,
@@ -108,7 +108,7 @@ impl TraceBuffer {
     pub fn new(config: BufferConfig) -> Self {
         Self {
             config,
-            traces: HashMap::new(),
+            traces: HashMap::default(),
             deadlines: BTreeSet::new(),
             spans: 0,
             bytes: 0,

@@ -7,6 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tailgate::config::{Settings, Sources};
 
+/// mimalloc: per-thread free lists instead of glibc's contended arenas, which
+/// took a quarter of the end-to-end profile (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tailgate",

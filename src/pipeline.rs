@@ -281,6 +281,9 @@ pub struct Stopped {
     pub redelivered_spans: u64,
 }
 
+/// Messages a worker takes from its queue at once.
+const RECEIVE_BATCH: usize = 256;
+
 /// One partition's worker.
 pub struct PartitionWorker {
     partition: i32,
@@ -290,7 +293,7 @@ pub struct PartitionWorker {
     buffer: TraceBuffer,
     watermark: Watermark,
     /// Decisions of recently decided traces, followed by their late spans.
-    decided: moka::sync::Cache<TraceId, Decided>,
+    decided: moka::sync::Cache<TraceId, Decided, foldhash::fast::RandomState>,
     output: Arc<dyn Output>,
     offsets: Arc<dyn OffsetStore>,
     in_flight: FuturesUnordered<Flight>,
@@ -326,7 +329,8 @@ impl PartitionWorker {
             decided: moka::sync::Cache::builder()
                 .max_capacity(config.decided_capacity)
                 .time_to_live(config.decided_ttl)
-                .build(),
+                .initial_capacity(config.decided_capacity.min(1 << 14) as usize)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             config,
             metrics: Metrics::new(&rules),
             rules,
@@ -350,6 +354,9 @@ impl PartitionWorker {
     /// their offsets stay uncommitted, so whoever reads the partition next
     /// re-reads and decides them.
     pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) -> Stopped {
+        // Everything queued is taken at once, so deciding, storing the
+        // watermark and the gauges run once per batch, not once per message.
+        let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         loop {
             let next = self
                 .buffer
@@ -362,10 +369,15 @@ impl PartitionWorker {
                 Some((flight, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.delivered(flight, result);
                 }
-                msg = input.recv(), if can_read => match msg {
-                    Some(msg) => self.handle(msg, now()),
-                    None => break,
-                },
+                n = input.recv_many(&mut batch, RECEIVE_BATCH), if can_read => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now();
+                    for msg in batch.drain(..) {
+                        self.handle(msg, now);
+                    }
+                }
                 _ = tokio::time::sleep_until(next) => {}
             }
             self.decide_due(now());

@@ -160,6 +160,10 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): the
+        // workers' queues and the buffers hold the rest, and the prefetched
+        // messages are resident memory outside `buffer.max_bytes`.
+        .set("queued.max.messages.kbytes", "16384")
         // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
         .set("statistics.interval.ms", "5000");
     super::apply(&mut config, &settings.librdkafka_options);
