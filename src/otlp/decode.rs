@@ -176,13 +176,10 @@ fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) -> Result<(), D
                 _ => {}
             }
         }
-        let shared = Arc::new(Scope {
-            resource: resource.clone(),
-            resource_schema_url: schema.clone(),
-            scope,
-            scope_schema_url: scope_schema,
-            service: service.clone(),
-        });
+        let shared = Arc::new(Scope::in_message(
+            payload,
+            [&resource, &schema, &scope, &scope_schema, &service],
+        ));
         for s in spans {
             match span(slice(s), &shared) {
                 Ok(Some(rec)) => out.spans.push(rec),
@@ -345,17 +342,18 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             .map(|s| resource.slice_ref(s))
             .unwrap_or_default();
         for ss in &rs.scope_spans {
-            let shared = Arc::new(Scope {
-                resource: resource.clone(),
-                resource_schema_url: Bytes::from(rs.schema_url.clone()),
-                scope: ss
-                    .scope
-                    .as_ref()
-                    .map(|s| Bytes::from(s.encode_to_vec()))
-                    .unwrap_or_default(),
-                scope_schema_url: Bytes::from(ss.schema_url.clone()),
-                service: service.clone(),
-            });
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.encode_to_vec())
+                .unwrap_or_default();
+            let shared = Arc::new(Scope::owned([
+                &resource,
+                rs.schema_url.as_bytes(),
+                &scope,
+                ss.schema_url.as_bytes(),
+                &service,
+            ]));
             for s in &ss.spans {
                 match span(Bytes::from(s.encode_to_vec()), &shared) {
                     Ok(Some(rec)) => out.spans.push(rec),

@@ -9,7 +9,7 @@
 use prost::Message as _;
 
 use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
-use super::{Encoding, SpanRecord};
+use super::{Encoding, Part, SpanRecord};
 
 /// Attribute naming the rule that kept a span.
 pub const RULE_ATTRIBUTE: &str = "tailgate.rule";
@@ -55,7 +55,8 @@ fn group<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Groups<'a> {
     for s in spans {
         let sc = &s.scope;
         let res = match groups.iter_mut().find(|(r, _)| {
-            r.scope.resource == sc.resource && r.scope.resource_schema_url == sc.resource_schema_url
+            r.scope.resource() == sc.resource()
+                && r.scope.part(Part::ResourceSchemaUrl) == sc.part(Part::ResourceSchemaUrl)
         }) {
             Some(r) => r,
             None => {
@@ -64,7 +65,8 @@ fn group<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Groups<'a> {
             }
         };
         match res.1.iter_mut().find(|(f, _)| {
-            f.scope.scope == sc.scope && f.scope.scope_schema_url == sc.scope_schema_url
+            f.scope.scope() == sc.scope()
+                && f.scope.part(Part::ScopeSchemaUrl) == sc.part(Part::ScopeSchemaUrl)
         }) {
             Some(scope) => scope.1.push(s),
             None => res.1.push((s, vec![s])),
@@ -100,28 +102,28 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
     let scope_size = |first: &SpanRecord, spans: &[&SpanRecord]| {
         let sc = &first.scope;
         let mut n = 0;
-        if !sc.scope.is_empty() {
-            n += len_field_size(sc.scope.len());
+        if !sc.scope().is_empty() {
+            n += len_field_size(sc.scope().len());
         }
         for s in spans {
             n += len_field_size(s.encoded.len() + ann);
         }
-        if !sc.scope_schema_url.is_empty() {
-            n += len_field_size(sc.scope_schema_url.len());
+        if !sc.part(Part::ScopeSchemaUrl).is_empty() {
+            n += len_field_size(sc.part(Part::ScopeSchemaUrl).len());
         }
         n
     };
     let resource_size = |first: &SpanRecord, scopes: &[(&SpanRecord, Vec<&SpanRecord>)]| {
         let sc = &first.scope;
         let mut n = 0;
-        if !sc.resource.is_empty() {
-            n += len_field_size(sc.resource.len());
+        if !sc.resource().is_empty() {
+            n += len_field_size(sc.resource().len());
         }
         for (f, spans) in scopes {
             n += len_field_size(scope_size(f, spans));
         }
-        if !sc.resource_schema_url.is_empty() {
-            n += len_field_size(sc.resource_schema_url.len());
+        if !sc.part(Part::ResourceSchemaUrl).is_empty() {
+            n += len_field_size(sc.part(Part::ResourceSchemaUrl).len());
         }
         n
     };
@@ -133,14 +135,14 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
     for (first, scopes) in groups {
         put_tag(&mut out, 1, WireType::Len);
         put_varint(&mut out, resource_size(first, scopes) as u64);
-        if !first.scope.resource.is_empty() {
-            put_len(&mut out, 1, &first.scope.resource);
+        if !first.scope.resource().is_empty() {
+            put_len(&mut out, 1, first.scope.resource());
         }
         for (f, spans) in scopes {
             put_tag(&mut out, 2, WireType::Len);
             put_varint(&mut out, scope_size(f, spans) as u64);
-            if !f.scope.scope.is_empty() {
-                put_len(&mut out, 1, &f.scope.scope);
+            if !f.scope.scope().is_empty() {
+                put_len(&mut out, 1, f.scope.scope());
             }
             for s in spans {
                 put_tag(&mut out, 2, WireType::Len);
@@ -148,12 +150,12 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
                 out.extend_from_slice(&s.encoded);
                 out.extend_from_slice(&annotation.encoded);
             }
-            if !f.scope.scope_schema_url.is_empty() {
-                put_len(&mut out, 3, &f.scope.scope_schema_url);
+            if !f.scope.part(Part::ScopeSchemaUrl).is_empty() {
+                put_len(&mut out, 3, f.scope.part(Part::ScopeSchemaUrl));
             }
         }
-        if !first.scope.resource_schema_url.is_empty() {
-            put_len(&mut out, 3, &first.scope.resource_schema_url);
+        if !first.scope.part(Part::ResourceSchemaUrl).is_empty() {
+            put_len(&mut out, 3, first.scope.part(Part::ResourceSchemaUrl));
         }
     }
     debug_assert_eq!(out.len(), total);
@@ -176,20 +178,21 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
                 out.push(Span::decode(bytes.as_slice()).ok()?);
             }
             scope_spans.push(ScopeSpans {
-                scope: match f.scope.scope.is_empty() {
+                scope: match f.scope.scope().is_empty() {
                     true => None,
-                    false => Some(InstrumentationScope::decode(f.scope.scope.clone()).ok()?),
+                    false => Some(InstrumentationScope::decode(f.scope.scope()).ok()?),
                 },
-                schema_url: String::from_utf8(f.scope.scope_schema_url.to_vec()).ok()?,
+                schema_url: String::from_utf8(f.scope.part(Part::ScopeSchemaUrl).to_vec()).ok()?,
                 spans: out,
             });
         }
         resource_spans.push(ResourceSpans {
-            resource: match first.scope.resource.is_empty() {
+            resource: match first.scope.resource().is_empty() {
                 true => None,
-                false => Some(Resource::decode(first.scope.resource.clone()).ok()?),
+                false => Some(Resource::decode(first.scope.resource()).ok()?),
             },
-            schema_url: String::from_utf8(first.scope.resource_schema_url.to_vec()).ok()?,
+            schema_url: String::from_utf8(first.scope.part(Part::ResourceSchemaUrl).to_vec())
+                .ok()?,
             scope_spans,
         });
     }

@@ -72,16 +72,79 @@ pub enum Encoding {
 /// bytes, shared by all spans of one `ScopeSpans` in a message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scope {
+    /// The bytes the parts are ranges of: the message itself for protobuf
+    /// input, so a scope costs one reference and ten integers, not a copy.
+    buf: Bytes,
+    /// `(start, len)` in `buf` of each [`Part`].
+    parts: [(u32, u32); 5],
+}
+
+/// The parts of a [`Scope`].
+#[derive(Debug, Clone, Copy)]
+pub enum Part {
     /// Encoded `opentelemetry.proto.resource.v1.Resource` (may be empty).
-    pub resource: Bytes,
+    Resource = 0,
     /// `ResourceSpans.schema_url`.
-    pub resource_schema_url: Bytes,
+    ResourceSchemaUrl = 1,
     /// Encoded `InstrumentationScope` (may be empty).
-    pub scope: Bytes,
+    Scope = 2,
     /// `ScopeSpans.schema_url`.
-    pub scope_schema_url: Bytes,
+    ScopeSchemaUrl = 3,
     /// The resource's `service.name`, empty if it has none.
-    pub service: Bytes,
+    Service = 4,
+}
+
+impl Scope {
+    /// A scope whose parts are sub-slices of `message` (or empty).
+    pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
+        let base = message.as_ptr() as usize;
+        let mut ranges = [(0u32, 0u32); 5];
+        for (range, part) in ranges.iter_mut().zip(parts) {
+            if part.is_empty() {
+                continue;
+            }
+            let start = (part.as_ptr() as usize).wrapping_sub(base);
+            match (u32::try_from(start), u32::try_from(part.len())) {
+                (Ok(at), Ok(len)) if start + part.len() <= message.len() => *range = (at, len),
+                // Not inside the message after all: keep copies instead.
+                _ => return Self::owned(parts),
+            }
+        }
+        Self {
+            buf: message.clone(),
+            parts: ranges,
+        }
+    }
+
+    /// A scope holding copies of its parts in one buffer.
+    pub fn owned(parts: [&[u8]; 5]) -> Self {
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ranges = [(0u32, 0u32); 5];
+        for (range, part) in ranges.iter_mut().zip(parts) {
+            // OTLP messages are far below 4 GiB; a larger part is cut off.
+            *range = (buf.len() as u32, part.len().min(u32::MAX as usize) as u32);
+            buf.extend_from_slice(part);
+        }
+        Self {
+            buf: Bytes::from(buf),
+            parts: ranges,
+        }
+    }
+
+    pub fn part(&self, part: Part) -> &[u8] {
+        let (at, len) = self.parts[part as usize];
+        self.buf
+            .get(at as usize..at as usize + len as usize)
+            .unwrap_or_default()
+    }
+
+    pub fn resource(&self) -> &[u8] {
+        self.part(Part::Resource)
+    }
+
+    pub fn scope(&self) -> &[u8] {
+        self.part(Part::Scope)
+    }
 }
 
 /// `Span.kind` values.
@@ -178,18 +241,18 @@ impl SpanRecord {
     pub fn attribute(&self, key: &str) -> Option<AttrValue<'_>> {
         use attributes::{find, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES};
         find(&self.encoded, SPAN_ATTRIBUTES, key)
-            .or_else(|| find(&self.scope.scope, SCOPE_ATTRIBUTES, key))
-            .or_else(|| find(&self.scope.resource, RESOURCE_ATTRIBUTES, key))
+            .or_else(|| find(self.scope.scope(), SCOPE_ATTRIBUTES, key))
+            .or_else(|| find(self.scope.resource(), RESOURCE_ATTRIBUTES, key))
     }
 
     /// Attribute `key` of the span's resource only.
     pub fn resource_attribute(&self, key: &str) -> Option<AttrValue<'_>> {
-        attributes::find(&self.scope.resource, attributes::RESOURCE_ATTRIBUTES, key)
+        attributes::find(self.scope.resource(), attributes::RESOURCE_ATTRIBUTES, key)
     }
 
     /// The `service.name` of the span's resource.
     pub fn service(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.scope.service)
+        String::from_utf8_lossy(self.scope.part(Part::Service))
     }
 
     /// Bytes this span costs the buffer: its encoding plus the record itself.

@@ -300,3 +300,22 @@ fn trace_id_hex_round_trip() {
     assert_eq!(TraceId::from_hex(&id.to_hex()), Some(id));
     assert_eq!(TraceId::from_hex("abc"), None);
 }
+
+#[test]
+fn a_scope_refers_into_its_message_or_else_holds_copies() {
+    let message = Bytes::from_static(b"resource|schema|scope|svc");
+    let inside = Scope::in_message(
+        &message,
+        [&message[0..8], &message[9..15], &message[16..21], b"", &message[22..25]],
+    );
+    assert_eq!(inside.resource(), b"resource");
+    assert_eq!(inside.part(Part::ResourceSchemaUrl), b"schema");
+    assert_eq!(inside.scope(), b"scope");
+    assert_eq!(inside.part(Part::ScopeSchemaUrl), b"");
+    assert_eq!(inside.part(Part::Service), b"svc");
+    // A part from elsewhere: the scope copies its parts instead of pointing wrong.
+    let elsewhere = b"other".to_vec();
+    let copied = Scope::in_message(&message, [&message[0..8], b"", &elsewhere, b"", b""]);
+    assert_eq!(copied.resource(), b"resource");
+    assert_eq!(copied.scope(), b"other");
+}

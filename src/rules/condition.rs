@@ -406,7 +406,7 @@ impl SpanTest {
     /// span a rule looks at).
     fn value<'a>(&self, s: &'a SpanRecord) -> Field<'a> {
         match &self.field {
-            SpanField::Service => Field::Text(str_of(&s.scope.service)),
+            SpanField::Service => Field::Text(str_of(s.scope.part(crate::otlp::Part::Service))),
             SpanField::Name => Field::Text(name_of(s)),
             SpanField::Kind => Field::Text(s.kind_name()),
             SpanField::Status => Field::Text(s.status_name()),
