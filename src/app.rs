@@ -9,9 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -36,12 +34,14 @@ impl consumer::Handover for Handover {
         let handed = self.partitions.stop_blocking(revoked);
         // Commit while the partitions are still ours: their next owner starts here.
         match &self.transactions {
-            None => match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(
-                    "commit on revoke failed: {e}; the next owner reads again from the last commit"
-                ),
-            },
+            None => {
+                if let Err(e) = consumer::routine(consumer.commit_consumer_state(CommitMode::Sync))
+                {
+                    tracing::warn!(
+                        "commit on revoke failed: {e}; the next owner reads again from the last commit"
+                    );
+                }
+            }
             Some(t) => {
                 // A failed commit stops the process (see `Transactions`).
                 let _ = block_on_runtime(t.commit());
@@ -339,8 +339,8 @@ pub async fn run(
 async fn final_commit(consumer: &consumer::InputConsumer, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => return,
+        match consumer::routine(consumer.commit_consumer_state(CommitMode::Sync)) {
+            Ok(()) => return,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!("final commit: {e}; letting the rebalance finish, then again");
                 let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;

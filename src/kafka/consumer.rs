@@ -126,13 +126,7 @@ impl ConsumerContext for Context {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
-            // "No offset stored" is routine when nothing moved.
-            if !matches!(
-                e,
-                rdkafka::error::KafkaError::ConsumerCommit(
-                    rdkafka::types::RDKafkaErrorCode::NoOffset
-                )
-            ) {
+            if let Err(e) = routine(Err(e)) {
                 tracing::warn!("offset commit failed: {e}");
             }
         }
@@ -140,6 +134,17 @@ impl ConsumerContext for Context {
 }
 
 pub type InputConsumer = StreamConsumer<Context>;
+
+/// A commit's result with "no offset stored" counted as success: it is
+/// routine when nothing moved since the last commit.
+pub fn routine(commit: KafkaResult<()>) -> KafkaResult<()> {
+    match commit {
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => Ok(()),
+        other => other,
+    }
+}
 
 /// Creates the consumer and subscribes it to the input topic.
 pub fn subscribe(

@@ -306,7 +306,13 @@ fn a_scope_refers_into_its_message_or_else_holds_copies() {
     let message = Bytes::from_static(b"resource|schema|scope|svc");
     let inside = Scope::in_message(
         &message,
-        [&message[0..8], &message[9..15], &message[16..21], b"", &message[22..25]],
+        [
+            &message[0..8],
+            &message[9..15],
+            &message[16..21],
+            b"",
+            &message[22..25],
+        ],
     );
     assert_eq!(inside.resource(), b"resource");
     assert_eq!(inside.part(Part::ResourceSchemaUrl), b"schema");
