@@ -424,6 +424,9 @@ impl PartitionWorker {
                 self.metrics.offsets_stored.increment(1);
                 // Delivered spans from messages before `next` will not be read again.
                 self.delivered_ahead = self.delivered_ahead.split_off(&next);
+            } else {
+                // Not stored (not assigned at this moment): try again next time.
+                self.watermark.unstored();
             }
         }
         self.show(self.buffer.occupancy());

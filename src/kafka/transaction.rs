@@ -10,8 +10,8 @@
 //!
 //! A transaction that cannot be committed is aborted and the process stops
 //! with an error, without committing; its restart resumes from the last
-//! committed transaction. Retriable errors (a broker away) are retried
-//! meanwhile, holding the writers back, so Kafka keeps the input.
+//! committed transaction. Retriable errors (a broker away) are retried for
+//! up to two minutes, holding the writers back, so Kafka keeps the input.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,6 +55,8 @@ pub struct Transactions {
 
 /// How long one transactional call may take before it is retried or fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a commit retries retriable errors before the transaction is given up.
+const RETRY_FOR: Duration = Duration::from_secs(120);
 
 fn retriable(e: &KafkaError) -> bool {
     match e {
@@ -145,9 +147,13 @@ impl Transactions {
         let topic = self.input_topic.clone();
         let timeout = self.timeout;
         let result = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
+            // Retriable errors (a broker away) are retried for a while, the
+            // writers held back meanwhile; then the transaction is given up
+            // (aborted, the process stops) rather than hang a shutdown.
+            let started = std::time::Instant::now();
             let call = |what: &str, f: &dyn Fn() -> KafkaResult<()>| loop {
                 match f() {
-                    Err(e) if retriable(&e) => {
+                    Err(e) if retriable(&e) && started.elapsed() < RETRY_FOR => {
                         tracing::warn!("exactly-once: {what} failed, retrying: {e}");
                         std::thread::sleep(Duration::from_millis(500));
                     }

@@ -75,6 +75,12 @@ impl Watermark {
         Some(c)
     }
 
+    /// The value [`Watermark::advance`] last handed out could not be stored:
+    /// the next call hands it out again even if it did not move.
+    pub fn unstored(&mut self) {
+        self.committed = None;
+    }
+
     /// The lowest pinned offset and how many holders it has.
     pub fn lowest(&self) -> Option<(i64, u32)> {
         self.pending.first_key_value().map(|(o, n)| (*o, *n))
@@ -148,6 +154,16 @@ mod tests {
         assert_eq!(w.advance(), None);
         w.release(0);
         assert_eq!(w.advance(), Some(1));
+    }
+
+    #[test]
+    fn an_offset_that_could_not_be_stored_is_handed_out_again() {
+        let mut w = Watermark::new();
+        w.track(0, 0);
+        assert_eq!(w.advance(), Some(1));
+        w.unstored();
+        assert_eq!(w.advance(), Some(1));
+        assert_eq!(w.advance(), None);
     }
 
     proptest::proptest! {
