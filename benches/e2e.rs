@@ -946,6 +946,24 @@ impl Process {
         }
     }
 
+    /// Waits (at most 60 s) until tailgate's `/readyz` answers: its
+    /// partitions are assigned.
+    fn wait_ready(&mut self, port: u16) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(port, "/readyz").is_none() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: not ready within 60 s:\n{}",
+                    self.label,
+                    self.log_tail(30)
+                ));
+            }
+            std::thread::sleep(TICK);
+        }
+        Ok(())
+    }
+
     fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -1300,17 +1318,7 @@ impl Bench {
             max_bytes: 512 << 20,
         };
         let (mut process, _, port) = self.spawn_tailgate(label, &input, &output.name, &s)?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(port, "/readyz").is_none() {
-            process.check_alive()?;
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{label}: not ready within 60 s:\n{}",
-                    process.log_tail(30)
-                ));
-            }
-            std::thread::sleep(TICK);
-        }
+        process.wait_ready(port)?;
         std::thread::sleep(Duration::from_secs(1));
         let cpu = process.cpu_seconds()?;
         process.terminate(Duration::from_secs(30));
@@ -1721,17 +1729,7 @@ rules: {RULES}
         };
         let (mut process, _group, port) = self.spawn_tailgate(label, &topic, &output.name, &s)?;
         // Ready: its partitions are assigned.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(port, "/readyz").is_none() {
-            process.check_alive()?;
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{label}: not ready within 60 s:\n{}",
-                    process.log_tail(30)
-                ));
-            }
-            std::thread::sleep(TICK);
-        }
+        process.wait_ready(port)?;
         std::thread::sleep(Duration::from_secs(2));
         let idle_rss = process.rss()?;
         let mut points: Vec<MemoryPoint> = Vec::new();

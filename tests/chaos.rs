@@ -93,25 +93,6 @@ fn all_logs(slots: &[Slot]) -> String {
         .join("\n")
 }
 
-/// Kept spans a process reported, in its log, as delivered past its committed
-/// offset when it let partitions go (SIGTERM or rebalance; a SIGKILL reports
-/// nothing).
-fn redelivery_logged(log: &Path) -> u64 {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("letting the partition go"))
-        .filter_map(|l| {
-            l.split("spans=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Offset commits a process's log reports as failed: (at shutdown, in the
 /// revoke callback, periodic). "No offset stored" is routine and not counted.
 /// A failed commit leaves the partition's next reader to deliver again what
@@ -441,7 +422,7 @@ async fn three_instances_killed_at_random_and_a_broker_restart_lose_no_kept_trac
     let logged: u64 = slots
         .iter()
         .flat_map(|s| &s.logs)
-        .map(|l| redelivery_logged(l))
+        .map(|l| redelivery_logged(&std::fs::read_to_string(l).unwrap_or_default()))
         .sum();
     let failed_commits = slots
         .iter()

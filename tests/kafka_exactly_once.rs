@@ -88,19 +88,7 @@ async fn exactly_once_across_a_crash_loses_nothing_and_duplicates_nothing() {
         missing(&expected, &committed.output).len(),
         b.log_text()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while committed_and_end(&group, &input, 4)
-        .iter()
-        .any(|(c, end)| c != end)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "offsets not committed to the end: {:?}\n{}",
-            committed_and_end(&group, &input, 4),
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_committed_to_end(&group, &input, 4, Duration::from_secs(60), || b.log_text());
     let status = b.terminate(Duration::from_secs(40));
     assert!(
         status.success(),

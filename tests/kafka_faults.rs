@@ -186,19 +186,7 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     assert_eq!(unexpected, 0, "traces the rules drop were produced");
     assert_eq!(assigned(&b), 4, "b owns every partition after a left");
     // Duplicates come from a handing partitions over, and a reports them.
-    let reported: u64 = a
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("letting the partition go"))
-        .filter_map(|l| {
-            l.split("spans=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let reported = redelivery_logged(&a.log_text());
     eprintln!(
         "{} kept traces complete across join and leave; {} duplicate spans, a reported up to {}",
         expected.len(),
@@ -287,19 +275,9 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     );
     // Every kept trace out does not mean every trace decided: the dropped
     // ones commit as their deadlines pass. Everything is committed in the end.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while committed_and_end(&group, &input, 2)
-        .iter()
-        .any(|(c, e)| c != e)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not committed to the end: {:?}\n{}",
-            committed_and_end(&group, &input, 2),
-            fixed.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_committed_to_end(&group, &input, 2, Duration::from_secs(30), || {
+        fixed.log_text()
+    });
     assert!(fixed.terminate(Duration::from_secs(30)).success());
     for (p, (c, e)) in committed_and_end(&group, &input, 2).into_iter().enumerate() {
         assert_eq!(c, e, "partition {p}");

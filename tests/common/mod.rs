@@ -465,6 +465,47 @@ pub fn missing(expected: &HashMap<TraceId, usize>, output: &Output) -> Vec<Trace
 }
 
 /// The group's committed offsets and the topic's end offsets, per partition.
+/// Waits, at most `within`, until `group` has committed the end of every
+/// partition of `topic`; fails showing `log()` otherwise.
+pub fn wait_committed_to_end(
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let offsets = committed_and_end(group, topic, partitions);
+        if offsets.iter().all(|(c, e)| c == e) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not committed to the end within {within:?}: (committed, end) {offsets:?}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Kept spans a tailgate log reports as delivered past the committed offset
+/// when it let partitions go (SIGTERM or rebalance; a SIGKILL reports nothing).
+pub fn redelivery_logged(log_text: &str) -> u64 {
+    log_text
+        .lines()
+        .filter(|l| l.contains("letting the partition go"))
+        .filter_map(|l| {
+            l.split("spans=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 pub fn committed_and_end(group: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
