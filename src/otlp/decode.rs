@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use super::wire::{offset_in, Fields, Value, WireError};
@@ -41,10 +42,17 @@ pub enum DecodeErrorKind {
     BadSpanId,
     /// A span ends before it starts.
     EndBeforeStart,
+    /// A span whose own frame is intact but whose fields cannot be read (a
+    /// field running past the span's end, a JSON value of the wrong type):
+    /// that span is skipped, its neighbours are kept.
+    MalformedSpan,
+    /// A `ResourceSpans` or `ScopeSpans` whose frame is intact but whose
+    /// fields cannot be read: its spans are skipped, the rest of the message kept.
+    MalformedResource,
 }
 
 impl DecodeErrorKind {
-    pub const ALL: [DecodeErrorKind; 7] = [
+    pub const ALL: [DecodeErrorKind; 9] = [
         Self::Empty,
         Self::NotOtlp,
         Self::Truncated,
@@ -52,6 +60,8 @@ impl DecodeErrorKind {
         Self::BadTraceId,
         Self::BadSpanId,
         Self::EndBeforeStart,
+        Self::MalformedSpan,
+        Self::MalformedResource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +73,8 @@ impl DecodeErrorKind {
             Self::BadTraceId => "bad_trace_id",
             Self::BadSpanId => "bad_span_id",
             Self::EndBeforeStart => "end_before_start",
+            Self::MalformedSpan => "malformed_span",
+            Self::MalformedResource => "malformed_resource",
         }
     }
 }
@@ -99,36 +111,92 @@ pub struct Decoded {
     pub rejected: Vec<DecodeError>,
 }
 
-/// Decodes one Kafka message payload. The encoding is recognised from the first
-/// byte: a protobuf `TracesData` starts with field 1 (`0x0a`), OTLP JSON with `{`.
+/// Decodes one Kafka message payload.
+///
+/// The encoding is recognised without guessing from bytes that both encodings
+/// can start with: a protobuf `TracesData` always starts with `0x0a` (field 1,
+/// `resource_spans`, length-delimited), and its second byte is the first
+/// resource's length, which can be any byte — `{` (123) or a whitespace
+/// byte among them. So `0x0a` means protobuf. OTLP JSON starts with `{`,
+/// possibly after a UTF-8 byte order mark and JSON whitespace; since that
+/// whitespace may be a newline (`0x0a`) too, a payload that starts with it,
+/// is not valid protobuf and reads as JSON from its first `{` is decoded as
+/// JSON.
 pub fn decode(payload: Bytes) -> Result<Decoded, DecodeError> {
-    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
-        None if payload.is_empty() => Err(err(DecodeErrorKind::Empty, "message has no payload")),
-        None => Err(err(DecodeErrorKind::NotOtlp, "payload is only whitespace")),
-        Some(b'{') => decode_json(&payload),
-        Some(_) => decode_proto(payload),
+    match payload.first() {
+        None => Err(err(DecodeErrorKind::Empty, "message has no payload")),
+        Some(&TRACES_DATA_TAG) => match decode_proto(payload.clone()) {
+            Ok(decoded) => Ok(decoded),
+            Err(proto) => match json_start(&payload) {
+                Some(at) => decode_json(&payload[at..]).map_err(|json| {
+                    err(
+                        json.kind,
+                        format!(
+                            "neither OTLP protobuf ({}) nor OTLP JSON ({})",
+                            proto.detail, json.detail
+                        ),
+                    )
+                }),
+                None => Err(proto),
+            },
+        },
+        Some(first) => match json_start(&payload) {
+            Some(at) => decode_json(&payload[at..]),
+            None => Err(err(
+                DecodeErrorKind::NotOtlp,
+                format!(
+                    "payload starts with byte {first:#04x}, neither an OTLP protobuf TracesData (0x0a) nor OTLP JSON ('{{')"
+                ),
+            )),
+        },
     }
 }
 
+/// The first byte of every protobuf `TracesData`: field 1, length-delimited.
+const TRACES_DATA_TAG: u8 = 0x0a;
+
+/// Where a JSON object starts in `payload`: after an optional UTF-8 byte
+/// order mark and JSON's whitespace (space, tab, newline, carriage return).
+fn json_start(payload: &[u8]) -> Option<usize> {
+    const BOM: &[u8] = b"\xef\xbb\xbf";
+    let skip = if payload.starts_with(BOM) {
+        BOM.len()
+    } else {
+        0
+    };
+    let at = skip
+        + payload[skip..]
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+    (payload[at] == b'{').then_some(at)
+}
+
 /// Decodes a protobuf `TracesData`.
+///
+/// A message whose own framing is broken (a resource running past its end,
+/// a field other than `resource_spans`) is rejected whole. Inside an intact
+/// frame, what is broken is skipped alone and counted in
+/// [`Decoded::rejected`]: a `ResourceSpans` or `ScopeSpans` whose fields
+/// cannot be read loses its spans, a span whose fields cannot be read is
+/// skipped, and everything around them is kept.
 pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
     let mut out = Decoded {
         encoding: Encoding::OtlpProto,
         ..Decoded::default()
     };
-    // TracesData has one field, `resource_spans = 1` (tag 0x0a): anything
-    // else in the first byte is not OTLP protobuf.
-    if payload.first() != Some(&0x0a) {
+    if payload.first() != Some(&TRACES_DATA_TAG) {
         return Err(err(
             DecodeErrorKind::NotOtlp,
-            format!("payload starts with byte {:#04x}, neither an OTLP protobuf TracesData (0x0a) nor OTLP JSON ('{{')", payload.first().copied().unwrap_or(0)),
+            format!(
+                "payload starts with byte {:#04x}, not an OTLP protobuf TracesData (0x0a)",
+                payload.first().copied().unwrap_or(0)
+            ),
         ));
     }
     let mut top = Fields::new(&payload);
     while let Some((field, value)) = top.next()? {
         match (field, value) {
-            (1, Value::Len(rs)) => resource_spans(&payload, rs, &mut out)?,
+            (1, Value::Len(rs)) => resource_spans(&payload, rs, &mut out),
             _ => {
                 return Err(err(
                     DecodeErrorKind::NotOtlp,
@@ -143,60 +211,60 @@ pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
     Ok(out)
 }
 
-fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) -> Result<(), DecodeError> {
-    let slice = |s: &[u8]| payload.slice_ref(s);
-    let mut resource = Bytes::new();
-    let mut schema = Bytes::new();
-    let mut service = Bytes::new();
+fn malformed_resource(what: &str, e: WireError) -> DecodeError {
+    err(
+        DecodeErrorKind::MalformedResource,
+        format!("a {what} whose fields cannot be read ({e}); its spans are skipped"),
+    )
+}
+
+fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) {
+    let mut resource: &[u8] = &[];
+    let mut schema: &[u8] = &[];
     // Scope spans are read after the resource; the resource may come after them
     // on the wire, so remember where they are first.
     let mut scopes: Vec<&[u8]> = Vec::new();
     let mut f = Fields::new(rs);
-    while let Some((field, value)) = f.next()? {
-        match (field, value) {
-            (1, Value::Len(r)) => {
-                resource = slice(r);
-                service = service_name(r).map(slice).unwrap_or_default();
-            }
-            (2, Value::Len(ss)) => scopes.push(ss),
-            (3, Value::Len(s)) => schema = slice(s),
-            _ => {}
+    loop {
+        match f.next() {
+            Ok(Some((1, Value::Len(r)))) => resource = r,
+            Ok(Some((2, Value::Len(ss)))) => scopes.push(ss),
+            Ok(Some((3, Value::Len(s)))) => schema = s,
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return out.rejected.push(malformed_resource("ResourceSpans", e)),
         }
     }
-    for ss in scopes {
-        let mut scope = Bytes::new();
-        let mut scope_schema = Bytes::new();
+    let service = service_name(resource).unwrap_or_default();
+    'scopes: for ss in scopes {
+        let mut scope: &[u8] = &[];
+        let mut scope_schema: &[u8] = &[];
         let mut spans: Vec<&[u8]> = Vec::new();
         let mut f = Fields::new(ss);
-        while let Some((field, value)) = f.next()? {
-            match (field, value) {
-                (1, Value::Len(s)) => scope = slice(s),
-                (2, Value::Len(s)) => spans.push(s),
-                (3, Value::Len(s)) => scope_schema = slice(s),
-                _ => {}
+        loop {
+            match f.next() {
+                Ok(Some((1, Value::Len(s)))) => scope = s,
+                Ok(Some((2, Value::Len(s)))) => spans.push(s),
+                Ok(Some((3, Value::Len(s)))) => scope_schema = s,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    out.rejected.push(malformed_resource("ScopeSpans", e));
+                    continue 'scopes;
+                }
             }
         }
         let shared = Arc::new(Scope::in_message(
             payload,
-            [&resource, &schema, &scope, &scope_schema, &service],
+            [resource, schema, scope, scope_schema, service],
         ));
         for s in spans {
-            match span(slice(s), &shared) {
-                Ok(Some(rec)) => out.spans.push(rec),
-                Ok(None) => {}
-                Err(e)
-                    if matches!(
-                        e.kind,
-                        DecodeErrorKind::Truncated | DecodeErrorKind::NotOtlp
-                    ) =>
-                {
-                    return Err(e)
-                }
+            match span(payload.slice_ref(s), &shared) {
+                Ok(rec) => out.spans.push(rec),
                 Err(e) => out.rejected.push(e),
             }
         }
     }
-    Ok(())
 }
 
 /// The `service.name` attribute's string value within an encoded `Resource`.
@@ -228,9 +296,14 @@ fn service_name(resource: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Reads one encoded `Span`. `Ok(None)` is never returned today but keeps room
-/// for spans that are valid and deliberately ignored.
-fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecord)>, DecodeError> {
+/// Reads one encoded `Span`; any problem rejects this span alone.
+fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<(TraceId, SpanRecord), DecodeError> {
+    let malformed = |e: WireError| {
+        err(
+            DecodeErrorKind::MalformedSpan,
+            format!("a span whose fields cannot be read: {e}"),
+        )
+    };
     let mut trace_id: Option<&[u8]> = None;
     let mut span_id: Option<&[u8]> = None;
     let mut parent: &[u8] = &[];
@@ -239,7 +312,7 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
     let (mut start, mut end) = (0u64, 0u64);
     let mut status = 0u8;
     let mut f = Fields::new(&encoded);
-    while let Some((field, value)) = f.next()? {
+    while let Some((field, value)) = f.next().map_err(malformed)? {
         match (field, value) {
             (1, Value::Len(b)) => trace_id = Some(b),
             (2, Value::Len(b)) => span_id = Some(b),
@@ -250,7 +323,7 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
             (6, Value::Varint(k)) => kind = u8::try_from(k).unwrap_or(0),
             (7, Value::Fixed64(t)) => start = t,
             (8, Value::Fixed64(t)) => end = t,
-            (15, Value::Len(s)) => status = status_code(s)?,
+            (15, Value::Len(s)) => status = status_code(s).map_err(malformed)?,
             _ => {}
         }
     }
@@ -294,7 +367,7 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
             ),
         ));
     }
-    Ok(Some((
+    Ok((
         TraceId(trace_id),
         SpanRecord {
             encoded,
@@ -307,11 +380,11 @@ fn span(encoded: Bytes, scope: &Arc<Scope>) -> Result<Option<(TraceId, SpanRecor
             kind,
             status,
         },
-    )))
+    ))
 }
 
 /// `Status.code` (field 3); codes outside the enum read as UNSET.
-fn status_code(status: &[u8]) -> Result<u8, DecodeError> {
+fn status_code(status: &[u8]) -> Result<u8, WireError> {
     let mut f = Fields::new(status);
     let mut code = 0;
     while let Some((field, value)) = f.next()? {
@@ -322,49 +395,158 @@ fn status_code(status: &[u8]) -> Result<u8, DecodeError> {
     Ok(code)
 }
 
-/// Decodes OTLP JSON by parsing it into the generated types and re-encoding
-/// each resource, scope and span once.
+/// The envelope of an OTLP JSON `TracesData`, read without its contents:
+/// resources, scopes and spans stay raw JSON until each is decoded on its
+/// own, so one that is invalid is skipped alone.
+#[derive(serde::Deserialize)]
+struct JsonTracesData<'a> {
+    #[serde(rename = "resourceSpans", default, borrow)]
+    resource_spans: Vec<JsonResourceSpans<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonResourceSpans<'a> {
+    #[serde(default, borrow)]
+    resource: Option<&'a RawValue>,
+    #[serde(rename = "scopeSpans", default, borrow)]
+    scope_spans: Vec<JsonScopeSpans<'a>>,
+    #[serde(rename = "schemaUrl", default)]
+    schema_url: String,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonScopeSpans<'a> {
+    #[serde(default, borrow)]
+    scope: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    spans: Vec<&'a RawValue>,
+    #[serde(rename = "schemaUrl", default)]
+    schema_url: String,
+}
+
+/// A byte range in the buffer a JSON message is re-encoded into.
+type Range = (usize, usize);
+
+/// Appends `bytes` to `buf` and returns where they are.
+fn append(buf: &mut Vec<u8>, bytes: &[u8]) -> Range {
+    let at = buf.len();
+    buf.extend_from_slice(bytes);
+    (at, buf.len())
+}
+
+/// Decodes OTLP JSON: each resource, scope and span is parsed with the
+/// `opentelemetry-proto` types on its own and re-encoded as protobuf, once,
+/// into one buffer for the whole message, so a resource shared by many
+/// scopes is held once and the spans are read by the same code as protobuf
+/// input. An invalid span (an odd-length hex id, a value of the wrong type)
+/// is skipped alone, an invalid resource or scope with its spans.
 pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
-    use opentelemetry_proto::tonic::trace::v1::TracesData;
-    let data: TracesData = serde_json::from_slice(payload)
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        err(
+            DecodeErrorKind::NotOtlp,
+            format!("invalid OTLP JSON: not UTF-8: {e}"),
+        )
+    })?;
+    let data: JsonTracesData<'_> = serde_json::from_str(text)
         .map_err(|e| err(DecodeErrorKind::NotOtlp, format!("invalid OTLP JSON: {e}")))?;
     let mut out = Decoded {
         encoding: Encoding::OtlpJson,
         ..Decoded::default()
     };
+    // First everything re-encoded into one buffer, then records referring into it.
+    let mut buf = Vec::with_capacity(payload.len() / 2);
+    // Per scope: resource, resource schema, scope, scope schema.
+    let mut scopes: Vec<[Range; 4]> = Vec::new();
+    // Per span: its scope and its bytes.
+    let mut spans: Vec<(usize, Range)> = Vec::new();
     for rs in &data.resource_spans {
-        let resource = rs
+        let resource = match rs
             .resource
-            .as_ref()
-            .map(|r| Bytes::from(r.encode_to_vec()))
-            .unwrap_or_default();
-        let service = service_name(&resource)
-            .map(|s| resource.slice_ref(s))
-            .unwrap_or_default();
+            .map(|r| serde_json::from_str::<Resource>(r.get()))
+        {
+            None => (0, 0),
+            Some(Ok(r)) => append(&mut buf, &r.encode_to_vec()),
+            Some(Err(e)) => {
+                out.rejected.push(err(
+                    DecodeErrorKind::MalformedResource,
+                    format!("an invalid resource ({e}); its spans are skipped"),
+                ));
+                continue;
+            }
+        };
+        let resource_schema = append(&mut buf, rs.schema_url.as_bytes());
         for ss in &rs.scope_spans {
-            let scope = ss
+            let scope = match ss
                 .scope
-                .as_ref()
-                .map(|s| s.encode_to_vec())
-                .unwrap_or_default();
-            let shared = Arc::new(Scope::owned([
-                &resource,
-                rs.schema_url.as_bytes(),
-                &scope,
-                ss.schema_url.as_bytes(),
-                &service,
-            ]));
-            for s in &ss.spans {
-                match span(Bytes::from(s.encode_to_vec()), &shared) {
-                    Ok(Some(rec)) => out.spans.push(rec),
-                    Ok(None) => {}
-                    Err(e) => out.rejected.push(e),
+                .map(|s| serde_json::from_str::<InstrumentationScope>(s.get()))
+            {
+                None => (0, 0),
+                Some(Ok(s)) => append(&mut buf, &s.encode_to_vec()),
+                Some(Err(e)) => {
+                    out.rejected.push(err(
+                        DecodeErrorKind::MalformedResource,
+                        format!("an invalid instrumentation scope ({e}); its spans are skipped"),
+                    ));
+                    continue;
+                }
+            };
+            let scope_schema = append(&mut buf, ss.schema_url.as_bytes());
+            scopes.push([resource, resource_schema, scope, scope_schema]);
+            for raw in &ss.spans {
+                match serde_json::from_str::<Span>(raw.get()) {
+                    Ok(s) => spans.push((scopes.len() - 1, append(&mut buf, &s.encode_to_vec()))),
+                    Err(e) => out.rejected.push(json_span_error(raw.get(), &e)),
                 }
             }
+        }
+    }
+    let buf = Bytes::from(buf);
+    let part = |(start, end): Range| &buf[start..end];
+    let shared: Vec<Arc<Scope>> = scopes
+        .iter()
+        .map(|[resource, resource_schema, scope, scope_schema]| {
+            let resource = part(*resource);
+            Arc::new(Scope::in_message(
+                &buf,
+                [
+                    resource,
+                    part(*resource_schema),
+                    part(*scope),
+                    part(*scope_schema),
+                    service_name(resource).unwrap_or_default(),
+                ],
+            ))
+        })
+        .collect();
+    for (scope, (start, end)) in spans {
+        match span(buf.slice(start..end), &shared[scope]) {
+            Ok(rec) => out.spans.push(rec),
+            Err(e) => out.rejected.push(e),
         }
     }
     if out.spans.is_empty() && out.rejected.is_empty() {
         return Err(err(DecodeErrorKind::NoSpans, "TracesData holds no span"));
     }
     Ok(out)
+}
+
+/// Why a JSON span could not be read, naming the id at fault where it is one.
+fn json_span_error(raw: &str, e: &serde_json::Error) -> DecodeError {
+    let bad_hex = |v: Option<&serde_json::Value>| {
+        v.and_then(serde_json::Value::as_str)
+            .is_some_and(|s| s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let value: Option<serde_json::Value> = serde_json::from_str(raw).ok();
+    let field = |name: &str| value.as_ref().and_then(|v| v.get(name));
+    let kind = if bad_hex(field("traceId")) {
+        DecodeErrorKind::BadTraceId
+    } else if bad_hex(field("spanId")) || bad_hex(field("parentSpanId")) {
+        DecodeErrorKind::BadSpanId
+    } else {
+        DecodeErrorKind::MalformedSpan
+    };
+    err(kind, format!("an invalid OTLP JSON span: {e}"))
 }

@@ -325,3 +325,267 @@ fn a_scope_refers_into_its_message_or_else_holds_copies() {
     assert_eq!(copied.resource(), b"resource");
     assert_eq!(copied.scope(), b"other");
 }
+
+/// A one-span ERROR trace as a `ResourceSpans`.
+fn error_resource(trace: u8) -> opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+    let mut spec = SpanSpec::new("checkout", "POST /pay", None, 0, 5);
+    spec.error = true;
+    build_trace(TraceId([trace; 16]), &[[trace; 8]], 1_000, &[spec])
+        .remove(0)
+        .resource_spans
+        .remove(0)
+}
+
+/// A `ResourceSpans` of exactly `len` encoded bytes: an ERROR span whose name
+/// is padded to fit when one fits, else only a schema URL.
+fn resource_of_len(len: usize, trace: u8) -> opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+    let mut rs = error_resource(trace);
+    let span = &mut rs.scope_spans[0].spans[0];
+    span.name.clear();
+    while rs.encoded_len() < len {
+        rs.scope_spans[0].spans[0].name.push('x');
+    }
+    if rs.encoded_len() == len {
+        return rs;
+    }
+    let mut rs = opentelemetry_proto::tonic::trace::v1::ResourceSpans::default();
+    while rs.encoded_len() < len {
+        rs.schema_url.push('s');
+    }
+    assert_eq!(rs.encoded_len(), len, "a schema URL reaches every length");
+    rs
+}
+
+/// Issue 11, scenario 1: the second byte of a protobuf `TracesData` is its
+/// first resource's length; at 123 it is `{`, at 9, 10, 12, 13 and 32 a
+/// whitespace byte. Each of them is still protobuf, and its ERROR span is read.
+#[test]
+fn protobuf_whose_second_byte_looks_like_json_is_protobuf() {
+    for len in [b'\t', b'\n', 0x0c, b'\r', b' ', b'{'] {
+        let first = resource_of_len(usize::from(len), 1);
+        let data = TracesData {
+            resource_spans: vec![first.clone(), error_resource(2)],
+        };
+        let bytes = proto(&data);
+        assert_eq!(&bytes[..2], &[0x0a, len], "the case under test");
+        let d = decode(bytes).unwrap_or_else(|e| panic!("length {len}: {e}"));
+        assert_eq!(d.encoding, Encoding::OtlpProto, "length {len}");
+        assert!(d.rejected.is_empty(), "length {len}: {:?}", d.rejected);
+        let want = 1 + first.scope_spans.len();
+        assert_eq!(d.spans.len(), want, "length {len}");
+        assert!(d
+            .spans
+            .iter()
+            .any(|(id, s)| *id == TraceId([2; 16]) && s.error()));
+    }
+}
+
+proptest::proptest! {
+    /// Whatever its first resource's length (and so its second byte), a
+    /// protobuf message is read as protobuf with all its spans.
+    #[test]
+    fn protobuf_is_recognised_whatever_its_first_resource_length(len in 2usize..400) {
+        let first = resource_of_len(len, 1);
+        let data = TracesData { resource_spans: vec![first.clone(), error_resource(2)] };
+        let d = decode(proto(&data)).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+        proptest::prop_assert_eq!(d.encoding, Encoding::OtlpProto);
+        proptest::prop_assert_eq!(d.spans.len(), 1 + first.scope_spans.len());
+    }
+}
+
+/// JSON may start with whitespace (a newline among it) or a UTF-8 byte order mark.
+#[test]
+fn json_after_whitespace_or_a_byte_order_mark_is_json() {
+    let data = TracesData {
+        resource_spans: vec![error_resource(3)],
+    };
+    let json = encode(&data, Encoding::OtlpJson);
+    for prefix in [
+        &b"\n"[..],
+        b"\n\n  \t",
+        b"\r\n",
+        b"\xef\xbb\xbf",
+        b"\xef\xbb\xbf\n ",
+    ] {
+        let mut payload = prefix.to_vec();
+        payload.extend_from_slice(&json);
+        let d = decode(Bytes::from(payload)).unwrap_or_else(|e| panic!("{prefix:?}: {e}"));
+        assert_eq!(d.encoding, Encoding::OtlpJson, "{prefix:?}");
+        assert_eq!(d.spans.len(), 1, "{prefix:?}");
+    }
+    // A newline then something that is neither: rejected, naming both.
+    let e = decode(Bytes::from_static(b"\n{not json")).expect_err("rejected");
+    assert_eq!(e.kind, DecodeErrorKind::NotOtlp);
+    assert!(
+        e.detail.contains("protobuf") && e.detail.contains("JSON"),
+        "{}",
+        e.detail
+    );
+}
+
+/// Encodes `rs` by hand with `span`'s bytes as its one span, so the span
+/// can be broken inside while every frame around it is intact.
+fn resource_with_raw_span(
+    rs: &opentelemetry_proto::tonic::trace::v1::ResourceSpans,
+    span: &[u8],
+) -> Vec<u8> {
+    use super::wire::put_len;
+    let mut scope = Vec::new();
+    if let Some(s) = &rs.scope_spans[0].scope {
+        put_len(&mut scope, 1, &s.encode_to_vec());
+    }
+    put_len(&mut scope, 2, span);
+    let mut out = Vec::new();
+    if let Some(r) = &rs.resource {
+        put_len(&mut out, 1, &r.encode_to_vec());
+    }
+    put_len(&mut out, 2, &scope);
+    out
+}
+
+/// Issue 11, scenario 3: a span whose `attributes` field runs past the
+/// span's end, inside an intact frame, is rejected alone; the ERROR trace
+/// beside it in the same message is kept.
+#[test]
+fn a_span_broken_inside_its_frame_is_rejected_alone() {
+    use super::wire::put_len;
+    let good = error_resource(4);
+    let neighbour = error_resource(5);
+    let mut span = neighbour.scope_spans[0].spans[0].encode_to_vec();
+    // Field 9 (attributes), length-delimited, claiming 50 bytes; 2 follow.
+    span.extend_from_slice(&[0x4a, 50, 0x0a, 0x00]);
+    let mut message = Vec::new();
+    put_len(&mut message, 1, &good.encode_to_vec());
+    put_len(&mut message, 1, &resource_with_raw_span(&neighbour, &span));
+    let d = decode(Bytes::from(message)).expect("the message is kept");
+    assert_eq!(d.spans.len(), 1);
+    assert_eq!(d.spans[0].0, TraceId([4; 16]));
+    assert!(d.spans[0].1.error());
+    assert_eq!(d.rejected.len(), 1);
+    assert_eq!(d.rejected[0].kind, DecodeErrorKind::MalformedSpan);
+    // A broken status inside a span: the same.
+    let mut span = neighbour.scope_spans[0].spans[0].encode_to_vec();
+    span.extend_from_slice(&[0x7a, 2, 0x18, 0xff]); // status { code: <truncated varint> }
+    let mut message = Vec::new();
+    put_len(&mut message, 1, &good.encode_to_vec());
+    put_len(&mut message, 1, &resource_with_raw_span(&neighbour, &span));
+    let d = decode(Bytes::from(message)).expect("the message is kept");
+    assert_eq!(
+        (d.spans.len(), d.rejected[0].kind),
+        (1, DecodeErrorKind::MalformedSpan)
+    );
+}
+
+/// A `ScopeSpans` or `ResourceSpans` broken inside an intact frame loses its
+/// own spans, not the message's others.
+#[test]
+fn a_scope_or_resource_broken_inside_its_frame_loses_only_its_spans() {
+    use super::wire::put_len;
+    let good = error_resource(6);
+    // A ScopeSpans whose second field claims more bytes than it has.
+    let mut broken_scope = Vec::new();
+    put_len(
+        &mut broken_scope,
+        2,
+        &good.scope_spans[0].spans[0].encode_to_vec(),
+    );
+    broken_scope.extend_from_slice(&[0x12, 90, 0x00]);
+    let mut rs = Vec::new();
+    put_len(&mut rs, 2, &broken_scope);
+    put_len(&mut rs, 2, &good.scope_spans[0].encode_to_vec());
+    let mut message = Vec::new();
+    put_len(&mut message, 1, &rs);
+    let d = decode(Bytes::from(message)).expect("kept");
+    assert_eq!(d.spans.len(), 1, "the intact scope's span");
+    assert_eq!(d.rejected.len(), 1);
+    assert_eq!(d.rejected[0].kind, DecodeErrorKind::MalformedResource);
+    // A ResourceSpans with a truncated field, beside a good one.
+    let mut broken = good.encode_to_vec();
+    broken.extend_from_slice(&[0x1a, 100, b'x']);
+    let mut message = Vec::new();
+    put_len(&mut message, 1, &broken);
+    put_len(&mut message, 1, &error_resource(7).encode_to_vec());
+    let d = decode(Bytes::from(message)).expect("kept");
+    assert_eq!(d.spans.len(), 1);
+    assert_eq!(d.spans[0].0, TraceId([7; 16]));
+    assert_eq!(d.rejected[0].kind, DecodeErrorKind::MalformedResource);
+}
+
+/// The same for OTLP JSON: a span with an odd-length hex id rejects that
+/// span; one with a value of the wrong type too; the ERROR span beside them stays.
+#[test]
+fn a_json_span_with_a_bad_id_is_rejected_alone() {
+    let good = r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"ok","startTimeUnixNano":"1","endTimeUnixNano":"2","status":{"code":2}}"#;
+    for (bad, want) in [
+        (
+            r#"{"traceId":"5b8efff798038103d269b633813fc60","spanId":"eee19b7ec3c1b174","name":"odd trace id"}"#,
+            DecodeErrorKind::BadTraceId,
+        ),
+        (
+            r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b17","name":"odd span id"}"#,
+            DecodeErrorKind::BadSpanId,
+        ),
+        (
+            r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"zz","name":"not hex"}"#,
+            DecodeErrorKind::BadSpanId,
+        ),
+        (
+            r#"{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":{"a":1}}"#,
+            DecodeErrorKind::MalformedSpan,
+        ),
+    ] {
+        let json = format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"a"}}}}]}},"scopeSpans":[{{"spans":[{bad},{good}]}}]}}]}}"#
+        );
+        let d = decode(Bytes::from(json)).unwrap_or_else(|e| panic!("{want:?}: {e}"));
+        assert_eq!(d.spans.len(), 1, "{want:?}");
+        assert!(d.spans[0].1.error());
+        assert_eq!(d.spans[0].1.service(), "a");
+        assert_eq!(d.rejected.len(), 1, "{want:?}");
+        assert_eq!(d.rejected[0].kind, want);
+    }
+    // An invalid resource loses its own spans only.
+    let json = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":7}},"scopeSpans":[{{"spans":[{good}]}}]}},{{"scopeSpans":[{{"spans":[{good}]}}]}}]}}"#
+    );
+    let d = decode(Bytes::from(json)).expect("kept");
+    assert_eq!((d.spans.len(), d.rejected.len()), (1, 1));
+    assert_eq!(d.rejected[0].kind, DecodeErrorKind::MalformedResource);
+}
+
+/// OTLP JSON: a resource shared by many scopes is held once for the whole
+/// message, not copied per scope.
+#[test]
+fn a_json_resource_is_held_once_per_message() {
+    let mut rs = error_resource(8);
+    rs.resource.as_mut().unwrap().attributes.push(
+        opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "big".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(any_value::Value::StringValue("r".repeat(10_000))),
+            }),
+            ..Default::default()
+        },
+    );
+    let scope = rs.scope_spans[0].clone();
+    rs.scope_spans = (0..200u8)
+        .map(|i| {
+            let mut s = scope.clone();
+            s.spans[0].span_id = vec![i + 1; 8];
+            s
+        })
+        .collect();
+    let json = encode(
+        &TracesData {
+            resource_spans: vec![rs],
+        },
+        Encoding::OtlpJson,
+    );
+    let d = decode(Bytes::from(json)).expect("json");
+    assert_eq!(d.spans.len(), 200);
+    let first = d.spans[0].1.scope.resource();
+    assert!(first.len() > 10_000);
+    for (_, s) in &d.spans {
+        assert_eq!(s.scope.resource().as_ptr(), first.as_ptr(), "one copy");
+    }
+}
