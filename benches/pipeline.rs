@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
                 let mut buf = TraceBuffer::new(config());
                 for (offset, spans) in batches.into_iter().enumerate() {
                     for (id, s) in spans {
-                        buf.insert(id, [s], offset as i64, Encoding::OtlpProto, now);
+                        buf.insert(id, [s], offset as i64, 0, Encoding::OtlpProto, now);
                     }
                 }
                 let mut ready = Vec::new();
@@ -120,7 +120,7 @@ fn bench(c: &mut Criterion) {
         let mut buf = TraceBuffer::new(config());
         for (offset, spans) in decoded(&messages).into_iter().enumerate() {
             for (id, s) in spans {
-                buf.insert(id, [s], offset as i64, Encoding::OtlpProto, now);
+                buf.insert(id, [s], offset as i64, 0, Encoding::OtlpProto, now);
             }
         }
         let mut ready = Vec::new();
@@ -179,7 +179,7 @@ fn bench(c: &mut Criterion) {
             for (offset, m) in messages.iter().enumerate() {
                 let d = otlp::decode(m.clone()).expect("decodes");
                 for (id, s) in d.spans {
-                    buf.insert(id, [s], offset as i64, d.encoding, now);
+                    buf.insert(id, [s], offset as i64, d.retained, d.encoding, now);
                 }
             }
             let mut ready = Vec::new();

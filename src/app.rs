@@ -19,7 +19,7 @@ use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics::{self as m, Health};
-use crate::partitions::{block_on_runtime, Partitions, Start, Worker};
+use crate::partitions::{block_on_runtime, Dispatched, Partitions, Start, Worker};
 use crate::pipeline::{InputMessage, OffsetStore, PartitionWorker, WorkerConfig};
 
 /// Hands revoked partitions over: their workers finish and store their last
@@ -125,13 +125,12 @@ pub async fn run(
     } else {
         None
     };
-    let offsets: Arc<dyn OffsetStore> = match &transactions {
-        Some(t) => t.clone(),
-        None => Arc::new(StoredOffsets {
-            consumer: consumer.clone(),
-            topic: settings.kafka.input_topic.clone(),
-        }),
-    };
+    // In exactly-once mode offsets travel with the transaction's writes instead.
+    let offsets: Arc<dyn OffsetStore> = Arc::new(StoredOffsets {
+        consumer: consumer.clone(),
+        topic: settings.kafka.input_topic.clone(),
+    });
+    let max_message_bytes = output.payload_limit(&settings.kafka).await;
     let (committer_stop, committer_stopped) = watch::channel(false);
     let committer = transactions
         .clone()
@@ -155,6 +154,9 @@ pub async fn run(
     let mut pressure_check = tokio::time::interval(Duration::from_millis(50));
     pressure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flow = |flow: Flow, partitions: &[i32]| {
+        if partitions.is_empty() {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition(&settings.kafka.input_topic, *p);
@@ -187,8 +189,9 @@ pub async fn run(
                 decided_capacity: settings.decision.decided_capacity,
                 max_in_flight: settings.kafka.max_in_flight,
                 dead_letter: settings.kafka.dead_letter_topic.is_some(),
+                max_message_bytes,
                 usage: usage.clone(),
-                transaction: transaction.clone(),
+                exactly_once: transaction.is_some(),
             };
             let worker = PartitionWorker::new(
                 partition,
@@ -196,14 +199,19 @@ pub async fn run(
                 rules.clone(),
                 output.clone(),
                 offsets.clone(),
+                transaction.clone(),
             );
             Worker {
                 input: tx,
+                stored: worker.stored(),
                 task: tokio::spawn(worker.run(rx)),
             }
         })
     };
-    let partitions = Arc::new(Partitions::new(start, settings.kafka.drain_timeout));
+    let (partitions, mut rooms) = Partitions::new(start, settings.kafka.drain_timeout);
+    let partitions = Arc::new(partitions);
+    // Partitions paused because their worker's queue is full.
+    let mut blocked: Vec<i32> = Vec::new();
     consumer.context().set_handover(Arc::new(Handover {
         partitions: partitions.clone(),
         transactions: transactions.clone(),
@@ -238,6 +246,7 @@ pub async fn run(
                 RebalanceEvent::Revoked(ps) => {
                     // Their workers were handed over inside the revoke callback.
                     assigned.retain(|p| !ps.contains(p));
+                    blocked.retain(|p| !ps.contains(p));
                     metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
                     if pressure.paused() {
                         metrics::gauge!(m::PARTITIONS_PAUSED).set(assigned.len() as f64);
@@ -245,6 +254,29 @@ pub async fn run(
                     tracing::info!(revoked = ?ps, "partitions revoked");
                 }
             },
+            Some(room) = rooms.recv() => {
+                let partition = room.partition;
+                match partitions.room(room) {
+                    Dispatched::Drained => {
+                        blocked.retain(|p| *p != partition);
+                        if !pressure.paused() && assigned.contains(&partition) {
+                            flow(Flow::Resume, &[partition]);
+                            metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
+                        }
+                    }
+                    Dispatched::Dead { resume_from } => {
+                        blocked.retain(|p| *p != partition);
+                        if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from) {
+                            failure = Some(why);
+                            break;
+                        }
+                        if !pressure.paused() {
+                            flow(Flow::Resume, &[partition]);
+                        }
+                    }
+                    Dispatched::Queued | Dispatched::Full => {}
+                }
+            }
             _ = pressure_check.tick() => {
                 let used = usage.load(Ordering::Relaxed);
                 match pressure.update(used) {
@@ -264,8 +296,11 @@ pub async fn run(
                             "buffers below {:.0}% of their budget: resuming input partitions {assigned:?}",
                             settings.buffer.low_water * 100.0
                         );
-                        flow(Flow::Resume, &assigned);
-                        metrics::gauge!(m::PARTITIONS_PAUSED).set(0.0);
+                        // A partition whose worker is full stays paused.
+                        let free: Vec<i32> =
+                            assigned.iter().copied().filter(|p| !blocked.contains(p)).collect();
+                        flow(Flow::Resume, &free);
+                        metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
                     }
                     None => {}
                 }
@@ -286,10 +321,24 @@ pub async fn run(
                         payload: bytes.slice(key_len..),
                     };
                     drop(msg);
-                    let worker = partitions.input(partition, assigned.len().max(1));
-                    if worker.send(input).await.is_err() {
-                        tracing::error!(partition, "partition worker stopped unexpectedly");
-                        partitions.forget(partition);
+                    match partitions.dispatch(partition, assigned.len().max(1), input) {
+                        Dispatched::Queued | Dispatched::Drained => {}
+                        Dispatched::Full => {
+                            // This partition waits for its worker; the others go on.
+                            if !blocked.contains(&partition) {
+                                blocked.push(partition);
+                            }
+                            flow(Flow::Pause, &[partition]);
+                            if !pressure.paused() {
+                                metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
+                            }
+                        }
+                        Dispatched::Dead { resume_from } => {
+                            if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from) {
+                                failure = Some(why);
+                                break;
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -328,6 +377,33 @@ pub async fn run(
         return Err(anyhow::Error::msg(why));
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// After a worker stopped by itself: the partition is read again from what
+/// the worker last stored (or, if it stored nothing, from the committed
+/// offset), so that nothing it held undecided is skipped by its replacement.
+/// If the consumer cannot seek, the process stops: reading on would let the
+/// replacement store offsets past what its predecessor had pinned.
+fn reread(
+    consumer: &consumer::InputConsumer,
+    topic: &str,
+    partition: i32,
+    resume_from: Option<i64>,
+) -> Result<(), String> {
+    let offset = resume_from.map_or(rdkafka::Offset::Stored, rdkafka::Offset::Offset);
+    consumer
+        .seek(topic, partition, offset, Duration::from_secs(10))
+        .map_err(|e| {
+            format!(
+                "partition {partition}: cannot read it again from {offset:?} after its worker stopped ({e}); stopping, so the restart reads it from the committed offset"
+            )
+        })?;
+    tracing::info!(
+        partition,
+        ?offset,
+        "reading the partition again with a new worker"
+    );
     Ok(())
 }
 

@@ -4,6 +4,12 @@
 //! Pure and synchronous: time comes in as `now`, nothing here knows Kafka.
 //! Deadlines live in an ordered set keyed by `(deadline, trace id)`, so finding
 //! what is due never scans the buffer.
+//!
+//! What the budget counts is what the buffered spans keep resident: a span
+//! is a slice of its message's buffer, so a message's whole buffer stays
+//! alive while any span of it is buffered, and it is counted — once — for as
+//! long as that lasts; on top of that each span's record and each trace's
+//! bookkeeping.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -19,8 +25,10 @@ pub struct BufferConfig {
     pub after_root: Duration,
     /// Decide no later than this after the first span, whatever else happens.
     pub max_trace_age: Duration,
-    /// Hard budget for buffered bytes (span encodings plus records); above it
-    /// the traces with the earliest deadlines are decided early.
+    /// Hard budget for buffered bytes (the message buffers the spans keep
+    /// alive, plus records); above it a trace that is over the budget by
+    /// itself is decided at once, else the traces with the earliest
+    /// deadlines are decided early.
     pub max_bytes: usize,
 }
 
@@ -64,6 +72,7 @@ struct TraceState {
     /// Arrival of the latest span: the quiet period after the root counts from here.
     last_seen: Instant,
     root_seen: bool,
+    /// The trace's own bytes: its spans' encodings and records.
     bytes: usize,
     /// The current entry of this trace in the deadline set.
     deadline: Instant,
@@ -83,6 +92,7 @@ pub struct ReadyTrace {
     pub reason: Reason,
     /// When it was due; `now - deadline` is the decision's lateness.
     pub deadline: Instant,
+    /// The trace's own bytes: its spans' encodings and records.
     pub bytes: usize,
 }
 
@@ -94,13 +104,25 @@ pub struct Occupancy {
     pub bytes: usize,
 }
 
+/// Bytes a buffered trace costs besides its spans: its state, its entries in
+/// the trace map and the deadline set.
+pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 64;
+/// Bytes a buffered span costs besides the message it is a slice of.
+pub const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRecord>();
+/// Bytes the entry of a retained message costs.
+pub const MESSAGE_OVERHEAD: usize = 48;
+
 /// Traces of one partition, waiting for their deadlines.
 #[derive(Debug)]
 pub struct TraceBuffer {
     config: BufferConfig,
     traces: HashMap<TraceId, TraceState, foldhash::fast::RandomState>,
     deadlines: BTreeSet<(Instant, TraceId)>,
+    /// Messages the buffered spans keep alive: offset → (bytes retained,
+    /// buffered traces with spans from it).
+    messages: HashMap<i64, (usize, u32), foldhash::fast::RandomState>,
     spans: usize,
+    /// What the budget counts: retained messages, span records, trace states.
     bytes: usize,
 }
 
@@ -110,6 +132,7 @@ impl TraceBuffer {
             config,
             traces: HashMap::default(),
             deadlines: BTreeSet::new(),
+            messages: HashMap::default(),
             spans: 0,
             bytes: 0,
         }
@@ -143,7 +166,8 @@ impl TraceBuffer {
         best
     }
 
-    /// Adds the spans of one trace that arrived in the message at `offset`.
+    /// Adds the spans of one trace that arrived in the message at `offset`,
+    /// whose spans keep `retained` bytes alive (the message's buffer).
     /// The offset is pinned by this trace until its decision is done.
     /// Returns the traces decided early because the byte budget was exceeded.
     pub fn insert(
@@ -151,9 +175,13 @@ impl TraceBuffer {
         trace_id: TraceId,
         spans: impl IntoIterator<Item = SpanRecord>,
         offset: i64,
+        retained: usize,
         encoding: Encoding,
         now: Instant,
     ) -> Vec<ReadyTrace> {
+        if !self.traces.contains_key(&trace_id) {
+            self.bytes += TRACE_OVERHEAD;
+        }
         let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
             spans: Vec::new(),
             first_seen: now,
@@ -168,13 +196,18 @@ impl TraceBuffer {
         for s in spans {
             state.root_seen |= s.is_root();
             state.bytes += s.size();
-            self.bytes += s.size();
+            self.bytes += SPAN_OVERHEAD;
             state.spans.push(s);
         }
         self.spans += state.spans.len() - before;
         state.last_seen = now;
         if state.offsets.last() != Some(&offset) {
             state.offsets.push(offset);
+            let message = self.messages.entry(offset).or_insert((retained, 0));
+            if message.1 == 0 {
+                self.bytes += message.0 + MESSAGE_OVERHEAD;
+            }
+            message.1 += 1;
         }
         let old = state.deadline;
         let is_new = before == 0 && state.offsets.len() == 1;
@@ -189,11 +222,21 @@ impl TraceBuffer {
                 s.deadline = deadline;
             }
         }
-        self.enforce_budget()
+        self.enforce_budget(trace_id)
     }
 
-    fn enforce_budget(&mut self) -> Vec<ReadyTrace> {
+    /// Over the budget, a trace that is over it by itself (`added`, the one
+    /// that just grew) is decided alone; else the earliest deadlines go.
+    fn enforce_budget(&mut self, added: TraceId) -> Vec<ReadyTrace> {
         let mut out = Vec::new();
+        if self.bytes > self.config.max_bytes {
+            if let Some(s) = self.traces.get(&added) {
+                if s.bytes > self.config.max_bytes {
+                    let deadline = s.deadline;
+                    out.extend(self.take(added, deadline, Reason::Memory));
+                }
+            }
+        }
         while self.bytes > self.config.max_bytes {
             let Some(&(deadline, id)) = self.deadlines.first() else {
                 break;
@@ -209,7 +252,16 @@ impl TraceBuffer {
         self.deadlines.remove(&(deadline, id));
         let s = self.traces.remove(&id)?;
         self.spans -= s.spans.len();
-        self.bytes -= s.bytes;
+        self.bytes -= TRACE_OVERHEAD + s.spans.len() * SPAN_OVERHEAD;
+        for o in &s.offsets {
+            if let Some(message) = self.messages.get_mut(o) {
+                message.1 -= 1;
+                if message.1 == 0 {
+                    self.bytes -= message.0 + MESSAGE_OVERHEAD;
+                    self.messages.remove(o);
+                }
+            }
+        }
         Some(ReadyTrace {
             trace_id: id,
             spans: s.spans,

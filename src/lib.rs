@@ -8,7 +8,7 @@
 //! - buffer: [`buffer`] — traces assembled per partition, decided at deadlines.
 //! - decide: [`rules`] — ordered rules, first match wins, deterministic.
 //! - produce: [`kafka::producer`] — kept spans, regrouped, to the output topic.
-//! - commit: [`kafka::watermark`] — offsets committed only behind what is
+//! - commit: [`watermark`] — offsets committed only behind what is
 //!   decided and delivered.
 //!
 //! [`pipeline`] is where the stages meet; [`config`] loads settings and rule
@@ -27,4 +27,5 @@ pub mod pipeline;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod watermark;
 pub mod workload;

@@ -40,10 +40,21 @@ pub const DECISION_LATENESS: &str = "tailgate_decision_lateness_seconds";
 /// Messages and spans written to the output topic and acknowledged.
 pub const MESSAGES_PRODUCED: &str = "tailgate_messages_produced_total";
 pub const SPANS_PRODUCED: &str = "tailgate_spans_produced_total";
-/// Produce attempts that failed (each is retried; the offset does not advance).
+/// Produce attempts that failed, by `kind`: `transient` ones are retried
+/// (the offset does not advance), the others (`message_too_large`,
+/// `unknown_topic`, `authorization`, `invalid_record`, `no_dead_letter_topic`)
+/// can never succeed and are not.
 pub const PRODUCE_ERRORS: &str = "tailgate_produce_errors_total";
-/// Malformed messages copied to the dead-letter topic and acknowledged.
+/// Kept spans given up on because they can never reach the output topic, by
+/// `reason` (`span_too_large`, or a permanent produce error's kind); copied to
+/// the dead-letter topic where one is set, then released.
+pub const UNDELIVERABLE_SPANS: &str = "tailgate_undeliverable_spans_total";
+/// Messages copied to the dead-letter topic and acknowledged, by `source`:
+/// `input` (malformed input) or `output` (undeliverable kept spans).
 pub const DEAD_LETTERS: &str = "tailgate_dead_letters_total";
+/// Encoded kept spans awaiting the producer's acknowledgement or, in
+/// exactly-once mode, their turn in the transaction.
+pub const OUTPUT_PENDING_BYTES: &str = "tailgate_output_pending_bytes";
 /// Kafka client errors (broker unreachable, transport failures), by `kind`.
 pub const KAFKA_ERRORS: &str = "tailgate_kafka_errors_total";
 /// Input partitions currently assigned to this instance.
@@ -77,8 +88,15 @@ pub fn register_rare() {
         metrics::counter!(RULE_RELOADS, "result" => result).increment(0);
     }
     metrics::gauge!(PARTITIONS_PAUSED).set(0.0);
-    metrics::counter!(PRODUCE_ERRORS).increment(0);
-    metrics::counter!(DEAD_LETTERS).increment(0);
+    for kind in crate::pipeline::ProduceErrorKind::ALL {
+        metrics::counter!(PRODUCE_ERRORS, "kind" => kind.as_str()).increment(0);
+    }
+    for reason in crate::pipeline::undeliverable_reasons() {
+        metrics::counter!(UNDELIVERABLE_SPANS, "reason" => reason).increment(0);
+    }
+    for source in ["input", "output"] {
+        metrics::counter!(DEAD_LETTERS, "source" => source).increment(0);
+    }
     metrics::counter!(REDELIVERED_SPANS).increment(0);
     for kind in crate::kafka::consumer::ERROR_KINDS {
         metrics::counter!(KAFKA_ERRORS, "kind" => kind).increment(0);

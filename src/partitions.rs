@@ -7,11 +7,12 @@
 //! stored, while the partitions are still this instance's. The commit that
 //! follows then covers them, and their next owner starts exactly there.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
 use tokio::task::JoinHandle;
 
 use crate::pipeline::{InputMessage, Stopped};
@@ -20,6 +21,49 @@ use crate::pipeline::{InputMessage, Stopped};
 pub struct Worker {
     pub input: mpsc::Sender<InputMessage>,
     pub task: JoinHandle<Stopped>,
+    /// The offset the worker last stored, `-1` before the first (see
+    /// [`crate::pipeline::PartitionWorker::stored`]).
+    pub stored: Arc<AtomicI64>,
+}
+
+/// A worker whose queue was full: the messages read for it since, in order,
+/// and the task waiting for room in its queue.
+struct Waiting {
+    backlog: VecDeque<InputMessage>,
+    task: JoinHandle<()>,
+}
+
+/// A running worker, and what waits for room in its queue.
+struct Entry {
+    worker: Worker,
+    /// Tells room messages for this worker from those for an earlier one.
+    generation: u64,
+    waiting: Option<Waiting>,
+}
+
+/// Room in a waiting worker's queue (or `None`: the worker is gone).
+pub struct Room {
+    pub partition: i32,
+    generation: u64,
+    permit: Option<OwnedPermit<InputMessage>>,
+}
+
+/// What became of a message handed to [`Partitions::dispatch`] (or of the
+/// backlog, on [`Partitions::room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    /// In the worker's queue (or behind others waiting for it).
+    Queued,
+    /// The worker's queue is full: pause reading the partition; a
+    /// [`Room`] comes when there is room again.
+    Full,
+    /// The backlog is in the worker's queue: resume reading the partition.
+    Drained,
+    /// The worker stopped by itself (a bug). Its messages in hand are
+    /// dropped; the partition must be read again from `resume_from` (what it
+    /// last stored, `None` if nothing: the committed offset), and a new
+    /// worker starts with the next message.
+    Dead { resume_from: Option<i64> },
 }
 
 /// Starts the worker of a partition, given how many partitions this instance
@@ -51,37 +95,129 @@ pub fn block_on_runtime<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 /// The workers of the partitions this instance reads.
 pub struct Partitions {
-    workers: Mutex<HashMap<i32, Worker>>,
+    workers: Mutex<HashMap<i32, Entry>>,
     start: Start,
     drain_timeout: Duration,
+    generations: std::sync::atomic::AtomicU64,
+    /// Where the waiting tasks say there is room.
+    room: mpsc::UnboundedSender<Room>,
 }
 
 impl Partitions {
-    pub fn new(start: Start, drain_timeout: Duration) -> Self {
-        Self {
+    /// The workers, and where [`Room`] for a full worker's queue is announced.
+    pub fn new(start: Start, drain_timeout: Duration) -> (Self, mpsc::UnboundedReceiver<Room>) {
+        let (room, rooms) = mpsc::unbounded_channel();
+        let partitions = Self {
             workers: Mutex::new(HashMap::new()),
             start,
             drain_timeout,
-        }
+            generations: Default::default(),
+            room,
+        };
+        (partitions, rooms)
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Worker>> {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
         // A panic elsewhere while holding the lock leaves the map intact.
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The input of `partition`'s worker, started if it is not running.
-    pub fn input(&self, partition: i32, assigned: usize) -> mpsc::Sender<InputMessage> {
-        self.workers()
-            .entry(partition)
-            .or_insert_with(|| (self.start)(partition, assigned))
-            .input
-            .clone()
+    /// Hands `msg` to `partition`'s worker, started if it is not running,
+    /// without ever waiting for it: a worker that cannot take input holds up
+    /// its own partition only.
+    pub fn dispatch(&self, partition: i32, assigned: usize, msg: InputMessage) -> Dispatched {
+        let mut workers = self.workers();
+        let entry = workers.entry(partition).or_insert_with(|| Entry {
+            worker: (self.start)(partition, assigned),
+            generation: self
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            waiting: None,
+        });
+        if let Some(waiting) = &mut entry.waiting {
+            waiting.backlog.push_back(msg);
+            return Dispatched::Queued;
+        }
+        match entry.worker.input.try_send(msg) {
+            Ok(()) => Dispatched::Queued,
+            Err(TrySendError::Full(msg)) => {
+                entry.waiting = Some(self.wait_for_room(partition, entry, VecDeque::from([msg])));
+                Dispatched::Full
+            }
+            Err(TrySendError::Closed(_)) => Self::dead(&mut workers, partition),
+        }
     }
 
-    /// Forgets a worker that stopped on its own (a bug, logged by the caller).
-    pub fn forget(&self, partition: i32) {
-        self.workers().remove(&partition);
+    fn wait_for_room(
+        &self,
+        partition: i32,
+        entry: &Entry,
+        backlog: VecDeque<InputMessage>,
+    ) -> Waiting {
+        let (input, generation, room) = (
+            entry.worker.input.clone(),
+            entry.generation,
+            self.room.clone(),
+        );
+        Waiting {
+            backlog,
+            task: tokio::spawn(async move {
+                let permit = input.reserve_owned().await.ok();
+                let _ = room.send(Room {
+                    partition,
+                    generation,
+                    permit,
+                });
+            }),
+        }
+    }
+
+    /// A worker stopped by itself: forgotten, and where to read again from.
+    fn dead(workers: &mut HashMap<i32, Entry>, partition: i32) -> Dispatched {
+        let resume_from = workers
+            .remove(&partition)
+            .map(|e| e.worker.stored.load(Ordering::Relaxed))
+            .filter(|o| *o >= 0);
+        tracing::error!(
+            partition,
+            ?resume_from,
+            "partition worker stopped unexpectedly; reading the partition again from its last stored offset with a new worker"
+        );
+        Dispatched::Dead { resume_from }
+    }
+
+    /// There is room in a full worker's queue: its backlog goes in, in order.
+    pub fn room(&self, room: Room) -> Dispatched {
+        let mut workers = self.workers();
+        let Some(entry) = workers.get_mut(&room.partition) else {
+            return Dispatched::Queued;
+        };
+        if entry.generation != room.generation {
+            // For a worker stopped since; this one is not waiting on it.
+            return Dispatched::Queued;
+        }
+        let Some(mut waiting) = entry.waiting.take() else {
+            return Dispatched::Queued;
+        };
+        let Some(permit) = room.permit else {
+            return Self::dead(&mut workers, room.partition);
+        };
+        if let Some(first) = waiting.backlog.pop_front() {
+            permit.send(first);
+        }
+        while let Some(msg) = waiting.backlog.pop_front() {
+            match entry.worker.input.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    waiting.backlog.push_front(msg);
+                    entry.waiting =
+                        Some(self.wait_for_room(room.partition, entry, waiting.backlog));
+                    return Dispatched::Queued;
+                }
+                Err(TrySendError::Closed(_)) => return Self::dead(&mut workers, room.partition),
+            }
+        }
+        Dispatched::Drained
     }
 
     /// Stops the workers of `partitions` (all of them when `None`): each reads
@@ -90,13 +226,25 @@ impl Partitions {
     pub async fn stop(&self, partitions: Option<&[i32]>) -> Handed {
         let stopping: Vec<(i32, Worker)> = {
             let mut workers = self.workers();
-            match partitions {
+            let entries: Vec<(i32, Entry)> = match partitions {
                 None => workers.drain().collect(),
                 Some(ps) => ps
                     .iter()
                     .filter_map(|p| workers.remove(p).map(|w| (*p, w)))
                     .collect(),
-            }
+            };
+            entries
+                .into_iter()
+                .map(|(p, e)| {
+                    // What waits for room is let go: it was never handed
+                    // over, so nothing of it is stored, and the partition's
+                    // next reader reads it again.
+                    if let Some(w) = e.waiting {
+                        w.task.abort();
+                    }
+                    (p, e.worker)
+                })
+                .collect()
         };
         let mut handed = Handed::default();
         if stopping.is_empty() {
@@ -105,6 +253,7 @@ impl Partitions {
         // Dropping a worker's input is what tells it to finish.
         let tasks: Vec<(i32, JoinHandle<Stopped>)> =
             stopping.into_iter().map(|(p, w)| (p, w.task)).collect();
+        // (The waiting tasks hold senders too; aborted, they drop them.)
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         for (partition, task) in tasks {
             match tokio::time::timeout_at(deadline, task).await {
@@ -142,7 +291,9 @@ impl Partitions {
     fn forget_all(&self, partitions: &[i32]) {
         let mut workers = self.workers();
         for p in partitions {
-            workers.remove(p);
+            if let Some(w) = workers.remove(p).and_then(|e| e.waiting) {
+                w.task.abort();
+            }
         }
     }
 
@@ -181,9 +332,13 @@ mod tests {
                     redelivered_spans: 0,
                 }
             });
-            Worker { input: tx, task }
+            Worker {
+                input: tx,
+                task,
+                stored: Arc::new(AtomicI64::new(-1)),
+            }
         });
-        (Partitions::new(start, drain_timeout), stored)
+        (Partitions::new(start, drain_timeout).0, stored)
     }
 
     fn message(offset: i64) -> InputMessage {
@@ -197,11 +352,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revoke_returns_only_after_the_workers_stored_their_last_offsets() {
         let (partitions, stored) = partitions(Duration::from_millis(200), Duration::from_secs(10));
-        let input = partitions.input(3, 1);
         for o in 0..5 {
-            input.send(message(o)).await.expect("worker running");
+            assert_eq!(partitions.dispatch(3, 1, message(o)), Dispatched::Queued);
         }
-        drop(input);
         // The revoke callback is synchronous code inside a poll on the runtime.
         let handed = partitions.stop_blocking(&[3]);
         assert_eq!(
@@ -223,8 +376,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_revoke_waits_no_longer_than_the_drain_timeout() {
         let (partitions, stored) = partitions(Duration::from_secs(30), Duration::from_millis(100));
-        let _ = partitions.input(0, 2);
-        let _ = partitions.input(1, 2);
+        partitions.dispatch(0, 2, message(0));
+        partitions.dispatch(1, 2, message(0));
         let handed = partitions.stop_blocking(&[1]);
         assert_eq!(handed.timed_out, 1);
         assert_eq!(stored.load(Ordering::SeqCst), -1, "nothing stored yet");

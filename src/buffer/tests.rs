@@ -5,6 +5,8 @@ use crate::otlp::{test_spans, Encoding, TraceId};
 use crate::workload::SpanSpec;
 
 const S: Duration = Duration::from_secs(1);
+/// The bytes each test message keeps alive.
+const MESSAGE: usize = 100;
 
 fn config() -> BufferConfig {
     BufferConfig {
@@ -47,7 +49,7 @@ fn without_root_a_trace_waits_for_decision_wait() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
     assert!(b
-        .insert(id(1), child(1), 10, Encoding::OtlpProto, t0)
+        .insert(id(1), child(1), 10, MESSAGE, Encoding::OtlpProto, t0)
         .is_empty());
     assert_eq!(b.next_deadline(), Some(t0 + 30 * S));
     assert!(due(&mut b, t0 + 29 * S).is_empty());
@@ -62,11 +64,11 @@ fn without_root_a_trace_waits_for_decision_wait() {
 fn root_starts_a_quiet_period_that_later_spans_extend() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
-    b.insert(id(1), root(1), 2, Encoding::OtlpProto, t0 + S);
+    b.insert(id(1), child(1), 1, MESSAGE, Encoding::OtlpProto, t0);
+    b.insert(id(1), root(1), 2, MESSAGE, Encoding::OtlpProto, t0 + S);
     assert_eq!(b.next_deadline(), Some(t0 + 6 * S));
     // A late child resets the quiet period.
-    b.insert(id(1), child(1), 3, Encoding::OtlpProto, t0 + 4 * S);
+    b.insert(id(1), child(1), 3, MESSAGE, Encoding::OtlpProto, t0 + 4 * S);
     assert!(due(&mut b, t0 + 6 * S).is_empty());
     let d = due(&mut b, t0 + 9 * S);
     assert_eq!(d.len(), 1);
@@ -79,13 +81,14 @@ fn root_starts_a_quiet_period_that_later_spans_extend() {
 fn quiet_period_never_outlasts_decision_wait() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    b.insert(id(1), root(1), 1, Encoding::OtlpProto, t0);
+    b.insert(id(1), root(1), 1, MESSAGE, Encoding::OtlpProto, t0);
     for i in 1..40 {
         // A span every second keeps the trace from going quiet.
         b.insert(
             id(1),
             child(1),
             1 + i,
+            MESSAGE,
             Encoding::OtlpProto,
             t0 + i as u32 * S,
         );
@@ -107,7 +110,7 @@ fn max_trace_age_caps_a_long_wait() {
         max_trace_age: 60 * S,
         ..config()
     });
-    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
+    b.insert(id(1), child(1), 1, MESSAGE, Encoding::OtlpProto, t0);
     let d = due(&mut b, t0 + 60 * S);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].reason, Reason::MaxAge);
@@ -122,6 +125,7 @@ fn due_traces_come_out_earliest_first_and_others_stay() {
             id(n),
             child(n),
             n as i64,
+            MESSAGE,
             Encoding::OtlpProto,
             t0 + u32::from(n) * S,
         );
@@ -132,10 +136,15 @@ fn due_traces_come_out_earliest_first_and_others_stay() {
     assert_eq!(b.occupancy().traces, 2);
 }
 
+/// What one trace of one span from a message of its own costs the budget.
+fn one_trace() -> usize {
+    TRACE_OVERHEAD + SPAN_OVERHEAD + MESSAGE + MESSAGE_OVERHEAD
+}
+
 #[test]
 fn over_budget_the_earliest_deadlines_are_decided_early() {
     let t0 = Instant::now();
-    let one = child(1)[0].size();
+    let one = one_trace();
     let mut b = TraceBuffer::new(BufferConfig {
         max_bytes: 3 * one,
         ..config()
@@ -146,13 +155,14 @@ fn over_budget_the_earliest_deadlines_are_decided_early() {
                 id(n),
                 child(n),
                 n as i64,
+                MESSAGE,
                 Encoding::OtlpProto,
                 t0 + u32::from(n) * S
             )
             .is_empty());
     }
     assert_eq!(b.occupancy().bytes, 3 * one);
-    let evicted = b.insert(id(4), child(4), 4, Encoding::OtlpProto, t0 + 4 * S);
+    let evicted = b.insert(id(4), child(4), 4, MESSAGE, Encoding::OtlpProto, t0 + 4 * S);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(1));
     assert_eq!(evicted[0].reason, Reason::Memory);
@@ -160,21 +170,62 @@ fn over_budget_the_earliest_deadlines_are_decided_early() {
     assert!(!b.contains(&id(1)));
 }
 
+/// A trace bigger than the whole budget by itself is decided alone: the
+/// others stay buffered.
 #[test]
-fn occupancy_counts_spans_and_bytes() {
+fn a_trace_over_the_budget_by_itself_is_decided_alone() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(BufferConfig {
+        max_bytes: 50 * one_trace(),
+        ..config()
+    });
+    for n in 1..=10u8 {
+        b.insert(id(n), child(n), n as i64, MESSAGE, Encoding::OtlpProto, t0);
+    }
+    let mut big = Vec::new();
+    while big.iter().map(SpanRecord::size).sum::<usize>() <= 50 * one_trace() {
+        big.extend(child(99));
+    }
+    let evicted = b.insert(
+        id(99),
+        big,
+        11,
+        60 * one_trace(),
+        Encoding::OtlpProto,
+        t0 + S,
+    );
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].trace_id, id(99));
+    assert_eq!(evicted[0].reason, Reason::Memory);
+    assert_eq!(b.occupancy().traces, 10, "the others stay");
+    assert_eq!(b.occupancy().bytes, 10 * one_trace());
+}
+
+/// A message holding several traces is counted once, for as long as any of
+/// its traces is buffered.
+#[test]
+fn a_message_is_counted_once_while_any_of_its_spans_is_buffered() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    let spans = child(1);
-    let bytes: usize = spans.iter().map(SpanRecord::size).sum();
-    b.insert(id(1), spans, 1, Encoding::OtlpProto, t0);
-    b.insert(id(2), root(2), 1, Encoding::OtlpProto, t0);
+    let big = 10_000;
+    b.insert(id(1), child(1), 7, big, Encoding::OtlpProto, t0);
+    b.insert(id(2), root(2), 7, big, Encoding::OtlpProto, t0);
     let o = b.occupancy();
     assert_eq!((o.traces, o.spans), (2, 2));
-    assert!(o.bytes > bytes);
+    assert_eq!(
+        o.bytes,
+        2 * (TRACE_OVERHEAD + SPAN_OVERHEAD) + big + MESSAGE_OVERHEAD
+    );
+    // The root's trace goes quiet first; the message stays counted for the other.
+    let d = due(&mut b, t0 + 5 * S);
+    assert_eq!(d.len(), 1);
+    assert_eq!(
+        b.occupancy().bytes,
+        TRACE_OVERHEAD + SPAN_OVERHEAD + big + MESSAGE_OVERHEAD
+    );
     let d = due(&mut b, t0 + 60 * S);
-    assert_eq!(d.len(), 2);
+    assert_eq!(d.len(), 1);
     assert_eq!(b.occupancy(), Occupancy::default());
-    assert_eq!(d.iter().map(|t| t.bytes).sum::<usize>(), o.bytes);
 }
 
 #[test]

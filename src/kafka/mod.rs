@@ -1,11 +1,10 @@
-//! Kafka at the edges: the consumer and its rebalance events, the producer,
-//! and the per-partition offset watermark.
+//! Kafka at the edges: the consumer and its rebalance events, the producer
+//! and the transactions; they implement the pipeline's ports.
 
 pub mod consumer;
 pub mod producer;
 pub mod range;
 pub mod transaction;
-pub mod watermark;
 
 use rdkafka::ClientConfig;
 

@@ -5,12 +5,22 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaSettings;
-use crate::pipeline::{Destination, Outgoing, Output, ProduceError};
+use crate::pipeline::{Destination, Outgoing, Output, ProduceError, ProduceErrorKind};
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+/// What a record may add to its payload within the size limits: the key
+/// (a trace id's 32 characters), the dead-letter headers, librdkafka's
+/// record overhead (at most 36 bytes) and a record batch's header (61), with
+/// room to spare.
+const RECORD_OVERHEAD: usize = 2048;
 
 /// Produces to the output topic; one producer shared by all partition workers.
 #[derive(Clone)]
@@ -19,6 +29,8 @@ pub struct KafkaOutput {
     topic: Arc<str>,
     /// `kafka.dead_letter_topic`, if configured.
     dead_letter_topic: Option<Arc<str>>,
+    /// The producer's `message.max.bytes`.
+    max_message_bytes: usize,
 }
 
 impl KafkaOutput {
@@ -36,11 +48,46 @@ impl KafkaOutput {
         }
         super::apply(&mut config, &settings.librdkafka_options);
         super::apply(&mut config, &settings.producer_options);
+        let max_message_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
         Ok(Self {
             producer: config.create()?,
             topic: Arc::from(settings.output_topic.as_str()),
             dead_letter_topic: settings.dead_letter_topic.as_deref().map(Arc::from),
+            max_message_bytes,
         })
+    }
+
+    /// The largest payload a kept trace's output message may have: the
+    /// producer's `message.max.bytes`, or the output topic's
+    /// `max.message.bytes` if that is lower (asked of the broker; if it
+    /// cannot be read, the producer's limit alone), less what a record adds.
+    /// Kept traces are split to fit it, so no output message is refused for
+    /// its size.
+    pub async fn payload_limit(&self, settings: &KafkaSettings) -> usize {
+        let topic = topic_message_limit(settings).await;
+        let limit = match &topic {
+            Ok(Some(t)) => self.max_message_bytes.min(*t),
+            Ok(None) => self.max_message_bytes,
+            Err(e) => {
+                tracing::warn!(
+                    topic = %settings.output_topic,
+                    "cannot read the output topic's max.message.bytes ({e}); splitting kept traces at the producer's message.max.bytes ({})",
+                    self.max_message_bytes
+                );
+                self.max_message_bytes
+            }
+        };
+        let payload = limit.saturating_sub(RECORD_OVERHEAD).max(1);
+        tracing::info!(
+            producer = self.max_message_bytes,
+            topic = ?topic.as_ref().ok().copied().flatten(),
+            payload,
+            "output messages are limited to {payload} bytes of payload; larger kept traces are split"
+        );
+        payload
     }
 
     /// Waits for everything queued to be delivered, at most `timeout`.
@@ -64,6 +111,33 @@ impl KafkaOutput {
     }
 }
 
+/// The output topic's `max.message.bytes`, if the broker says.
+async fn topic_message_limit(settings: &KafkaSettings) -> Result<Option<usize>, String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    super::apply(&mut config, &settings.librdkafka_options);
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let topic = ResourceSpecifier::Topic(&settings.output_topic);
+    let results = tokio::time::timeout(
+        Duration::from_secs(15),
+        admin.describe_configs([&topic], &options),
+    )
+    .await
+    .map_err(|_| "no answer within 15 s".to_string())?
+    .map_err(|e| e.to_string())?;
+    let resource = results
+        .into_iter()
+        .next()
+        .ok_or("no result")?
+        .map_err(|e| e.to_string())?;
+    Ok(resource
+        .get("max.message.bytes")
+        .and_then(|e| e.value.as_deref()?.parse().ok()))
+}
+
 /// The record for `message` to `topic`: payload, key and headers.
 pub fn record<'a>(topic: &'a str, message: &'a Outgoing) -> FutureRecord<'a, [u8], [u8]> {
     let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
@@ -83,7 +157,35 @@ pub fn record<'a>(topic: &'a str, message: &'a Outgoing) -> FutureRecord<'a, [u8
 }
 
 /// The error for a dead letter without a dead-letter topic.
-pub const NO_DEAD_LETTER_TOPIC: &str = "no kafka.dead_letter_topic is configured";
+pub fn no_dead_letter_topic() -> ProduceError {
+    ProduceError::new(
+        ProduceErrorKind::NoDeadLetterTopic,
+        "no kafka.dead_letter_topic is configured",
+    )
+}
+
+/// Sorts a produce failure into what a retry can fix and what it cannot.
+pub fn classify(e: &KafkaError) -> ProduceError {
+    use RDKafkaErrorCode as C;
+    let kind = match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
+            ProduceErrorKind::MessageTooLarge
+        }
+        Some(
+            C::UnknownTopic | C::UnknownTopicOrPartition | C::UnknownPartition | C::InvalidTopic,
+        ) => ProduceErrorKind::UnknownTopic,
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed,
+        ) => ProduceErrorKind::Authorization,
+        Some(
+            C::InvalidRecord | C::PolicyViolation | C::InvalidTimestamp | C::InvalidRequiredAcks,
+        ) => ProduceErrorKind::InvalidRecord,
+        _ => ProduceErrorKind::Transient,
+    };
+    ProduceError::new(kind, e.to_string())
+}
 
 impl Output for KafkaOutput {
     fn send(&self, message: Outgoing) -> BoxFuture<'static, Result<(), ProduceError>> {
@@ -91,14 +193,14 @@ impl Output for KafkaOutput {
         let topic = self.topic(message.destination);
         async move {
             let Some(topic) = topic else {
-                return Err(NO_DEAD_LETTER_TOPIC.to_string());
+                return Err(no_dead_letter_topic());
             };
             // A full local queue is waited out (Timeout::Never), not failed.
             producer
                 .send(record(&topic, &message), rdkafka::util::Timeout::Never)
                 .await
                 .map(|_| ())
-                .map_err(|(e, _)| e.to_string())
+                .map_err(|(e, _)| classify(&e))
         }
         .boxed()
     }

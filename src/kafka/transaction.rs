@@ -26,9 +26,9 @@ use rdkafka::TopicPartitionList;
 use tokio::sync::{watch, RwLock};
 
 use super::consumer::InputConsumer;
-use super::producer::{self, KafkaOutput, NO_DEAD_LETTER_TOPIC};
+use super::producer::{self, KafkaOutput};
 use crate::metrics as m;
-use crate::pipeline::{OffsetStore, Outgoing, ProduceError, Transaction};
+use crate::pipeline::{Outgoing, ProduceError, Transaction};
 
 /// What the open transaction holds besides its messages.
 #[derive(Default)]
@@ -235,7 +235,7 @@ impl Transaction for Transactions {
         async move {
             let _shared = self.gate.read().await;
             if let Some(why) = self.failed.borrow().clone() {
-                return Err(why);
+                return Err(ProduceError::transient(why));
             }
             if !self.open().owned.contains(&partition) {
                 // Revoked meanwhile: not ours to write; the next owner reads
@@ -251,7 +251,7 @@ impl Transaction for Transactions {
                 let topic = self
                     .output
                     .topic(message.destination)
-                    .ok_or_else(|| NO_DEAD_LETTER_TOPIC.to_string())?;
+                    .ok_or_else(producer::no_dead_letter_topic)?;
                 let mut record = producer::record(&topic, message);
                 loop {
                     match self.output.producer().send_result(record) {
@@ -264,7 +264,7 @@ impl Transaction for Transactions {
                         Err((e, _)) => {
                             let why = format!("cannot enqueue into the transaction: {e}");
                             self.fail(why.clone());
-                            return Err(why);
+                            return Err(ProduceError::new(producer::classify(&e).kind, why));
                         }
                     }
                 }
@@ -277,16 +277,5 @@ impl Transaction for Transactions {
             Ok(())
         }
         .boxed()
-    }
-}
-
-impl OffsetStore for Transactions {
-    fn store(&self, partition: i32, next_offset: i64) -> bool {
-        let mut open = self.open();
-        if !open.owned.contains(&partition) {
-            return false;
-        }
-        open.offsets.insert(partition, next_offset);
-        true
     }
 }

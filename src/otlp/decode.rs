@@ -109,6 +109,9 @@ pub struct Decoded {
     pub spans: Vec<(TraceId, SpanRecord)>,
     /// Invalid spans, skipped; the rest of the message is kept.
     pub rejected: Vec<DecodeError>,
+    /// Bytes the spans keep alive: the message for protobuf (spans are
+    /// slices of it), the buffer they were re-encoded into for JSON.
+    pub retained: usize,
 }
 
 /// Decodes one Kafka message payload.
@@ -182,6 +185,7 @@ fn json_start(payload: &[u8]) -> Option<usize> {
 pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
     let mut out = Decoded {
         encoding: Encoding::OtlpProto,
+        retained: payload.len(),
         ..Decoded::default()
     };
     if payload.first() != Some(&TRACES_DATA_TAG) {
@@ -504,6 +508,7 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
         }
     }
     let buf = Bytes::from(buf);
+    out.retained = buf.len();
     let part = |(start, end): Range| &buf[start..end];
     let shared: Vec<Arc<Scope>> = scopes
         .iter()

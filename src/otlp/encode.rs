@@ -92,6 +92,134 @@ pub fn encode_trace<'a>(
     (encode_proto(&groups, annotation), Encoding::OtlpProto)
 }
 
+/// One output message of a kept trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    pub payload: Vec<u8>,
+    /// The encoding used (see [`encode_trace`]).
+    pub encoding: Encoding,
+    /// Spans it carries.
+    pub spans: usize,
+}
+
+/// A kept trace as output messages of at most a given size, and the spans
+/// that fit no message even alone with their resource and scope.
+#[derive(Debug, Default)]
+pub struct Split<'a> {
+    pub messages: Vec<EncodedMessage>,
+    pub oversized: Vec<&'a SpanRecord>,
+}
+
+/// Encodes the kept spans of one trace as messages of at most `limit` bytes
+/// each, every one a valid `TracesData` with the resources and scopes of its
+/// spans. A trace that fits is one message, encoded once; a larger one is
+/// packed resource by resource into messages estimated to fit, and any that
+/// still does not is halved until it does. A span that does not fit even
+/// alone is returned in [`Split::oversized`].
+pub fn encode_within<'a>(
+    spans: &'a [SpanRecord],
+    annotation: &Annotation,
+    encoding: Encoding,
+    limit: usize,
+) -> Split<'a> {
+    let mut out = Split::default();
+    if spans.is_empty() {
+        return out;
+    }
+    let (payload, used) = encode_trace(spans, annotation, encoding);
+    if payload.len() <= limit {
+        out.messages.push(EncodedMessage {
+            payload,
+            encoding: used,
+            spans: spans.len(),
+        });
+        return out;
+    }
+    let groups = group(spans);
+    // JSON is larger than the protobuf sizes the packing adds up.
+    let ratio = match used {
+        Encoding::OtlpProto => 1.0,
+        Encoding::OtlpJson => payload.len() as f64 / encode_proto(&groups, annotation).len() as f64,
+    };
+    let target = (limit as f64 * 0.9 / ratio.max(1.0)) as usize;
+    let ann = annotation.encoded.len();
+    let framing = |part: &[u8]| {
+        if part.is_empty() {
+            0
+        } else {
+            len_field_size(part.len())
+        }
+    };
+    let mut chunks: Vec<Vec<&SpanRecord>> = Vec::new();
+    let mut chunk: Vec<&SpanRecord> = Vec::new();
+    let mut size = 0;
+    for (first, scopes) in &groups {
+        let resource = 8
+            + framing(first.scope.resource())
+            + framing(first.scope.part(Part::ResourceSchemaUrl));
+        let mut resource_in_chunk = false;
+        for (f, scope_spans) in scopes {
+            let scope = 8 + framing(f.scope.scope()) + framing(f.scope.part(Part::ScopeSchemaUrl));
+            let mut scope_in_chunk = false;
+            for s in scope_spans {
+                let cost = len_field_size(s.encoded.len() + ann);
+                let extra = |r: bool, sc: bool| {
+                    if !r {
+                        resource + scope
+                    } else if !sc {
+                        scope
+                    } else {
+                        0
+                    }
+                };
+                if !chunk.is_empty()
+                    && size + cost + extra(resource_in_chunk, scope_in_chunk) > target
+                {
+                    chunks.push(std::mem::take(&mut chunk));
+                    size = 0;
+                    resource_in_chunk = false;
+                    scope_in_chunk = false;
+                }
+                size += cost + extra(resource_in_chunk, scope_in_chunk);
+                resource_in_chunk = true;
+                scope_in_chunk = true;
+                chunk.push(s);
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    for chunk in chunks {
+        fit(&chunk, annotation, encoding, limit, &mut out);
+    }
+    out
+}
+
+/// Encodes `spans` as one message if it fits `limit`, else in halves.
+fn fit<'a>(
+    spans: &[&'a SpanRecord],
+    annotation: &Annotation,
+    encoding: Encoding,
+    limit: usize,
+    out: &mut Split<'a>,
+) {
+    let (payload, used) = encode_trace(spans.iter().copied(), annotation, encoding);
+    if payload.len() <= limit {
+        out.messages.push(EncodedMessage {
+            payload,
+            encoding: used,
+            spans: spans.len(),
+        });
+    } else if let [one] = spans {
+        out.oversized.push(one);
+    } else {
+        let (a, b) = spans.split_at(spans.len() / 2);
+        fit(a, annotation, encoding, limit, out);
+        fit(b, annotation, encoding, limit, out);
+    }
+}
+
 fn len_field_size(field_payload: usize) -> usize {
     1 + varint_len(field_payload as u64) + field_payload
 }

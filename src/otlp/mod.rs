@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 pub use attributes::AttrValue;
 pub use decode::{decode, DecodeError, DecodeErrorKind, Decoded};
-pub use encode::{encode_trace, Annotation};
+pub use encode::{encode_trace, encode_within, Annotation, EncodedMessage, Split};
 
 /// A trace id: 16 bytes, never all zero.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,7 +255,9 @@ impl SpanRecord {
         String::from_utf8_lossy(self.scope.part(Part::Service))
     }
 
-    /// Bytes this span costs the buffer: its encoding plus the record itself.
+    /// The span's own bytes: its encoding plus the record itself. (What the
+    /// buffer counts is the message buffer the encoding is a slice of; see
+    /// [`crate::buffer`].)
     pub fn size(&self) -> usize {
         self.encoded.len() + std::mem::size_of::<Self>()
     }

@@ -86,6 +86,11 @@ impl Watermark {
         self.pending.first_key_value().map(|(o, n)| (*o, *n))
     }
 
+    /// The pinned offsets, lowest first, with their holder counts.
+    pub fn pinned(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
+        self.pending.iter().map(|(o, n)| (*o, *n))
+    }
+
     /// Number of offsets still pinned.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -1,0 +1,336 @@
+//! Deliver: kept traces become output messages that each fit the
+//! producer's limit, every message pins the input offsets its spans came
+//! from until it is acknowledged, transient failures are retried with
+//! backoff, and what can never be delivered — a span too large for any
+//! message, a produce error no retry can fix — is counted, dead-lettered
+//! where possible and released, so it never freezes the partition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::ports::*;
+use super::telemetry::SPAN_TOO_LARGE;
+use super::{trace_key, Command, Partition};
+use crate::otlp::{self, Annotation, Encoding, SpanRecord, TraceId};
+
+/// Names one produce while it is in flight.
+pub type DeliveryId = u64;
+
+/// A message on its way out, with what it pins.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub message: Outgoing,
+    /// Input offsets it pins until it is acknowledged or given up.
+    pub offsets: Vec<i64>,
+    /// Kept spans it carries (none for a malformed input's copy).
+    pub spans: usize,
+    /// Failed attempts so far.
+    pub attempt: u32,
+}
+
+impl InFlight {
+    pub fn last_offset(&self) -> Option<i64> {
+        self.offsets.iter().max().copied()
+    }
+}
+
+/// Delay before the attempt after `attempt` failed ones: 200 ms doubling to 6.4 s.
+pub fn backoff(attempt: u32) -> Duration {
+    match attempt {
+        0 => Duration::ZERO,
+        n => Duration::from_millis(100 * 2u64.pow(n.min(6))),
+    }
+}
+
+/// Produces awaiting their result.
+#[derive(Default)]
+pub(super) struct InFlightSet {
+    flights: HashMap<DeliveryId, InFlight>,
+    next: DeliveryId,
+    /// Payload bytes of `flights`.
+    bytes: usize,
+    /// Kept spans delivered, by the highest offset of the messages they came
+    /// from, while that offset is not yet stored: if the partition is let go
+    /// now, its next reader reads those messages again and delivers the
+    /// spans a second time.
+    ahead: BTreeMap<i64, u64>,
+}
+
+impl InFlightSet {
+    pub fn id(&mut self) -> DeliveryId {
+        self.next += 1;
+        self.next
+    }
+
+    pub fn insert(&mut self, id: DeliveryId, flight: InFlight) {
+        self.bytes += flight.message.payload.len();
+        self.flights.insert(id, flight);
+    }
+
+    pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
+        let flight = self.flights.remove(&id)?;
+        self.bytes -= flight.message.payload.len();
+        Some(flight)
+    }
+
+    pub fn len(&self) -> usize {
+        self.flights.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Kept spans from messages up to `last` were delivered.
+    pub fn delivered(&mut self, last: i64, spans: u64) {
+        *self.ahead.entry(last).or_default() += spans;
+    }
+
+    /// `next` is stored: delivered spans from messages before it will not be read again.
+    pub fn committed(&mut self, next: i64) {
+        self.ahead = self.ahead.split_off(&next);
+    }
+
+    /// Delivered spans whose messages the partition's next reader reads again.
+    pub fn delivered_ahead(&self) -> u64 {
+        self.ahead.values().sum()
+    }
+}
+
+impl Partition {
+    /// Delivers the kept spans of one trace, from messages at `offsets`
+    /// (one pin each, held by the caller and released here once the
+    /// messages that carry the spans pin them instead).
+    pub(super) fn deliver_kept(
+        &mut self,
+        id: TraceId,
+        spans: &[SpanRecord],
+        annotation: &Annotation,
+        encoding: Encoding,
+        offsets: Vec<i64>,
+    ) {
+        let split = otlp::encode_within(spans, annotation, encoding, self.config.max_message_bytes);
+        let key = trace_key(id);
+        for m in split.messages {
+            let message = Outgoing {
+                destination: Destination::Sampled,
+                key: Some(key.clone()),
+                payload: Bytes::from(m.payload),
+                headers: Vec::new(),
+            };
+            self.pin_and_send(message, &offsets, m.spans);
+        }
+        for span in split.oversized {
+            self.undeliverable(SPAN_TOO_LARGE, 1);
+            tracing::error!(
+                partition = self.partition,
+                trace = %id,
+                span = %hex::encode(span.span_id),
+                bytes = span.encoded.len(),
+                limit = self.config.max_message_bytes,
+                "a kept span fits no output message even alone; {}",
+                if self.config.dead_letter { "copying it to the dead-letter topic" } else { "releasing it (no dead-letter topic)" }
+            );
+            if self.config.dead_letter {
+                let (payload, _) = otlp::encode_trace([span], annotation, encoding);
+                let message = self.output_dead_letter(
+                    id,
+                    &offsets,
+                    Bytes::from(payload),
+                    SPAN_TOO_LARGE,
+                    format!(
+                        "span of {} bytes; output messages are limited to {}",
+                        span.encoded.len(),
+                        self.config.max_message_bytes
+                    ),
+                );
+                self.pin_and_send(message, &offsets, 0);
+            }
+        }
+        for o in offsets {
+            self.release(o);
+        }
+    }
+
+    fn pin_and_send(&mut self, message: Outgoing, offsets: &[i64], spans: usize) {
+        for o in offsets {
+            self.watermark.pin(*o, 1);
+        }
+        self.send(InFlight {
+            message,
+            offsets: offsets.to_vec(),
+            spans,
+            attempt: 0,
+        });
+    }
+
+    /// Copies a malformed message, unchanged, to the dead-letter topic; its
+    /// offset is held until the copy is acknowledged.
+    pub(super) fn dead_letter_input(
+        &mut self,
+        offset: i64,
+        key: Option<Bytes>,
+        payload: Bytes,
+        e: &otlp::DecodeError,
+    ) {
+        let message = Outgoing {
+            destination: Destination::DeadLetter,
+            key,
+            payload,
+            headers: vec![
+                (DLQ_REASON_HEADER, e.kind.as_str().to_string()),
+                (DLQ_DETAIL_HEADER, e.detail.clone()),
+                (DLQ_PARTITION_HEADER, self.partition.to_string()),
+                (DLQ_OFFSET_HEADER, offset.to_string()),
+            ],
+        };
+        self.pin_and_send(message, &[offset], 0);
+    }
+
+    /// The dead-letter copy of kept spans that cannot reach the output.
+    fn output_dead_letter(
+        &self,
+        id: TraceId,
+        offsets: &[i64],
+        payload: Bytes,
+        reason: &str,
+        detail: String,
+    ) -> Outgoing {
+        let lowest = offsets.iter().min().copied().unwrap_or(-1);
+        Outgoing {
+            destination: Destination::DeadLetter,
+            key: Some(trace_key(id)),
+            payload,
+            headers: vec![
+                (DLQ_REASON_HEADER, reason.to_string()),
+                (DLQ_DETAIL_HEADER, detail),
+                (DLQ_PARTITION_HEADER, self.partition.to_string()),
+                (DLQ_OFFSET_HEADER, lowest.to_string()),
+                (DLQ_TRACE_HEADER, id.to_hex()),
+            ],
+        }
+    }
+
+    fn undeliverable(&mut self, reason: &'static str, spans: u64) {
+        if let Some(c) = self.telemetry.undeliverable.get(reason) {
+            c.increment(spans);
+        }
+    }
+
+    /// Hands a message to the producer — or in exactly-once mode holds it
+    /// for the transaction.
+    pub(super) fn send(&mut self, flight: InFlight) {
+        if self.config.exactly_once {
+            self.hold(flight);
+            return;
+        }
+        let id = self.in_flight.id();
+        self.commands.push(Command::Send {
+            id,
+            message: flight.message.clone(),
+            delay: backoff(flight.attempt),
+        });
+        self.in_flight.insert(id, flight);
+    }
+
+    /// The result of produce `id`.
+    pub fn delivered(
+        &mut self,
+        id: DeliveryId,
+        result: Result<(), ProduceError>,
+        now: std::time::Instant,
+    ) {
+        let Some(mut flight) = self.in_flight.remove(id) else {
+            tracing::error!(
+                partition = self.partition,
+                id,
+                "a delivery result for no produce in flight; this is a bug"
+            );
+            return;
+        };
+        let e = match result {
+            Ok(()) => {
+                match flight.message.destination {
+                    Destination::Sampled => {
+                        self.telemetry.produced_messages.increment(1);
+                        self.telemetry.produced_spans.increment(flight.spans as u64);
+                        if let Some(last) = flight.last_offset() {
+                            self.in_flight.delivered(last, flight.spans as u64);
+                        }
+                    }
+                    Destination::DeadLetter => self.telemetry.dead_letters
+                        [usize::from(flight.message.from_output())]
+                    .increment(1),
+                }
+                return self.release_all(flight.offsets);
+            }
+            Err(e) => e,
+        };
+        self.telemetry.produce_errors[&e.kind].increment(1);
+        if !e.kind.permanent() {
+            // Retried with backoff; the offsets it pins hold the watermark
+            // until it is delivered.
+            if self.failure_log.allow(e.kind, now).is_some() {
+                tracing::warn!(partition = self.partition, attempt = flight.attempt, destination = ?flight.message.destination, "produce failed, retrying: {e}");
+            }
+            flight.attempt += 1;
+            return self.send(flight);
+        }
+        // No retry can fix it: count, dead-letter what can be, release.
+        match flight.message.destination {
+            Destination::Sampled => {
+                self.undeliverable(e.kind.as_str(), flight.spans as u64);
+                let copy = self.config.dead_letter;
+                tracing::error!(
+                    partition = self.partition,
+                    kind = e.kind.as_str(),
+                    spans = flight.spans,
+                    "kept spans can never reach the output topic: {e}; {}",
+                    if copy {
+                        "copying them to the dead-letter topic"
+                    } else {
+                        "releasing them (no dead-letter topic)"
+                    }
+                );
+                if copy {
+                    let id = flight
+                        .message
+                        .key
+                        .as_deref()
+                        .and_then(|k| TraceId::from_hex(std::str::from_utf8(k).ok()?))
+                        .unwrap_or(TraceId([0; 16]));
+                    let message = self.output_dead_letter(
+                        id,
+                        &flight.offsets,
+                        flight.message.payload,
+                        e.kind.as_str(),
+                        e.detail,
+                    );
+                    // The pins pass from the failed message to its copy.
+                    return self.send(InFlight {
+                        message,
+                        offsets: flight.offsets,
+                        spans: 0,
+                        attempt: 0,
+                    });
+                }
+            }
+            Destination::DeadLetter => {
+                tracing::error!(
+                    partition = self.partition,
+                    kind = e.kind.as_str(),
+                    "a dead letter cannot be written: {e}; releasing it"
+                );
+            }
+        }
+        self.release_all(flight.offsets);
+    }
+
+    fn release_all(&mut self, offsets: Vec<i64>) {
+        for o in offsets {
+            self.release(o);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Exactly-once mode: kept spans go into the open transaction only together
+//! with an input offset past every message they came from.
+//!
+//! A decided message is held, pinning every input offset it came from, until
+//! every offset at or below its last one is pinned by held messages only.
+//! Then all of those are written, in offset order, together with the offset
+//! the watermark reaches once they are released, in one step that no commit
+//! can split. So a committed transaction's offsets never pass a message whose
+//! kept spans are not in a committed transaction, and its kept spans are
+//! never read again after it committed: a crash re-reads exactly what no
+//! committed transaction holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::delivery::{DeliveryId, InFlight};
+use super::ports::Destination;
+use super::{Command, Partition, Written};
+
+/// Messages decided but not yet in the transaction.
+#[derive(Default)]
+pub(super) struct Held {
+    flights: HashMap<DeliveryId, InFlight>,
+    /// Per input offset, the pins held messages have on it.
+    pins: HashMap<i64, u32>,
+    /// Per input offset, the held messages pinning it.
+    by_offset: BTreeMap<i64, Vec<DeliveryId>>,
+    next: DeliveryId,
+    /// Payload bytes of `flights`.
+    bytes: usize,
+}
+
+impl Held {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.flights.len()
+    }
+}
+
+impl Partition {
+    /// Holds a message (with the pins on its offsets) until its turn.
+    pub(super) fn hold(&mut self, flight: InFlight) {
+        let held = &mut self.held;
+        held.next += 1;
+        let id = held.next;
+        for o in &flight.offsets {
+            *held.pins.entry(*o).or_default() += 1;
+            held.by_offset.entry(*o).or_default().push(id);
+        }
+        held.bytes += flight.message.payload.len();
+        held.flights.insert(id, flight);
+    }
+
+    /// The held messages that cover a prefix of the pinned offsets: walking
+    /// the pinned offsets from the lowest, as long as every pin on them is a
+    /// held message's, the messages met are taken, and the walk may stop
+    /// wherever it has passed the last offset of each of them.
+    fn turn(&self) -> Vec<DeliveryId> {
+        let held = &self.held;
+        let mut batch: Vec<DeliveryId> = Vec::new();
+        let mut taken: HashSet<DeliveryId> = HashSet::new();
+        let mut reach = i64::MIN;
+        let mut whole = 0;
+        let mut blocked = false;
+        for (offset, pins) in self.watermark.pinned() {
+            if offset > reach {
+                whole = batch.len();
+            }
+            if held.pins.get(&offset) != Some(&pins) {
+                blocked = true;
+                break;
+            }
+            for id in held.by_offset.get(&offset).into_iter().flatten() {
+                if taken.insert(*id) {
+                    batch.push(*id);
+                    if let Some(last) = held.flights.get(id).and_then(InFlight::last_offset) {
+                        reach = reach.max(last);
+                    }
+                }
+            }
+        }
+        if !blocked {
+            whole = batch.len();
+        }
+        batch.truncate(whole);
+        batch
+    }
+
+    /// Writes the held messages whose turn has come, in offset order, into
+    /// the transaction with the offset the watermark reaches past them; or
+    /// that offset alone if it moved and nothing is due.
+    pub(super) fn release_held(&mut self) {
+        let mut ready: Vec<InFlight> = Vec::new();
+        for id in self.turn() {
+            let Some(flight) = self.held.flights.remove(&id) else {
+                continue;
+            };
+            for o in &flight.offsets {
+                if let Some(n) = self.held.pins.get_mut(o) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held.pins.remove(o);
+                    }
+                }
+                if let Some(ids) = self.held.by_offset.get_mut(o) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.held.by_offset.remove(o);
+                    }
+                }
+            }
+            self.held.bytes -= flight.message.payload.len();
+            ready.push(flight);
+        }
+        ready.sort_by_key(InFlight::last_offset);
+        for flight in &ready {
+            for o in &flight.offsets {
+                self.release(*o);
+            }
+        }
+        let next = self.watermark.advance();
+        if ready.is_empty() && next.is_none() {
+            return;
+        }
+        let mut receipt = Written {
+            stored: next.is_some(),
+            ..Written::default()
+        };
+        let mut messages = Vec::with_capacity(ready.len());
+        for flight in ready {
+            match flight.message.destination {
+                Destination::Sampled => {
+                    receipt.sampled += 1;
+                    receipt.spans += flight.spans as u64;
+                }
+                Destination::DeadLetter => {
+                    receipt.dead_letters[usize::from(flight.message.from_output())] += 1
+                }
+            }
+            messages.push(flight.message);
+        }
+        self.commands.push(Command::Write {
+            messages,
+            next_offset: next,
+            receipt,
+        });
+    }
+
+    /// A transactional write is done (it commits with the transaction).
+    pub fn written(&mut self, receipt: Written) {
+        let t = &self.telemetry;
+        t.produced_messages.increment(receipt.sampled);
+        t.produced_spans.increment(receipt.spans);
+        t.dead_letters[0].increment(receipt.dead_letters[0]);
+        t.dead_letters[1].increment(receipt.dead_letters[1]);
+        if receipt.stored {
+            t.offsets_stored.increment(1);
+        }
+    }
+
+    /// Messages held for the transaction.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}

@@ -1,0 +1,439 @@
+//! One partition's pipeline: decode → buffer → decide → deliver → advance
+//! the watermark. The only place the stages meet.
+//!
+//! [`Partition`] is the whole of it as a synchronous state machine, with no
+//! I/O and no clock: input messages, the time and delivery results go in;
+//! [`Command`]s to produce (or, in exactly-once mode, to write into the
+//! transaction) come out, and the watermark is stored through the
+//! [`OffsetStore`] port. [`PartitionWorker`] runs it as a task against the
+//! [`Output`] and [`Transaction`] ports. So the model test
+//! (`pipeline/model.rs`) drives the real pipeline step by step, in any
+//! interleaving, without a runtime.
+//!
+//! The worker owns its buffer, watermark and remembered decisions; workers
+//! share nothing but the rule set and the producer.
+
+mod decisions;
+mod delivery;
+mod exactly_once;
+mod ports;
+mod telemetry;
+mod worker;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use metrics::histogram;
+use tokio::sync::watch;
+
+pub use delivery::DeliveryId;
+pub use ports::{
+    Destination, InputMessage, OffsetStore, Outgoing, Output, ProduceError, ProduceErrorKind,
+    Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER,
+    DLQ_TRACE_HEADER,
+};
+pub use telemetry::{undeliverable_reasons, SPAN_TOO_LARGE};
+pub use worker::{PartitionWorker, Stopped};
+
+use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
+use crate::metrics as m;
+use crate::otlp::{self, Encoding, SpanRecord, TraceId};
+use crate::rules::{RuleSet, TraceSummary};
+use crate::watermark::Watermark;
+use decisions::{Decided, Decisions};
+use delivery::InFlightSet;
+use exactly_once::Held;
+use telemetry::{decision_label, RateLimited, Shown, Telemetry};
+
+/// The rules in force; a reload sends a new set, which each worker picks up
+/// before its next decision. Buffered traces are kept across a reload.
+pub type Rules = watch::Receiver<Arc<RuleSet>>;
+
+/// The decision clock handed to the rules: time since the first decision in
+/// this process, the same for every worker (the `limit` and `dynamic`
+/// samplers are per instance).
+fn decision_clock(now: Instant) -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    now.saturating_duration_since(*ORIGIN.get_or_init(|| now))
+}
+
+/// What a worker needs, shared by all workers of the process.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub buffer: BufferConfig,
+    pub decided_ttl: Duration,
+    pub decided_capacity: u64,
+    pub max_in_flight: usize,
+    /// Copy malformed messages, and kept spans that can never be delivered,
+    /// to the dead-letter topic (their offsets are held until the copy is
+    /// acknowledged).
+    pub dead_letter: bool,
+    /// The largest payload an output message may have (the producer's
+    /// `message.max.bytes`, or the output topic's limit if lower, less the
+    /// record's key and overhead): kept traces are split to fit it.
+    pub max_message_bytes: usize,
+    /// Bytes buffered by all workers of the process, for back-pressure.
+    pub usage: Arc<AtomicUsize>,
+    /// Exactly-once mode: produce through the transaction instead of the
+    /// output, in offset order (see `exactly_once.rs`).
+    pub exactly_once: bool,
+}
+
+/// What the pipeline asks of its edges.
+#[derive(Debug)]
+pub enum Command {
+    /// Produce `message` after `delay`, and report how it went with
+    /// [`Partition::delivered`].
+    Send {
+        id: DeliveryId,
+        message: Outgoing,
+        delay: Duration,
+    },
+    /// A trace was decided: what the decision log records (nothing reads it
+    /// yet but the model test).
+    Decided(DecisionRecord),
+    /// Exactly-once mode: enqueue `messages` into the open transaction
+    /// together with `next_offset`, in one step; then report it with
+    /// [`Partition::written`]. Writes must be carried out in order.
+    Write {
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+        receipt: Written,
+    },
+}
+
+/// One decision: which trace, kept or dropped, by which rule, why then, and
+/// over how many spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub trace_id: TraceId,
+    pub keep: bool,
+    pub rule: Arc<str>,
+    pub reason: crate::buffer::Reason,
+    pub spans: usize,
+}
+
+/// What a transactional write carried, for the counters once it is done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Output messages and their spans.
+    pub sampled: u64,
+    pub spans: u64,
+    /// Dead letters of input and of output.
+    pub dead_letters: [u64; 2],
+    /// It carries the partition's next offset.
+    pub stored: bool,
+}
+
+/// Interval of the rate-limited logs of bad input and failed deliveries.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One partition's pipeline.
+pub struct Partition {
+    partition: i32,
+    config: WorkerConfig,
+    rules: Arc<RuleSet>,
+    rules_updates: Rules,
+    buffer: TraceBuffer,
+    watermark: Watermark,
+    /// Decisions of recently decided traces, followed by their late spans.
+    decisions: Decisions,
+    /// Where the watermark is stored (at-least-once mode).
+    offsets: Arc<dyn OffsetStore>,
+    /// Produces awaiting their result.
+    in_flight: InFlightSet,
+    /// Exactly-once mode: messages decided but not yet in the transaction.
+    held: Held,
+    telemetry: Telemetry,
+    bad_input_log: RateLimited<otlp::DecodeErrorKind>,
+    failure_log: RateLimited<ProduceErrorKind>,
+    /// What the edges are to do, taken by [`Partition::commands`].
+    commands: Vec<Command>,
+    ready: Vec<ReadyTrace>,
+}
+
+impl Partition {
+    pub fn new(
+        partition: i32,
+        config: WorkerConfig,
+        mut rules_updates: Rules,
+        offsets: Arc<dyn OffsetStore>,
+    ) -> Self {
+        let rules = rules_updates.borrow_and_update().clone();
+        Self {
+            partition,
+            buffer: TraceBuffer::new(config.buffer),
+            decisions: Decisions::new(config.decided_ttl, config.decided_capacity),
+            config,
+            telemetry: Telemetry::new(&rules),
+            rules,
+            rules_updates,
+            watermark: Watermark::new(),
+            offsets,
+            in_flight: InFlightSet::default(),
+            held: Held::default(),
+            bad_input_log: RateLimited::new(LOG_INTERVAL),
+            failure_log: RateLimited::new(LOG_INTERVAL),
+            commands: Vec::new(),
+            ready: Vec::new(),
+        }
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// What the edges are to do now, in order.
+    pub fn commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// True while fewer produces than `max_in_flight` await their result:
+    /// reading more input may only add to them.
+    pub fn can_read(&self) -> bool {
+        self.in_flight.len() < self.config.max_in_flight
+    }
+
+    /// Produces awaiting their result.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The earliest deadline of a buffered trace, to sleep until.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.buffer.next_deadline()
+    }
+
+    /// The offset it is safe to commit now, and what the buffer holds.
+    pub fn status(&self) -> (Option<i64>, Occupancy) {
+        (self.watermark.committable(), self.buffer.occupancy())
+    }
+
+    /// Decode: one message's spans, grouped by trace, into the buffer (or
+    /// after their trace's earlier decision).
+    pub fn handle(&mut self, msg: InputMessage, now: Instant) {
+        self.telemetry.messages.increment(1);
+        self.watermark.track(msg.offset, 0);
+        let original = msg.payload.clone();
+        let decoded = match otlp::decode(msg.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                self.rejected(msg.offset, &e, now);
+                if self.config.dead_letter {
+                    self.dead_letter_input(msg.offset, msg.key, original, &e);
+                }
+                return;
+            }
+        };
+        for e in &decoded.rejected {
+            self.rejected(msg.offset, e, now);
+        }
+        self.telemetry.spans.increment(decoded.spans.len() as u64);
+        let (encoding, retained) = (decoded.encoding, decoded.retained);
+        let mut spans = decoded.spans;
+        // Group by trace id, keeping each trace's spans in message order.
+        spans.sort_by_key(|(id, _)| *id);
+        let mut rest = spans.into_iter().peekable();
+        while let Some((id, first)) = rest.next() {
+            let mut group = vec![first];
+            while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
+                group.push(s);
+            }
+            self.buffer_spans(id, group, msg.offset, retained, encoding, now);
+        }
+    }
+
+    /// Counts and logs (rate-limited) rejected input.
+    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Instant) {
+        self.telemetry.decode_errors[&e.kind].increment(1);
+        if let Some(suppressed) = self.bad_input_log.allow(e.kind, now) {
+            tracing::warn!(
+                partition = self.partition,
+                offset,
+                reason = e.kind.as_str(),
+                suppressed,
+                "skipping bad input: {}",
+                e.detail
+            );
+        }
+    }
+
+    /// Buffer: the spans of one trace from one message.
+    fn buffer_spans(
+        &mut self,
+        id: TraceId,
+        spans: Vec<SpanRecord>,
+        offset: i64,
+        retained: usize,
+        encoding: Encoding,
+        now: Instant,
+    ) {
+        if !self.buffer.contains(&id) {
+            if let Some(decided) = self.decisions.get(&id) {
+                // A late span: follow the trace's decision.
+                self.telemetry.late[usize::from(decided.keep)].increment(spans.len() as u64);
+                metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
+                    .increment(spans.len() as u64);
+                if let Some(annotation) = decided.annotation {
+                    self.watermark.pin(offset, 1);
+                    self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);
+                }
+                return;
+            }
+        }
+        self.watermark.pin(offset, 1);
+        let evicted = self
+            .buffer
+            .insert(id, spans, offset, retained, encoding, now);
+        for t in evicted {
+            self.decide(t, now);
+        }
+    }
+
+    /// Decides every trace whose deadline has passed.
+    pub fn decide_due(&mut self, now: Instant) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.buffer.pop_due(now, &mut ready);
+        for t in ready.drain(..) {
+            self.decide(t, now);
+        }
+        self.ready = ready;
+    }
+
+    /// Picks up reloaded rules, if any.
+    fn refresh_rules(&mut self) {
+        if self.rules_updates.has_changed().unwrap_or(false) {
+            self.rules = self.rules_updates.borrow_and_update().clone();
+            self.telemetry.set_rules(&self.rules);
+        }
+    }
+
+    /// Decide: the rules over one whole trace; kept, it is delivered, else
+    /// its offsets are released.
+    fn decide(&mut self, t: ReadyTrace, now: Instant) {
+        self.refresh_rules();
+        let decision = self
+            .rules
+            .decide(&TraceSummary::of(t.trace_id, &t.spans), decision_clock(now));
+        let annotation = decision.keep.then(|| self.rules.annotation(&decision));
+        let rule = self.rules.names()[decision.rule].clone();
+        self.commands.push(Command::Decided(DecisionRecord {
+            trace_id: t.trace_id,
+            keep: decision.keep,
+            rule: rule.clone(),
+            reason: t.reason,
+            spans: t.spans.len(),
+        }));
+        self.decisions.insert(
+            t.trace_id,
+            Decided {
+                keep: decision.keep,
+                rule,
+                annotation: annotation.clone(),
+            },
+        );
+        self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
+        self.telemetry.spans_decided[&(decision.rule, decision.keep)]
+            .increment(t.spans.len() as u64);
+        histogram!(m::DECISION_LATENESS)
+            .record(now.saturating_duration_since(t.deadline).as_secs_f64());
+        match annotation {
+            Some(annotation) => {
+                self.deliver_kept(t.trace_id, &t.spans, &annotation, t.encoding, t.offsets)
+            }
+            None => {
+                for o in t.offsets {
+                    self.release(o);
+                }
+            }
+        }
+    }
+
+    /// Advance: in exactly-once mode the held messages whose turn has come
+    /// go into the transaction; the watermark is stored if it moved; the
+    /// gauges follow.
+    pub fn advance(&mut self) {
+        if self.config.exactly_once {
+            // The offset travels with the transaction's messages (or alone).
+            self.release_held();
+        } else if let Some(next) = self.watermark.advance() {
+            if self.offsets.store(self.partition, next) {
+                self.telemetry.offsets_stored.increment(1);
+                self.in_flight.committed(next);
+            } else {
+                // Not stored (not assigned at this moment): try again next time.
+                self.watermark.unstored();
+            }
+        }
+        self.show();
+    }
+
+    /// Updates the gauges and the shared usage by this worker's change.
+    fn show(&mut self) {
+        let now = Shown {
+            buffer: self.buffer.occupancy(),
+            offsets_pending: self.watermark.pending(),
+            output_bytes: self.in_flight.bytes() + self.held.bytes(),
+        };
+        self.telemetry.show(now, &self.config.usage);
+    }
+
+    fn release(&mut self, offset: i64) {
+        if !self.watermark.release(offset) {
+            // A pin released twice would let the watermark pass undecided data.
+            tracing::error!(
+                partition = self.partition,
+                offset,
+                "released an offset that was not pinned; this is a bug"
+            );
+        }
+    }
+
+    /// Lets the partition go: what is still undecided no longer counts, and
+    /// kept spans delivered past the stored offset are reported, since the
+    /// partition's next reader delivers them again.
+    pub fn finish(self) -> Stopped {
+        let again = self.in_flight.delivered_ahead();
+        if again > 0 {
+            self.telemetry.redelivered.increment(again);
+            tracing::info!(
+                partition = self.partition,
+                spans = again,
+                "letting the partition go with kept spans delivered past its committed offset; its next reader delivers up to this many again"
+            );
+        }
+        let o = self.buffer.occupancy();
+        if o.traces > 0 {
+            tracing::info!(
+                partition = self.partition,
+                traces = o.traces,
+                spans = o.spans,
+                "stopping with undecided traces; their offsets stay uncommitted and will be re-read"
+            );
+        }
+        Stopped {
+            undecided_traces: o.traces,
+            redelivered_spans: again,
+        }
+    }
+}
+
+impl Drop for Partition {
+    /// A worker that ends, however it ends (a panic included), takes its
+    /// share of the gauges and of the memory usage with it.
+    fn drop(&mut self) {
+        self.telemetry.show(Shown::default(), &self.config.usage);
+    }
+}
+
+/// The key of a kept trace's output messages: its id in the Collector's form.
+fn trace_key(id: TraceId) -> Bytes {
+    Bytes::from(id.to_hex())
+}
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! The ports of a partition worker: what it reads, and the three ways out —
+//! the output (kept spans and dead letters), the offset store, and in
+//! exactly-once mode the transaction. `kafka/` implements them; tests use
+//! in-memory stand-ins.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// One message read from the input partition.
+#[derive(Debug, Clone)]
+pub struct InputMessage {
+    pub offset: i64,
+    /// The message key, kept for the dead-letter copy.
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+}
+
+/// Which topic an outgoing message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The output topic: kept spans.
+    Sampled,
+    /// The dead-letter topic: malformed input unchanged, or kept spans that
+    /// can never reach the output topic.
+    DeadLetter,
+}
+
+/// One message to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub destination: Destination,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Outgoing {
+    /// A dead letter of kept spans (which carries their trace id), not of
+    /// malformed input.
+    pub fn from_output(&self) -> bool {
+        self.headers.iter().any(|(k, _)| *k == DLQ_TRACE_HEADER)
+    }
+}
+
+/// Header naming why a dead-lettered message was rejected: a decode-error
+/// reason for input, a produce-error kind (or `span_too_large`) for output.
+pub const DLQ_REASON_HEADER: &str = "tailgate.error.reason";
+/// Header with a human-readable description of the problem.
+pub const DLQ_DETAIL_HEADER: &str = "tailgate.error.detail";
+/// Headers locating the original message (for output, its lowest input offset).
+pub const DLQ_PARTITION_HEADER: &str = "tailgate.source.partition";
+pub const DLQ_OFFSET_HEADER: &str = "tailgate.source.offset";
+/// Header naming the trace of dead-lettered kept spans.
+pub const DLQ_TRACE_HEADER: &str = "tailgate.trace.id";
+
+/// What kind of produce failure it is; a bounded metric label. Only
+/// [`ProduceErrorKind::Transient`] is worth retrying: the others fail the
+/// same way every time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProduceErrorKind {
+    /// A broker away, a timeout, a leader moving: retried.
+    Transient,
+    /// Over the producer's `message.max.bytes` or the topic's `max.message.bytes`.
+    MessageTooLarge,
+    /// The topic or partition does not exist.
+    UnknownTopic,
+    /// Not authorised to write to the topic.
+    Authorization,
+    /// The broker refused the record itself (invalid record, policy, timestamp).
+    InvalidRecord,
+    /// A dead letter, but no `kafka.dead_letter_topic`.
+    NoDeadLetterTopic,
+}
+
+impl ProduceErrorKind {
+    pub const ALL: [ProduceErrorKind; 6] = [
+        Self::Transient,
+        Self::MessageTooLarge,
+        Self::UnknownTopic,
+        Self::Authorization,
+        Self::InvalidRecord,
+        Self::NoDeadLetterTopic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::MessageTooLarge => "message_too_large",
+            Self::UnknownTopic => "unknown_topic",
+            Self::Authorization => "authorization",
+            Self::InvalidRecord => "invalid_record",
+            Self::NoDeadLetterTopic => "no_dead_letter_topic",
+        }
+    }
+
+    /// No retry can fix it.
+    pub fn permanent(self) -> bool {
+        self != Self::Transient
+    }
+}
+
+/// Why a produce (or a transactional write) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ProduceError {
+    pub kind: ProduceErrorKind,
+    pub detail: String,
+}
+
+impl ProduceError {
+    pub fn new(kind: ProduceErrorKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn transient(detail: impl Into<String>) -> Self {
+        Self::new(ProduceErrorKind::Transient, detail)
+    }
+}
+
+/// Where kept spans (and dead letters) go.
+pub trait Output: Send + Sync + 'static {
+    /// Sends one message; resolves once it is acknowledged or has definitively failed.
+    fn send(&self, message: Outgoing) -> BoxFuture<'static, Result<(), ProduceError>>;
+}
+
+/// Where the watermark goes (the consumer's stored offsets).
+pub trait OffsetStore: Send + Sync + 'static {
+    /// Stores `next_offset`, the next offset to read after a restart; false
+    /// if it could not be stored (the partition was revoked meanwhile).
+    fn store(&self, partition: i32, next_offset: i64) -> bool;
+}
+
+/// Exactly-once mode: kept spans and the partition's next offset enter the
+/// open Kafka transaction together, so they commit, or abort, together.
+pub trait Transaction: Send + Sync + 'static {
+    /// Enqueues `messages` into the open transaction and records `next_offset`
+    /// as the partition's offset to commit with them; no commit can fall
+    /// between the two. An error means the transaction is lost: it will be
+    /// aborted, and the process stops without committing.
+    fn write(
+        self: std::sync::Arc<Self>,
+        partition: i32,
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+    ) -> BoxFuture<'static, Result<(), ProduceError>>;
+}

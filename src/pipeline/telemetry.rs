@@ -1,0 +1,205 @@
+//! What a partition worker counts and shows: metric handles cached per
+//! worker (the hot path does no registry lookups), the process-wide gauges
+//! moved by this worker's change, and rate-limited logs.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, Counter, Gauge};
+
+use super::ports::ProduceErrorKind;
+use crate::buffer::{Occupancy, Reason};
+use crate::metrics as m;
+use crate::otlp::DecodeErrorKind;
+use crate::rules::RuleSet;
+
+pub(super) fn decision_label(keep: bool) -> &'static str {
+    if keep {
+        "keep"
+    } else {
+        "drop"
+    }
+}
+
+/// The `reason` of `tailgate_undeliverable_spans_total` for a span that fits
+/// no output message even alone.
+pub const SPAN_TOO_LARGE: &str = "span_too_large";
+
+/// Counters per rule, decision (and reason), indexed like the rule set.
+type RuleCounters = (
+    HashMap<(usize, bool, Reason), Counter>,
+    HashMap<(usize, bool), Counter>,
+);
+
+fn rule_counters(rules: &RuleSet) -> RuleCounters {
+    let mut decided = HashMap::new();
+    let mut spans_decided = HashMap::new();
+    for (i, name) in rules.names().iter().enumerate() {
+        for keep in [true, false] {
+            for reason in Reason::ALL {
+                decided.insert(
+                        (i, keep, reason),
+                        counter!(m::TRACES_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep), "reason" => reason.as_str()),
+                    );
+            }
+            spans_decided.insert(
+                    (i, keep),
+                    counter!(m::SPANS_DECIDED, "rule" => name.to_string(), "decision" => decision_label(keep)),
+                );
+        }
+    }
+    (decided, spans_decided)
+}
+
+/// What a worker last added to the process-wide gauges and usage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Shown {
+    pub buffer: Occupancy,
+    pub offsets_pending: usize,
+    /// Encoded kept spans awaiting acknowledgement (or, in exactly-once
+    /// mode, their turn in the transaction).
+    pub output_bytes: usize,
+}
+
+/// Metric handles of one worker.
+pub(super) struct Telemetry {
+    pub messages: Counter,
+    pub spans: Counter,
+    pub decode_errors: HashMap<DecodeErrorKind, Counter>,
+    pub decided: HashMap<(usize, bool, Reason), Counter>,
+    pub spans_decided: HashMap<(usize, bool), Counter>,
+    pub late: [Counter; 2],
+    pub produced_messages: Counter,
+    pub produced_spans: Counter,
+    pub produce_errors: HashMap<ProduceErrorKind, Counter>,
+    /// Kept spans given up on, by reason (a permanent produce error's kind,
+    /// or [`SPAN_TOO_LARGE`]).
+    pub undeliverable: HashMap<&'static str, Counter>,
+    /// Dead letters acknowledged: `[input, output]`.
+    pub dead_letters: [Counter; 2],
+    pub redelivered: Counter,
+    pub offsets_stored: Counter,
+    traces_buffered: Gauge,
+    spans_buffered: Gauge,
+    bytes_buffered: Gauge,
+    offsets_pending: Gauge,
+    output_pending: Gauge,
+    shown: Shown,
+}
+
+impl Telemetry {
+    pub fn new(rules: &RuleSet) -> Self {
+        let (decided, spans_decided) = rule_counters(rules);
+        Self {
+            messages: counter!(m::MESSAGES_RECEIVED),
+            spans: counter!(m::SPANS_RECEIVED),
+            decode_errors: DecodeErrorKind::ALL
+                .iter()
+                .map(|k| (*k, counter!(m::DECODE_ERRORS, "reason" => k.as_str())))
+                .collect(),
+            decided,
+            spans_decided,
+            late: [
+                counter!(m::LATE_SPANS, "decision" => "drop"),
+                counter!(m::LATE_SPANS, "decision" => "keep"),
+            ],
+            produced_messages: counter!(m::MESSAGES_PRODUCED),
+            produced_spans: counter!(m::SPANS_PRODUCED),
+            produce_errors: ProduceErrorKind::ALL
+                .iter()
+                .map(|k| (*k, counter!(m::PRODUCE_ERRORS, "kind" => k.as_str())))
+                .collect(),
+            undeliverable: undeliverable_reasons()
+                .map(|r| (r, counter!(m::UNDELIVERABLE_SPANS, "reason" => r)))
+                .collect(),
+            dead_letters: [
+                counter!(m::DEAD_LETTERS, "source" => "input"),
+                counter!(m::DEAD_LETTERS, "source" => "output"),
+            ],
+            redelivered: counter!(m::REDELIVERED_SPANS),
+            offsets_stored: counter!(m::OFFSETS_STORED),
+            traces_buffered: gauge!(m::TRACES_BUFFERED),
+            spans_buffered: gauge!(m::SPANS_BUFFERED),
+            bytes_buffered: gauge!(m::BYTES_BUFFERED),
+            offsets_pending: gauge!(m::OFFSETS_PENDING),
+            output_pending: gauge!(m::OUTPUT_PENDING_BYTES),
+            shown: Shown::default(),
+        }
+    }
+
+    /// Switches the per-rule counters to a reloaded rule set.
+    pub fn set_rules(&mut self, rules: &RuleSet) {
+        (self.decided, self.spans_decided) = rule_counters(rules);
+    }
+
+    /// Moves the process-wide gauges, and the memory `usage` shared by all
+    /// workers, by this worker's change since last time.
+    pub fn show(&mut self, now: Shown, usage: &AtomicUsize) {
+        let delta = |g: &Gauge, new: usize, old: usize| g.increment(new as f64 - old as f64);
+        let old = self.shown;
+        delta(&self.traces_buffered, now.buffer.traces, old.buffer.traces);
+        delta(&self.spans_buffered, now.buffer.spans, old.buffer.spans);
+        delta(&self.bytes_buffered, now.buffer.bytes, old.buffer.bytes);
+        delta(
+            &self.offsets_pending,
+            now.offsets_pending,
+            old.offsets_pending,
+        );
+        delta(&self.output_pending, now.output_bytes, old.output_bytes);
+        let (new_used, old_used) = (
+            now.buffer.bytes + now.output_bytes,
+            old.buffer.bytes + old.output_bytes,
+        );
+        if new_used >= old_used {
+            usage.fetch_add(new_used - old_used, Ordering::Relaxed);
+        } else {
+            usage.fetch_sub(old_used - new_used, Ordering::Relaxed);
+        }
+        self.shown = now;
+    }
+}
+
+/// Every `reason` of `tailgate_undeliverable_spans_total`.
+pub fn undeliverable_reasons() -> impl Iterator<Item = &'static str> {
+    std::iter::once(SPAN_TOO_LARGE).chain(
+        ProduceErrorKind::ALL
+            .into_iter()
+            .filter(|k| k.permanent())
+            .map(ProduceErrorKind::as_str),
+    )
+}
+
+/// Lets a log line through at most once per interval per key, counting what
+/// it held back.
+pub(super) struct RateLimited<K> {
+    /// Per key: when it was last let through, and how many were held back since.
+    last: HashMap<K, (Option<Instant>, u64)>,
+    interval: Duration,
+}
+
+impl<K: Hash + Eq> RateLimited<K> {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            last: HashMap::new(),
+            interval,
+        }
+    }
+
+    /// `Some(held back since the last one)` if a line for `key` may be logged now.
+    pub fn allow(&mut self, key: K, now: Instant) -> Option<u64> {
+        let entry = self.last.entry(key).or_insert((None, 0));
+        if entry
+            .0
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.interval)
+        {
+            let suppressed = entry.1;
+            *entry = (Some(now), 0);
+            Some(suppressed)
+        } else {
+            entry.1 += 1;
+            None
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! A partition's pipeline as a task: reads its input queue, sleeps until the
+//! next deadline, carries out the pipeline's commands against the output
+//! (or the transaction) and feeds the results back.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+
+use super::ports::{InputMessage, OffsetStore, Output, ProduceError, Transaction};
+use super::{Command, DeliveryId, Partition, Rules, WorkerConfig};
+
+/// How a worker left its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Traces still being assembled; their offsets stay uncommitted.
+    pub undecided_traces: usize,
+    /// Kept spans delivered from messages the partition's next reader reads again.
+    pub redelivered_spans: u64,
+}
+
+/// Messages a worker takes from its queue at once.
+const RECEIVE_BATCH: usize = 256;
+
+type Flight = BoxFuture<'static, (DeliveryId, Result<(), ProduceError>)>;
+
+/// One partition's worker.
+pub struct PartitionWorker {
+    pipeline: Partition,
+    output: Arc<dyn Output>,
+    /// Exactly-once mode: where held messages are written.
+    transaction: Option<Arc<dyn Transaction>>,
+    in_flight: FuturesUnordered<Flight>,
+    /// The offset last stored (or written with the transaction) for this
+    /// partition, `-1` before the first: where a replacement resumes if
+    /// this worker dies.
+    stored: Arc<AtomicI64>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Records what a worker stored, for its replacement.
+struct Recorded {
+    inner: Arc<dyn OffsetStore>,
+    stored: Arc<AtomicI64>,
+}
+
+impl OffsetStore for Recorded {
+    fn store(&self, partition: i32, next_offset: i64) -> bool {
+        let ok = self.inner.store(partition, next_offset);
+        if ok {
+            self.stored.store(next_offset, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+impl PartitionWorker {
+    pub fn new(
+        partition: i32,
+        config: WorkerConfig,
+        rules: Rules,
+        output: Arc<dyn Output>,
+        offsets: Arc<dyn OffsetStore>,
+        transaction: Option<Arc<dyn Transaction>>,
+    ) -> Self {
+        let stored = Arc::new(AtomicI64::new(-1));
+        let offsets = Arc::new(Recorded {
+            inner: offsets,
+            stored: stored.clone(),
+        });
+        Self {
+            pipeline: Partition::new(partition, config, rules, offsets),
+            output,
+            transaction,
+            in_flight: FuturesUnordered::new(),
+            stored,
+        }
+    }
+
+    /// The offset this worker last stored, `-1` before the first; it stays
+    /// readable after the worker is gone.
+    pub fn stored(&self) -> Arc<AtomicI64> {
+        self.stored.clone()
+    }
+
+    /// Runs until `input` closes, then drains in-flight produces and stores the
+    /// final watermark. Traces still undecided at that point are not decided:
+    /// their offsets stay uncommitted, so whoever reads the partition next
+    /// re-reads and decides them.
+    pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) -> Stopped {
+        // Everything queued is taken at once, so deciding, storing the
+        // watermark and the gauges run once per batch, not once per message.
+        let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+        loop {
+            let next = self
+                .pipeline
+                .next_deadline()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let can_read = self.pipeline.can_read();
+            tokio::select! {
+                biased;
+                Some((id, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.pipeline.delivered(id, result, now());
+                }
+                n = input.recv_many(&mut batch, RECEIVE_BATCH), if can_read => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now();
+                    for msg in batch.drain(..) {
+                        fault::before(self.pipeline.partition(), msg.offset);
+                        self.pipeline.handle(msg, now);
+                    }
+                }
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            self.pipeline.decide_due(now());
+            self.pipeline.advance();
+            self.execute().await;
+        }
+        // Input closed: what is in flight finishes (retries included).
+        while let Some((id, result)) = self.in_flight.next().await {
+            self.pipeline.delivered(id, result, now());
+            self.pipeline.advance();
+            self.execute().await;
+        }
+        self.pipeline.advance();
+        self.execute().await;
+        self.pipeline.finish()
+    }
+
+    /// Carries out the pipeline's commands: produces start (after their
+    /// backoff), transactional writes are done in order before anything else.
+    async fn execute(&mut self) {
+        for command in self.pipeline.commands() {
+            match command {
+                Command::Send { id, message, delay } => {
+                    let output = self.output.clone();
+                    self.in_flight.push(Box::pin(async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        (id, output.send(message).await)
+                    }));
+                }
+                Command::Decided(_) => {}
+                Command::Write {
+                    messages,
+                    next_offset,
+                    receipt,
+                } => {
+                    let Some(transaction) = self.transaction.clone() else {
+                        tracing::error!(
+                            "a transactional write without a transaction; this is a bug"
+                        );
+                        continue;
+                    };
+                    let partition = self.pipeline.partition();
+                    match transaction.write(partition, messages, next_offset).await {
+                        Ok(()) => {
+                            if let Some(next) = next_offset {
+                                self.stored.store(next, Ordering::Relaxed);
+                            }
+                            self.pipeline.written(receipt);
+                        }
+                        // The transaction will be aborted and the process stops without
+                        // committing, so what was read since the last commit is read again.
+                        Err(e) => {
+                            tracing::error!(partition, "cannot write into the transaction: {e}")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A fault to inject in the real-broker tests: with the `kafka-tests`
+/// feature and `TAILGATE_TEST_WORKER_PANIC=<partition>:<offset>`, the worker
+/// of that partition panics, once per process, before it handles the
+/// message at that offset — a worker that stops, as a bug would stop it.
+/// Without the feature this is nothing.
+mod fault {
+    #[cfg(feature = "kafka-tests")]
+    pub fn before(partition: i32, offset: i64) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::OnceLock;
+        static AT: OnceLock<Option<(i32, i64)>> = OnceLock::new();
+        static DONE: AtomicBool = AtomicBool::new(false);
+        let at = AT.get_or_init(|| {
+            let v = std::env::var("TAILGATE_TEST_WORKER_PANIC").ok()?;
+            let (p, o) = v.split_once(':')?;
+            Some((p.parse().ok()?, o.parse().ok()?))
+        });
+        if *at == Some((partition, offset)) && !DONE.swap(true, Ordering::SeqCst) {
+            panic!("TAILGATE_TEST_WORKER_PANIC: partition {partition} offset {offset}");
+        }
+    }
+
+    #[cfg(not(feature = "kafka-tests"))]
+    #[inline(always)]
+    pub fn before(_partition: i32, _offset: i64) {}
+}
