@@ -130,7 +130,19 @@ pub async fn run(
         consumer: consumer.clone(),
         topic: settings.kafka.input_topic.clone(),
     });
-    let max_message_bytes = output.payload_limit(&settings.kafka).await;
+    // The output topic's limit is asked of the broker beside the start, not
+    // before it; workers started before the answer split at the producer's.
+    let max_message_bytes = Arc::new(AtomicUsize::new(output.producer_payload_limit()));
+    let limit_lookup = {
+        let (output, kafka, limit) = (
+            output.clone(),
+            settings.kafka.clone(),
+            max_message_bytes.clone(),
+        );
+        tokio::spawn(async move {
+            limit.store(output.payload_limit(&kafka).await, Ordering::Relaxed);
+        })
+    };
     let (committer_stop, committer_stopped) = watch::channel(false);
     let committer = transactions
         .clone()
@@ -171,12 +183,13 @@ pub async fn run(
     };
     let mut assigned: Vec<i32> = Vec::new();
     let start: Start = {
-        let (settings, rules, output, offsets, usage) = (
+        let (settings, rules, output, offsets, usage, max_message_bytes) = (
             settings.clone(),
             rules.clone(),
             output.clone(),
             offsets.clone(),
             usage.clone(),
+            max_message_bytes.clone(),
         );
         let transaction = transactions
             .clone()
@@ -189,7 +202,7 @@ pub async fn run(
                 decided_capacity: settings.decision.decided_capacity,
                 max_in_flight: settings.kafka.max_in_flight,
                 dead_letter: settings.kafka.dead_letter_topic.is_some(),
-                max_message_bytes,
+                max_message_bytes: max_message_bytes.clone(),
                 usage: usage.clone(),
                 exactly_once: transaction.is_some(),
             };
@@ -266,7 +279,7 @@ pub async fn run(
                     }
                     Dispatched::Dead { resume_from } => {
                         blocked.retain(|p| *p != partition);
-                        if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from) {
+                        if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
                             failure = Some(why);
                             break;
                         }
@@ -278,6 +291,20 @@ pub async fn run(
                 }
             }
             _ = pressure_check.tick() => {
+                // A worker that died with nothing more to read for it.
+                for (partition, resume_from) in partitions.reap() {
+                    blocked.retain(|p| *p != partition);
+                    if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
+                        failure = Some(why);
+                        break;
+                    }
+                    if !pressure.paused() {
+                        flow(Flow::Resume, &[partition]);
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
                 let used = usage.load(Ordering::Relaxed);
                 match pressure.update(used) {
                     Some(Flow::Pause) => {
@@ -334,7 +361,7 @@ pub async fn run(
                             }
                         }
                         Dispatched::Dead { resume_from } => {
-                            if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from) {
+                            if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
                                 failure = Some(why);
                                 break;
                             }
@@ -370,6 +397,7 @@ pub async fn run(
         Some(_) => {}
     }
     output.flush(std::time::Duration::from_secs(5));
+    limit_lookup.abort();
     reloader.abort();
     let _ = http_stop.send(());
     let _ = http.await;
@@ -385,26 +413,41 @@ pub async fn run(
 /// offset), so that nothing it held undecided is skipped by its replacement.
 /// If the consumer cannot seek, the process stops: reading on would let the
 /// replacement store offsets past what its predecessor had pinned.
-fn reread(
-    consumer: &consumer::InputConsumer,
+async fn reread(
+    consumer: &Arc<consumer::InputConsumer>,
     topic: &str,
     partition: i32,
     resume_from: Option<i64>,
 ) -> Result<(), String> {
-    let offset = resume_from.map_or(rdkafka::Offset::Stored, rdkafka::Offset::Offset);
-    consumer
-        .seek(topic, partition, offset, Duration::from_secs(10))
-        .map_err(|e| {
-            format!(
-                "partition {partition}: cannot read it again from {offset:?} after its worker stopped ({e}); stopping, so the restart reads it from the committed offset"
-            )
-        })?;
-    tracing::info!(
-        partition,
-        ?offset,
-        "reading the partition again with a new worker"
-    );
-    Ok(())
+    let (consumer, topic) = (consumer.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let offset = match resume_from {
+            Some(o) => rdkafka::Offset::Offset(o),
+            None => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                let committed = consumer
+                    .committed_offsets(tpl, Duration::from_secs(10))
+                    .map_err(|e| format!("partition {partition}: cannot read its committed offset after its worker stopped ({e}); stopping, so the restart reads it from there"))?;
+                match committed.find_partition(&topic, partition).map(|e| e.offset()) {
+                    Some(rdkafka::Offset::Offset(o)) => rdkafka::Offset::Offset(o),
+                    // Nothing committed: where a new reader starts (auto.offset.reset).
+                    _ => rdkafka::Offset::Beginning,
+                }
+            }
+        };
+        consumer
+            .seek(&topic, partition, offset, Duration::from_secs(10))
+            .map_err(|e| {
+                format!(
+                    "partition {partition}: cannot read it again from {offset:?} after its worker stopped ({e}); stopping, so the restart reads it from the committed offset"
+                )
+            })?;
+        tracing::info!(partition, ?offset, "reading the partition again with a new worker");
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Commits the stored watermarks at shutdown. A rebalance in progress (another

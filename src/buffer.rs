@@ -76,6 +76,9 @@ struct TraceState {
     bytes: usize,
     /// The current entry of this trace in the deadline set.
     deadline: Instant,
+    /// When, among the buffer's traces, this one began: of traces due at the
+    /// same instant (a batch read at once), the one that began first goes first.
+    seq: u64,
     /// Offsets of the messages that brought its spans; each pins the commit watermark.
     offsets: Vec<i64>,
     encoding: Encoding,
@@ -117,7 +120,12 @@ pub const MESSAGE_OVERHEAD: usize = 48;
 pub struct TraceBuffer {
     config: BufferConfig,
     traces: HashMap<TraceId, TraceState, foldhash::fast::RandomState>,
-    deadlines: BTreeSet<(Instant, TraceId)>,
+    /// `(deadline, seq, trace id)`: earliest first; at the same deadline the
+    /// trace that began first — under memory pressure the one most likely
+    /// complete, not one whose next message is still being read.
+    deadlines: BTreeSet<(Instant, u64, TraceId)>,
+    /// The next trace's `seq`.
+    next_seq: u64,
     /// Messages the buffered spans keep alive: offset → (bytes retained,
     /// buffered traces with spans from it).
     messages: HashMap<i64, (usize, u32), foldhash::fast::RandomState>,
@@ -132,6 +140,7 @@ impl TraceBuffer {
             config,
             traces: HashMap::default(),
             deadlines: BTreeSet::new(),
+            next_seq: 0,
             messages: HashMap::default(),
             spans: 0,
             bytes: 0,
@@ -181,7 +190,9 @@ impl TraceBuffer {
     ) -> Vec<ReadyTrace> {
         if !self.traces.contains_key(&trace_id) {
             self.bytes += TRACE_OVERHEAD;
+            self.next_seq += 1;
         }
+        let seq = self.next_seq;
         let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
             spans: Vec::new(),
             first_seen: now,
@@ -189,6 +200,7 @@ impl TraceBuffer {
             root_seen: false,
             bytes: 0,
             deadline: now,
+            seq,
             offsets: Vec::new(),
             encoding,
         });
@@ -217,8 +229,8 @@ impl TraceBuffer {
         };
         if let Some(s) = self.traces.get_mut(&trace_id) {
             if is_new || deadline != old {
-                self.deadlines.remove(&(old, trace_id));
-                self.deadlines.insert((deadline, trace_id));
+                self.deadlines.remove(&(old, s.seq, trace_id));
+                self.deadlines.insert((deadline, s.seq, trace_id));
                 s.deadline = deadline;
             }
         }
@@ -229,28 +241,32 @@ impl TraceBuffer {
     /// that just grew) is decided alone; else the earliest deadlines go.
     fn enforce_budget(&mut self, added: TraceId) -> Vec<ReadyTrace> {
         let mut out = Vec::new();
-        if self.bytes > self.config.max_bytes {
-            if let Some(s) = self.traces.get(&added) {
-                if s.bytes > self.config.max_bytes {
-                    let deadline = s.deadline;
-                    out.extend(self.take(added, deadline, Reason::Memory));
-                }
-            }
+        if self.bytes > self.config.max_bytes
+            && self
+                .traces
+                .get(&added)
+                .is_some_and(|s| s.bytes > self.config.max_bytes)
+        {
+            out.extend(self.take(added, Reason::Memory));
         }
         while self.bytes > self.config.max_bytes {
-            let Some(&(deadline, id)) = self.deadlines.first() else {
+            let Some(&(deadline, seq, id)) = self.deadlines.first() else {
                 break;
             };
-            if let Some(t) = self.take(id, deadline, Reason::Memory) {
-                out.push(t);
+            match self.take(id, Reason::Memory) {
+                Some(t) => out.push(t),
+                None => {
+                    self.deadlines.remove(&(deadline, seq, id));
+                }
             }
         }
         out
     }
 
-    fn take(&mut self, id: TraceId, deadline: Instant, reason: Reason) -> Option<ReadyTrace> {
-        self.deadlines.remove(&(deadline, id));
+    fn take(&mut self, id: TraceId, reason: Reason) -> Option<ReadyTrace> {
         let s = self.traces.remove(&id)?;
+        let deadline = s.deadline;
+        self.deadlines.remove(&(deadline, s.seq, id));
         self.spans -= s.spans.len();
         self.bytes -= TRACE_OVERHEAD + s.spans.len() * SPAN_OVERHEAD;
         for o in &s.offsets {
@@ -275,23 +291,23 @@ impl TraceBuffer {
 
     /// The earliest deadline, to sleep until.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(d, _)| *d)
+        self.deadlines.first().map(|(d, _, _)| *d)
     }
 
     /// Removes and returns every trace whose deadline is at or before `now`,
     /// earliest first.
     pub fn pop_due(&mut self, now: Instant, out: &mut Vec<ReadyTrace>) {
-        while let Some(&(deadline, id)) = self.deadlines.first() {
+        while let Some(&(deadline, seq, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
-            let reason = match self.traces.get(&id) {
-                Some(s) => self.deadline_of(s).1,
-                None => Reason::Wait,
+            let Some(s) = self.traces.get(&id) else {
+                // Never the case: every entry has its trace. Not a loop if it were.
+                self.deadlines.remove(&(deadline, seq, id));
+                continue;
             };
-            if let Some(t) = self.take(id, deadline, reason) {
-                out.push(t);
-            }
+            let reason = self.deadline_of(s).1;
+            out.extend(self.take(id, reason));
         }
     }
 }

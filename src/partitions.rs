@@ -174,16 +174,40 @@ impl Partitions {
 
     /// A worker stopped by itself: forgotten, and where to read again from.
     fn dead(workers: &mut HashMap<i32, Entry>, partition: i32) -> Dispatched {
-        let resume_from = workers
-            .remove(&partition)
+        let entry = workers.remove(&partition);
+        let resume_from = entry
+            .as_ref()
             .map(|e| e.worker.stored.load(Ordering::Relaxed))
             .filter(|o| *o >= 0);
+        if let Some(w) = entry.and_then(|e| e.waiting) {
+            w.task.abort();
+        }
         tracing::error!(
             partition,
             ?resume_from,
             "partition worker stopped unexpectedly; reading the partition again from its last stored offset with a new worker"
         );
         Dispatched::Dead { resume_from }
+    }
+
+    /// Workers that stopped by themselves, found without waiting for their
+    /// partition's next message: each is forgotten, with where its partition
+    /// must be read again from (see [`Dispatched::Dead`]).
+    pub fn reap(&self) -> Vec<(i32, Option<i64>)> {
+        let mut workers = self.workers();
+        // A worker runs until its input closes, and the input is held here:
+        // a worker that finished while listed here died.
+        let dead: Vec<i32> = workers
+            .iter()
+            .filter(|(_, e)| e.worker.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        dead.into_iter()
+            .map(|p| match Self::dead(&mut workers, p) {
+                Dispatched::Dead { resume_from } => (p, resume_from),
+                _ => (p, None),
+            })
+            .collect()
     }
 
     /// There is room in a full worker's queue: its backlog goes in, in order.
@@ -388,5 +412,166 @@ mod tests {
         );
         let all = partitions.stop(None).await;
         assert_eq!(all.timed_out, 1);
+    }
+
+    /// Workers that read nothing until `go` opens, then record what they
+    /// read; a queue of one message.
+    fn stalled(
+        go: Arc<tokio::sync::Notify>,
+        read: Arc<std::sync::Mutex<Vec<(i32, i64)>>>,
+    ) -> Start {
+        Box::new(move |partition, _assigned| {
+            let (tx, mut rx) = mpsc::channel::<InputMessage>(1);
+            let (go, read) = (go.clone(), read.clone());
+            let task = tokio::spawn(async move {
+                if partition == 0 {
+                    go.notified().await;
+                }
+                while let Some(m) = rx.recv().await {
+                    read.lock().unwrap().push((partition, m.offset));
+                }
+                Stopped {
+                    undecided_traces: 0,
+                    redelivered_spans: 0,
+                }
+            });
+            Worker {
+                input: tx,
+                task,
+                stored: Arc::new(AtomicI64::new(-1)),
+            }
+        })
+    }
+
+    /// Issue 12: a worker that cannot take input holds up its own partition
+    /// only; what is read for it meanwhile waits, in order, and goes in once
+    /// there is room.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_worker_holds_up_only_its_partition() {
+        let go = Arc::new(tokio::sync::Notify::new());
+        let read = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (partitions, mut rooms) =
+            Partitions::new(stalled(go.clone(), read.clone()), Duration::from_secs(5));
+        assert_eq!(partitions.dispatch(0, 2, message(0)), Dispatched::Queued);
+        assert_eq!(
+            partitions.dispatch(0, 2, message(1)),
+            Dispatched::Full,
+            "pause partition 0"
+        );
+        assert_eq!(
+            partitions.dispatch(0, 2, message(2)),
+            Dispatched::Queued,
+            "behind the others"
+        );
+        for o in 0..3 {
+            assert_eq!(
+                partitions.dispatch(1, 2, message(o)),
+                Dispatched::Queued,
+                "partition 1 flows"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        go.notify_one();
+        let mut last = Dispatched::Queued;
+        while last != Dispatched::Drained {
+            let room = tokio::time::timeout(Duration::from_secs(5), rooms.recv())
+                .await
+                .expect("room comes")
+                .expect("room");
+            assert_eq!(room.partition, 0);
+            last = partitions.room(room);
+        }
+        partitions.stop(None).await;
+        let read = read.lock().unwrap().clone();
+        let of = |p: i32| {
+            read.iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, o)| *o)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(0), vec![0, 1, 2], "in order, none lost");
+        assert_eq!(of(1), vec![0, 1, 2]);
+    }
+
+    /// Stopping a partition whose worker is full lets go of what waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_a_full_worker_does_not_wait_for_room() {
+        let go = Arc::new(tokio::sync::Notify::new());
+        let read = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (partitions, _rooms) =
+            Partitions::new(stalled(go.clone(), read), Duration::from_secs(5));
+        partitions.dispatch(0, 1, message(0));
+        assert_eq!(partitions.dispatch(0, 1, message(1)), Dispatched::Full);
+        go.notify_one();
+        let handed = partitions.stop(None).await;
+        assert_eq!((handed.stopped, handed.timed_out), (1, 0));
+    }
+
+    /// Issue 11, scenario 5: a worker that stops by itself is replaced, and
+    /// the partition is read again from what it last stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_dies_is_replaced_from_its_last_stored_offset() {
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = started.clone();
+        let start: Start = Box::new(move |_partition, _assigned| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (tx, mut rx) = mpsc::channel::<InputMessage>(8);
+            let stored = Arc::new(AtomicI64::new(-1));
+            let mine = stored.clone();
+            let task = tokio::spawn(async move {
+                while let Some(m) = rx.recv().await {
+                    if m.offset == 7 {
+                        panic!("a bug at offset 7");
+                    }
+                    mine.store(m.offset, Ordering::SeqCst);
+                }
+                Stopped {
+                    undecided_traces: 0,
+                    redelivered_spans: 0,
+                }
+            });
+            Worker {
+                input: tx,
+                task,
+                stored,
+            }
+        });
+        let (partitions, _rooms) = Partitions::new(start, Duration::from_secs(5));
+        for o in [4, 5, 7] {
+            assert_eq!(partitions.dispatch(2, 1, message(o)), Dispatched::Queued);
+        }
+        // Found without a next message...
+        let mut reaped = Vec::new();
+        for _ in 0..500 {
+            reaped = partitions.reap();
+            if !reaped.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(reaped, vec![(2, Some(5))]);
+        assert!(partitions.running().is_empty());
+        assert!(partitions.reap().is_empty(), "once");
+        // ...or by the next message.
+        for o in [5, 7] {
+            assert_eq!(partitions.dispatch(2, 1, message(o)), Dispatched::Queued);
+        }
+        let mut last = Dispatched::Queued;
+        for _ in 0..500 {
+            last = partitions.dispatch(2, 1, message(8));
+            if last != Dispatched::Queued {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            last,
+            Dispatched::Dead {
+                resume_from: Some(5)
+            }
+        );
+        assert_eq!(partitions.dispatch(2, 1, message(5)), Dispatched::Queued);
+        assert_eq!(started.load(Ordering::SeqCst), 3, "a new worker each time");
+        assert_eq!(partitions.running(), vec![2]);
     }
 }

@@ -201,9 +201,11 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     );
 }
 
-/// Kept spans that cannot be delivered are retried, counted and hold the
-/// committed offset back; nothing is dropped. Once delivery works again (here:
-/// a restart with a sane producer setting) every kept trace arrives.
+/// Kept spans whose delivery fails for a while (a transient error: here the
+/// producer is pointed at a port where no broker listens, so every produce
+/// times out) are retried, counted and hold the committed offset back;
+/// nothing is dropped. Once delivery works again (a restart with the right
+/// address) every kept trace arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -213,25 +215,27 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     let expected = w.expected_kept(RULES);
     produce_traces(&input, &w.traces, |_| Encoding::OtlpProto).await;
 
-    // Every kept trace's message (about 2 KB) is over the producer's limit.
+    // Produces time out after 1.5 s: transient.
     let good = settings(&group, &input, &output, RULES, "2s", None);
     let broken = good
         .replace(
             "  consumer_options:",
-            "  producer_options: ['message.max.bytes=1000']\n  consumer_options:",
+            &format!(
+                "  producer_options: ['bootstrap.servers=127.0.0.1:{}', 'message.timeout.ms=1500']\n  consumer_options:",
+                free_port()
+            ),
         )
         .replace("drain_timeout: 20s", "drain_timeout: 3s");
-    assert_ne!(good, broken);
     let dir = policy_dir(&broken);
     let mut tailgate = Tailgate::start(dir.path(), free_port(), "broken.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let errors = || {
         tailgate
             .http_get("/metrics")
-            .map(|(_, m)| metric_sum(&m, "tailgate_produce_errors_total", &[]))
+            .map(|(_, m)| metric_sum(&m, "tailgate_produce_errors_total", &["kind=\"transient\""]))
             .unwrap_or(0.0)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while errors() < 2.0 * expected.len() as f64 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -252,6 +256,12 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
         "the committed offset must stay behind the undelivered traces"
     );
     assert!(tailgate.log_text().contains("produce failed, retrying"));
+    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    assert_eq!(
+        metric_sum(&metrics, "tailgate_undeliverable_spans_total", &[]),
+        0.0,
+        "a transient failure gives nothing up"
+    );
     // Shutdown gives up on them after the drain timeout; their offsets stay uncommitted.
     let status = tailgate.terminate(Duration::from_secs(60));
     assert!(status.success(), "{}", tailgate.log_text());
@@ -282,4 +292,58 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     for (p, (c, e)) in committed_and_end(&group, &input, 2).into_iter().enumerate() {
         assert_eq!(c, e, "partition {p}");
     }
+}
+
+/// Issue 11, scenario 2: output that can never succeed — here every kept
+/// span is over the output topic's `max.message.bytes` of 600 — used to be
+/// retried forever, freezing the partitions' offsets. Now it is counted,
+/// offered to the dead-letter topic (whose broker refuses it too: the same
+/// limit, a permanent produce error), released, and the offsets reach the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_can_never_succeed_is_counted_and_released() {
+    let (input, output, dlq, group) = (
+        unique("in"),
+        unique("out"),
+        unique("dlq"),
+        unique("tailgate"),
+    );
+    create_topic(&input, 2).await;
+    create_topic_with(&output, 1, &[("max.message.bytes", "600")]).await;
+    create_topic_with(&dlq, 1, &[("max.message.bytes", "600")]).await;
+    let w = Workload::shop(6, 300);
+    let expected = w.expected_kept(RULES);
+    let kept_spans: usize = expected.values().sum();
+    produce_traces(&input, &w.traces, |_| Encoding::OtlpProto).await;
+    let config = settings(&group, &input, &output, RULES, "2s", Some(&dlq));
+    let dir = policy_dir(&config);
+    let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    tailgate.wait_ready(Duration::from_secs(30));
+    wait_committed_to_end(&group, &input, 2, Duration::from_secs(60), || {
+        tailgate.log_text()
+    });
+    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tailgate_undeliverable_spans_total",
+            &["span_too_large"]
+        ) as usize,
+        kept_spans,
+        "every kept span counted once"
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "tailgate_produce_errors_total",
+            &["message_too_large"]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "tailgate_produce_errors_total", &["transient"]),
+        0.0
+    );
+    let mut reader = OutputReader::new(&output);
+    reader.poll(Duration::from_secs(2));
+    assert!(reader.output.spans.is_empty());
+    assert!(read_with_headers(&dlq, 1, Duration::from_secs(2)).is_empty());
 }

@@ -241,3 +241,20 @@ fn backpressure_pauses_above_high_water_and_resumes_below_low_water() {
     assert_eq!(b.update(800), None, "between the marks: stay running");
     assert_eq!(b.update(1000), Some(Flow::Pause));
 }
+
+/// Of traces due at the same instant (a burst read in one batch), memory
+/// pressure decides the one that began first, not the one being read.
+#[test]
+fn at_equal_deadlines_the_trace_that_began_first_is_decided_for_memory() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(BufferConfig {
+        max_bytes: 2 * one_trace() + SPAN_OVERHEAD,
+        ..config()
+    });
+    // Higher ids first: an id order would pick the newest.
+    b.insert(id(9), root(9), 1, MESSAGE, Encoding::OtlpProto, t0);
+    b.insert(id(5), root(5), 2, MESSAGE, Encoding::OtlpProto, t0);
+    let evicted = b.insert(id(1), root(1), 3, MESSAGE, Encoding::OtlpProto, t0);
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].trace_id, id(9));
+}

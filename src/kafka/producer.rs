@@ -17,10 +17,12 @@ use crate::pipeline::{Destination, Outgoing, Output, ProduceError, ProduceErrorK
 /// librdkafka's default `message.max.bytes`.
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// What a record may add to its payload within the size limits: the key
-/// (a trace id's 32 characters), the dead-letter headers, librdkafka's
-/// record overhead (at most 36 bytes) and a record batch's header (61), with
-/// room to spare.
-const RECORD_OVERHEAD: usize = 2048;
+/// (a trace id's 32 characters), librdkafka's record overhead (at most 36
+/// bytes), a record batch's header (61), with room to spare for the headers
+/// of a dead letter.
+const RECORD_OVERHEAD: usize = 512;
+/// Below this, most kept spans fit no output message: worth a warning.
+const SMALL_PAYLOAD: usize = 16 * 1024;
 
 /// Produces to the output topic; one producer shared by all partition workers.
 #[derive(Clone)]
@@ -60,6 +62,12 @@ impl KafkaOutput {
         })
     }
 
+    /// [`KafkaOutput::payload_limit`] from the producer's limit alone, before
+    /// the broker has said what the topic's is.
+    pub fn producer_payload_limit(&self) -> usize {
+        payload_within(self.max_message_bytes)
+    }
+
     /// The largest payload a kept trace's output message may have: the
     /// producer's `message.max.bytes`, or the output topic's
     /// `max.message.bytes` if that is lower (asked of the broker; if it
@@ -80,7 +88,12 @@ impl KafkaOutput {
                 self.max_message_bytes
             }
         };
-        let payload = limit.saturating_sub(RECORD_OVERHEAD).max(1);
+        let payload = payload_within(limit);
+        if payload < SMALL_PAYLOAD {
+            tracing::warn!(
+                "output messages are limited to {payload} bytes (message.max.bytes / max.message.bytes); kept spans that do not fit are dead-lettered or released"
+            );
+        }
         tracing::info!(
             producer = self.max_message_bytes,
             topic = ?topic.as_ref().ok().copied().flatten(),
@@ -109,6 +122,10 @@ impl KafkaOutput {
     pub fn producer(&self) -> &FutureProducer {
         &self.producer
     }
+}
+
+fn payload_within(limit: usize) -> usize {
+    limit.saturating_sub(RECORD_OVERHEAD).max(1)
 }
 
 /// The output topic's `max.message.bytes`, if the broker says.

@@ -6,6 +6,7 @@
 //! where possible and released, so it never freezes the partition.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,7 +112,8 @@ impl Partition {
         encoding: Encoding,
         offsets: Vec<i64>,
     ) {
-        let split = otlp::encode_within(spans, annotation, encoding, self.config.max_message_bytes);
+        let limit = self.config.max_message_bytes.load(Ordering::Relaxed);
+        let split = otlp::encode_within(spans, annotation, encoding, limit);
         let key = trace_key(id);
         for m in split.messages {
             let message = Outgoing {
@@ -129,7 +131,7 @@ impl Partition {
                 trace = %id,
                 span = %hex::encode(span.span_id),
                 bytes = span.encoded.len(),
-                limit = self.config.max_message_bytes,
+                limit,
                 "a kept span fits no output message even alone; {}",
                 if self.config.dead_letter { "copying it to the dead-letter topic" } else { "releasing it (no dead-letter topic)" }
             );
@@ -143,7 +145,7 @@ impl Partition {
                     format!(
                         "span of {} bytes; output messages are limited to {}",
                         span.encoded.len(),
-                        self.config.max_message_bytes
+                        limit
                     ),
                 );
                 self.pin_and_send(message, &offsets, 0);
@@ -205,7 +207,7 @@ impl Partition {
             payload,
             headers: vec![
                 (DLQ_REASON_HEADER, reason.to_string()),
-                (DLQ_DETAIL_HEADER, detail),
+                (DLQ_DETAIL_HEADER, detail.chars().take(200).collect()),
                 (DLQ_PARTITION_HEADER, self.partition.to_string()),
                 (DLQ_OFFSET_HEADER, lowest.to_string()),
                 (DLQ_TRACE_HEADER, id.to_hex()),

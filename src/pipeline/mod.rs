@@ -72,8 +72,9 @@ pub struct WorkerConfig {
     pub dead_letter: bool,
     /// The largest payload an output message may have (the producer's
     /// `message.max.bytes`, or the output topic's limit if lower, less the
-    /// record's key and overhead): kept traces are split to fit it.
-    pub max_message_bytes: usize,
+    /// record's key and overhead): kept traces are split to fit it. Shared,
+    /// since the topic's limit is learnt from the broker after the start.
+    pub max_message_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Bytes buffered by all workers of the process, for back-pressure.
     pub usage: Arc<AtomicUsize>,
     /// Exactly-once mode: produce through the transaction instead of the

@@ -561,7 +561,9 @@ impl Sim {
             decided_capacity: 1 << 20,
             max_in_flight: self.case.max_in_flight,
             dead_letter: self.case.dead_letter,
-            max_message_bytes: self.case.max_message_bytes,
+            max_message_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(
+                self.case.max_message_bytes,
+            )),
             usage: self.usage.clone(),
             exactly_once: self.case.exactly_once,
         }

@@ -17,6 +17,8 @@ struct MemoryOutput {
     dead_letters: Mutex<Vec<Outgoing>>,
     attempts: AtomicUsize,
     fail_first: usize,
+    /// Every output message (not dead letters) fails so, for good.
+    refuse: Option<ProduceErrorKind>,
 }
 
 impl Output for MemoryOutput {
@@ -24,6 +26,8 @@ impl Output for MemoryOutput {
         let n = self.attempts.fetch_add(1, Ordering::SeqCst);
         let result = if n < self.fail_first {
             Err(ProduceError::transient("broker unavailable"))
+        } else if let (Some(kind), Destination::Sampled) = (self.refuse, message.destination) {
+            Err(ProduceError::new(kind, "refused"))
         } else {
             match message.destination {
                 Destination::Sampled => {
@@ -80,10 +84,47 @@ fn start_full(
     dead_letter: bool,
     transaction: Option<Arc<dyn Transaction>>,
 ) -> Harness {
+    start_opts(Opts {
+        fail_first,
+        dead_letter,
+        transaction,
+        ..Opts::default()
+    })
+}
+
+struct Opts {
+    fail_first: usize,
+    dead_letter: bool,
+    transaction: Option<Arc<dyn Transaction>>,
+    max_message_bytes: usize,
+    refuse: Option<ProduceErrorKind>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            fail_first: 0,
+            dead_letter: false,
+            transaction: None,
+            max_message_bytes: 1_000_000,
+            refuse: None,
+        }
+    }
+}
+
+fn start_opts(o: Opts) -> Harness {
+    let Opts {
+        fail_first,
+        dead_letter,
+        transaction,
+        max_message_bytes,
+        refuse,
+    } = o;
     let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
     let (rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
     let output = Arc::new(MemoryOutput {
         fail_first,
+        refuse,
         ..Default::default()
     });
     let offsets = Arc::new(MemoryOffsets::default());
@@ -98,7 +139,7 @@ fn start_full(
         decided_capacity: 10_000,
         max_in_flight: 100,
         dead_letter,
-        max_message_bytes: 1_000_000,
+        max_message_bytes: Arc::new(AtomicUsize::new(max_message_bytes)),
         exactly_once: transaction.is_some(),
         usage: Default::default(),
     };
@@ -472,4 +513,333 @@ async fn exactly_once_writes_a_kept_trace_with_its_offsets_once_nothing_before_i
     );
     drop(h.tx);
     h.task.await.unwrap();
+}
+
+/// An ERROR trace of `spans` spans (about 200 bytes each), in `messages`
+/// input messages, protobuf.
+fn big_trace(n: u8, spans: usize, messages: usize) -> (TraceId, Vec<Bytes>) {
+    let id = TraceId([n; 16]);
+    let ids: Vec<[u8; 8]> = (0..spans)
+        .map(|i| {
+            let mut b = [0u8; 8];
+            b[..4].copy_from_slice(&(i as u32 + 1).to_be_bytes());
+            b[7] = n;
+            b
+        })
+        .collect();
+    let mut specs: Vec<SpanSpec> = (0..spans)
+        .map(|i| {
+            let mut s = SpanSpec::new(
+                "backend",
+                &format!("query {i} {}", "x".repeat(120)),
+                (i > 0).then_some(0),
+                i as u64 / 10,
+                1,
+            );
+            s.error = i == spans / 2;
+            s
+        })
+        .collect();
+    specs[0].service = "gateway";
+    let mut data = TracesData::default();
+    for m in build_trace(id, &ids, 1_000, &specs) {
+        data.resource_spans.extend(m.resource_spans);
+    }
+    // All spans under one resource and scope per service, then cut into messages.
+    let all: Vec<_> = data
+        .resource_spans
+        .iter()
+        .flat_map(|rs| {
+            rs.scope_spans[0].spans.iter().map(move |s| {
+                let mut one = rs.clone();
+                one.scope_spans[0].spans = vec![s.clone()];
+                one
+            })
+        })
+        .collect();
+    let per = all.len().div_ceil(messages);
+    let payloads = all
+        .chunks(per)
+        .map(|chunk| {
+            let mut m = TracesData::default();
+            for rs in chunk {
+                match m
+                    .resource_spans
+                    .iter_mut()
+                    .find(|r| r.resource == rs.resource)
+                {
+                    Some(r) => r.scope_spans[0]
+                        .spans
+                        .extend(rs.scope_spans[0].spans.clone()),
+                    None => m.resource_spans.push(rs.clone()),
+                }
+            }
+            payload(&m)
+        })
+        .collect();
+    (id, payloads)
+}
+
+/// The span ids in a batch of output messages, checking each is a valid
+/// `TracesData` within `limit`, keyed by `id`, every span annotated.
+fn output_spans(
+    sent: &[(String, Bytes)],
+    id: TraceId,
+    limit: usize,
+) -> std::collections::HashSet<[u8; 8]> {
+    let mut spans = std::collections::HashSet::new();
+    for (key, payload) in sent {
+        assert!(
+            payload.len() <= limit,
+            "{} bytes over {limit}",
+            payload.len()
+        );
+        assert_eq!(key, &id.to_hex());
+        let data = TracesData::decode(payload.clone()).expect("a valid TracesData");
+        for rs in &data.resource_spans {
+            assert!(rs.resource.is_some(), "each message carries its resource");
+            for ss in &rs.scope_spans {
+                assert!(ss.scope.is_some(), "and its scope");
+                for s in &ss.spans {
+                    assert!(s.attributes.iter().any(|kv| kv.key == "tailgate.rule"));
+                    assert!(spans.insert(<[u8; 8]>::try_from(s.span_id.as_slice()).unwrap()));
+                }
+            }
+        }
+    }
+    spans
+}
+
+/// Issue 11, scenario 2: a kept trace too big for one output message — 4 000
+/// spans in one input message, 8 000 over 80 — is split into messages under
+/// the limit, all of it delivered, and the watermark moves past it.
+#[tokio::test(start_paused = true)]
+async fn a_kept_trace_bigger_than_a_message_is_split_and_delivered_whole() {
+    for (spans, messages) in [(4_000, 1), (8_000, 80)] {
+        let limit = 100_000;
+        let h = start_opts(Opts {
+            max_message_bytes: limit,
+            ..Opts::default()
+        });
+        let (id, payloads) = big_trace(7, spans, messages);
+        assert_eq!(payloads.len(), messages);
+        let total: usize = payloads.iter().map(Bytes::len).sum();
+        for (o, p) in payloads.into_iter().enumerate() {
+            send(&h, o as i64, p).await;
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let sent = h.output.sent.lock().unwrap().clone();
+        assert_eq!(
+            output_spans(&sent, id, limit).len(),
+            spans,
+            "every span, once"
+        );
+        assert!(
+            sent.len() >= total / limit,
+            "{} messages for {total} bytes",
+            sent.len()
+        );
+        assert!(
+            sent.len() <= 2 * total.div_ceil(limit) + 1,
+            "as many messages as it needs: {} for {total} bytes",
+            sent.len()
+        );
+        eprintln!(
+            "{spans} spans in {messages} input messages ({total} bytes): {} output messages under {limit} bytes",
+            sent.len()
+        );
+        assert_eq!(h.offsets.last(), Some(messages as i64), "committed past it");
+    }
+}
+
+/// A span that fits no message even alone is counted, copied to the
+/// dead-letter topic, and released: the rest of its trace goes out, the
+/// partition goes on.
+#[tokio::test(start_paused = true)]
+async fn a_span_too_large_for_any_message_is_dead_lettered_and_released() {
+    let limit = 2_000;
+    let h = start_opts(Opts {
+        max_message_bytes: limit,
+        dead_letter: true,
+        ..Opts::default()
+    });
+    let id = TraceId([9; 16]);
+    let mut root = SpanSpec::new("gateway", "GET /", None, 0, 10);
+    root.error = true;
+    let huge = SpanSpec::new("backend", &"n".repeat(5_000), Some(0), 1, 5);
+    let parts = build_trace(id, &[[1; 8], [2; 8]], 1_000, &[root, huge]);
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    let spans = output_spans(&sent, id, limit);
+    assert_eq!(
+        spans.into_iter().collect::<Vec<_>>(),
+        vec![[1; 8]],
+        "the root goes out"
+    );
+    let dl = h.output.dead_letters.lock().unwrap().clone();
+    assert_eq!(dl.len(), 1);
+    let header = |name: &str| {
+        dl[0]
+            .headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(DLQ_REASON_HEADER).as_deref(), Some(SPAN_TOO_LARGE));
+    assert_eq!(header(DLQ_TRACE_HEADER), Some(id.to_hex()));
+    assert_eq!(h.offsets.last(), Some(2), "released");
+}
+
+/// Issue 11, scenario 2: produce errors no retry can fix are not retried:
+/// the kept spans are copied to the dead-letter topic (or, without one,
+/// released), and the watermark moves on.
+#[tokio::test(start_paused = true)]
+async fn a_permanent_produce_error_is_dead_lettered_and_released_not_retried() {
+    for dead_letter in [true, false] {
+        for kind in [
+            ProduceErrorKind::MessageTooLarge,
+            ProduceErrorKind::UnknownTopic,
+            ProduceErrorKind::Authorization,
+        ] {
+            let h = start_opts(Opts {
+                dead_letter,
+                refuse: Some(kind),
+                ..Opts::default()
+            });
+            let (id, parts) = two_part_trace(12, true);
+            send(&h, 0, payload(&parts[0])).await;
+            send(&h, 1, payload(&parts[1])).await;
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            assert!(h.output.sent.lock().unwrap().is_empty());
+            let attempts = h.output.attempts.load(Ordering::SeqCst);
+            assert_eq!(
+                attempts,
+                1 + usize::from(dead_letter),
+                "{kind:?}: never retried"
+            );
+            let dl = h.output.dead_letters.lock().unwrap().clone();
+            assert_eq!(dl.len(), usize::from(dead_letter));
+            if dead_letter {
+                let header = |name: &str| {
+                    dl[0]
+                        .headers
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.clone())
+                };
+                assert_eq!(header(DLQ_REASON_HEADER).as_deref(), Some(kind.as_str()));
+                assert_eq!(header(DLQ_TRACE_HEADER), Some(id.to_hex()));
+                assert_eq!(header(DLQ_OFFSET_HEADER).as_deref(), Some("0"));
+            }
+            assert_eq!(h.offsets.last(), Some(2), "{kind:?}: released");
+        }
+    }
+}
+
+/// Issue 11, scenario 4, in the pipeline: T's child at offset 0, an
+/// undecided U at 1, T's ERROR root at 2. T decided must not let the offset
+/// pass 0 until T is in the transaction; and a kept trace over three
+/// messages with two undecided traces between them likewise.
+#[tokio::test(start_paused = true)]
+async fn exactly_once_never_writes_an_offset_past_a_kept_trace_held_in_memory() {
+    let txn = Arc::new(MemoryTransaction::default());
+    let h = start_full(0, false, Some(txn.clone()));
+    let (t, t_parts) = two_part_trace(31, true);
+    let (_, u_parts) = two_part_trace(32, false);
+    send(&h, 0, payload(&t_parts[1])).await; // T's child
+    send(&h, 1, payload(&u_parts[1])).await; // U: no root, waits 10 s
+    send(&h, 2, payload(&t_parts[0])).await; // T's root
+    tokio::time::sleep(Duration::from_secs(3)).await; // T decided (after_root)
+    let writes = txn.writes.lock().unwrap().clone();
+    assert!(
+        writes
+            .iter()
+            .all(|(keys, next)| keys.is_empty() && next.is_none_or(|n| n <= 0)),
+        "nothing written past T's first message while T waits: {writes:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await; // U decided (dropped)
+    let writes = txn.writes.lock().unwrap().clone();
+    let with_t: Vec<_> = writes.iter().filter(|(k, _)| !k.is_empty()).collect();
+    assert_eq!(with_t, vec![&(vec![t.to_hex()], Some(3))]);
+    drop(h.tx);
+    h.task.await.unwrap();
+
+    // A kept trace over three messages, two undecided traces between them.
+    let txn = Arc::new(MemoryTransaction::default());
+    let h = start_full(0, false, Some(txn.clone()));
+    let id = TraceId([33; 16]);
+    let mut err = SpanSpec::new("c", "c", Some(0), 2, 3);
+    err.error = true;
+    let k = build_trace(
+        id,
+        &[[1; 8], [2; 8], [3; 8]],
+        1_000,
+        &[
+            SpanSpec::new("a", "root", None, 0, 10),
+            SpanSpec::new("b", "b", Some(0), 1, 5),
+            err,
+        ],
+    );
+    let (_, v) = two_part_trace(34, false);
+    let (_, w) = two_part_trace(35, false);
+    send(&h, 0, payload(&k[1])).await;
+    send(&h, 1, payload(&v[1])).await;
+    send(&h, 2, payload(&k[2])).await;
+    send(&h, 3, payload(&w[1])).await;
+    send(&h, 4, payload(&k[0])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // K decided
+    let writes = txn.writes.lock().unwrap().clone();
+    assert!(
+        writes
+            .iter()
+            .all(|(keys, next)| keys.is_empty() && next.is_none_or(|n| n <= 0)),
+        "{writes:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes = txn.writes.lock().unwrap().clone();
+    let with_k: Vec<_> = writes.iter().filter(|(k, _)| !k.is_empty()).collect();
+    assert_eq!(with_k, vec![&(vec![id.to_hex()], Some(5))]);
+}
+
+/// A worker that panics takes its share of the memory usage with it.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_ends_releases_its_memory_usage() {
+    let usage = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
+    let (_rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
+    let config = WorkerConfig {
+        buffer: BufferConfig {
+            wait: Duration::from_secs(10),
+            after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            max_bytes: 1 << 30,
+        },
+        decided_ttl: Duration::from_secs(600),
+        decided_capacity: 1_000,
+        max_in_flight: 100,
+        dead_letter: false,
+        max_message_bytes: Arc::new(AtomicUsize::new(1_000_000)),
+        exactly_once: false,
+        usage: usage.clone(),
+    };
+    let mut p = Partition::new(0, config, rules, Arc::new(MemoryOffsets::default()));
+    let (_, parts) = two_part_trace(40, false);
+    p.handle(
+        InputMessage {
+            offset: 0,
+            key: None,
+            payload: payload(&parts[0]),
+        },
+        Instant::now(),
+    );
+    p.advance();
+    assert!(usage.load(Ordering::SeqCst) > 0);
+    let task = tokio::spawn(async move {
+        let _p = p;
+        panic!("a bug");
+    });
+    assert!(task.await.is_err());
+    assert_eq!(usage.load(Ordering::SeqCst), 0);
 }

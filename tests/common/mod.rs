@@ -88,11 +88,19 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await
+}
+
+/// Creates a topic with topic-level settings (`max.message.bytes`, ...).
+pub async fn create_topic_with(name: &str, partitions: i32, config: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in config {
+        topic = topic.set(k, v);
+    }
     let results = admin
         .create_topics(
             [&topic],
@@ -206,6 +214,24 @@ pub async fn produce_raw(topic: &str, key: &str, payload: &[u8]) {
         .await
         .map_err(|(e, _)| e)
         .expect("produced");
+}
+
+/// Produces `messages` (key, payload) in order, with one producer, to
+/// partition 0 of `topic`.
+pub async fn produce_in_order(topic: &str, messages: &[(String, Vec<u8>)]) {
+    let p = producer();
+    for (key, payload) in messages {
+        p.send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .partition(0),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+    }
 }
 
 /// A policy directory with `test.yaml`.
@@ -346,6 +372,10 @@ pub struct Output {
     pub unannotated: usize,
     /// rule name → traces kept by it.
     pub rules: HashMap<String, HashSet<TraceId>>,
+    /// trace id → output messages that carried its spans.
+    pub messages_per_trace: HashMap<TraceId, usize>,
+    /// The largest output payload seen, in bytes.
+    pub largest_message: usize,
 }
 
 /// A consumer of its own group that reads `topic` from the start and commits
@@ -406,12 +436,17 @@ impl OutputReader {
                 .unwrap_or_default();
             let out = &mut self.output;
             out.messages += 1;
+            out.largest_message = out.largest_message.max(payload.len());
             if payload.first() == Some(&b'{') {
                 out.json_messages += 1;
             }
             let decoded =
                 otlp::decode(Bytes::copy_from_slice(payload)).expect("output decodes as OTLP");
             let mut bad_key = false;
+            let traces: HashSet<TraceId> = decoded.spans.iter().map(|(id, _)| *id).collect();
+            for id in traces {
+                *out.messages_per_trace.entry(id).or_default() += 1;
+            }
             for (id, s) in decoded.spans {
                 bad_key |= id.to_hex() != key;
                 if !out.spans.entry(id).or_default().insert(s.span_id) {
