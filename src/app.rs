@@ -20,7 +20,7 @@ use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics::{self as m, Health};
 use crate::partitions::{block_on_runtime, Dispatched, Partitions, Start, Worker};
-use crate::pipeline::{InputMessage, OffsetStore, PartitionWorker, WorkerConfig};
+use crate::pipeline::{InputMessage, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig};
 
 /// Hands revoked partitions over: their workers finish and store their last
 /// watermarks, which are committed before the partitions move.
@@ -130,19 +130,25 @@ pub async fn run(
         consumer: consumer.clone(),
         topic: settings.kafka.input_topic.clone(),
     });
-    // The output topic's limit is asked of the broker beside the start, not
+    // The topics' limits are asked of the broker beside the start, not
     // before it; workers started before the answer split at the producer's.
-    let max_message_bytes = Arc::new(AtomicUsize::new(output.producer_payload_limit()));
-    let limit_lookup = {
-        let (output, kafka, limit) = (
-            output.clone(),
-            settings.kafka.clone(),
-            max_message_bytes.clone(),
-        );
+    // In exactly-once mode a message over a topic's limit would fail the
+    // transaction, so there the answer is awaited before reading.
+    let limits = MessageLimits::new(output.producer_payload_limit());
+    let mut limit_lookup = {
+        let (output, kafka, limits) = (output.clone(), settings.kafka.clone(), limits.clone());
         tokio::spawn(async move {
-            limit.store(output.payload_limit(&kafka).await, Ordering::Relaxed);
+            let out = output.payload_limit(&kafka, &kafka.output_topic).await;
+            limits.output.fetch_min(out, Ordering::Relaxed);
+            if let Some(dlq) = &kafka.dead_letter_topic {
+                let dead = output.payload_limit(&kafka, dlq).await;
+                limits.dead_letter.fetch_min(dead, Ordering::Relaxed);
+            }
         })
     };
+    if transactions.is_some() {
+        let _ = (&mut limit_lookup).await;
+    }
     let (committer_stop, committer_stopped) = watch::channel(false);
     let committer = transactions
         .clone()
@@ -183,13 +189,13 @@ pub async fn run(
     };
     let mut assigned: Vec<i32> = Vec::new();
     let start: Start = {
-        let (settings, rules, output, offsets, usage, max_message_bytes) = (
+        let (settings, rules, output, offsets, usage, limits) = (
             settings.clone(),
             rules.clone(),
             output.clone(),
             offsets.clone(),
             usage.clone(),
-            max_message_bytes.clone(),
+            limits.clone(),
         );
         let transaction = transactions
             .clone()
@@ -202,7 +208,7 @@ pub async fn run(
                 decided_capacity: settings.decision.decided_capacity,
                 max_in_flight: settings.kafka.max_in_flight,
                 dead_letter: settings.kafka.dead_letter_topic.is_some(),
-                max_message_bytes: max_message_bytes.clone(),
+                limits: limits.clone(),
                 usage: usage.clone(),
                 exactly_once: transaction.is_some(),
             };
@@ -242,10 +248,16 @@ pub async fn run(
             }
             Some(event) = rebalances.recv() => match event {
                 RebalanceEvent::Assigned(ps) => {
-                    for p in ps {
-                        if !assigned.contains(&p) {
-                            assigned.push(p);
+                    for p in &ps {
+                        if !assigned.contains(p) {
+                            assigned.push(*p);
                         }
+                    }
+                    // librdkafka keeps a partition's pause across a revoke and a
+                    // new assignment: a partition coming back resumes unless
+                    // memory is short.
+                    if !pressure.paused() {
+                        flow(Flow::Resume, &ps);
                     }
                     handles.health.set_ready(true);
                     metrics::gauge!(m::PARTITIONS_ASSIGNED).set(assigned.len() as f64);
@@ -277,9 +289,9 @@ pub async fn run(
                             metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
                         }
                     }
-                    Dispatched::Dead { resume_from } => {
+                    Dispatched::Dead { resume_from, deaths } => {
                         blocked.retain(|p| *p != partition);
-                        if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
+                        if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from, deaths).await {
                             failure = Some(why);
                             break;
                         }
@@ -292,9 +304,10 @@ pub async fn run(
             }
             _ = pressure_check.tick() => {
                 // A worker that died with nothing more to read for it.
-                for (partition, resume_from) in partitions.reap() {
+                for (partition, dead) in partitions.reap() {
+                    let Dispatched::Dead { resume_from, deaths } = dead else { continue };
                     blocked.retain(|p| *p != partition);
-                    if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
+                    if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from, deaths).await {
                         failure = Some(why);
                         break;
                     }
@@ -360,8 +373,8 @@ pub async fn run(
                                 metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
                             }
                         }
-                        Dispatched::Dead { resume_from } => {
-                            if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from).await {
+                        Dispatched::Dead { resume_from, deaths } => {
+                            if let Err(why) = reread(&consumer, &settings.kafka.input_topic, partition, resume_from, deaths).await {
                                 failure = Some(why);
                                 break;
                             }
@@ -408,6 +421,10 @@ pub async fn run(
     Ok(())
 }
 
+/// Workers of one partition that may die in a row, without progress, before
+/// the process stops.
+const DEATHS_BEFORE_STOPPING: u32 = 3;
+
 /// After a worker stopped by itself: the partition is read again from what
 /// the worker last stored (or, if it stored nothing, from the committed
 /// offset), so that nothing it held undecided is skipped by its replacement.
@@ -418,7 +435,13 @@ async fn reread(
     topic: &str,
     partition: i32,
     resume_from: Option<i64>,
+    deaths: u32,
 ) -> Result<(), String> {
+    if deaths >= DEATHS_BEFORE_STOPPING {
+        return Err(format!(
+            "partition {partition}: {deaths} workers in a row died reading it from {resume_from:?} (a bug; the log shows the panic); stopping rather than loop"
+        ));
+    }
     let (consumer, topic) = (consumer.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || {
         let offset = match resume_from {

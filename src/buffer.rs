@@ -234,18 +234,19 @@ impl TraceBuffer {
                 s.deadline = deadline;
             }
         }
-        self.enforce_budget(trace_id)
+        self.enforce_budget(trace_id, offset)
     }
 
     /// Over the budget, a trace that is over it by itself (`added`, the one
-    /// that just grew) is decided alone; else the earliest deadlines go.
-    fn enforce_budget(&mut self, added: TraceId) -> Vec<ReadyTrace> {
+    /// that just grew), or one from a message that is over it by itself
+    /// (`offset`: each of its traces in turn), is decided alone; else the
+    /// earliest deadlines go.
+    fn enforce_budget(&mut self, added: TraceId, offset: i64) -> Vec<ReadyTrace> {
         let mut out = Vec::new();
-        if self.bytes > self.config.max_bytes
-            && self
-                .traces
-                .get(&added)
-                .is_some_and(|s| s.bytes > self.config.max_bytes)
+        let max = self.config.max_bytes;
+        let huge_message = self.messages.get(&offset).is_some_and(|m| m.0 > max);
+        if self.bytes > max
+            && (huge_message || self.traces.get(&added).is_some_and(|s| s.bytes > max))
         {
             out.extend(self.take(added, Reason::Memory));
         }

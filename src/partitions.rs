@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
 use crate::pipeline::{InputMessage, Stopped};
@@ -41,11 +41,12 @@ struct Entry {
     waiting: Option<Waiting>,
 }
 
-/// Room in a waiting worker's queue (or `None`: the worker is gone).
+/// Room in a waiting worker's queue. It holds nothing of the worker (no
+/// sender, no permit), so a stale one cannot keep a stopped worker's input
+/// open.
 pub struct Room {
     pub partition: i32,
     generation: u64,
-    permit: Option<OwnedPermit<InputMessage>>,
 }
 
 /// What became of a message handed to [`Partitions::dispatch`] (or of the
@@ -61,9 +62,14 @@ pub enum Dispatched {
     Drained,
     /// The worker stopped by itself (a bug). Its messages in hand are
     /// dropped; the partition must be read again from `resume_from` (what it
-    /// last stored, `None` if nothing: the committed offset), and a new
-    /// worker starts with the next message.
-    Dead { resume_from: Option<i64> },
+    /// last stored, or its predecessor's resume point if it stored nothing;
+    /// `None`: the committed offset), and a new worker starts with the next
+    /// message. `deaths` counts the workers of this partition that died in a
+    /// row without storing a new offset: a message that kills every worker.
+    Dead {
+        resume_from: Option<i64>,
+        deaths: u32,
+    },
 }
 
 /// Starts the worker of a partition, given how many partitions this instance
@@ -101,6 +107,9 @@ pub struct Partitions {
     generations: std::sync::atomic::AtomicU64,
     /// Where the waiting tasks say there is room.
     room: mpsc::UnboundedSender<Room>,
+    /// Per partition whose worker died: where its replacement resumed, and
+    /// how many died in a row from there.
+    resumed: Mutex<HashMap<i32, (Option<i64>, u32)>>,
 }
 
 impl Partitions {
@@ -113,6 +122,7 @@ impl Partitions {
             drain_timeout,
             generations: Default::default(),
             room,
+            resumed: Mutex::new(HashMap::new()),
         };
         (partitions, rooms)
     }
@@ -144,7 +154,7 @@ impl Partitions {
                 entry.waiting = Some(self.wait_for_room(partition, entry, VecDeque::from([msg])));
                 Dispatched::Full
             }
-            Err(TrySendError::Closed(_)) => Self::dead(&mut workers, partition),
+            Err(TrySendError::Closed(_)) => self.dead(&mut workers, partition),
         }
     }
 
@@ -162,38 +172,54 @@ impl Partitions {
         Waiting {
             backlog,
             task: tokio::spawn(async move {
-                let permit = input.reserve_owned().await.ok();
+                // Waits for room and gives it back at once: only the dispatch
+                // loop sends to a worker, so the room is still there for it.
+                // (A worker gone ends the wait too; `room` then finds it dead.)
+                let _ = input.reserve().await;
+                drop(input);
                 let _ = room.send(Room {
                     partition,
                     generation,
-                    permit,
                 });
             }),
         }
     }
 
     /// A worker stopped by itself: forgotten, and where to read again from.
-    fn dead(workers: &mut HashMap<i32, Entry>, partition: i32) -> Dispatched {
+    fn dead(&self, workers: &mut HashMap<i32, Entry>, partition: i32) -> Dispatched {
         let entry = workers.remove(&partition);
-        let resume_from = entry
+        let stored = entry
             .as_ref()
             .map(|e| e.worker.stored.load(Ordering::Relaxed))
             .filter(|o| *o >= 0);
         if let Some(w) = entry.and_then(|e| e.waiting) {
             w.task.abort();
         }
+        let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = resumed.get(&partition).copied();
+        let (resume_from, deaths) = match (stored, before) {
+            // It stored nothing new: its predecessor's resume point stands.
+            (None, Some((from, n))) => (from, n + 1),
+            (Some(s), Some((Some(from), n))) if s == from => (Some(s), n + 1),
+            (stored, _) => (stored, 1),
+        };
+        resumed.insert(partition, (resume_from, deaths));
         tracing::error!(
             partition,
             ?resume_from,
+            deaths,
             "partition worker stopped unexpectedly; reading the partition again from its last stored offset with a new worker"
         );
-        Dispatched::Dead { resume_from }
+        Dispatched::Dead {
+            resume_from,
+            deaths,
+        }
     }
 
     /// Workers that stopped by themselves, found without waiting for their
     /// partition's next message: each is forgotten, with where its partition
     /// must be read again from (see [`Dispatched::Dead`]).
-    pub fn reap(&self) -> Vec<(i32, Option<i64>)> {
+    pub fn reap(&self) -> Vec<(i32, Dispatched)> {
         let mut workers = self.workers();
         // A worker runs until its input closes, and the input is held here:
         // a worker that finished while listed here died.
@@ -203,10 +229,7 @@ impl Partitions {
             .map(|(p, _)| *p)
             .collect();
         dead.into_iter()
-            .map(|p| match Self::dead(&mut workers, p) {
-                Dispatched::Dead { resume_from } => (p, resume_from),
-                _ => (p, None),
-            })
+            .map(|p| (p, self.dead(&mut workers, p)))
             .collect()
     }
 
@@ -223,12 +246,6 @@ impl Partitions {
         let Some(mut waiting) = entry.waiting.take() else {
             return Dispatched::Queued;
         };
-        let Some(permit) = room.permit else {
-            return Self::dead(&mut workers, room.partition);
-        };
-        if let Some(first) = waiting.backlog.pop_front() {
-            permit.send(first);
-        }
         while let Some(msg) = waiting.backlog.pop_front() {
             match entry.worker.input.try_send(msg) {
                 Ok(()) => {}
@@ -238,7 +255,7 @@ impl Partitions {
                         Some(self.wait_for_room(room.partition, entry, waiting.backlog));
                     return Dispatched::Queued;
                 }
-                Err(TrySendError::Closed(_)) => return Self::dead(&mut workers, room.partition),
+                Err(TrySendError::Closed(_)) => return self.dead(&mut workers, room.partition),
             }
         }
         Dispatched::Drained
@@ -248,6 +265,13 @@ impl Partitions {
     /// what is queued for it, waits for its in-flight produces and stores its
     /// final watermark. Waits at most the drain timeout.
     pub async fn stop(&self, partitions: Option<&[i32]>) -> Handed {
+        {
+            let mut resumed = self.resumed.lock().unwrap_or_else(PoisonError::into_inner);
+            match partitions {
+                None => resumed.clear(),
+                Some(ps) => resumed.retain(|p, _| !ps.contains(p)),
+            }
+        }
         let stopping: Vec<(i32, Worker)> = {
             let mut workers = self.workers();
             let entries: Vec<(i32, Entry)> = match partitions {
@@ -549,7 +573,16 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(reaped, vec![(2, Some(5))]);
+        assert_eq!(
+            reaped,
+            vec![(
+                2,
+                Dispatched::Dead {
+                    resume_from: Some(5),
+                    deaths: 1
+                }
+            )]
+        );
         assert!(partitions.running().is_empty());
         assert!(partitions.reap().is_empty(), "once");
         // ...or by the next message.
@@ -567,11 +600,31 @@ mod tests {
         assert_eq!(
             last,
             Dispatched::Dead {
-                resume_from: Some(5)
+                resume_from: Some(5),
+                deaths: 2
+            },
+            "read from 5 again and died before moving on"
+        );
+        // A replacement that dies before it stores anything resumes where its
+        // predecessor's replacement did, not from the committed offset.
+        assert_eq!(partitions.dispatch(2, 1, message(7)), Dispatched::Queued);
+        let mut last = Dispatched::Queued;
+        for _ in 0..500 {
+            last = partitions.dispatch(2, 1, message(8));
+            if last != Dispatched::Queued {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            last,
+            Dispatched::Dead {
+                resume_from: Some(5),
+                deaths: 3
             }
         );
         assert_eq!(partitions.dispatch(2, 1, message(5)), Dispatched::Queued);
-        assert_eq!(started.load(Ordering::SeqCst), 3, "a new worker each time");
+        assert_eq!(started.load(Ordering::SeqCst), 4, "a new worker each time");
         assert_eq!(partitions.running(), vec![2]);
     }
 }

@@ -258,3 +258,28 @@ fn at_equal_deadlines_the_trace_that_began_first_is_decided_for_memory() {
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(9));
 }
+
+/// A message bigger than the budget by itself, holding many small traces:
+/// its traces are decided as they come, not every older trace first.
+#[test]
+fn a_message_over_the_budget_decides_its_own_traces_not_the_older_ones() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(BufferConfig {
+        max_bytes: 20 * one_trace(),
+        ..config()
+    });
+    for n in 1..=10u8 {
+        b.insert(id(n), child(n), n as i64, MESSAGE, Encoding::OtlpProto, t0);
+    }
+    let huge = 30 * one_trace();
+    let mut decided = Vec::new();
+    for n in 100..110u8 {
+        decided.extend(b.insert(id(n), child(n), 50, huge, Encoding::OtlpProto, t0 + S));
+    }
+    assert!(
+        decided.iter().all(|t| t.trace_id.0[0] >= 100),
+        "only the huge message's traces"
+    );
+    assert_eq!(decided.len(), 10);
+    assert_eq!(b.occupancy().traces, 10, "the older ones stay");
+}

@@ -68,21 +68,19 @@ impl KafkaOutput {
         payload_within(self.max_message_bytes)
     }
 
-    /// The largest payload a kept trace's output message may have: the
-    /// producer's `message.max.bytes`, or the output topic's
-    /// `max.message.bytes` if that is lower (asked of the broker; if it
-    /// cannot be read, the producer's limit alone), less what a record adds.
-    /// Kept traces are split to fit it, so no output message is refused for
-    /// its size.
-    pub async fn payload_limit(&self, settings: &KafkaSettings) -> usize {
-        let topic = topic_message_limit(settings).await;
-        let limit = match &topic {
-            Ok(Some(t)) => self.max_message_bytes.min(*t),
+    /// The largest payload a message to `topic` may have: the producer's
+    /// `message.max.bytes`, or the topic's `max.message.bytes` if that is
+    /// lower (asked of the broker; if it cannot be read, the producer's limit
+    /// alone), less what a record adds. Kept traces are split to fit it, so
+    /// no output message is refused for its size.
+    pub async fn payload_limit(&self, settings: &KafkaSettings, topic: &str) -> usize {
+        let limit = match topic_message_limit(settings, topic).await {
+            Ok(Some(t)) => self.max_message_bytes.min(t),
             Ok(None) => self.max_message_bytes,
             Err(e) => {
                 tracing::warn!(
-                    topic = %settings.output_topic,
-                    "cannot read the output topic's max.message.bytes ({e}); splitting kept traces at the producer's message.max.bytes ({})",
+                    topic,
+                    "cannot read the topic's max.message.bytes ({e}); keeping messages under the producer's message.max.bytes ({})",
                     self.max_message_bytes
                 );
                 self.max_message_bytes
@@ -91,14 +89,15 @@ impl KafkaOutput {
         let payload = payload_within(limit);
         if payload < SMALL_PAYLOAD {
             tracing::warn!(
-                "output messages are limited to {payload} bytes (message.max.bytes / max.message.bytes); kept spans that do not fit are dead-lettered or released"
+                topic,
+                "messages are limited to {payload} bytes (message.max.bytes / max.message.bytes); kept spans that do not fit are dead-lettered or released"
             );
         }
         tracing::info!(
+            topic,
             producer = self.max_message_bytes,
-            topic = ?topic.as_ref().ok().copied().flatten(),
             payload,
-            "output messages are limited to {payload} bytes of payload; larger kept traces are split"
+            "messages to {topic} are limited to {payload} bytes of payload; larger kept traces are split"
         );
         payload
     }
@@ -129,7 +128,10 @@ fn payload_within(limit: usize) -> usize {
 }
 
 /// The output topic's `max.message.bytes`, if the broker says.
-async fn topic_message_limit(settings: &KafkaSettings) -> Result<Option<usize>, String> {
+async fn topic_message_limit(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<Option<usize>, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
     let mut config = ClientConfig::new();
@@ -137,7 +139,7 @@ async fn topic_message_limit(settings: &KafkaSettings) -> Result<Option<usize>, 
     super::apply(&mut config, &settings.librdkafka_options);
     let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-    let topic = ResourceSpecifier::Topic(&settings.output_topic);
+    let topic = ResourceSpecifier::Topic(topic);
     let results = tokio::time::timeout(
         Duration::from_secs(15),
         admin.describe_configs([&topic], &options),

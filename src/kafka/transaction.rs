@@ -248,10 +248,13 @@ impl Transaction for Transactions {
                 return Ok(());
             }
             for message in &messages {
-                let topic = self
-                    .output
-                    .topic(message.destination)
-                    .ok_or_else(producer::no_dead_letter_topic)?;
+                let Some(topic) = self.output.topic(message.destination) else {
+                    // The worker released what it wrote here: the
+                    // transaction must not commit without it.
+                    let e = producer::no_dead_letter_topic();
+                    self.fail(format!("cannot write into the transaction: {e}"));
+                    return Err(e);
+                };
                 let mut record = producer::record(&topic, message);
                 loop {
                     match self.output.producer().send_result(record) {

@@ -209,10 +209,7 @@ pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
             }
         }
     }
-    if out.spans.is_empty() && out.rejected.is_empty() {
-        return Err(err(DecodeErrorKind::NoSpans, "TracesData holds no span"));
-    }
-    Ok(out)
+    nothing_valid(out)
 }
 
 fn malformed_resource(what: &str, e: WireError) -> DecodeError {
@@ -507,8 +504,9 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             }
         }
     }
+    // What stays alive is the allocation, capacity included.
+    out.retained = buf.capacity();
     let buf = Bytes::from(buf);
-    out.retained = buf.len();
     let part = |(start, end): Range| &buf[start..end];
     let shared: Vec<Arc<Scope>> = scopes
         .iter()
@@ -532,10 +530,22 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             Err(e) => out.rejected.push(e),
         }
     }
-    if out.spans.is_empty() && out.rejected.is_empty() {
-        return Err(err(DecodeErrorKind::NoSpans, "TracesData holds no span"));
+    nothing_valid(out)
+}
+
+/// A message without a valid span is rejected whole (and so dead-lettered,
+/// and tried in the other encoding): for the first reason, if any was given.
+fn nothing_valid(out: Decoded) -> Result<Decoded, DecodeError> {
+    if !out.spans.is_empty() {
+        return Ok(out);
     }
-    Ok(out)
+    match out.rejected.into_iter().next() {
+        None => Err(err(DecodeErrorKind::NoSpans, "TracesData holds no span")),
+        Some(first) => Err(err(
+            first.kind,
+            format!("no valid span in the message; the first: {}", first.detail),
+        )),
+    }
 }
 
 /// Why a JSON span could not be read, naming the id at fault where it is one.

@@ -26,6 +26,13 @@ pub struct Annotation {
 }
 
 impl Annotation {
+    /// No attributes: for spans that carry theirs already (output re-split).
+    pub fn none() -> Self {
+        Self {
+            encoded: Vec::new(),
+        }
+    }
+
     pub fn new(rule: &str, adjusted_count: f64) -> Self {
         let mut encoded = Vec::with_capacity(64 + rule.len());
         // KeyValue { key = 1; value = 2 (AnyValue { string_value = 1 }) }

@@ -204,15 +204,16 @@ fn bad_spans_are_skipped_and_the_rest_kept() {
     let mut backwards = good.clone();
     let s = &mut backwards.resource_spans[0].scope_spans[0].spans[0];
     s.end_time_unix_nano = s.start_time_unix_nano - 1;
+    // A message whose only span is invalid holds nothing valid: rejected
+    // whole (so it is dead-lettered), for that span's reason.
     for enc in [Encoding::OtlpProto, Encoding::OtlpJson] {
-        let d = decode(Bytes::from(encode(&backwards, enc))).expect("message is well-formed");
-        assert!(d.spans.is_empty());
-        assert_eq!(d.rejected[0].kind, DecodeErrorKind::EndBeforeStart);
+        let e = decode(Bytes::from(encode(&backwards, enc))).expect_err("nothing valid");
+        assert_eq!(e.kind, DecodeErrorKind::EndBeforeStart);
     }
     let mut short_json = good.clone();
     short_json.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1, 2, 3];
-    let d = decode(Bytes::from(encode(&short_json, Encoding::OtlpJson))).expect("json");
-    assert_eq!(d.rejected[0].kind, DecodeErrorKind::BadTraceId);
+    let e = decode(Bytes::from(encode(&short_json, Encoding::OtlpJson))).expect_err("json");
+    assert_eq!(e.kind, DecodeErrorKind::BadTraceId);
 }
 
 fn attributes(

@@ -112,8 +112,25 @@ impl Partition {
         encoding: Encoding,
         offsets: Vec<i64>,
     ) {
-        let limit = self.config.max_message_bytes.load(Ordering::Relaxed);
+        let limit = self.config.limits.of(Destination::Sampled);
         let split = otlp::encode_within(spans, annotation, encoding, limit);
+        self.send_split(id, split, annotation, encoding, &offsets, limit);
+        for o in offsets {
+            self.release(o);
+        }
+    }
+
+    /// Sends the messages of a split trace (each pinning `offsets`), and
+    /// gives up on the spans too large for any.
+    fn send_split(
+        &mut self,
+        id: TraceId,
+        split: otlp::Split<'_>,
+        annotation: &Annotation,
+        encoding: Encoding,
+        offsets: &[i64],
+        limit: usize,
+    ) {
         let key = trace_key(id);
         for m in split.messages {
             let message = Outgoing {
@@ -122,7 +139,7 @@ impl Partition {
                 payload: Bytes::from(m.payload),
                 headers: Vec::new(),
             };
-            self.pin_and_send(message, &offsets, m.spans);
+            self.pin_and_send(message, offsets, m.spans);
         }
         for span in split.oversized {
             self.undeliverable(SPAN_TOO_LARGE, 1);
@@ -139,7 +156,7 @@ impl Partition {
                 let (payload, _) = otlp::encode_trace([span], annotation, encoding);
                 let message = self.output_dead_letter(
                     id,
-                    &offsets,
+                    offsets,
                     Bytes::from(payload),
                     SPAN_TOO_LARGE,
                     format!(
@@ -148,11 +165,8 @@ impl Partition {
                         limit
                     ),
                 );
-                self.pin_and_send(message, &offsets, 0);
+                self.pin_and_send(message, offsets, 0);
             }
-        }
-        for o in offsets {
-            self.release(o);
         }
     }
 
@@ -224,6 +238,25 @@ impl Partition {
     /// Hands a message to the producer — or in exactly-once mode holds it
     /// for the transaction.
     pub(super) fn send(&mut self, flight: InFlight) {
+        let limit = self.config.limits.of(flight.message.destination);
+        if flight.message.payload.len() > limit {
+            // The producer or the topic would refuse it: no use trying, and
+            // in exactly-once mode it would fail the transaction.
+            let e = ProduceError::new(
+                ProduceErrorKind::MessageTooLarge,
+                format!(
+                    "{} bytes, over the {limit}-byte limit of the {:?} topic",
+                    flight.message.payload.len(),
+                    flight.message.destination
+                ),
+            );
+            self.telemetry.produce_errors[&e.kind].increment(1);
+            if flight.message.destination == Destination::Sampled && flight.spans > 1 {
+                // Encoded before the limit was lowered: split it at the limit.
+                return self.split(flight, &e, limit);
+            }
+            return self.given_up(flight, e);
+        }
         if self.config.exactly_once {
             self.hold(flight);
             return;
@@ -280,8 +313,33 @@ impl Partition {
             flight.attempt += 1;
             return self.send(flight);
         }
-        // No retry can fix it: count, dead-letter what can be, release.
+        self.given_up(flight, e);
+    }
+
+    /// A message no retry can deliver: count it, dead-letter what can be,
+    /// release it. An output message refused as too large is split smaller
+    /// first (the limit was learnt late, or the topic's was lowered).
+    fn given_up(&mut self, flight: InFlight, e: ProduceError) {
         match flight.message.destination {
+            Destination::Sampled
+                if e.kind == ProduceErrorKind::MessageTooLarge && flight.spans > 1 =>
+            {
+                // A broker refused it: its limit is below this message, and
+                // every worker splits below it from now on.
+                let lower = (flight.message.payload.len() / 2).max(1);
+                let was = self
+                    .config
+                    .limits
+                    .output
+                    .fetch_min(lower, Ordering::Relaxed);
+                tracing::warn!(
+                    partition = self.partition,
+                    bytes = flight.message.payload.len(),
+                    "an output message was refused as too large ({e}); splitting at {} bytes from now on",
+                    was.min(lower)
+                );
+                return self.split(flight, &e, was.min(lower));
+            }
             Destination::Sampled => {
                 self.undeliverable(e.kind.as_str(), flight.spans as u64);
                 let copy = self.config.dead_letter;
@@ -297,14 +355,8 @@ impl Partition {
                     }
                 );
                 if copy {
-                    let id = flight
-                        .message
-                        .key
-                        .as_deref()
-                        .and_then(|k| TraceId::from_hex(std::str::from_utf8(k).ok()?))
-                        .unwrap_or(TraceId([0; 16]));
                     let message = self.output_dead_letter(
-                        id,
+                        key_trace(&flight.message),
                         &flight.offsets,
                         flight.message.payload,
                         e.kind.as_str(),
@@ -330,9 +382,35 @@ impl Partition {
         self.release_all(flight.offsets);
     }
 
+    /// Splits an output message too large to send into messages of at most
+    /// `limit` bytes.
+    fn split(&mut self, flight: InFlight, e: &ProduceError, limit: usize) {
+        let Ok(decoded) = otlp::decode(flight.message.payload.clone()) else {
+            // Our own output always decodes; if not, it is given up as it is.
+            self.undeliverable(e.kind.as_str(), flight.spans as u64);
+            return self.release_all(flight.offsets);
+        };
+        let spans: Vec<SpanRecord> = decoded.spans.into_iter().map(|(_, s)| s).collect();
+        // The spans carry their annotation already.
+        let none = Annotation::none();
+        let split = otlp::encode_within(&spans, &none, decoded.encoding, limit);
+        let id = key_trace(&flight.message);
+        self.send_split(id, split, &none, decoded.encoding, &flight.offsets, limit);
+        self.release_all(flight.offsets);
+    }
+
     fn release_all(&mut self, offsets: Vec<i64>) {
         for o in offsets {
             self.release(o);
         }
     }
+}
+
+/// The trace an output message is keyed by.
+fn key_trace(message: &Outgoing) -> TraceId {
+    message
+        .key
+        .as_deref()
+        .and_then(|k| TraceId::from_hex(std::str::from_utf8(k).ok()?))
+        .unwrap_or(TraceId([0; 16]))
 }

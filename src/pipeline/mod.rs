@@ -70,16 +70,41 @@ pub struct WorkerConfig {
     /// to the dead-letter topic (their offsets are held until the copy is
     /// acknowledged).
     pub dead_letter: bool,
-    /// The largest payload an output message may have (the producer's
-    /// `message.max.bytes`, or the output topic's limit if lower, less the
-    /// record's key and overhead): kept traces are split to fit it. Shared,
-    /// since the topic's limit is learnt from the broker after the start.
-    pub max_message_bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The largest payloads messages may have, per destination: kept traces
+    /// are split to fit. Shared by all workers, and lowered when a broker
+    /// refuses a message as too large.
+    pub limits: Arc<MessageLimits>,
     /// Bytes buffered by all workers of the process, for back-pressure.
     pub usage: Arc<AtomicUsize>,
     /// Exactly-once mode: produce through the transaction instead of the
     /// output, in offset order (see `exactly_once.rs`).
     pub exactly_once: bool,
+}
+
+/// The largest payload a message may have, per destination: the producer's
+/// `message.max.bytes`, or the topic's `max.message.bytes` if lower, less
+/// what a record adds.
+#[derive(Debug)]
+pub struct MessageLimits {
+    pub output: AtomicUsize,
+    pub dead_letter: AtomicUsize,
+}
+
+impl MessageLimits {
+    /// The same limit for both destinations.
+    pub fn new(bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            output: AtomicUsize::new(bytes),
+            dead_letter: AtomicUsize::new(bytes),
+        })
+    }
+
+    pub fn of(&self, destination: Destination) -> usize {
+        match destination {
+            Destination::Sampled => self.output.load(std::sync::atomic::Ordering::Relaxed),
+            Destination::DeadLetter => self.dead_letter.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// What the pipeline asks of its edges.
@@ -150,6 +175,12 @@ pub struct Partition {
     telemetry: Telemetry,
     bad_input_log: RateLimited<otlp::DecodeErrorKind>,
     failure_log: RateLimited<ProduceErrorKind>,
+    /// Watermark pins released that were not held: a bug, counted so the
+    /// model test sees it.
+    anomalies: u64,
+    /// The last store was refused: to be tried again soon, not only when
+    /// something next happens.
+    store_refused: bool,
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     ready: Vec<ReadyTrace>,
@@ -177,6 +208,8 @@ impl Partition {
             held: Held::default(),
             bad_input_log: RateLimited::new(LOG_INTERVAL),
             failure_log: RateLimited::new(LOG_INTERVAL),
+            anomalies: 0,
+            store_refused: false,
             commands: Vec::new(),
             ready: Vec::new(),
         }
@@ -207,6 +240,12 @@ impl Partition {
         self.buffer.next_deadline()
     }
 
+    /// The last store of the watermark was refused: [`Partition::advance`]
+    /// should run again soon even if nothing else happens.
+    pub fn store_refused(&self) -> bool {
+        self.store_refused
+    }
+
     /// The offset it is safe to commit now, and what the buffer holds.
     pub fn status(&self) -> (Option<i64>, Occupancy) {
         (self.watermark.committable(), self.buffer.occupancy())
@@ -232,7 +271,14 @@ impl Partition {
             self.rejected(msg.offset, e, now);
         }
         self.telemetry.spans.increment(decoded.spans.len() as u64);
-        let (encoding, retained) = (decoded.encoding, decoded.retained);
+        let encoding = decoded.encoding;
+        // Protobuf spans are slices of the message, which the edge reads into
+        // one buffer together with its key.
+        let retained = decoded.retained
+            + match encoding {
+                Encoding::OtlpProto => msg.key.as_ref().map_or(0, Bytes::len),
+                Encoding::OtlpJson => 0,
+            };
         let mut spans = decoded.spans;
         // Group by trace id, keeping each trace's spans in message order.
         spans.sort_by_key(|(id, _)| *id);
@@ -360,12 +406,13 @@ impl Partition {
             // The offset travels with the transaction's messages (or alone).
             self.release_held();
         } else if let Some(next) = self.watermark.advance() {
-            if self.offsets.store(self.partition, next) {
-                self.telemetry.offsets_stored.increment(1);
-                self.in_flight.committed(next);
-            } else {
+            self.store_refused = !self.offsets.store(self.partition, next);
+            if self.store_refused {
                 // Not stored (not assigned at this moment): try again next time.
                 self.watermark.unstored();
+            } else {
+                self.telemetry.offsets_stored.increment(1);
+                self.in_flight.committed(next);
             }
         }
         self.show();
@@ -381,8 +428,14 @@ impl Partition {
         self.telemetry.show(now, &self.config.usage);
     }
 
+    /// Watermark pins released that were not held (a bug; zero).
+    pub fn anomalies(&self) -> u64 {
+        self.anomalies
+    }
+
     fn release(&mut self, offset: i64) {
         if !self.watermark.release(offset) {
+            self.anomalies += 1;
             // A pin released twice would let the watermark pass undecided data.
             tracing::error!(
                 partition = self.partition,

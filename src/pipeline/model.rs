@@ -119,6 +119,8 @@ enum Step {
     Stop,
     /// The other rule set is loaded.
     Reload,
+    /// The consumer refuses stores from now on, or takes them again.
+    RefuseStores(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +200,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::WorkerDies),
         1 => Just(Step::Stop),
         1 => Just(Step::Reload),
+        1 => any::<bool>().prop_map(Step::RefuseStores),
     ]
 }
 
@@ -252,8 +255,6 @@ struct InputFact {
     spans: Vec<Key>,
     /// Rejected whole (garbage).
     garbage: bool,
-    /// Bytes its spans keep alive while buffered.
-    retained: usize,
 }
 
 fn trace_id(t: usize) -> TraceId {
@@ -326,7 +327,6 @@ fn input(case: &Case) -> (Vec<InputFact>, HashMap<Key, SpanFact>) {
                 },
                 spans: Vec::new(),
                 garbage: true,
-                retained: 0,
             });
         }
         let (now, later) = rest.split_at(gm.spans.min(rest.len()));
@@ -440,7 +440,6 @@ fn input(case: &Case) -> (Vec<InputFact>, HashMap<Key, SpanFact>) {
             },
             spans: keys,
             garbage: false,
-            retained: decoded.retained,
         });
     }
     (out, facts)
@@ -448,13 +447,19 @@ fn input(case: &Case) -> (Vec<InputFact>, HashMap<Key, SpanFact>) {
 
 // ------------------------------------------------------------ the harness
 
+/// The consumer's stored offsets; it refuses stores while `refuse` is set,
+/// as the consumer does for a partition it is not assigned at that moment.
 #[derive(Default)]
 struct Stored {
     values: Mutex<Vec<i64>>,
+    refuse: std::sync::atomic::AtomicBool,
 }
 
 impl OffsetStore for Stored {
     fn store(&self, _partition: i32, next_offset: i64) -> bool {
+        if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         self.values.lock().expect("lock").push(next_offset);
         true
     }
@@ -481,6 +486,11 @@ struct Incarnation {
     written: Vec<Key>,
     /// Exactly-once: the offset written with the open transaction's last write.
     written_offset: Option<i64>,
+    /// The offset this worker last stored (exactly-once: wrote with the
+    /// transaction, committed since or not).
+    stored: Option<i64>,
+    /// Kept spans whose output failed for good, waiting for their dead-letter copy.
+    awaiting_copy: HashSet<Key>,
 }
 
 struct Sim {
@@ -505,6 +515,13 @@ struct Sim {
     committed: i64,
     /// Exactly-once: the open transaction's messages.
     open_transaction: Vec<Outgoing>,
+    /// Exactly-once: the partition's offset in the open transaction, as an
+    /// earlier worker wrote it (the current one's is `now_.written_offset`).
+    open_offset: Option<i64>,
+    /// Where the current worker began, if it replaced one that died.
+    replacement_from: Option<i64>,
+    /// The limits the workers split at (lowered when a broker refuses).
+    limits: Arc<MessageLimits>,
     /// Delivered spans: acknowledged (at-least-once) or committed (exactly-once), with how often.
     delivered: HashMap<Key, usize>,
     /// Every span some decision kept.
@@ -519,6 +536,7 @@ struct Sim {
 
 impl Sim {
     fn new(case: Case) -> Self {
+        let case_limit = case.max_message_bytes;
         let (input, spans) = input(&case);
         let rules = [rules(0), rules(1)];
         let (rules_tx, _) = watch::channel(rules[0].clone());
@@ -538,6 +556,9 @@ impl Sim {
             in_flight: Vec::new(),
             committed: 0,
             open_transaction: Vec::new(),
+            open_offset: None,
+            replacement_from: None,
+            limits: MessageLimits::new(case_limit),
             delivered: HashMap::new(),
             kept_ever: HashSet::new(),
             now_: Incarnation::default(),
@@ -561,9 +582,7 @@ impl Sim {
             decided_capacity: 1 << 20,
             max_in_flight: self.case.max_in_flight,
             dead_letter: self.case.dead_letter,
-            max_message_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(
-                self.case.max_message_bytes,
-            )),
+            limits: self.limits.clone(),
             usage: self.usage.clone(),
             exactly_once: self.case.exactly_once,
         }
@@ -627,28 +646,40 @@ impl Sim {
                 self.seen_stored = self.stored.values.lock().expect("lock").len();
                 let from = self.committed;
                 self.start(from)?;
+                self.replacement_from = None;
+                self.open_offset = None;
             }
             Step::WorkerDies => {
                 // The consumer stays: the replacement reads from what the dead
-                // worker last stored (exactly-once: wrote with the transaction).
-                let from = if self.case.exactly_once {
-                    self.now_.written_offset.unwrap_or(self.committed)
-                } else {
-                    self.last_stored().unwrap_or(self.committed)
-                };
+                // worker itself last stored (exactly-once: wrote with the
+                // transaction), else from where the dead worker began if it
+                // was a replacement too, else from the committed offset — as
+                // `Partitions` and the app do.
+                let from = self
+                    .now_
+                    .stored
+                    .or(self.replacement_from)
+                    .unwrap_or(self.committed);
                 let written = std::mem::take(&mut self.open_transaction);
-                let offset = self.now_.written_offset;
+                let transaction_offset = self.now_.written_offset.or(self.open_offset);
                 self.start(from)?;
-                // The open transaction stays open, with what the dead worker wrote.
+                self.replacement_from = Some(from);
+                // The open transaction stays open, with what the dead worker
+                // wrote, and its offset for the partition.
                 self.open_transaction = written;
-                self.now_.written_offset = offset;
+                self.open_offset = transaction_offset;
             }
             Step::Stop => {
                 self.drain()?;
                 self.commit();
                 let from = self.committed;
                 self.start(from)?;
+                self.replacement_from = None;
             }
+            Step::RefuseStores(refuse) => self
+                .stored
+                .refuse
+                .store(refuse, std::sync::atomic::Ordering::Relaxed),
             Step::Reload => {
                 self.in_force = 1 - self.in_force;
                 self.rules_tx
@@ -700,8 +731,11 @@ impl Sim {
         for key in keys {
             self.decided(key, keep);
             let encoding = self.spans[&key].encoding;
-            if keep && self.too_large(&key, annotation, encoding) {
-                self.now_.undeliverable.insert(key);
+            if let Some(copy) = keep
+                .then(|| self.too_large(&key, annotation, encoding))
+                .flatten()
+            {
+                self.given_up(key, copy);
             }
         }
     }
@@ -739,8 +773,13 @@ impl Sim {
             Outcome::Permanent(kind) => {
                 match message.destination {
                     Destination::Sampled => {
-                        for key in self.output_spans(&message)? {
-                            self.now_.undeliverable.insert(key);
+                        let keys = self.output_spans(&message)?;
+                        if kind == ProduceErrorKind::MessageTooLarge && keys.len() > 1 {
+                            // Split smaller and sent again.
+                        } else {
+                            for key in keys {
+                                self.given_up(key, message.payload.len());
+                            }
                         }
                     }
                     Destination::DeadLetter => self.dead_letter_done(&message),
@@ -750,11 +789,46 @@ impl Sim {
         };
         let now = self.now;
         self.core().delivered(id, result, now);
+        if let Outcome::Permanent(ProduceErrorKind::MessageTooLarge) = outcome {
+            if message.destination == Destination::Sampled {
+                // Split again under the lowered limit: a span that fits no
+                // message at it is given up.
+                let limit = self.limits.of(Destination::Sampled);
+                let decoded = otlp::decode(message.payload.clone()).map_err(|e| e.to_string())?;
+                if decoded.spans.len() > 1 {
+                    for (id, record) in &decoded.spans {
+                        let (alone, _) =
+                            otlp::encode_trace([record], &Annotation::none(), decoded.encoding);
+                        if alone.len() > limit {
+                            self.given_up((*id, record.span_id), alone.len());
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// A kept span that can never reach the output: given up once its
+    /// dead-letter copy (of `bytes`) is done, if there is one to be made.
+    fn given_up(&mut self, key: Key, bytes: usize) {
+        if self.case.dead_letter && bytes <= self.limits.of(Destination::DeadLetter) {
+            self.now_.awaiting_copy.insert(key);
+        } else {
+            self.now_.undeliverable.insert(key);
+        }
     }
 
     fn dead_letter_done(&mut self, message: &Outgoing) {
         if message.from_output() {
+            let keys: Vec<Key> = otlp::decode(message.payload.clone())
+                .map(|d| d.spans.iter().map(|(id, s)| (*id, s.span_id)).collect())
+                .unwrap_or_default();
+            for key in keys {
+                if self.now_.awaiting_copy.remove(&key) {
+                    self.now_.undeliverable.insert(key);
+                }
+            }
             return;
         }
         let offset = message
@@ -803,9 +877,11 @@ impl Sim {
                 }
             }
             self.now_.written.clear();
-            if let Some(o) = self.now_.written_offset {
+            if let Some(o) = self.now_.written_offset.or(self.open_offset) {
                 self.committed = o;
             }
+            self.open_offset = None;
+            self.now_.written_offset = None;
         } else if let Some(o) = self.last_stored() {
             self.committed = o;
         }
@@ -888,8 +964,12 @@ impl Sim {
                 let encoding = self.spans[&part[0]].encoding;
                 for key in part {
                     self.decided(key, d.keep);
-                    if d.keep && self.too_large(&key, &annotation, encoding) {
-                        self.now_.undeliverable.insert(key);
+                    if let Some(copy) = d
+                        .keep
+                        .then(|| self.too_large(&key, &annotation, encoding))
+                        .flatten()
+                    {
+                        self.given_up(key, copy);
                     }
                 }
                 self.follow(late, d.keep, &annotation);
@@ -915,6 +995,7 @@ impl Sim {
                 if let Some(next) = next_offset {
                     self.check_below(next, "written with the transaction")?;
                     self.now_.written_offset = Some(next);
+                    self.now_.stored = Some(next);
                 }
                 self.core().written(receipt);
             }
@@ -922,11 +1003,12 @@ impl Sim {
         Ok(())
     }
 
-    /// Too large for any message, alone with its resource and scope.
-    fn too_large(&self, key: &Key, annotation: &Annotation, encoding: Encoding) -> bool {
+    /// Too large for any output message, alone with its resource and scope:
+    /// the size of that message, its dead-letter copy.
+    fn too_large(&self, key: &Key, annotation: &Annotation, encoding: Encoding) -> Option<usize> {
         let record = &self.spans[key].record;
         let (payload, _) = otlp::encode_trace([record], annotation, encoding);
-        payload.len() > self.case.max_message_bytes
+        (payload.len() > self.limits.of(Destination::Sampled)).then_some(payload.len())
     }
 
     fn check_stored(&mut self) -> Result<(), String> {
@@ -938,6 +1020,13 @@ impl Sim {
         }
         for v in values {
             self.check_below(v, "stored")?;
+            self.now_.stored = Some(v);
+        }
+        let anomalies = self.core().anomalies();
+        if anomalies > 0 {
+            return Err(format!(
+                "{anomalies} watermark pins released that were not held"
+            ));
         }
         Ok(())
     }
@@ -972,11 +1061,16 @@ impl Sim {
             None => Some("undecided"),
             Some(false) => None,
             Some(true) if self.now_.undeliverable.contains(key) => None,
+            Some(true) if self.now_.awaiting_copy.contains(key) => {
+                Some("kept, failed for good, and its dead-letter copy not delivered")
+            }
             Some(true) => Some("kept and not delivered"),
         }
     }
 
-    /// The buffer counts at least the bytes its spans keep alive.
+    /// The buffer counts at least the bytes its spans keep alive: a protobuf
+    /// message whole (its spans are slices of it), for JSON at least the
+    /// spans' own encodings.
     fn check_memory(&mut self) -> Result<(), String> {
         let mut messages = HashSet::new();
         for keys in self.now_.open.values() {
@@ -986,7 +1080,18 @@ impl Sim {
         }
         let alive: usize = messages
             .iter()
-            .map(|o| self.input[*o as usize].retained)
+            .map(|o| {
+                let fact = &self.input[*o as usize];
+                let first = fact.spans.first().map(|k| self.spans[k].encoding);
+                match first {
+                    Some(Encoding::OtlpJson) => fact
+                        .spans
+                        .iter()
+                        .map(|k| self.spans[k].record.encoded.len())
+                        .sum(),
+                    _ => fact.message.payload.len(),
+                }
+            })
             .sum();
         let counted = self.core().status().1.bytes;
         if counted < alive {
@@ -1012,6 +1117,15 @@ impl Sim {
 
     /// Reads, decides, delivers and commits everything left; then the final checks.
     fn finish(&mut self) -> Result<(), String> {
+        // The partition is this worker's again.
+        self.stored
+            .refuse
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        // A worker whose store was refused tries again soon, idle or not.
+        if self.core().store_refused() {
+            self.now += S;
+            self.settle()?;
+        }
         for _ in 0..10_000 {
             let done = self.position as usize >= self.input.len()
                 && self.in_flight.is_empty()

@@ -97,7 +97,10 @@ struct Opts {
     dead_letter: bool,
     transaction: Option<Arc<dyn Transaction>>,
     max_message_bytes: usize,
+    /// The dead-letter topic's limit (the output's if `None`).
+    dead_letter_bytes: Option<usize>,
     refuse: Option<ProduceErrorKind>,
+    limits: Option<Arc<MessageLimits>>,
 }
 
 impl Default for Opts {
@@ -107,7 +110,9 @@ impl Default for Opts {
             dead_letter: false,
             transaction: None,
             max_message_bytes: 1_000_000,
+            dead_letter_bytes: None,
             refuse: None,
+            limits: None,
         }
     }
 }
@@ -118,8 +123,17 @@ fn start_opts(o: Opts) -> Harness {
         dead_letter,
         transaction,
         max_message_bytes,
+        dead_letter_bytes,
         refuse,
+        limits,
     } = o;
+    let limits = limits.unwrap_or_else(|| {
+        let l = MessageLimits::new(max_message_bytes);
+        if let Some(d) = dead_letter_bytes {
+            l.dead_letter.store(d, Ordering::SeqCst);
+        }
+        l
+    });
     let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
     let (rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
     let output = Arc::new(MemoryOutput {
@@ -139,7 +153,7 @@ fn start_opts(o: Opts) -> Harness {
         decided_capacity: 10_000,
         max_in_flight: 100,
         dead_letter,
-        max_message_bytes: Arc::new(AtomicUsize::new(max_message_bytes)),
+        limits,
         exactly_once: transaction.is_some(),
         usage: Default::default(),
     };
@@ -660,6 +674,7 @@ async fn a_span_too_large_for_any_message_is_dead_lettered_and_released() {
     let limit = 2_000;
     let h = start_opts(Opts {
         max_message_bytes: limit,
+        dead_letter_bytes: Some(1_000_000),
         dead_letter: true,
         ..Opts::default()
     });
@@ -699,9 +714,9 @@ async fn a_span_too_large_for_any_message_is_dead_lettered_and_released() {
 async fn a_permanent_produce_error_is_dead_lettered_and_released_not_retried() {
     for dead_letter in [true, false] {
         for kind in [
-            ProduceErrorKind::MessageTooLarge,
             ProduceErrorKind::UnknownTopic,
             ProduceErrorKind::Authorization,
+            ProduceErrorKind::InvalidRecord,
         ] {
             let h = start_opts(Opts {
                 dead_letter,
@@ -820,7 +835,7 @@ async fn a_worker_that_ends_releases_its_memory_usage() {
         decided_capacity: 1_000,
         max_in_flight: 100,
         dead_letter: false,
-        max_message_bytes: Arc::new(AtomicUsize::new(1_000_000)),
+        limits: MessageLimits::new(1_000_000),
         exactly_once: false,
         usage: usage.clone(),
     };
@@ -842,4 +857,39 @@ async fn a_worker_that_ends_releases_its_memory_usage() {
     });
     assert!(task.await.is_err());
     assert_eq!(usage.load(Ordering::SeqCst), 0);
+}
+
+/// A broker refusing an output message as too large (its limit is below
+/// what tailgate read, or was lowered since): the limit is lowered for
+/// every worker and the message split again; what still does not fit is
+/// dead-lettered and released.
+#[tokio::test(start_paused = true)]
+async fn an_output_message_refused_as_too_large_is_split_again() {
+    let limits = MessageLimits::new(1_000_000);
+    let h = start_opts(Opts {
+        dead_letter: true,
+        refuse: Some(ProduceErrorKind::MessageTooLarge),
+        limits: Some(limits.clone()),
+        ..Opts::default()
+    });
+    let (id, parts) = two_part_trace(13, true);
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let output = limits.of(Destination::Sampled);
+    assert!(
+        output < 1_000,
+        "lowered below the refused message: {output}"
+    );
+    // 1 refused; then the halves that fit the lowered limit, refused (a span
+    // over it alone goes straight to the dead letters); 2 dead letters.
+    let attempts = h.output.attempts.load(Ordering::SeqCst);
+    assert!((4..=5).contains(&attempts), "{attempts} attempts");
+    let dl = h.output.dead_letters.lock().unwrap().clone();
+    assert_eq!(dl.len(), 2, "each span alone, dead-lettered");
+    for d in &dl {
+        assert!(d.from_output());
+        assert_eq!(d.key.as_deref(), Some(id.to_hex().as_bytes()));
+    }
+    assert_eq!(h.offsets.last(), Some(2), "released");
 }

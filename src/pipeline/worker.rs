@@ -22,6 +22,9 @@ pub struct Stopped {
     pub redelivered_spans: u64,
 }
 
+/// How soon a refused store of the watermark is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
 /// Messages a worker takes from its queue at once.
 const RECEIVE_BATCH: usize = 256;
 
@@ -98,11 +101,15 @@ impl PartitionWorker {
         // watermark and the gauges run once per batch, not once per message.
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         loop {
-            let next = self
+            let mut next = self
                 .pipeline
                 .next_deadline()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            if self.pipeline.store_refused() {
+                // Try the store again within a second, idle or not.
+                next = next.min(tokio::time::Instant::now() + STORE_RETRY);
+            }
             let can_read = self.pipeline.can_read();
             tokio::select! {
                 biased;
