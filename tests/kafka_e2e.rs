@@ -60,19 +60,18 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     let s = &mut backwards.resource_spans[0].scope_spans[0].spans[0];
     s.trace_id = vec![0xee; 16];
     s.end_time_unix_nano = s.start_time_unix_nano - 1;
-    let malformed: [(Vec<u8>, &str); 4] = [
+    // The last two are well-formed but hold no valid span: rejected whole
+    // too, for their span's reason.
+    let malformed: [(Vec<u8>, &str); 6] = [
         (Vec::new(), "empty"),
         (b"definitely not OTLP".to_vec(), "not_otlp"),
         (good[..good.len() / 2].to_vec(), "truncated"),
         (b"{\"resourceSpans\": [".to_vec(), "not_otlp"),
+        (short_id.encode_to_vec(), "bad_trace_id"),
+        (backwards.encode_to_vec(), "end_before_start"),
     ];
     for (bad, _) in &malformed {
         produce_raw(&input, "bad", bad).await;
-    }
-    // Valid messages whose only span is invalid: the span is skipped and
-    // counted; there is no malformed message to dead-letter.
-    for bad in [short_id.encode_to_vec(), backwards.encode_to_vec()] {
-        produce_raw(&input, "bad", &bad).await;
     }
 
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", Some(&dlq)));

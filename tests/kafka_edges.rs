@@ -415,3 +415,117 @@ async fn a_worker_that_stops_is_replaced_without_losing_what_it_held() {
     );
     assert!(t.terminate(Duration::from_secs(40)).success());
 }
+
+/// Issue 12, item 2, on the broker: one partition's worker cannot take
+/// input (a test-only fault stalls it); its queue fills and that partition
+/// alone is paused, while every kept trace of the other partitions arrives;
+/// SIGTERM is honoured; after a restart without the fault the stalled
+/// partition's kept traces arrive too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_take_input_holds_up_its_own_partition_only() {
+    use rdkafka::producer::FutureRecord;
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 4).await;
+    create_topic(&output, 1).await;
+    let w = Workload::shop(21, 400);
+    let expected = w.expected_kept(common::RULES);
+    // Trace i on partition i % 4.
+    let producer = producer();
+    for (i, t) in w.traces.iter().enumerate() {
+        for m in &t.messages {
+            let payload = tailgate::workload::encode(m, tailgate::otlp::Encoding::OtlpProto);
+            producer
+                .send(
+                    FutureRecord::to(&input)
+                        .key(&t.truth.trace_id.to_hex())
+                        .payload(&payload)
+                        .partition((i % 4) as i32),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
+        }
+    }
+    let on = |p: usize| -> std::collections::HashMap<TraceId, usize> {
+        w.traces
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 == p)
+            .filter_map(|(_, t)| {
+                expected
+                    .get(&t.truth.trace_id)
+                    .map(|n| (t.truth.trace_id, *n))
+            })
+            .collect()
+    };
+    let others: std::collections::HashMap<TraceId, usize> = (1..4).flat_map(on).collect();
+    let stalled = on(0);
+    assert!(!stalled.is_empty() && !others.is_empty());
+    let config = format!(
+        "{}buffer:\n  partition_queue: 8\n",
+        settings(&group, &input, &output, common::RULES, "2s", None)
+    );
+    let dir = policy_dir(&config);
+    let log = dir.path().join("stalled.log");
+    let metrics_port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        .args(["run", "--env", "test", "--policies"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info,tailgate=debug")
+        .env("TAILGATE_TEST_WORKER_STALL", "0")
+        .env(
+            "TAILGATE__METRICS__LISTEN",
+            format!("127.0.0.1:{metrics_port}"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn tailgate");
+    let mut t = Tailgate {
+        child,
+        log,
+        metrics_port,
+    };
+    t.wait_ready(Duration::from_secs(30));
+    let mut reader = OutputReader::new(&output);
+    let flowing = reader.until(Duration::from_secs(60), |o| missing(&others, o).is_empty());
+    assert!(
+        flowing,
+        "{} kept traces of the other partitions missing:\n{}",
+        missing(&others, &reader.output).len(),
+        t.log_text()
+    );
+    assert_eq!(
+        metric(&t, "tailgate_partitions_paused", &[]),
+        1.0,
+        "the stalled partition alone is paused"
+    );
+    assert!(
+        reader
+            .output
+            .spans
+            .keys()
+            .all(|id| !stalled.contains_key(id)),
+        "nothing of the stalled partition went out"
+    );
+    let stopped = std::time::Instant::now();
+    let status = t.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", t.log_text());
+    eprintln!(
+        "one partition stalled: {} kept traces of the others out, SIGTERM honoured in {:?}",
+        others.len(),
+        stopped.elapsed()
+    );
+    let fresh = Tailgate::start(dir.path(), free_port(), "fresh.log");
+    fresh.wait_ready(Duration::from_secs(30));
+    let complete = reader.until(Duration::from_secs(60), |o| {
+        missing(&expected, o).is_empty()
+    });
+    assert!(
+        complete,
+        "{} kept traces missing after the restart:\n{}",
+        missing(&expected, &reader.output).len(),
+        fresh.log_text()
+    );
+}

@@ -100,6 +100,7 @@ impl PartitionWorker {
         // Everything queued is taken at once, so deciding, storing the
         // watermark and the gauges run once per batch, not once per message.
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+        fault::stall(self.pipeline.partition(), &input).await;
         loop {
             let mut next = self
                 .pipeline
@@ -189,11 +190,11 @@ impl PartitionWorker {
     }
 }
 
-/// A fault to inject in the real-broker tests: with the `kafka-tests`
-/// feature and `TAILGATE_TEST_WORKER_PANIC=<partition>:<offset>`, the worker
-/// of that partition panics, once per process, before it handles the
-/// message at that offset — a worker that stops, as a bug would stop it.
-/// Without the feature this is nothing.
+/// Faults to inject in the real-broker tests, with the `kafka-tests`
+/// feature only (without it they are nothing): with
+/// `TAILGATE_TEST_WORKER_PANIC=<partition>:<offset>` the worker of that
+/// partition panics, once per process, before it handles the message at that
+/// offset — a worker that stops, as a bug would stop it; and see [`stall`].
 mod fault {
     #[cfg(feature = "kafka-tests")]
     pub fn before(partition: i32, offset: i64) {
@@ -211,7 +212,27 @@ mod fault {
         }
     }
 
+    /// With `TAILGATE_TEST_WORKER_STALL=<partition>`, that partition's
+    /// worker reads nothing until its input closes — a worker that cannot
+    /// take input, as one whose produces are stuck would be.
+    #[cfg(feature = "kafka-tests")]
+    pub async fn stall(partition: i32, input: &tokio::sync::mpsc::Receiver<super::InputMessage>) {
+        let stalled = std::env::var("TAILGATE_TEST_WORKER_STALL")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        if stalled == Some(partition) {
+            while !input.is_closed() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     #[cfg(not(feature = "kafka-tests"))]
     #[inline(always)]
     pub fn before(_partition: i32, _offset: i64) {}
+
+    #[cfg(not(feature = "kafka-tests"))]
+    #[inline(always)]
+    pub async fn stall(_partition: i32, _input: &tokio::sync::mpsc::Receiver<super::InputMessage>) {
+    }
 }
