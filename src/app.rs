@@ -227,7 +227,11 @@ pub async fn run(
             }
         })
     };
-    let (partitions, mut rooms) = Partitions::new(start, settings.kafka.drain_timeout);
+    let (partitions, mut rooms) = Partitions::new(
+        start,
+        settings.kafka.drain_timeout,
+        settings.buffer.partition_backlog_bytes,
+    );
     let partitions = Arc::new(partitions);
     // Partitions paused because their worker's queue is full.
     let mut blocked: Vec<i32> = Vec::new();

@@ -174,6 +174,9 @@ impl KafkaSettings {
 const fn default_max_bytes() -> u64 {
     512 * 1024 * 1024
 }
+const fn default_partition_backlog_bytes() -> usize {
+    4 * 1024 * 1024
+}
 const fn default_partition_queue() -> usize {
     1024
 }
@@ -190,6 +193,11 @@ pub struct BufferSettings {
     /// Messages queued for one partition's worker.
     #[serde(default = "default_partition_queue")]
     pub partition_queue: usize,
+    /// Bytes read for one partition while its worker's queue is full, held
+    /// in order for it; beyond this the partition alone is paused (which
+    /// drops what the consumer had fetched for it, to be fetched again).
+    #[serde(default = "default_partition_backlog_bytes")]
+    pub partition_backlog_bytes: usize,
     /// Fraction of `max_bytes` above which the input partitions are paused.
     #[serde(default = "default_high_water")]
     pub high_water: f64,
@@ -210,6 +218,7 @@ impl Default for BufferSettings {
         Self {
             max_bytes: default_max_bytes(),
             partition_queue: default_partition_queue(),
+            partition_backlog_bytes: default_partition_backlog_bytes(),
             high_water: default_high_water(),
             low_water: default_low_water(),
         }

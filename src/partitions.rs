@@ -30,6 +30,10 @@ pub struct Worker {
 /// and the task waiting for room in its queue.
 struct Waiting {
     backlog: VecDeque<InputMessage>,
+    /// Payload bytes of `backlog`.
+    bytes: usize,
+    /// The partition is paused: the backlog went over its bound.
+    paused: bool,
     task: JoinHandle<()>,
 }
 
@@ -55,10 +59,12 @@ pub struct Room {
 pub enum Dispatched {
     /// In the worker's queue (or behind others waiting for it).
     Queued,
-    /// The worker's queue is full: pause reading the partition; a
-    /// [`Room`] comes when there is room again.
+    /// What waits for the worker's full queue is over its bound: pause
+    /// reading the partition; a [`Room`] comes when there is room again.
     Full,
-    /// The backlog is in the worker's queue: resume reading the partition.
+    /// The backlog of a paused partition is down to half its bound: resume
+    /// reading it (what is left keeps its worker busy while the consumer
+    /// fetches again).
     Drained,
     /// The worker stopped by itself (a bug). Its messages in hand are
     /// dropped; the partition must be read again from `resume_from` (what it
@@ -104,6 +110,8 @@ pub struct Partitions {
     workers: Mutex<HashMap<i32, Entry>>,
     start: Start,
     drain_timeout: Duration,
+    /// What may wait for a full worker before its partition is paused.
+    backlog_bytes: usize,
     generations: std::sync::atomic::AtomicU64,
     /// Where the waiting tasks say there is room.
     room: mpsc::UnboundedSender<Room>,
@@ -113,13 +121,22 @@ pub struct Partitions {
 }
 
 impl Partitions {
-    /// The workers, and where [`Room`] for a full worker's queue is announced.
-    pub fn new(start: Start, drain_timeout: Duration) -> (Self, mpsc::UnboundedReceiver<Room>) {
+    /// The workers, and where [`Room`] for a full worker's queue is
+    /// announced. Up to `backlog_bytes` read for a partition wait for its
+    /// full worker before the partition is paused: a worker that is only
+    /// busy never pauses its partition (a pause drops what the consumer
+    /// fetched for it), one that cannot take input does.
+    pub fn new(
+        start: Start,
+        drain_timeout: Duration,
+        backlog_bytes: usize,
+    ) -> (Self, mpsc::UnboundedReceiver<Room>) {
         let (room, rooms) = mpsc::unbounded_channel();
         let partitions = Self {
             workers: Mutex::new(HashMap::new()),
             start,
             drain_timeout,
+            backlog_bytes,
             generations: Default::default(),
             room,
             resumed: Mutex::new(HashMap::new()),
@@ -144,18 +161,27 @@ impl Partitions {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             waiting: None,
         });
-        if let Some(waiting) = &mut entry.waiting {
-            waiting.backlog.push_back(msg);
+        let msg = match &mut entry.waiting {
+            Some(_) => msg,
+            None => match entry.worker.input.try_send(msg) {
+                Ok(()) => return Dispatched::Queued,
+                Err(TrySendError::Full(msg)) => {
+                    entry.waiting = Some(self.wait_for_room(partition, entry, VecDeque::new()));
+                    msg
+                }
+                Err(TrySendError::Closed(_)) => return self.dead(&mut workers, partition),
+            },
+        };
+        let Some(waiting) = &mut entry.waiting else {
             return Dispatched::Queued;
+        };
+        waiting.bytes += msg.payload.len();
+        waiting.backlog.push_back(msg);
+        if !waiting.paused && waiting.bytes > self.backlog_bytes {
+            waiting.paused = true;
+            return Dispatched::Full;
         }
-        match entry.worker.input.try_send(msg) {
-            Ok(()) => Dispatched::Queued,
-            Err(TrySendError::Full(msg)) => {
-                entry.waiting = Some(self.wait_for_room(partition, entry, VecDeque::from([msg])));
-                Dispatched::Full
-            }
-            Err(TrySendError::Closed(_)) => self.dead(&mut workers, partition),
-        }
+        Dispatched::Queued
     }
 
     fn wait_for_room(
@@ -170,12 +196,19 @@ impl Partitions {
             self.room.clone(),
         );
         Waiting {
+            bytes: backlog.iter().map(|m| m.payload.len()).sum(),
             backlog,
+            paused: false,
             task: tokio::spawn(async move {
-                // Waits for room and gives it back at once: only the dispatch
-                // loop sends to a worker, so the room is still there for it.
-                // (A worker gone ends the wait too; `room` then finds it dead.)
-                let _ = input.reserve().await;
+                // Waits until half the queue is free and gives the room back
+                // at once: only the dispatch loop sends to a worker, so the
+                // room is still there for it. Half, not one slot: a pause
+                // drops what the consumer had fetched for the partition, so
+                // resuming at the first free slot would pause, refetch and
+                // pause again for every message. (A worker gone ends the wait
+                // too; `room` then finds it dead.)
+                let half = (input.max_capacity() / 2).max(1);
+                let _ = input.reserve_many(half).await;
                 drop(input);
                 let _ = room.send(Room {
                     partition,
@@ -247,18 +280,32 @@ impl Partitions {
             return Dispatched::Queued;
         };
         while let Some(msg) = waiting.backlog.pop_front() {
+            let len = msg.payload.len();
             match entry.worker.input.try_send(msg) {
-                Ok(()) => {}
+                Ok(()) => waiting.bytes -= len,
                 Err(TrySendError::Full(msg)) => {
                     waiting.backlog.push_front(msg);
-                    entry.waiting =
-                        Some(self.wait_for_room(room.partition, entry, waiting.backlog));
-                    return Dispatched::Queued;
+                    let paused = waiting.paused;
+                    let mut next = self.wait_for_room(room.partition, entry, waiting.backlog);
+                    // Resumed at half the bound: the rest keeps the worker
+                    // busy while the consumer fetches again.
+                    let resume = paused && next.bytes <= self.backlog_bytes / 2;
+                    next.paused = paused && !resume;
+                    entry.waiting = Some(next);
+                    return if resume {
+                        Dispatched::Drained
+                    } else {
+                        Dispatched::Queued
+                    };
                 }
                 Err(TrySendError::Closed(_)) => return self.dead(&mut workers, room.partition),
             }
         }
-        Dispatched::Drained
+        if waiting.paused {
+            Dispatched::Drained
+        } else {
+            Dispatched::Queued
+        }
     }
 
     /// Stops the workers of `partitions` (all of them when `None`): each reads
@@ -386,14 +433,14 @@ mod tests {
                 stored: Arc::new(AtomicI64::new(-1)),
             }
         });
-        (Partitions::new(start, drain_timeout).0, stored)
+        (Partitions::new(start, drain_timeout, 0).0, stored)
     }
 
     fn message(offset: i64) -> InputMessage {
         InputMessage {
             offset,
             key: None,
-            payload: bytes::Bytes::new(),
+            payload: bytes::Bytes::from_static(b"x"),
         }
     }
 
@@ -475,7 +522,7 @@ mod tests {
         let go = Arc::new(tokio::sync::Notify::new());
         let read = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (partitions, mut rooms) =
-            Partitions::new(stalled(go.clone(), read.clone()), Duration::from_secs(5));
+            Partitions::new(stalled(go.clone(), read.clone()), Duration::from_secs(5), 0);
         assert_eq!(partitions.dispatch(0, 2, message(0)), Dispatched::Queued);
         assert_eq!(
             partitions.dispatch(0, 2, message(1)),
@@ -523,7 +570,7 @@ mod tests {
         let go = Arc::new(tokio::sync::Notify::new());
         let read = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (partitions, _rooms) =
-            Partitions::new(stalled(go.clone(), read), Duration::from_secs(5));
+            Partitions::new(stalled(go.clone(), read), Duration::from_secs(5), 0);
         partitions.dispatch(0, 1, message(0));
         assert_eq!(partitions.dispatch(0, 1, message(1)), Dispatched::Full);
         go.notify_one();
@@ -560,7 +607,7 @@ mod tests {
                 stored,
             }
         });
-        let (partitions, _rooms) = Partitions::new(start, Duration::from_secs(5));
+        let (partitions, _rooms) = Partitions::new(start, Duration::from_secs(5), 0);
         for o in [4, 5, 7] {
             assert_eq!(partitions.dispatch(2, 1, message(o)), Dispatched::Queued);
         }

@@ -463,7 +463,7 @@ async fn a_worker_that_cannot_take_input_holds_up_its_own_partition_only() {
     let stalled = on(0);
     assert!(!stalled.is_empty() && !others.is_empty());
     let config = format!(
-        "{}buffer:\n  partition_queue: 8\n",
+        "{}buffer:\n  partition_queue: 8\n  partition_backlog_bytes: 1000\n",
         settings(&group, &input, &output, common::RULES, "2s", None)
     );
     let dir = policy_dir(&config);
