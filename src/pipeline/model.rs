@@ -789,14 +789,27 @@ impl Sim {
         };
         let now = self.now;
         self.core().delivered(id, result, now);
-        if let Outcome::Permanent(ProduceErrorKind::MessageTooLarge) = outcome {
-            if message.destination == Destination::Sampled {
-                // Split again under the lowered limit: a span that fits no
-                // message at it is given up.
-                let limit = self.limits.of(Destination::Sampled);
-                let decoded = otlp::decode(message.payload.clone()).map_err(|e| e.to_string())?;
-                if decoded.spans.len() > 1 {
-                    for (id, record) in &decoded.spans {
+        // A message refused as too large is split again under the lowered
+        // limit; one retried after the limit was lowered below it is split
+        // at the limit (or, a single span, given up) before it is sent.
+        let limit = self.limits.of(Destination::Sampled);
+        let resplit = message.destination == Destination::Sampled
+            && match outcome {
+                Outcome::Permanent(ProduceErrorKind::MessageTooLarge) => true,
+                Outcome::Transient => message.payload.len() > limit,
+                _ => false,
+            };
+        if resplit {
+            let decoded = otlp::decode(message.payload.clone()).map_err(|e| e.to_string())?;
+            match decoded.spans.as_slice() {
+                [(id, record)] => {
+                    // Refused: given up above already; retried: over the limit now.
+                    if matches!(outcome, Outcome::Transient) {
+                        self.given_up((*id, record.span_id), message.payload.len());
+                    }
+                }
+                spans => {
+                    for (id, record) in spans {
                         let (alone, _) =
                             otlp::encode_trace([record], &Annotation::none(), decoded.encoding);
                         if alone.len() > limit {
