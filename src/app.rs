@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -20,7 +21,9 @@ use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics::{self as m, Health};
 use crate::partitions::{block_on_runtime, Dispatched, Partitions, Start, Worker};
-use crate::pipeline::{InputMessage, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig};
+use crate::pipeline::{
+    Input, InputMessage, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig,
+};
 
 /// Hands revoked partitions over: their workers finish and store their last
 /// watermarks, which are committed before the partitions move.
@@ -169,6 +172,10 @@ pub async fn run(
         settings.buffer.high_water,
         settings.buffer.low_water,
     );
+    // Tells the workers when the input is paused for memory: their clocks
+    // then run with wall-clock time, so buffered traces are still decided.
+    let (input_paused, input_paused_rx) = watch::channel(false);
+    let epoch = crate::clock::Epoch::now();
     let mut pressure_check = tokio::time::interval(Duration::from_millis(50));
     pressure_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let flow = |flow: Flow, partitions: &[i32]| {
@@ -200,10 +207,13 @@ pub async fn run(
         let transaction = transactions
             .clone()
             .map(|t| t as Arc<dyn crate::pipeline::Transaction>);
+        let input_paused = input_paused_rx.clone();
         Box::new(move |partition: i32, assigned: usize| {
             let (tx, rx) = mpsc::channel(settings.buffer.partition_queue);
             let config = WorkerConfig {
                 buffer: settings.buffer_config(assigned),
+                clock: settings.clock_config(),
+                epoch,
                 decided_ttl: settings.decision.decided_ttl,
                 decided_capacity: settings.decision.decided_capacity,
                 max_in_flight: settings.kafka.max_in_flight,
@@ -223,7 +233,7 @@ pub async fn run(
             Worker {
                 input: tx,
                 stored: worker.stored(),
-                task: tokio::spawn(worker.run(rx)),
+                task: tokio::spawn(worker.run(rx, input_paused.clone())),
             }
         })
     };
@@ -332,6 +342,7 @@ pub async fn run(
                             settings.buffer.high_water * 100.0
                         );
                         flow(Flow::Pause, &assigned);
+                        input_paused.send_replace(true);
                         metrics::gauge!(m::PARTITIONS_PAUSED).set(assigned.len() as f64);
                     }
                     Some(Flow::Resume) => {
@@ -344,12 +355,14 @@ pub async fn run(
                         let free: Vec<i32> =
                             assigned.iter().copied().filter(|p| !blocked.contains(p)).collect();
                         flow(Flow::Resume, &free);
+                        input_paused.send_replace(false);
                         metrics::gauge!(m::PARTITIONS_PAUSED).set(blocked.len() as f64);
                     }
                     None => {}
                 }
             }
-            msg = consumer.recv() => match msg {
+            msg = consumer.recv() => {
+                let (partition, input) = match msg {
                 Ok(msg) => {
                     let partition = msg.partition();
                     // One copy out of librdkafka's buffer, key and payload together.
@@ -361,10 +374,21 @@ pub async fn run(
                     let bytes = Bytes::from(bytes);
                     let input = InputMessage {
                         offset: msg.offset(),
+                        timestamp: msg.timestamp().to_millis(),
                         key: key.map(|_| bytes.slice(..key_len)),
                         payload: bytes.slice(key_len..),
                     };
                     drop(msg);
+                    (partition, Input::Message(input))
+                }
+                // The consumer reached the end of a partition: its worker's
+                // clock may run with wall-clock time until the next message.
+                Err(KafkaError::PartitionEOF(partition)) => (partition, Input::CaughtUp),
+                Err(e) => {
+                    tracing::warn!("consumer error: {e}");
+                    continue;
+                }
+                };
                     match partitions.dispatch(partition, assigned.len().max(1), input) {
                         Dispatched::Queued | Dispatched::Drained => {}
                         Dispatched::Full => {
@@ -384,10 +408,6 @@ pub async fn run(
                             }
                         }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("consumer error: {e}");
-                }
             },
         }
     }

@@ -5,15 +5,22 @@
 //! Deadlines live in an ordered set keyed by `(deadline, trace id)`, so finding
 //! what is due never scans the buffer.
 //!
+//! Two clocks (see [`crate::clock`]): `wait` and `after_root` count on the
+//! partition's stream clock, so a trace's deadlines do not depend on how
+//! fast it is read; `max_trace_age` counts in wall-clock time from the
+//! trace's first read, a bound on memory that holds even while the stream
+//! clock stands.
+//!
 //! What the budget counts is what the buffered spans keep resident: a span
 //! is a slice of its message's buffer, so a message's whole buffer stays
 //! alive while any span of it is buffered, and it is counted — once — for as
 //! long as that lasts; on top of that each span's record and each trace's
 //! bookkeeping.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::clock::Time;
 use crate::otlp::{Encoding, SpanRecord, TraceId};
 
 /// When traces are decided, and how much the buffer may hold.
@@ -23,7 +30,8 @@ pub struct BufferConfig {
     pub wait: Duration,
     /// Decide once no span arrived for this long after the root span arrived.
     pub after_root: Duration,
-    /// Decide no later than this after the first span, whatever else happens.
+    /// Decide no later than this after the first span was read (wall-clock
+    /// time), whatever else happens.
     pub max_trace_age: Duration,
     /// Hard budget for buffered bytes (the message buffers the spans keep
     /// alive, plus records); above it a trace that is over the budget by
@@ -67,10 +75,13 @@ impl Reason {
 #[derive(Debug)]
 struct TraceState {
     spans: Vec<SpanRecord>,
-    /// Arrival of the first span: `wait` and `max_trace_age` count from here.
+    /// Arrival of the first span on the stream clock: `wait` counts from here.
     first_seen: Instant,
-    /// Arrival of the latest span: the quiet period after the root counts from here.
+    /// Arrival of the latest span on the stream clock: the quiet period
+    /// after the root counts from here.
     last_seen: Instant,
+    /// Wall-clock time of the first span's read: `max_trace_age` counts from here.
+    first_read: Instant,
     root_seen: bool,
     /// The trace's own bytes: its spans' encodings and records.
     bytes: usize,
@@ -93,7 +104,8 @@ pub struct ReadyTrace {
     pub offsets: Vec<i64>,
     pub encoding: Encoding,
     pub reason: Reason,
-    /// When it was due; `now - deadline` is the decision's lateness.
+    /// When it was due (on the stream clock; for `MaxAge`, the wall
+    /// clock); `now - deadline` is the decision's lateness.
     pub deadline: Instant,
     /// The trace's own bytes: its spans' encodings and records.
     pub bytes: usize,
@@ -108,8 +120,8 @@ pub struct Occupancy {
 }
 
 /// Bytes a buffered trace costs besides its spans: its state, its entries in
-/// the trace map and the deadline set.
-pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 64;
+/// the trace map, the deadline set and the age order.
+pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 104;
 /// Bytes a buffered span costs besides the message it is a slice of.
 pub const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRecord>();
 /// Bytes the entry of a retained message costs.
@@ -124,6 +136,9 @@ pub struct TraceBuffer {
     /// trace that began first — under memory pressure the one most likely
     /// complete, not one whose next message is still being read.
     deadlines: BTreeSet<(Instant, u64, TraceId)>,
+    /// Traces in the order they began (`seq`), which is the order of their
+    /// first reads: the front is the first to reach `max_trace_age`.
+    ages: BTreeMap<u64, TraceId>,
     /// The next trace's `seq`.
     next_seq: u64,
     /// Messages the buffered spans keep alive: offset → (bytes retained,
@@ -140,6 +155,7 @@ impl TraceBuffer {
             config,
             traces: HashMap::default(),
             deadlines: BTreeSet::new(),
+            ages: BTreeMap::new(),
             next_seq: 0,
             messages: HashMap::default(),
             spans: 0,
@@ -160,12 +176,10 @@ impl TraceBuffer {
         self.traces.contains_key(trace_id)
     }
 
+    /// The trace's deadline on the stream clock (`max_trace_age`, on the
+    /// wall clock, is kept by `ages`).
     fn deadline_of(&self, s: &TraceState) -> (Instant, Reason) {
         let mut best = (s.first_seen + self.config.wait, Reason::Wait);
-        let age = s.first_seen + self.config.max_trace_age;
-        if age < best.0 {
-            best = (age, Reason::MaxAge);
-        }
         if s.root_seen {
             let quiet = s.last_seen + self.config.after_root;
             if quiet < best.0 {
@@ -186,17 +200,20 @@ impl TraceBuffer {
         offset: i64,
         retained: usize,
         encoding: Encoding,
-        now: Instant,
+        now: impl Into<Time>,
     ) -> Vec<ReadyTrace> {
+        let Time { stream: now, wall } = now.into();
         if !self.traces.contains_key(&trace_id) {
             self.bytes += TRACE_OVERHEAD;
             self.next_seq += 1;
+            self.ages.insert(self.next_seq, trace_id);
         }
         let seq = self.next_seq;
         let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
             spans: Vec::new(),
             first_seen: now,
             last_seen: now,
+            first_read: wall,
             root_seen: false,
             bytes: 0,
             deadline: now,
@@ -266,8 +283,13 @@ impl TraceBuffer {
 
     fn take(&mut self, id: TraceId, reason: Reason) -> Option<ReadyTrace> {
         let s = self.traces.remove(&id)?;
-        let deadline = s.deadline;
-        self.deadlines.remove(&(deadline, s.seq, id));
+        self.deadlines.remove(&(s.deadline, s.seq, id));
+        // When it was due, on the clock its reason counts on.
+        let deadline = match reason {
+            Reason::MaxAge => s.first_read + self.config.max_trace_age,
+            _ => s.deadline,
+        };
+        self.ages.remove(&s.seq);
         self.spans -= s.spans.len();
         self.bytes -= TRACE_OVERHEAD + s.spans.len() * SPAN_OVERHEAD;
         for o in &s.offsets {
@@ -290,14 +312,24 @@ impl TraceBuffer {
         })
     }
 
-    /// The earliest deadline, to sleep until.
+    /// The earliest deadline on the stream clock.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(d, _, _)| *d)
     }
 
-    /// Removes and returns every trace whose deadline is at or before `now`,
-    /// earliest first.
-    pub fn pop_due(&mut self, now: Instant, out: &mut Vec<ReadyTrace>) {
+    /// When the oldest trace reaches `max_trace_age`, in wall-clock time.
+    pub fn next_age_limit(&self) -> Option<Instant> {
+        let (_, id) = self.ages.first_key_value()?;
+        self.traces
+            .get(id)
+            .map(|s| s.first_read + self.config.max_trace_age)
+    }
+
+    /// Removes and returns every trace whose deadline is at or before
+    /// `now.stream`, earliest first, then every trace read `max_trace_age`
+    /// or longer before `now.wall`, oldest first.
+    pub fn pop_due(&mut self, now: impl Into<Time>, out: &mut Vec<ReadyTrace>) {
+        let Time { stream: now, wall } = now.into();
         while let Some(&(deadline, seq, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -309,6 +341,16 @@ impl TraceBuffer {
             };
             let reason = self.deadline_of(s).1;
             out.extend(self.take(id, reason));
+        }
+        while let Some((&seq, &id)) = self.ages.first_key_value() {
+            match self.traces.get(&id) {
+                Some(s) if s.first_read + self.config.max_trace_age > wall => break,
+                Some(_) => out.extend(self.take(id, Reason::MaxAge)),
+                // Never the case: every entry has its trace. Not a loop if it were.
+                None => {
+                    self.ages.remove(&seq);
+                }
+            }
         }
     }
 }

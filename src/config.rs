@@ -16,6 +16,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::buffer::BufferConfig;
+use crate::clock::{ClockConfig, ClockMode};
 use crate::rules::{RuleError, RuleSet, RuleSpec};
 
 /// Everything tailgate reads from its settings and rule files.
@@ -240,10 +241,17 @@ const fn default_decided_ttl() -> Duration {
 const fn default_decided_capacity() -> u64 {
     100_000
 }
+const fn default_clock_ahead() -> Duration {
+    ClockConfig::DEFAULT_AHEAD
+}
+const fn default_clock_behind() -> Duration {
+    ClockConfig::DEFAULT_BEHIND
+}
 
 /// When a trace is decided: the first of `wait` after its first span, a quiet
-/// period of `after_root` after its root span (reset by each later span), and
-/// `max_trace_age`.
+/// period of `after_root` after its root span (reset by each later span) —
+/// both on the partition's stream clock — and `max_trace_age` in wall-clock
+/// time from its first read.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionSettings {
@@ -259,6 +267,17 @@ pub struct DecisionSettings {
     /// Decisions remembered per partition for late spans (about 100 bytes each).
     #[serde(default = "default_decided_capacity")]
     pub decided_capacity: u64,
+    /// The clock `wait` and `after_root` count on: `stream` (each
+    /// partition's message timestamps, so decisions do not depend on read
+    /// speed) or `wall` (when each span is read).
+    #[serde(default)]
+    pub clock: ClockMode,
+    /// Message timestamps further ahead of wall-clock time are clamped to it.
+    #[serde(default = "default_clock_ahead", with = "humantime_serde")]
+    pub clock_ahead: Duration,
+    /// Message timestamps further behind wall-clock time are clamped to it.
+    #[serde(default = "default_clock_behind", with = "humantime_serde")]
+    pub clock_behind: Duration,
 }
 
 impl Default for DecisionSettings {
@@ -269,6 +288,9 @@ impl Default for DecisionSettings {
             max_trace_age: default_max_trace_age(),
             decided_ttl: default_decided_ttl(),
             decided_capacity: default_decided_capacity(),
+            clock: ClockMode::default(),
+            clock_ahead: default_clock_ahead(),
+            clock_behind: default_clock_behind(),
         }
     }
 }
@@ -532,6 +554,15 @@ impl Settings {
             KafkaSettings::options(list).map_err(|e| format!("{name}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// How each partition's clock is kept.
+    pub fn clock_config(&self) -> ClockConfig {
+        ClockConfig {
+            mode: self.decision.clock,
+            ahead: self.decision.clock_ahead,
+            behind: self.decision.clock_behind,
+        }
     }
 
     /// The buffer settings of one partition when `partitions` are assigned.

@@ -5,7 +5,8 @@
 //! - consume: [`kafka::consumer`] — a consumer-group member; messages go to one
 //!   worker per assigned partition ([`app`]).
 //! - decode: [`otlp`] — OTLP protobuf/JSON to span records that keep their bytes.
-//! - buffer: [`buffer`] — traces assembled per partition, decided at deadlines.
+//! - buffer: [`buffer`] — traces assembled per partition, decided at deadlines
+//!   measured on each partition's stream clock ([`clock`]).
 //! - decide: [`rules`] — ordered rules, first match wins, deterministic.
 //! - produce: [`kafka::producer`] — kept spans, regrouped, to the output topic.
 //! - commit: [`watermark`] — offsets committed only behind what is
@@ -17,6 +18,7 @@
 
 pub mod app;
 pub mod buffer;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod kafka;

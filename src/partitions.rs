@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
-use crate::pipeline::{InputMessage, Stopped};
+use crate::pipeline::{Input, Stopped};
 
 /// A running partition worker.
 pub struct Worker {
-    pub input: mpsc::Sender<InputMessage>,
+    pub input: mpsc::Sender<Input>,
     pub task: JoinHandle<Stopped>,
     /// The offset the worker last stored, `-1` before the first (see
     /// [`crate::pipeline::PartitionWorker::stored`]).
@@ -29,7 +29,7 @@ pub struct Worker {
 /// A worker whose queue was full: the messages read for it since, in order,
 /// and the task waiting for room in its queue.
 struct Waiting {
-    backlog: VecDeque<InputMessage>,
+    backlog: VecDeque<Input>,
     /// Payload bytes of `backlog`.
     bytes: usize,
     /// The partition is paused: the backlog went over its bound.
@@ -149,11 +149,15 @@ impl Partitions {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands `msg` to `partition`'s worker, started if it is not running,
-    /// without ever waiting for it: a worker that cannot take input holds up
-    /// its own partition only.
-    pub fn dispatch(&self, partition: i32, assigned: usize, msg: InputMessage) -> Dispatched {
+    /// Hands `msg` to `partition`'s worker, started if it is not running
+    /// (for a message: the end of the partition tells a worker that is not
+    /// running nothing), without ever waiting for it: a worker that cannot
+    /// take input holds up its own partition only.
+    pub fn dispatch(&self, partition: i32, assigned: usize, msg: Input) -> Dispatched {
         let mut workers = self.workers();
+        if matches!(msg, Input::CaughtUp) && !workers.contains_key(&partition) {
+            return Dispatched::Queued;
+        }
         let entry = workers.entry(partition).or_insert_with(|| Entry {
             worker: (self.start)(partition, assigned),
             generation: self
@@ -175,7 +179,7 @@ impl Partitions {
         let Some(waiting) = &mut entry.waiting else {
             return Dispatched::Queued;
         };
-        waiting.bytes += msg.payload.len();
+        waiting.bytes += msg.len();
         waiting.backlog.push_back(msg);
         if !waiting.paused && waiting.bytes > self.backlog_bytes {
             waiting.paused = true;
@@ -184,19 +188,14 @@ impl Partitions {
         Dispatched::Queued
     }
 
-    fn wait_for_room(
-        &self,
-        partition: i32,
-        entry: &Entry,
-        backlog: VecDeque<InputMessage>,
-    ) -> Waiting {
+    fn wait_for_room(&self, partition: i32, entry: &Entry, backlog: VecDeque<Input>) -> Waiting {
         let (input, generation, room) = (
             entry.worker.input.clone(),
             entry.generation,
             self.room.clone(),
         );
         Waiting {
-            bytes: backlog.iter().map(|m| m.payload.len()).sum(),
+            bytes: backlog.iter().map(Input::len).sum(),
             backlog,
             paused: false,
             task: tokio::spawn(async move {
@@ -280,7 +279,7 @@ impl Partitions {
             return Dispatched::Queued;
         };
         while let Some(msg) = waiting.backlog.pop_front() {
-            let len = msg.payload.len();
+            let len = msg.len();
             match entry.worker.input.try_send(msg) {
                 Ok(()) => waiting.bytes -= len,
                 Err(TrySendError::Full(msg)) => {
@@ -413,12 +412,12 @@ mod tests {
         let stored = Arc::new(AtomicI64::new(-1));
         let store = stored.clone();
         let start: Start = Box::new(move |_partition, _assigned| {
-            let (tx, mut rx) = mpsc::channel::<InputMessage>(8);
+            let (tx, mut rx) = mpsc::channel::<Input>(8);
             let store = store.clone();
             let task = tokio::spawn(async move {
                 let mut last = -1;
                 while let Some(m) = rx.recv().await {
-                    last = m.offset;
+                    last = offset(m);
                 }
                 tokio::time::sleep(finish).await;
                 store.store(last + 1, Ordering::SeqCst);
@@ -436,11 +435,19 @@ mod tests {
         (Partitions::new(start, drain_timeout, 0).0, stored)
     }
 
-    fn message(offset: i64) -> InputMessage {
-        InputMessage {
+    fn message(offset: i64) -> Input {
+        Input::Message(crate::pipeline::InputMessage {
             offset,
+            timestamp: None,
             key: None,
             payload: bytes::Bytes::from_static(b"x"),
+        })
+    }
+
+    fn offset(input: Input) -> i64 {
+        match input {
+            Input::Message(m) => m.offset,
+            Input::CaughtUp => -1,
         }
     }
 
@@ -492,14 +499,14 @@ mod tests {
         read: Arc<std::sync::Mutex<Vec<(i32, i64)>>>,
     ) -> Start {
         Box::new(move |partition, _assigned| {
-            let (tx, mut rx) = mpsc::channel::<InputMessage>(1);
+            let (tx, mut rx) = mpsc::channel::<Input>(1);
             let (go, read) = (go.clone(), read.clone());
             let task = tokio::spawn(async move {
                 if partition == 0 {
                     go.notified().await;
                 }
                 while let Some(m) = rx.recv().await {
-                    read.lock().unwrap().push((partition, m.offset));
+                    read.lock().unwrap().push((partition, offset(m)));
                 }
                 Stopped {
                     undecided_traces: 0,
@@ -586,15 +593,16 @@ mod tests {
         let count = started.clone();
         let start: Start = Box::new(move |_partition, _assigned| {
             count.fetch_add(1, Ordering::SeqCst);
-            let (tx, mut rx) = mpsc::channel::<InputMessage>(8);
+            let (tx, mut rx) = mpsc::channel::<Input>(8);
             let stored = Arc::new(AtomicI64::new(-1));
             let mine = stored.clone();
             let task = tokio::spawn(async move {
                 while let Some(m) = rx.recv().await {
-                    if m.offset == 7 {
+                    let o = offset(m);
+                    if o == 7 {
                         panic!("a bug at offset 7");
                     }
-                    mine.store(m.offset, Ordering::SeqCst);
+                    mine.store(o, Ordering::SeqCst);
                 }
                 Stopped {
                     undecided_traces: 0,

@@ -59,6 +59,10 @@ impl ClientContext for Context {
     /// logged, and counted by a bounded kind so an outage shows in `/metrics`.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as Code;
+        if error.rdkafka_error_code() == Some(Code::PartitionEOF) {
+            // Not an error: the end of a partition, which `recv` returns too.
+            return;
+        }
         let kind = match error.rdkafka_error_code() {
             Some(Code::AllBrokersDown) => "all_brokers_down",
             Some(Code::BrokerTransportFailure) => "broker_transport_failure",
@@ -165,6 +169,9 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        // Each time the consumer reaches the end of a partition it says so:
+        // the partition's stream clock then runs with wall-clock time.
+        .set("enable.partition.eof", "true")
         // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): the
         // workers' queues and the buffers hold the rest, and the prefetched
         // messages are resident memory outside `buffer.max_bytes`.

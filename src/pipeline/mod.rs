@@ -30,14 +30,15 @@ use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
 pub use ports::{
-    Destination, InputMessage, OffsetStore, Outgoing, Output, ProduceError, ProduceErrorKind,
-    Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER,
-    DLQ_TRACE_HEADER,
+    Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
+    ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
+    DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
 pub use telemetry::{undeliverable_reasons, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
+use crate::clock::{ClockConfig, Epoch, StreamClock, Time};
 use crate::metrics as m;
 use crate::otlp::{self, Encoding, SpanRecord, TraceId};
 use crate::rules::{RuleSet, TraceSummary};
@@ -63,6 +64,10 @@ fn decision_clock(now: Instant) -> Duration {
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub buffer: BufferConfig,
+    /// Which clock deadlines count on, and how timestamps are clamped.
+    pub clock: ClockConfig,
+    /// Calendar time of the process's monotonic clock.
+    pub epoch: Epoch,
     pub decided_ttl: Duration,
     pub decided_capacity: u64,
     pub max_in_flight: usize,
@@ -163,6 +168,8 @@ pub struct Partition {
     rules: Arc<RuleSet>,
     rules_updates: Rules,
     buffer: TraceBuffer,
+    /// The partition's stream clock, which the buffer's deadlines count on.
+    clock: StreamClock,
     watermark: Watermark,
     /// Decisions of recently decided traces, followed by their late spans.
     decisions: Decisions,
@@ -197,6 +204,7 @@ impl Partition {
         Self {
             partition,
             buffer: TraceBuffer::new(config.buffer),
+            clock: StreamClock::new(config.clock, config.epoch),
             decisions: Decisions::new(config.decided_ttl, config.decided_capacity),
             config,
             telemetry: Telemetry::new(&rules),
@@ -235,9 +243,38 @@ impl Partition {
         self.in_flight.len()
     }
 
-    /// The earliest deadline of a buffered trace, to sleep until.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.buffer.next_deadline()
+    /// When, in wall-clock time, the next buffered trace is due as far as
+    /// can be told at `now`: its `max_trace_age`, or its deadline on the
+    /// stream clock if that clock runs (else it comes with the next message).
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let stream = self
+            .buffer
+            .next_deadline()
+            .and_then(|d| self.clock.wall_at(d, now));
+        match (stream, self.buffer.next_age_limit()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The consumer reached the end of the partition: the clock runs with
+    /// wall-clock time until the next message.
+    pub fn caught_up(&mut self, now: Instant) {
+        self.clock.caught_up(now);
+    }
+
+    /// The input is paused for memory (or resumed): while paused the clock
+    /// runs with wall-clock time, so buffered traces are still decided.
+    pub fn input_paused(&mut self, paused: bool, now: Instant) {
+        self.clock.paused(paused, now);
+    }
+
+    /// What to do with one input, read at `now`.
+    pub fn input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Message(msg) => self.handle(msg, now),
+            Input::CaughtUp => self.caught_up(now),
+        }
     }
 
     /// The last store of the watermark was refused: [`Partition::advance`]
@@ -255,6 +292,14 @@ impl Partition {
     /// after their trace's earlier decision).
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
         self.telemetry.messages.increment(1);
+        let (now, clamp) = self.clock.read(msg.timestamp, now);
+        if let Some(clamp) = clamp {
+            self.telemetry.clamped[&clamp].increment(1);
+        }
+        // What the message's time makes due goes first, so its spans of
+        // such a trace are late whether it came in this batch or the next:
+        // decisions do not depend on how reads are batched.
+        self.decide_due_at(now);
         self.watermark.track(msg.offset, 0);
         let original = msg.payload.clone();
         let decoded = match otlp::decode(msg.payload) {
@@ -293,7 +338,8 @@ impl Partition {
     }
 
     /// Counts and logs (rate-limited) rejected input.
-    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Instant) {
+    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Time) {
+        let now = now.wall;
         self.telemetry.decode_errors[&e.kind].increment(1);
         if let Some(suppressed) = self.bad_input_log.allow(e.kind, now) {
             tracing::warn!(
@@ -315,7 +361,7 @@ impl Partition {
         offset: i64,
         retained: usize,
         encoding: Encoding,
-        now: Instant,
+        now: Time,
     ) {
         if !self.buffer.contains(&id) {
             if let Some(decided) = self.decisions.get(&id) {
@@ -341,6 +387,10 @@ impl Partition {
 
     /// Decides every trace whose deadline has passed.
     pub fn decide_due(&mut self, now: Instant) {
+        self.decide_due_at(self.clock.time(now));
+    }
+
+    fn decide_due_at(&mut self, now: Time) {
         let mut ready = std::mem::take(&mut self.ready);
         self.buffer.pop_due(now, &mut ready);
         for t in ready.drain(..) {
@@ -359,11 +409,12 @@ impl Partition {
 
     /// Decide: the rules over one whole trace; kept, it is delivered, else
     /// its offsets are released.
-    fn decide(&mut self, t: ReadyTrace, now: Instant) {
+    fn decide(&mut self, t: ReadyTrace, now: Time) {
         self.refresh_rules();
-        let decision = self
-            .rules
-            .decide(&TraceSummary::of(t.trace_id, &t.spans), decision_clock(now));
+        let decision = self.rules.decide(
+            &TraceSummary::of(t.trace_id, &t.spans),
+            decision_clock(now.wall),
+        );
         let annotation = decision.keep.then(|| self.rules.annotation(&decision));
         let rule = self.rules.names()[decision.rule].clone();
         self.commands.push(Command::Decided(DecisionRecord {
@@ -384,8 +435,13 @@ impl Partition {
         self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
         self.telemetry.spans_decided[&(decision.rule, decision.keep)]
             .increment(t.spans.len() as u64);
+        // On the clock the deadline counts on (max_trace_age: the wall's).
+        let clock = match t.reason {
+            crate::buffer::Reason::MaxAge => now.wall,
+            _ => now.stream,
+        };
         histogram!(m::DECISION_LATENESS)
-            .record(now.saturating_duration_since(t.deadline).as_secs_f64());
+            .record(clock.saturating_duration_since(t.deadline).as_secs_f64());
         match annotation {
             Some(annotation) => {
                 self.deliver_kept(t.trace_id, &t.spans, &annotation, t.encoding, t.offsets)

@@ -49,6 +49,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::buffer::BufferConfig;
+use crate::clock::ClockMode;
 use crate::otlp::wire::put_len;
 use crate::otlp::{Annotation, Encoding, TraceId};
 use crate::rules::{RuleSet, RuleSpec, TraceSummary};
@@ -57,6 +58,11 @@ use crate::rules::{RuleSet, RuleSpec, TraceSummary};
 type Key = (TraceId, [u8; 8]);
 
 const S: Duration = Duration::from_secs(1);
+
+/// The first message's timestamp (2026-01-01, ms since the Unix epoch); the
+/// wall clock starts an hour later, so the input is a backlog.
+const BASE_MS: i64 = 1_767_225_600_000;
+const WALL_START: Duration = Duration::from_millis(BASE_MS as u64 + 3_600_000);
 
 /// The two rule sets a history switches between.
 const RULES: [&str; 2] = [
@@ -92,6 +98,18 @@ struct GenMessage {
     garbage_before: bool,
     /// Its resource carries a large attribute.
     big_resource: bool,
+    /// Milliseconds between the previous message's timestamp and its own
+    /// (how its producer spaced them).
+    gap_ms: u64,
+    /// Its timestamp is wrong: none, or far in the future.
+    stamp: Stamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Good,
+    Missing,
+    Ahead,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +123,12 @@ enum Outcome {
 enum Step {
     /// The worker reads the next message (if it may).
     Read,
-    /// Time passes.
+    /// Time passes (a pause in reading, unless caught up).
     Wait(Duration),
+    /// The consumer says it reached the end of the partition (if the worker did).
+    CaughtUp,
+    /// The input is paused for memory, or resumed.
+    MemoryPause(bool),
     /// A produce in flight (picked by index) ends so.
     Ack(usize, Outcome),
     /// The consumer commits what is stored (exactly-once: the transaction commits).
@@ -154,23 +176,39 @@ fn gen_trace() -> impl Strategy<Value = GenTrace> {
         })
 }
 
-fn gen_message() -> impl Strategy<Value = GenMessage> {
+fn gap_ms() -> impl Strategy<Value = u64> {
+    prop_oneof![6 => 0u64..500, 3 => 500u64..3_000, 1 => 3_000u64..15_000]
+}
+
+fn gen_message(stamps: impl Strategy<Value = Stamp>) -> impl Strategy<Value = GenMessage> {
     (
-        1usize..4,
-        prop::bool::weighted(0.25),
-        prop::bool::weighted(0.08),
-        prop::bool::weighted(0.05),
-        prop::bool::weighted(0.1),
+        (
+            1usize..4,
+            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.08),
+            prop::bool::weighted(0.05),
+            prop::bool::weighted(0.1),
+        ),
+        gap_ms(),
+        stamps,
     )
         .prop_map(
-            |(spans, json, broken_span, garbage_before, big_resource)| GenMessage {
-                spans,
-                json,
-                broken_span,
-                garbage_before,
-                big_resource,
+            |((spans, json, broken_span, garbage_before, big_resource), gap_ms, stamp)| {
+                GenMessage {
+                    spans,
+                    json,
+                    broken_span,
+                    garbage_before,
+                    big_resource,
+                    gap_ms,
+                    stamp,
+                }
             },
         )
+}
+
+fn any_stamp() -> impl Strategy<Value = Stamp> {
+    prop_oneof![30 => Just(Stamp::Good), 1 => Just(Stamp::Missing), 1 => Just(Stamp::Ahead)]
 }
 
 fn permanent() -> impl Strategy<Value = ProduceErrorKind> {
@@ -201,6 +239,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Stop),
         1 => Just(Step::Reload),
         1 => any::<bool>().prop_map(Step::RefuseStores),
+        1 => Just(Step::CaughtUp),
+        1 => any::<bool>().prop_map(Step::MemoryPause),
     ]
 }
 
@@ -215,7 +255,7 @@ fn case() -> impl Strategy<Value = Case> {
         ),
         proptest::collection::vec(gen_trace(), 1..8),
         proptest::collection::vec(any::<u32>(), 48),
-        proptest::collection::vec(gen_message(), 48),
+        proptest::collection::vec(gen_message(any_stamp()), 48),
         proptest::collection::vec(step(), 1..100),
     )
         .prop_map(
@@ -314,14 +354,22 @@ fn input(case: &Case) -> (Vec<InputFact>, HashMap<Key, SpanFact>) {
     let mut facts = HashMap::new();
     let mut rest = all.as_slice();
     let mut m = 0;
+    let mut ts = BASE_MS;
     while !rest.is_empty() {
         let gm = case.messages[m % case.messages.len()];
         m += 1;
+        ts += gm.gap_ms as i64;
+        let timestamp = match gm.stamp {
+            Stamp::Good => Some(ts),
+            Stamp::Missing => None,
+            Stamp::Ahead => Some(WALL_START.as_millis() as i64 + 86_400_000),
+        };
         if gm.garbage_before {
             let payload = Bytes::from(vec![0x0a, 0xff, 0xff, 0x01, 0x02]);
             out.push(InputFact {
                 message: InputMessage {
                     offset: out.len() as i64,
+                    timestamp,
                     key: None,
                     payload,
                 },
@@ -435,6 +483,7 @@ fn input(case: &Case) -> (Vec<InputFact>, HashMap<Key, SpanFact>) {
         out.push(InputFact {
             message: InputMessage {
                 offset,
+                timestamp,
                 key: None,
                 payload,
             },
@@ -510,6 +559,10 @@ struct Sim {
     /// when an earlier one stored (or wrote) an offset past it.
     from: i64,
     now: Instant,
+    /// The wall clock's calendar reading at the start.
+    epoch: Epoch,
+    /// The input is paused for memory.
+    paused: bool,
     in_flight: Vec<(DeliveryId, Outgoing)>,
     /// At-least-once: the committed offset; exactly-once: the last committed transaction's.
     committed: i64,
@@ -540,6 +593,7 @@ impl Sim {
         let (input, spans) = input(&case);
         let rules = [rules(0), rules(1)];
         let (rules_tx, _) = watch::channel(rules[0].clone());
+        let now = Instant::now();
         let mut sim = Self {
             case,
             input,
@@ -552,7 +606,12 @@ impl Sim {
             core: None,
             position: 0,
             from: 0,
-            now: Instant::now(),
+            now,
+            epoch: Epoch {
+                instant: now,
+                since_unix: WALL_START,
+            },
+            paused: false,
             in_flight: Vec::new(),
             committed: 0,
             open_transaction: Vec::new(),
@@ -578,6 +637,8 @@ impl Sim {
                 max_trace_age: 60 * S,
                 max_bytes: self.case.max_bytes,
             },
+            clock: ClockConfig::default(),
+            epoch: self.epoch,
             decided_ttl: Duration::from_secs(3600),
             decided_capacity: 1 << 20,
             max_in_flight: self.case.max_in_flight,
@@ -610,6 +671,11 @@ impl Sim {
             self.stored.clone(),
         );
         self.core = Some(core);
+        // A new worker starts from what the pause watch says.
+        if self.paused {
+            let now = self.now;
+            self.core().input_paused(true, now);
+        }
         Ok(())
     }
 
@@ -629,6 +695,18 @@ impl Sim {
         match step {
             Step::Read => self.read(),
             Step::Wait(d) => self.now += d,
+            Step::CaughtUp => {
+                // The consumer says so only once the worker read everything.
+                if self.position as usize >= self.input.len() {
+                    let now = self.now;
+                    self.core().caught_up(now);
+                }
+            }
+            Step::MemoryPause(paused) => {
+                self.paused = paused;
+                let now = self.now;
+                self.core().input_paused(paused, now);
+            }
             Step::Ack(i, outcome) => {
                 if !self.in_flight.is_empty() {
                     let (id, message) = self.in_flight.remove(i % self.in_flight.len());
@@ -943,10 +1021,9 @@ impl Sim {
                 };
                 let mut late = Vec::new();
                 if let Some(reading) = self.now_.reading.remove(&d.trace_id) {
-                    if d.reason == crate::buffer::Reason::Memory
-                        && part.len() == d.spans + reading.len()
-                    {
-                        // Decided for memory before this message's spans were added.
+                    if part.len() == d.spans + reading.len() {
+                        // Decided before this message's spans were added:
+                        // due by the time the message brought, or for memory.
                         late = part.split_off(d.spans);
                     }
                 }
@@ -1150,6 +1227,10 @@ impl Sim {
             self.log
                 .push(format!("finish: read, 61 s (position {})", self.position));
             self.read();
+            if self.position as usize >= self.input.len() {
+                let now = self.now;
+                self.core().caught_up(now);
+            }
             self.now += 61 * S;
             self.settle()?;
             self.drain()?;
@@ -1281,4 +1362,212 @@ proptest! {
             return Err(TestCaseError::fail(e));
         }
     }
+}
+
+// ------------------------------------------ same input, same decisions
+
+/// How a worker reads one input (issue 15): messages taken `batch` at a
+/// time, after `pause_ms` of wall-clock time without reading.
+#[derive(Debug, Clone)]
+struct Schedule {
+    reads: Vec<(usize, u64)>,
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    proptest::collection::vec(
+        (
+            prop_oneof![3 => Just(1usize), 2 => 2usize..8, 1 => 8usize..64],
+            prop_oneof![4 => Just(0u64), 3 => 1u64..3_000, 2 => 3_000u64..60_000],
+        ),
+        1..80,
+    )
+    .prop_map(|reads| Schedule { reads })
+}
+
+/// What one worker decided over the whole input, in order: trace, keep,
+/// reason, spans; and the kept spans it sent.
+type Decisions = (Vec<(TraceId, bool, &'static str, usize)>, Vec<Key>);
+
+/// Reads `input` on `schedule` with the `mode` clock, then catches up and
+/// lets wall-clock time run until everything is decided. Every produce
+/// succeeds at once; no budget, no `max_trace_age` within reach.
+fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decisions {
+    let now0 = Instant::now();
+    let (_tx, rules) = watch::channel(self::rules(0));
+    let config = WorkerConfig {
+        buffer: BufferConfig {
+            wait: 10 * S,
+            after_root: 2 * S,
+            max_trace_age: 4 * 3600 * S,
+            max_bytes: 1 << 30,
+        },
+        clock: ClockConfig {
+            mode,
+            ..ClockConfig::default()
+        },
+        epoch: Epoch {
+            instant: now0,
+            since_unix: WALL_START,
+        },
+        decided_ttl: Duration::from_secs(24 * 3600),
+        decided_capacity: 1 << 20,
+        max_in_flight: 1 << 20,
+        dead_letter: false,
+        limits: MessageLimits::new(1 << 20),
+        usage: Arc::default(),
+        exactly_once: false,
+    };
+    let mut core = Partition::new(0, config, rules, Arc::new(Stored::default()));
+    let mut out: Decisions = (Vec::new(), Vec::new());
+    let mut now = now0;
+    let mut settle = |core: &mut Partition, now: Instant| {
+        core.decide_due(now);
+        core.advance();
+        for c in core.commands() {
+            match c {
+                Command::Decided(d) => out.0.push((d.trace_id, d.keep, d.reason.as_str(), d.spans)),
+                Command::Send { id, message, .. } => {
+                    if message.destination == Destination::Sampled {
+                        let d = otlp::decode(message.payload.clone()).expect("output decodes");
+                        out.1.extend(d.spans.iter().map(|(t, s)| (*t, s.span_id)));
+                    }
+                    core.delivered(id, Ok(()), now);
+                }
+                Command::Write { .. } => unreachable!("at-least-once"),
+            }
+        }
+    };
+    let mut next = 0;
+    for &(batch, pause_ms) in schedule.reads.iter().cycle() {
+        if next >= input.len() {
+            break;
+        }
+        now += Duration::from_millis(pause_ms);
+        settle(&mut core, now);
+        for fact in input.iter().skip(next).take(batch) {
+            core.handle(fact.message.clone(), now);
+        }
+        next += batch;
+        settle(&mut core, now);
+    }
+    core.caught_up(now);
+    for _ in 0..100 {
+        if core.status().1.traces == 0 {
+            break;
+        }
+        now += 30 * S;
+        settle(&mut core, now);
+    }
+    assert_eq!(core.status().1.traces, 0, "everything decided in the end");
+    out.1.sort();
+    out
+}
+
+fn good_input() -> impl Strategy<Value = Vec<InputFact>> {
+    (
+        proptest::collection::vec(gen_trace(), 1..12),
+        proptest::collection::vec(any::<u32>(), 48),
+        proptest::collection::vec(gen_message(Just(Stamp::Good)), 48),
+    )
+        .prop_map(|(traces, order, messages)| {
+            let case = Case {
+                exactly_once: false,
+                dead_letter: false,
+                max_bytes: 1 << 30,
+                max_message_bytes: 1 << 20,
+                max_in_flight: 1 << 20,
+                traces,
+                order,
+                messages,
+                steps: Vec::new(),
+            };
+            input(&case).0
+        })
+}
+
+impl std::fmt::Debug for InputFact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "@{} t={:?} {}",
+            self.message.offset,
+            self.message.timestamp.map(|t| t - BASE_MS),
+            self.spans
+                .iter()
+                .map(|(t, s)| format!("{}/{}", &t.to_hex()[28..], s[2]))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases() / 4, max_shrink_iters: 5_000, ..ProptestConfig::default() })]
+
+    /// Issue 15: on the stream clock, how the input is read — at once or a
+    /// message at a time, with pauses in reading longer than the quiet
+    /// period and the decision wait — does not change a single decision,
+    /// nor the spans kept.
+    #[test]
+    fn the_same_input_gives_the_same_decisions_whatever_the_read_speed(
+        input in good_input(),
+        slow in schedule(),
+    ) {
+        let fast = Schedule { reads: vec![(usize::MAX, 0)] };
+        let at_once = decide_on(&input, &fast, ClockMode::Stream);
+        let paused = decide_on(&input, &slow, ClockMode::Stream);
+        prop_assert_eq!(&at_once.0, &paused.0, "decisions differ");
+        prop_assert_eq!(&at_once.1, &paused.1, "kept spans differ");
+    }
+}
+
+/// The control: on the wall clock (tailgate before issue 15), a pause in
+/// reading longer than the quiet period splits a trace — the property above
+/// fails without the stream clock.
+#[test]
+fn on_the_wall_clock_a_pause_in_reading_splits_a_trace() {
+    let runner_case = Case {
+        exactly_once: false,
+        dead_letter: false,
+        max_bytes: 1 << 30,
+        max_message_bytes: 1 << 20,
+        max_in_flight: 1 << 20,
+        // One trace: root and two children, an error in the last.
+        traces: vec![GenTrace {
+            pads: vec![10, 10, 10],
+            error: Some(2),
+            root: true,
+        }],
+        order: vec![0, 1, 2],
+        messages: vec![GenMessage {
+            spans: 1,
+            json: false,
+            broken_span: false,
+            garbage_before: false,
+            big_resource: false,
+            gap_ms: 100,
+            stamp: Stamp::Good,
+        }],
+        steps: Vec::new(),
+    };
+    let (input, _) = input(&runner_case);
+    assert_eq!(input.len(), 3);
+    let paused = Schedule {
+        reads: vec![(1, 0), (1, 0), (1, 5_000)],
+    };
+    let fast = Schedule {
+        reads: vec![(usize::MAX, 0)],
+    };
+    let whole = decide_on(&input, &fast, ClockMode::Stream);
+    assert_eq!(whole.0.len(), 1, "one decision: {:?}", whole.0);
+    assert_eq!((whole.0[0].1, whole.0[0].3), (true, 3), "kept whole");
+    assert_eq!(decide_on(&input, &paused, ClockMode::Stream), whole);
+    let wall = decide_on(&input, &paused, ClockMode::Wall);
+    assert_eq!(
+        wall.0.iter().map(|d| d.3).sum::<usize>(),
+        2,
+        "on the wall clock the error span came after the decision: {:?}",
+        wall.0
+    );
+    assert_ne!(wall.1.len(), 3, "and the trace is not kept whole");
 }

@@ -10,9 +10,41 @@ use futures::future::BoxFuture;
 #[derive(Debug, Clone)]
 pub struct InputMessage {
     pub offset: i64,
+    /// The message's timestamp, milliseconds since the Unix epoch (the
+    /// partition's stream clock, see [`crate::clock`]); `None` if it has none.
+    pub timestamp: Option<i64>,
     /// The message key, kept for the dead-letter copy.
     pub key: Option<Bytes>,
     pub payload: Bytes,
+}
+
+/// What the consumer hands a partition's worker, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Message(InputMessage),
+    /// The consumer reached the end of the partition: nothing more to read
+    /// for now, so the partition's clock may run with wall-clock time.
+    CaughtUp,
+}
+
+impl Input {
+    /// Payload bytes it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Message(m) => m.payload.len(),
+            Input::CaughtUp => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<InputMessage> for Input {
+    fn from(m: InputMessage) -> Self {
+        Input::Message(m)
+    }
 }
 
 /// Which topic an outgoing message is for.

@@ -11,6 +11,7 @@ use metrics::{counter, gauge, Counter, Gauge};
 
 use super::ports::ProduceErrorKind;
 use crate::buffer::{Occupancy, Reason};
+use crate::clock::Clamp;
 use crate::metrics as m;
 use crate::otlp::DecodeErrorKind;
 use crate::rules::RuleSet;
@@ -68,6 +69,8 @@ pub(super) struct Telemetry {
     pub messages: Counter,
     pub spans: Counter,
     pub decode_errors: HashMap<DecodeErrorKind, Counter>,
+    /// Message timestamps the stream clock did not take as they were.
+    pub clamped: HashMap<Clamp, Counter>,
     pub decided: HashMap<(usize, bool, Reason), Counter>,
     pub spans_decided: HashMap<(usize, bool), Counter>,
     pub late: [Counter; 2],
@@ -98,6 +101,10 @@ impl Telemetry {
             decode_errors: DecodeErrorKind::ALL
                 .iter()
                 .map(|k| (*k, counter!(m::DECODE_ERRORS, "reason" => k.as_str())))
+                .collect(),
+            clamped: Clamp::ALL
+                .iter()
+                .map(|c| (*c, counter!(m::CLOCK_CLAMPED, "reason" => c.as_str())))
                 .collect(),
             decided,
             spans_decided,

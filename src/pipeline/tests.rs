@@ -64,7 +64,7 @@ const RULES: &str =
     "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
 
 struct Harness {
-    tx: mpsc::Sender<InputMessage>,
+    tx: mpsc::Sender<Input>,
     task: tokio::task::JoinHandle<Stopped>,
     output: Arc<MemoryOutput>,
     offsets: Arc<MemoryOffsets>,
@@ -149,6 +149,8 @@ fn start_opts(o: Opts) -> Harness {
             max_trace_age: Duration::from_secs(60),
             max_bytes: 1 << 30,
         },
+        clock: ClockConfig::default(),
+        epoch: Epoch::now(),
         decided_ttl: Duration::from_secs(600),
         decided_capacity: 10_000,
         max_in_flight: 100,
@@ -168,7 +170,7 @@ fn start_opts(o: Opts) -> Harness {
     let (tx, rx) = mpsc::channel(16);
     Harness {
         tx,
-        task: tokio::spawn(worker.run(rx)),
+        task: tokio::spawn(worker.run(rx, watch::channel(false).1)),
         rules: rules_tx,
         output,
         offsets,
@@ -196,11 +198,15 @@ fn two_part_trace(n: u8, error: bool) -> (TraceId, Vec<TracesData>) {
 }
 
 async fn send(h: &Harness, offset: i64, data: Bytes) {
-    h.tx.send(InputMessage {
-        offset,
-        key: Some(Bytes::from_static(b"k")),
-        payload: data,
-    })
+    h.tx.send(
+        InputMessage {
+            offset,
+            timestamp: None,
+            key: Some(Bytes::from_static(b"k")),
+            payload: data,
+        }
+        .into(),
+    )
     .await
     .unwrap();
     // Let the worker take it.
@@ -831,6 +837,8 @@ async fn a_worker_that_ends_releases_its_memory_usage() {
             max_trace_age: Duration::from_secs(60),
             max_bytes: 1 << 30,
         },
+        clock: ClockConfig::default(),
+        epoch: Epoch::now(),
         decided_ttl: Duration::from_secs(600),
         decided_capacity: 1_000,
         max_in_flight: 100,
@@ -844,6 +852,7 @@ async fn a_worker_that_ends_releases_its_memory_usage() {
     p.handle(
         InputMessage {
             offset: 0,
+            timestamp: None,
             key: None,
             payload: payload(&parts[0]),
         },

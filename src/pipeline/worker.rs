@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::ports::{InputMessage, OffsetStore, Output, ProduceError, Transaction};
+use super::ports::{Input, OffsetStore, Output, ProduceError, Transaction};
 use super::{Command, DeliveryId, Partition, Rules, WorkerConfig};
 
 /// How a worker left its partition.
@@ -95,16 +95,24 @@ impl PartitionWorker {
     /// Runs until `input` closes, then drains in-flight produces and stores the
     /// final watermark. Traces still undecided at that point are not decided:
     /// their offsets stay uncommitted, so whoever reads the partition next
-    /// re-reads and decides them.
-    pub async fn run(mut self, mut input: mpsc::Receiver<InputMessage>) -> Stopped {
+    /// re-reads and decides them. `paused` says when the input is paused
+    /// for memory (the partition's clock then runs with wall-clock time).
+    pub async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Input>,
+        mut paused: watch::Receiver<bool>,
+    ) -> Stopped {
         // Everything queued is taken at once, so deciding, storing the
         // watermark and the gauges run once per batch, not once per message.
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         fault::stall(self.pipeline.partition(), &input).await;
+        let mut watching = true;
+        self.pipeline
+            .input_paused(*paused.borrow_and_update(), now());
         loop {
             let mut next = self
                 .pipeline
-                .next_deadline()
+                .next_deadline(now())
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             if self.pipeline.store_refused() {
@@ -122,11 +130,18 @@ impl PartitionWorker {
                         break;
                     }
                     let now = now();
-                    for msg in batch.drain(..) {
-                        fault::before(self.pipeline.partition(), msg.offset);
-                        self.pipeline.handle(msg, now);
+                    for input in batch.drain(..) {
+                        if let Input::Message(msg) = &input {
+                            fault::before(self.pipeline.partition(), msg.offset);
+                        }
+                        self.pipeline.input(input, now);
                     }
                 }
+                changed = paused.changed(), if watching => match changed {
+                    Ok(()) => self.pipeline.input_paused(*paused.borrow_and_update(), now()),
+                    // No one to say so any more: as it stands.
+                    Err(_) => watching = false,
+                },
                 _ = tokio::time::sleep_until(next) => {}
             }
             self.pipeline.decide_due(now());
@@ -216,7 +231,7 @@ mod fault {
     /// worker reads nothing until its input closes — a worker that cannot
     /// take input, as one whose produces are stuck would be.
     #[cfg(feature = "kafka-tests")]
-    pub async fn stall(partition: i32, input: &tokio::sync::mpsc::Receiver<super::InputMessage>) {
+    pub async fn stall(partition: i32, input: &tokio::sync::mpsc::Receiver<super::Input>) {
         let stalled = std::env::var("TAILGATE_TEST_WORKER_STALL")
             .ok()
             .and_then(|v| v.parse::<i32>().ok());
@@ -233,6 +248,5 @@ mod fault {
 
     #[cfg(not(feature = "kafka-tests"))]
     #[inline(always)]
-    pub async fn stall(_partition: i32, _input: &tokio::sync::mpsc::Receiver<super::InputMessage>) {
-    }
+    pub async fn stall(_partition: i32, _input: &tokio::sync::mpsc::Receiver<super::Input>) {}
 }
