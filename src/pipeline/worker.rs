@@ -107,6 +107,8 @@ impl PartitionWorker {
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         fault::stall(self.pipeline.partition(), &input).await;
         let mut watching = true;
+        // Messages read, for the test-only read pauses.
+        let mut read = 0u64;
         self.pipeline
             .input_paused(*paused.borrow_and_update(), now());
         loop {
@@ -129,6 +131,7 @@ impl PartitionWorker {
                     if n == 0 {
                         break;
                     }
+                    fault::read_pause(&mut read, n).await;
                     let now = now();
                     for input in batch.drain(..) {
                         if let Input::Message(msg) = &input {
@@ -209,7 +212,8 @@ impl PartitionWorker {
 /// feature only (without it they are nothing): with
 /// `TAILGATE_TEST_WORKER_PANIC=<partition>:<offset>` the worker of that
 /// partition panics, once per process, before it handles the message at that
-/// offset — a worker that stops, as a bug would stop it; and see [`stall`].
+/// offset — a worker that stops, as a bug would stop it; and see [`stall`]
+/// and [`read_pause`].
 mod fault {
     #[cfg(feature = "kafka-tests")]
     pub fn before(partition: i32, offset: i64) {
@@ -241,6 +245,31 @@ mod fault {
             }
         }
     }
+
+    /// With `TAILGATE_TEST_READ_PAUSE=<messages>:<milliseconds>`, every
+    /// worker stops reading for that long each time it has read that many
+    /// more messages — reading that pauses for reasons of its own (a slow
+    /// output, a busy host) while the input was written without a gap.
+    #[cfg(feature = "kafka-tests")]
+    pub async fn read_pause(read: &mut u64, n: usize) {
+        use std::sync::OnceLock;
+        static PAUSE: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+        let pause = PAUSE.get_or_init(|| {
+            let v = std::env::var("TAILGATE_TEST_READ_PAUSE").ok()?;
+            let (every, ms) = v.split_once(':')?;
+            Some((every.parse().ok()?, ms.parse().ok()?))
+        });
+        let Some((every, ms)) = *pause else { return };
+        let before = *read / every.max(1);
+        *read += n as u64;
+        if *read / every.max(1) != before {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+
+    #[cfg(not(feature = "kafka-tests"))]
+    #[inline(always)]
+    pub async fn read_pause(_read: &mut u64, _n: usize) {}
 
     #[cfg(not(feature = "kafka-tests"))]
     #[inline(always)]
