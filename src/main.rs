@@ -370,11 +370,12 @@ fn explain(policy: &PolicyArgs, trace: Option<&str>, files: &[PathBuf]) -> ExitC
             return ExitCode::from(2);
         }
     }
-    for (reason, n) in &capture.rejected {
+    let (traces, rejected) = capture.into_traces();
+    for (reason, n) in &rejected {
         eprintln!("warning: {n} messages or spans rejected: {reason}");
     }
     let mut shown = 0;
-    for (id, spans, _) in capture.into_traces() {
+    for (id, spans, _) in traces {
         if wanted.is_some_and(|w| w != id) {
             continue;
         }
@@ -441,8 +442,8 @@ fn replay(
                 max_messages,
                 &options,
                 |n| bar.set_length(n),
-                |payload| {
-                    capture.add(payload);
+                |partition, timestamp, payload| {
+                    capture.add(partition, timestamp, payload);
                     bar.inc(1);
                 },
             );
@@ -469,8 +470,9 @@ fn replay(
             bar.finish_and_clear();
         }
     }
-    let bar = progress_bar(capture.trace_count() as u64, "deciding");
-    let report = tailgate::replay::replay(&loaded.rules, capture, |n| {
+    let bar = progress_bar(capture.messages, "deciding");
+    let buffer = loaded.settings.buffer_config(1);
+    let report = tailgate::replay::replay(&loaded.rules, buffer, capture, |n| {
         if n % 1024 == 0 {
             bar.set_position(n)
         }

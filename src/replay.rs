@@ -1,68 +1,80 @@
 //! `tailgate replay` and `tailgate explain`: the rules run over captured
 //! traffic, producing nothing.
 //!
-//! A capture is a set of Kafka message payloads (from OTLP files, or a range
-//! of a topic read by [`crate::kafka::range`]). Spans are grouped into whole
-//! traces over the entire capture, as if every trace had completed before its
-//! deadline, and each trace is decided once. Traces are decided in the order
-//! they ended, with their end time as the decision clock, so `limit` and
-//! `dynamic` rules see the traffic's recorded rate.
+//! A capture is a sequence of Kafka messages (from OTLP files, or a range of
+//! a topic read by [`crate::kafka::range`]). `replay` decides them as a
+//! running tailgate would: each partition's messages in order, buffered and
+//! decided at the deadlines of `decision.wait` and `decision.after_root` on
+//! the partition's stream clock (its messages' timestamps, see
+//! [`crate::clock`]; a file's lines have none, so each line is stamped with
+//! the latest end of its spans, as the Collector's exporter would stamp it
+//! soon after). Spans that arrive after their trace's decision follow it, as
+//! in production, and the report counts such traces as decided in more than
+//! one part. Partitions are merged by timestamp, and the `limit` and
+//! `dynamic` samplers see stream time, so they see the traffic's recorded
+//! rate. What replay leaves out: the memory budget (nothing is decided
+//! early for memory) and `max_trace_age` (a wall-clock bound).
+//!
+//! `explain` looks at whole traces: every span of the capture with the
+//! trace's id, whatever its arrival.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::otlp::{self, Encoding, SpanRecord, TraceId};
+use crate::buffer::{BufferConfig, ReadyTrace, TraceBuffer};
+use crate::clock::Time;
+use crate::otlp::{self, Annotation, Encoding, SpanRecord, TraceId};
 use crate::rules::{Check, CriticalPath, RuleSet, TraceSummary};
 
-/// Traces assembled from captured messages.
+/// One captured message.
+#[derive(Debug, Clone)]
+struct Captured {
+    partition: i32,
+    /// Milliseconds since the Unix epoch, if it has a timestamp.
+    timestamp: Option<i64>,
+    payload: Bytes,
+}
+
+/// Whole traces, each with its spans and encoding.
+pub type Traces = Vec<(TraceId, Vec<SpanRecord>, Encoding)>;
+
+/// Captured messages, in the order they were read.
 #[derive(Default)]
 pub struct Capture {
-    traces: HashMap<TraceId, (Vec<SpanRecord>, Encoding)>,
+    captured: Vec<Captured>,
     pub messages: u64,
     pub bytes_in: u64,
-    pub spans: u64,
-    /// Messages or spans rejected, by reason.
-    pub rejected: HashMap<&'static str, u64>,
 }
 
 impl Capture {
-    /// Adds one message payload.
-    pub fn add(&mut self, payload: Bytes) {
+    /// Adds one message payload of `partition`, stamped `timestamp`
+    /// (milliseconds since the Unix epoch) if it has one.
+    pub fn add(&mut self, partition: i32, timestamp: Option<i64>, payload: Bytes) {
         self.messages += 1;
         self.bytes_in += payload.len() as u64;
-        match otlp::decode(payload) {
-            Ok(d) => {
-                for e in &d.rejected {
-                    *self.rejected.entry(e.kind.as_str()).or_default() += 1;
-                }
-                self.spans += d.spans.len() as u64;
-                for (id, span) in d.spans {
-                    self.traces
-                        .entry(id)
-                        .or_insert_with(|| (Vec::new(), d.encoding))
-                        .0
-                        .push(span);
-                }
-            }
-            Err(e) => *self.rejected.entry(e.kind.as_str()).or_default() += 1,
-        }
+        self.captured.push(Captured {
+            partition,
+            timestamp,
+            payload,
+        });
     }
 
     /// Reads an OTLP file: OTLP JSON (one `TracesData` object, or one per
     /// line as the Collector's file exporter writes), or one protobuf
-    /// `TracesData`.
+    /// `TracesData`. Its messages have no timestamps.
     pub fn add_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let data =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if first != Some(b'{') {
-            self.add(Bytes::from(data));
+            self.add(0, None, Bytes::from(data));
             return Ok(());
         }
         // One JSON document (skimmed, not built), or one per line.
@@ -73,30 +85,46 @@ impl Capture {
                 .iter()
                 .all(u8::is_ascii_whitespace);
         if one {
-            self.add(Bytes::from(data));
+            self.add(0, None, Bytes::from(data));
             return Ok(());
         }
         for line in data.split(|b| *b == b'\n') {
             if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                self.add(Bytes::copy_from_slice(line));
+                self.add(0, None, Bytes::copy_from_slice(line));
             }
         }
         Ok(())
     }
 
-    pub fn trace_count(&self) -> usize {
-        self.traces.len()
-    }
-
-    /// The traces, in the order they ended (ties by trace id).
-    pub fn into_traces(self) -> Vec<(TraceId, Vec<SpanRecord>, Encoding)> {
-        let mut out: Vec<_> = self
-            .traces
+    /// Whole traces: every span of the capture grouped by trace id, in the
+    /// order the traces ended (ties by trace id); and what was rejected, by
+    /// reason.
+    pub fn into_traces(self) -> (Traces, HashMap<&'static str, u64>) {
+        let mut traces: HashMap<TraceId, (Vec<SpanRecord>, Encoding)> = HashMap::new();
+        let mut rejected = HashMap::new();
+        for m in self.captured {
+            match otlp::decode(m.payload) {
+                Ok(d) => {
+                    for e in &d.rejected {
+                        *rejected.entry(e.kind.as_str()).or_default() += 1;
+                    }
+                    for (id, span) in d.spans {
+                        traces
+                            .entry(id)
+                            .or_insert_with(|| (Vec::new(), d.encoding))
+                            .0
+                            .push(span);
+                    }
+                }
+                Err(e) => *rejected.entry(e.kind.as_str()).or_default() += 1,
+            }
+        }
+        let mut out: Vec<_> = traces
             .into_iter()
             .map(|(id, (spans, enc))| (id, spans, enc))
             .collect();
         out.sort_by_key(|(id, spans, _)| (spans.iter().map(|s| s.end_ns).max(), *id));
-        out
+        (out, rejected)
     }
 }
 
@@ -127,55 +155,233 @@ pub struct Report {
     pub bytes_out: u64,
     /// 1 − bytes out / bytes in.
     pub reduction: f64,
-    /// Over the capture's time span: its first span start to its last span end.
+    /// Traces decided in more than one part: spans of theirs arrived after
+    /// the decision (on the stream clock) and followed it.
+    pub split_traces: u64,
+    /// Spans that followed their trace's earlier decision.
+    pub late_spans: u64,
+    /// Over the capture's stream time: its first message to its last.
     pub captured_seconds: f64,
     /// Output bytes per second at the captured rate.
     pub bytes_out_per_second: f64,
 }
 
-/// Decides every trace of `capture`; `progress` is told after each trace.
-pub fn replay(rules: &RuleSet, capture: Capture, mut progress: impl FnMut(u64)) -> Report {
-    let mut report = Report {
-        messages: capture.messages,
-        bytes_in: capture.bytes_in,
-        spans: capture.spans,
-        rejected: capture.rejected.values().sum(),
-        rules: rules
-            .names()
-            .iter()
-            .map(|n| RuleStats {
-                rule: n.to_string(),
-                ..RuleStats::default()
-            })
-            .collect(),
-        ..Report::default()
-    };
-    let traces = capture.into_traces();
-    report.traces = traces.len() as u64;
-    let first_start = traces
-        .iter()
-        .flat_map(|(_, s, _)| s.iter().map(|s| s.start_ns))
-        .min()
-        .unwrap_or(0);
-    let mut last_end = first_start;
-    for (i, (id, spans, encoding)) in traces.iter().enumerate() {
-        let end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0);
-        last_end = last_end.max(end);
-        let t = TraceSummary::of(*id, spans);
-        let d = rules.decide(&t, Duration::from_nanos(end.saturating_sub(first_start)));
-        let stats = &mut report.rules[d.rule];
-        let n = spans.len() as u64;
-        if d.keep {
-            let (bytes, _) = otlp::encode_trace(spans, &rules.annotation(&d), *encoding);
-            stats.traces_kept += 1;
-            stats.spans_kept += n;
-            stats.bytes_out += bytes.len() as u64;
-        } else {
-            stats.traces_dropped += 1;
-            stats.spans_dropped += n;
-        }
-        progress(i as u64 + 1);
+/// A decision, for the trace's late spans.
+struct Remembered {
+    rule: usize,
+    annotation: Option<Arc<Annotation>>,
+    split: bool,
+}
+
+/// One partition's replay: its buffer and its stream clock.
+struct Lane {
+    buffer: TraceBuffer,
+    /// The stream clock: the largest timestamp read (ms since the Unix epoch).
+    clock: Option<i64>,
+}
+
+/// The replay of a whole capture.
+struct Replayer<'a> {
+    rules: &'a RuleSet,
+    report: Report,
+    decided: HashMap<TraceId, Remembered>,
+    /// Where stream time 0 sits on the `Instant` line the buffers use.
+    origin: Instant,
+    /// The capture's first timestamp: stream time 0.
+    first: Option<i64>,
+    ready: Vec<ReadyTrace>,
+}
+
+impl Replayer<'_> {
+    fn instant(&self, ms: i64) -> Instant {
+        let since = ms.saturating_sub(self.first.unwrap_or(ms)).max(0);
+        self.origin + Duration::from_millis(since as u64)
     }
+
+    /// One message of `lane`: what its time makes due is decided, then its
+    /// spans are buffered, or follow their trace's decision.
+    fn message(&mut self, lane: &mut Lane, m: Captured) {
+        let decoded = match otlp::decode(m.payload.clone()) {
+            Ok(d) => d,
+            Err(_) => {
+                self.report.rejected += 1;
+                return;
+            }
+        };
+        self.report.rejected += decoded.rejected.len() as u64;
+        self.report.spans += decoded.spans.len() as u64;
+        // A file's line is stamped with the latest end of its spans.
+        let stamp = m.timestamp.filter(|t| *t > 0).or_else(|| {
+            decoded
+                .spans
+                .iter()
+                .map(|(_, s)| (s.end_ns / 1_000_000) as i64)
+                .max()
+        });
+        if let Some(t) = stamp {
+            self.first.get_or_insert(t);
+            lane.clock = Some(lane.clock.map_or(t, |c| c.max(t)));
+        }
+        let now = self.instant(lane.clock.unwrap_or(0));
+        self.due(lane, now);
+        let mut spans = decoded.spans;
+        spans.sort_by_key(|(id, _)| *id);
+        let mut rest = spans.into_iter().peekable();
+        while let Some((id, first)) = rest.next() {
+            let mut group = vec![first];
+            while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
+                group.push(s);
+            }
+            if !lane.buffer.contains(&id) {
+                if let Some(r) = self.decided.get_mut(&id) {
+                    // Late: it follows the decision.
+                    let n = group.len() as u64;
+                    self.report.late_spans += n;
+                    if !r.split {
+                        r.split = true;
+                        self.report.split_traces += 1;
+                    }
+                    let stats = &mut self.report.rules[r.rule];
+                    match &r.annotation {
+                        Some(a) => {
+                            stats.spans_kept += n;
+                            stats.bytes_out +=
+                                otlp::encode_trace(&group, a, decoded.encoding).0.len() as u64;
+                        }
+                        None => stats.spans_dropped += n,
+                    }
+                    continue;
+                }
+            }
+            let len = m.payload.len();
+            lane.buffer.insert(id, group, 0, len, decoded.encoding, now);
+        }
+    }
+
+    /// Decides what is due on `lane` at stream time `now`.
+    fn due(&mut self, lane: &mut Lane, now: Instant) {
+        let mut ready = std::mem::take(&mut self.ready);
+        lane.buffer.pop_due(now, &mut ready);
+        for t in ready.drain(..) {
+            self.decide(t, now);
+        }
+        self.ready = ready;
+    }
+
+    fn decide(&mut self, t: ReadyTrace, now: Instant) {
+        let summary = TraceSummary::of(t.trace_id, &t.spans);
+        let d = self
+            .rules
+            .decide(&summary, now.saturating_duration_since(self.origin));
+        let stats = &mut self.report.rules[d.rule];
+        let n = t.spans.len() as u64;
+        let annotation = d.keep.then(|| self.rules.annotation(&d));
+        match &annotation {
+            Some(a) => {
+                stats.traces_kept += 1;
+                stats.spans_kept += n;
+                stats.bytes_out += otlp::encode_trace(&t.spans, a, t.encoding).0.len() as u64;
+            }
+            None => {
+                stats.traces_dropped += 1;
+                stats.spans_dropped += n;
+            }
+        }
+        self.decided.insert(
+            t.trace_id,
+            Remembered {
+                rule: d.rule,
+                annotation,
+                split: false,
+            },
+        );
+    }
+}
+
+/// Decides the messages of `capture` as tailgate would, with `buffer`'s
+/// `wait` and `after_root` on each partition's stream clock;
+/// `progress` is told after each message.
+pub fn replay(
+    rules: &RuleSet,
+    buffer: BufferConfig,
+    capture: Capture,
+    mut progress: impl FnMut(u64),
+) -> Report {
+    // Nothing is decided for memory or age: the capture's own times decide.
+    let buffer = BufferConfig {
+        max_bytes: usize::MAX,
+        max_trace_age: Duration::from_secs(100 * 365 * 24 * 3600),
+        ..buffer
+    };
+    let mut r = Replayer {
+        rules,
+        report: Report {
+            messages: capture.messages,
+            bytes_in: capture.bytes_in,
+            rules: rules
+                .names()
+                .iter()
+                .map(|n| RuleStats {
+                    rule: n.to_string(),
+                    ..RuleStats::default()
+                })
+                .collect(),
+            ..Report::default()
+        },
+        decided: HashMap::new(),
+        origin: Instant::now(),
+        first: None,
+        ready: Vec::new(),
+    };
+    // Each partition in its own order; partitions merged by timestamp.
+    let mut by_partition: HashMap<i32, VecDeque<Captured>> = HashMap::new();
+    for m in capture.captured {
+        by_partition.entry(m.partition).or_default().push_back(m);
+    }
+    let mut lanes: Vec<(Lane, VecDeque<Captured>)> = by_partition
+        .into_values()
+        .map(|q| {
+            (
+                Lane {
+                    buffer: TraceBuffer::new(buffer),
+                    clock: None,
+                },
+                q,
+            )
+        })
+        .collect();
+    let mut done = 0u64;
+    loop {
+        let next = lanes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, q))| q.front().map(|m| (m.timestamp.unwrap_or(i64::MIN), i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        let (lane, queue) = &mut lanes[i];
+        if let Some(m) = queue.pop_front() {
+            r.message(lane, m);
+        }
+        done += 1;
+        progress(done);
+    }
+    // The end of the capture: every partition's clock runs on until all is decided.
+    let mut last = r.first.unwrap_or(0);
+    for (lane, _) in &mut lanes {
+        last = last.max(lane.clock.unwrap_or(0));
+        while let Some(d) = lane.buffer.next_deadline() {
+            r.due(lane, d);
+        }
+        // (`max_trace_age` is out of reach, so nothing is left.)
+        let far = Time::from(r.origin + Duration::from_secs(200 * 365 * 24 * 3600));
+        let mut rest = Vec::new();
+        lane.buffer.pop_due(far, &mut rest);
+        for t in rest {
+            r.decide(t, far.stream);
+        }
+    }
+    let mut report = r.report;
+    report.traces = r.decided.len() as u64;
     for s in &report.rules {
         report.traces_kept += s.traces_kept;
         report.spans_kept += s.spans_kept;
@@ -184,7 +390,7 @@ pub fn replay(rules: &RuleSet, capture: Capture, mut progress: impl FnMut(u64)) 
     if report.bytes_in > 0 {
         report.reduction = 1.0 - report.bytes_out as f64 / report.bytes_in as f64;
     }
-    report.captured_seconds = last_end.saturating_sub(first_start) as f64 / 1e9;
+    report.captured_seconds = last.saturating_sub(r.first.unwrap_or(last)) as f64 / 1e3;
     if report.captured_seconds > 0.0 {
         report.bytes_out_per_second = report.bytes_out as f64 / report.captured_seconds;
     }
@@ -273,7 +479,12 @@ impl std::fmt::Display for Report {
                 bytes(self.bytes_out_per_second)
             )?;
         }
-        writeln!(f)
+        writeln!(f)?;
+        writeln!(
+            f,
+            "decided in more than one part: {} traces ({} spans came after their trace's decision and followed it)",
+            self.split_traces, self.late_spans
+        )
     }
 }
 
@@ -363,6 +574,60 @@ mod tests {
     use super::*;
     use crate::workload::{encode, ShopWorkload};
 
+    fn buffer() -> BufferConfig {
+        BufferConfig {
+            wait: Duration::from_secs(30),
+            after_root: Duration::from_secs(5),
+            max_trace_age: Duration::from_secs(300),
+            max_bytes: 1 << 30,
+        }
+    }
+
+    /// Issue 15: replay decides on the stream clock, as production does: a
+    /// trace's part that came after its quiet period follows the decision
+    /// on the rest, and is counted as a trace decided in more than one part.
+    #[test]
+    fn replay_decides_on_the_stream_clock_as_production_does() {
+        use crate::workload::{build_trace, SpanSpec};
+        let r = rules(
+            "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]",
+        );
+        // A root in one message, an erring asynchronous hop in another,
+        // stamped `gap_ms` later; on two partitions, interleaved with a
+        // second trace whose messages come close together.
+        let report = |gap_ms: i64| {
+            let mut capture = Capture::default();
+            let base = 1_767_225_600_000i64;
+            for (p, n) in [(0, 1u8), (1, 2u8)] {
+                let id = TraceId([n; 16]);
+                let mut hop = SpanSpec::new("notifier", "orders process", Some(0), 50, 10);
+                hop.error = true;
+                let parts = build_trace(
+                    id,
+                    &[[1; 8], [2; 8]],
+                    base as u64 * 1_000_000,
+                    &[SpanSpec::new("gateway", "POST /checkout", None, 0, 40), hop],
+                );
+                let gap = if p == 0 { gap_ms } else { 100 };
+                for (i, data) in parts.iter().enumerate() {
+                    let payload = Bytes::from(prost::Message::encode_to_vec(data));
+                    capture.add(p, Some(base + 40 + i as i64 * gap), payload);
+                }
+            }
+            replay(&r, buffer(), capture, |_| {})
+        };
+        let whole = report(4_000);
+        assert_eq!((whole.traces, whole.traces_kept), (2, 2));
+        assert_eq!((whole.split_traces, whole.late_spans), (0, 0));
+        // Six seconds after the root, past its 5 s quiet period: the root
+        // alone was dropped, and the error followed the drop.
+        let split = report(6_000);
+        assert_eq!((split.traces, split.traces_kept), (2, 1));
+        assert_eq!((split.split_traces, split.late_spans), (1, 1));
+        assert_eq!(split.rules[1].spans_dropped, 2, "{split:?}");
+        assert!(split.to_string().contains("more than one part: 1 traces"));
+    }
+
     fn rules(yaml: &str) -> RuleSet {
         let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(yaml).expect("yaml");
         RuleSet::compile(&specs).expect("rules")
@@ -383,7 +648,7 @@ mod tests {
             for m in &t.messages {
                 let bytes = Bytes::from(encode(m, Encoding::OtlpProto));
                 spans.extend(otlp::decode(bytes.clone()).expect("decodes").spans);
-                capture.add(bytes);
+                capture.add(0, None, bytes);
             }
             let spans: Vec<SpanRecord> = spans.into_iter().map(|(_, s)| s).collect();
             let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
@@ -394,14 +659,15 @@ mod tests {
                 e.1 += 1;
             }
         }
-        capture.add(Bytes::from_static(b"garbage"));
+        capture.add(0, None, Bytes::from_static(b"garbage"));
         let mut seen = 0;
-        let report = replay(&r, capture, |n| seen = n);
-        assert_eq!(seen, 500);
+        let report = replay(&r, buffer(), capture, |n| seen = n);
+        assert_eq!(seen, report.messages);
         assert_eq!(
             (report.traces, report.spans, report.rejected),
             (500, 3_500, 1)
         );
+        assert_eq!(report.split_traces, 0, "each trace's spans came in time");
         for (i, s) in report.rules.iter().enumerate() {
             let (k, d) = expected.get(&i).copied().unwrap_or_default();
             assert_eq!((s.traces_kept, s.traces_dropped), (k, d), "rule {}", s.rule);
@@ -449,9 +715,10 @@ mod tests {
             c.add_file(&dir.path().join(f)).expect("read");
         }
         assert_eq!(c.messages, a.messages.len() as u64 + 2);
-        assert_eq!(c.trace_count(), 2);
-        assert!(c.rejected.is_empty(), "{:?}", c.rejected);
         assert!(c.add_file(&dir.path().join("missing.json")).is_err());
+        let (traces, rejected) = c.into_traces();
+        assert_eq!(traces.len(), 2);
+        assert!(rejected.is_empty(), "{rejected:?}");
     }
 
     #[test]

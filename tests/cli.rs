@@ -223,6 +223,8 @@ fn replay_reports_per_rule_what_the_rules_decide() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["traces"], 300);
     assert_eq!(report["spans"], 2100);
+    // Each trace's lines come within its quiet period: none decided in parts.
+    assert_eq!(report["split_traces"], 0);
     for r in report["rules"].as_array().unwrap() {
         let name = r["rule"].as_str().unwrap();
         let kept = decided.iter().filter(|(_, n, k)| n == name && *k).count();

@@ -18,7 +18,9 @@ pub enum Start {
 }
 
 /// Reads `topic` from `start` to the end each partition had when the read
-/// began, at most `max_messages` in all, handing each payload to `each`.
+/// began, at most `max_messages` in all, handing each message's partition,
+/// timestamp (milliseconds since the Unix epoch, if it has one) and payload
+/// to `each`.
 /// `total` is told the number of messages to expect once it is known.
 /// Returns the number of messages read.
 pub fn read(
@@ -28,7 +30,7 @@ pub fn read(
     max_messages: Option<u64>,
     options: &[(String, String)],
     total: impl FnOnce(u64),
-    mut each: impl FnMut(Bytes),
+    mut each: impl FnMut(i32, Option<i64>, Bytes),
 ) -> anyhow::Result<u64> {
     let mut config = ClientConfig::new();
     config
@@ -89,7 +91,11 @@ pub fn read(
                 if o >= ends[i].1 {
                     continue;
                 }
-                each(Bytes::copy_from_slice(m.payload().unwrap_or_default()));
+                each(
+                    p,
+                    m.timestamp().to_millis(),
+                    Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                );
                 read += 1;
                 if o + 1 >= ends[i].1 {
                     ends.swap_remove(i);
