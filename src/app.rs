@@ -436,6 +436,11 @@ pub async fn run(
     output.flush(std::time::Duration::from_secs(5));
     limit_lookup.abort();
     reloader.abort();
+    // Offsets are committed: leave the group now, so the partitions' next
+    // owners get them at once, not after `session.timeout.ms`.
+    consumer.context().clear_handover();
+    drop((partitions, offsets, transactions));
+    leave(consumer, settings.kafka.group_instance_id.is_some()).await;
     let _ = http_stop.send(());
     let _ = http.await;
     if let Some(why) = failure {
@@ -443,6 +448,39 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Closes the consumer, off the runtime's threads (closing polls until the
+/// group has let it go). A dynamic member leaves the group, and its
+/// partitions go to the others at once; a static one (`group.instance.id`)
+/// does not leave: its partitions wait for it to come back, for at most
+/// `session.timeout.ms`.
+async fn leave(consumer: Arc<consumer::InputConsumer>, static_member: bool) {
+    let consumer = match Arc::try_unwrap(consumer) {
+        Ok(c) => c,
+        Err(c) => {
+            // A bug: something still holds it. It closes at exit.
+            tracing::warn!(
+                references = Arc::strong_count(&c),
+                "the consumer is still in use; it leaves the group only when the process exits"
+            );
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    if let Err(e) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+        tracing::warn!("closing the consumer failed: {e}");
+        return;
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    if static_member {
+        tracing::info!(
+            ms,
+            "consumer closed; a static member, its partitions wait for it to come back"
+        );
+    } else {
+        tracing::info!(ms, "left the consumer group");
+    }
 }
 
 /// Workers of one partition that may die in a row, without progress, before

@@ -111,6 +111,13 @@ pub struct KafkaSettings {
     /// `transaction.timeout.ms`). Default: `<group_id>-<host name>`.
     #[serde(default)]
     pub transactional_id: Option<String>,
+    /// Static membership: the consumer's `group.instance.id`, unique per
+    /// instance and stable across its restarts (a StatefulSet pod name). An
+    /// instance that restarts within `session.timeout.ms` gets its
+    /// partitions back without a rebalance; one that stops does not leave
+    /// the group, so its partitions wait for it up to that timeout.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// Raw librdkafka options for both consumer and producer (security, SASL...),
     /// written as a list of `name=value` so that dotted names stay intact.
     #[serde(default)]
@@ -137,6 +144,7 @@ impl Default for KafkaSettings {
             drain_timeout: default_drain_timeout(),
             exactly_once: false,
             transactional_id: None,
+            group_instance_id: None,
             librdkafka_options: Vec::new(),
             consumer_options: Vec::new(),
             producer_options: Vec::new(),
@@ -535,6 +543,17 @@ impl Settings {
                 "kafka.input_topic and kafka.output_topic are both {:?}; tailgate would read its own output",
                 self.kafka.input_topic
             ));
+        }
+        if self
+            .kafka
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(
+                "kafka.group_instance_id must not be empty (leave it out for dynamic membership)"
+                    .into(),
+            );
         }
         if let Some(dlq) = &self.kafka.dead_letter_topic {
             if dlq.trim().is_empty()

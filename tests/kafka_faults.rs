@@ -347,3 +347,127 @@ async fn output_that_can_never_succeed_is_counted_and_released() {
     assert!(reader.output.spans.is_empty());
     assert!(read_with_headers(&dlq, 1, Duration::from_secs(2)).is_empty());
 }
+
+/// The partitions each instance holds, as its metrics say (-1: no answer).
+fn assigned(t: &Tailgate) -> i32 {
+    t.http_get("/metrics")
+        .map(|(_, m)| metric_sum(&m, "tailgate_partitions_assigned", &[]) as i32)
+        .unwrap_or(-1)
+}
+
+/// Waits (bounded) until `done` holds, polling every 200 ms.
+fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Settings with a session timeout long enough (45 s, librdkafka's default)
+/// to tell a member that left from one that timed out.
+fn long_session(group: &str, input: &str, output: &str, instance: Option<&str>) -> String {
+    let s = settings(group, input, output, RULES, "3s", None)
+        .replace("session.timeout.ms=6000", "session.timeout.ms=45000");
+    match instance {
+        Some(id) => s.replace(
+            "  commit_interval:",
+            &format!("  group_instance_id: {id}\n  commit_interval:"),
+        ),
+        None => s,
+    }
+}
+
+/// Issue 12: an instance stopped with SIGTERM leaves the consumer group as
+/// it exits, so its partitions go to the others at once — before, the
+/// consumer was never closed, and they waited out `session.timeout.ms`
+/// (42 s measured), in every rolling restart, for every pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_leaves_the_group_and_its_partitions_move_at_once() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 4).await;
+    create_topic(&output, 1).await;
+    let dir = policy_dir(&long_session(&group, &input, &output, None));
+    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    a.wait_ready(Duration::from_secs(30));
+    let b = Tailgate::start(dir.path(), free_port(), "b.log");
+    b.wait_ready(Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "partitions not shared", || {
+        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4
+    });
+    let stop = std::time::Instant::now();
+    let status = a.terminate(Duration::from_secs(40));
+    let exited = stop.elapsed();
+    assert!(
+        status.success(),
+        "a exited with {status}:\n{}",
+        a.log_text()
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "b never got a's partitions",
+        || assigned(&b) == 4,
+    );
+    let moved = stop.elapsed();
+    eprintln!(
+        "SIGTERM to exit: {} ms; to b holding all 4 partitions: {} ms (session timeout 45 000 ms)",
+        exited.as_millis(),
+        moved.as_millis()
+    );
+    assert!(
+        a.log_text().contains("left the consumer group"),
+        "a did not leave:\n{}",
+        a.log_text()
+    );
+    // Through the leave, not the timeout: well inside the 45 s.
+    assert!(
+        moved < Duration::from_secs(30),
+        "b got the partitions only after {moved:?}:\n{}",
+        b.log_text()
+    );
+}
+
+/// Issue 12: with static membership (`kafka.group_instance_id`) an instance
+/// that crashes and comes back within the session timeout gets its
+/// partitions back without a rebalance: the other instance's partitions are
+/// never revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_that_comes_back_resumes_its_partitions_without_a_rebalance() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 4).await;
+    create_topic(&output, 1).await;
+    let dir_a = policy_dir(&long_session(&group, &input, &output, Some("tailgate-0")));
+    let dir_b = policy_dir(&long_session(&group, &input, &output, Some("tailgate-1")));
+    let mut a = Tailgate::start(dir_a.path(), free_port(), "a.log");
+    a.wait_ready(Duration::from_secs(30));
+    let b = Tailgate::start(dir_b.path(), free_port(), "b.log");
+    b.wait_ready(Duration::from_secs(30));
+    wait_until(Duration::from_secs(60), "partitions not shared", || {
+        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4
+    });
+    let (held_by_a, revokes_before) = (
+        assigned(&a),
+        b.log_text().matches("partitions revoked").count(),
+    );
+    a.kill9();
+    let mut a = Tailgate::start(dir_a.path(), free_port(), "a2.log");
+    a.wait_ready(Duration::from_secs(30));
+    wait_until(
+        Duration::from_secs(30),
+        "a did not get its partitions back",
+        || assigned(&a) == held_by_a,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(assigned(&b), 4 - held_by_a, "b kept its own");
+    assert_eq!(
+        b.log_text().matches("partitions revoked").count(),
+        revokes_before,
+        "b saw a rebalance:\n{}",
+        b.log_text()
+    );
+    // A static member does not leave when it stops: b keeps its partitions
+    // and a's wait for it.
+    let status = a.terminate(Duration::from_secs(40));
+    assert!(status.success());
+    assert!(a.log_text().contains("a static member"), "{}", a.log_text());
+}

@@ -1,7 +1,7 @@
 //! The input consumer: one consumer-group member per process, offsets stored
 //! from the partition workers' watermarks and committed periodically.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -32,16 +32,39 @@ pub trait Handover: Send + Sync + 'static {
 pub struct Context {
     topic: String,
     events: mpsc::UnboundedSender<RebalanceEvent>,
-    handover: OnceLock<Arc<dyn Handover>>,
+    /// What a revoke does. The handover holds the workers, which hold the
+    /// consumer (to store offsets): a cycle, broken by
+    /// [`Context::clear_handover`] at shutdown so the consumer is dropped —
+    /// closed, leaving the group — before the process exits.
+    handover: Mutex<Option<Arc<dyn Handover>>>,
 }
 
 impl Context {
     /// Sets what a revoke does; before the first poll, since rebalances are
     /// served by polls.
     pub fn set_handover(&self, handover: Arc<dyn Handover>) {
-        if self.handover.set(handover).is_err() {
+        let mut slot = self.handover.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
             tracing::error!("the consumer's handover was set twice; keeping the first");
+            return;
         }
+        *slot = Some(handover);
+    }
+
+    /// Lets go of the handover (at shutdown, once the workers are stopped):
+    /// revokes from then on hand nothing over.
+    pub fn clear_handover(&self) {
+        self.handover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    fn handover(&self) -> Option<Arc<dyn Handover>> {
+        self.handover
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -106,7 +129,7 @@ impl ConsumerContext for Context {
             for p in &revoked {
                 metrics::gauge!(m::CONSUMER_LAG, "partition" => p.to_string()).set(0.0);
             }
-            if let Some(handover) = self.handover.get() {
+            if let Some(handover) = self.handover() {
                 handover.revoke(consumer, &revoked);
             }
             let _ = self.events.send(RebalanceEvent::Revoked(revoked));
@@ -118,7 +141,7 @@ impl ConsumerContext for Context {
             Rebalance::Assign(tpl) => {
                 metrics::counter!(m::REBALANCES, "kind" => "assign").increment(1);
                 let assigned = partitions(&self.topic, tpl);
-                if let Some(handover) = self.handover.get() {
+                if let Some(handover) = self.handover() {
                     handover.assigned(&assigned);
                 }
                 let _ = self.events.send(RebalanceEvent::Assigned(assigned));
@@ -178,12 +201,15 @@ pub fn subscribe(
         .set("queued.max.messages.kbytes", "16384")
         // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
         .set("statistics.interval.ms", "5000");
+    if let Some(id) = &settings.group_instance_id {
+        config.set("group.instance.id", id);
+    }
     super::apply(&mut config, &settings.librdkafka_options);
     super::apply(&mut config, &settings.consumer_options);
     let consumer: InputConsumer = config.create_with_context(Context {
         topic: settings.input_topic.clone(),
         events: tx,
-        handover: OnceLock::new(),
+        handover: Mutex::new(None),
     })?;
     consumer.subscribe(&[&settings.input_topic])?;
     Ok((Arc::new(consumer), rx))

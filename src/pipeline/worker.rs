@@ -248,7 +248,8 @@ mod fault {
 
     /// With `TAILGATE_TEST_READ_PAUSE=<messages>:<milliseconds>`, every
     /// worker stops reading for that long each time it has read that many
-    /// more messages — reading that pauses for reasons of its own (a slow
+    /// more messages (at most once per batch it takes, which is up to 256
+    /// messages) — reading that pauses for reasons of its own (a slow
     /// output, a busy host) while the input was written without a gap.
     #[cfg(feature = "kafka-tests")]
     pub async fn read_pause(read: &mut u64, n: usize) {
