@@ -433,7 +433,11 @@ pub async fn run(
         }
         Some(_) => {}
     }
-    output.flush(std::time::Duration::from_secs(5));
+    // Blocking (up to 5 s): off the runtime's threads.
+    {
+        let output = output.clone();
+        let _ = tokio::task::spawn_blocking(move || output.flush(Duration::from_secs(5))).await;
+    }
     limit_lookup.abort();
     reloader.abort();
     // Offsets are committed: leave the group now, so the partitions' next
@@ -540,10 +544,23 @@ async fn reread(
 /// generation; the consumer is then polled so the rebalance completes, and the
 /// commit retried, for at most `within`. Messages read meanwhile are not
 /// stored, so they are read again by the partition's next reader.
-async fn final_commit(consumer: &consumer::InputConsumer, within: Duration) {
+async fn final_commit(consumer: &Arc<consumer::InputConsumer>, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        match consumer::routine(consumer.commit_consumer_state(CommitMode::Sync)) {
+        // A synchronous commit waits for the broker: off the runtime's threads.
+        let c = consumer.clone();
+        let commit = match tokio::task::spawn_blocking(move || {
+            c.commit_consumer_state(CommitMode::Sync)
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!("final commit failed: {e}; the partitions' next reader reads again from the last commit");
+                return;
+            }
+        };
+        match consumer::routine(commit) {
             Ok(()) => return,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!("final commit: {e}; letting the rebalance finish, then again");

@@ -99,7 +99,19 @@ pub fn spawn(
             // Editors and Kubernetes write in several steps: wait for quiet.
             tokio::time::sleep(Duration::from_millis(300)).await;
             while rx.try_recv().is_ok() {}
-            match reload_once(&sources, &started_with, &rules) {
+            // Reading and compiling the files is blocking work: off the
+            // runtime's threads, which run the partition workers.
+            let outcome = {
+                let (sources, started_with, rules) =
+                    (sources.clone(), started_with.clone(), rules.clone());
+                tokio::task::spawn_blocking(move || reload_once(&sources, &started_with, &rules))
+                    .await
+            };
+            let Ok(outcome) = outcome else {
+                tracing::error!(?trigger, "rule reload panicked; the rules in force stay");
+                continue;
+            };
+            match outcome {
                 Ok(Outcome::Swapped { rules }) => {
                     tracing::info!(
                         ?trigger,

@@ -192,9 +192,6 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        // Each time the consumer reaches the end of a partition it says so:
-        // the partition's stream clock then runs with wall-clock time.
-        .set("enable.partition.eof", "true")
         // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): the
         // workers' queues and the buffers hold the rest, and the prefetched
         // messages are resident memory outside `buffer.max_bytes`.
@@ -206,6 +203,11 @@ pub fn subscribe(
     }
     super::apply(&mut config, &settings.librdkafka_options);
     super::apply(&mut config, &settings.consumer_options);
+    // Each time the consumer reaches the end of a partition it says so: the
+    // partition's stream clock then runs with wall-clock time. Without it a
+    // quiet partition's traces would wait for `max_trace_age`, so no option
+    // turns it off.
+    config.set("enable.partition.eof", "true");
     let consumer: InputConsumer = config.create_with_context(Context {
         topic: settings.input_topic.clone(),
         events: tx,

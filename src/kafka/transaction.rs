@@ -11,7 +11,9 @@
 //! A transaction that cannot be committed is aborted and the process stops
 //! with an error, without committing; its restart resumes from the last
 //! committed transaction. Retriable errors (a broker away) are retried for
-//! up to two minutes, holding the writers back, so Kafka keeps the input.
+//! up to two minutes in all, holding the writers back (they wait without
+//! holding a runtime thread; the blocking calls run off the runtime), so
+//! Kafka keeps the input.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -150,7 +152,14 @@ impl Transactions {
             // Retriable errors (a broker away) are retried for a while, the
             // writers held back meanwhile; then the transaction is given up
             // (aborted, the process stops) rather than hang a shutdown.
+            // Each call's timeout is what is left of that time, so the
+            // writers wait at most `RETRY_FOR` (and a second) in all.
             let started = std::time::Instant::now();
+            let left = || {
+                timeout
+                    .min(RETRY_FOR.saturating_sub(started.elapsed()))
+                    .max(Duration::from_secs(1))
+            };
             let call = |what: &str, f: &dyn Fn() -> KafkaResult<()>| loop {
                 match f() {
                     Err(e) if retriable(&e) && started.elapsed() < RETRY_FOR => {
@@ -170,11 +179,11 @@ impl Transactions {
                         .map_err(|e| (true, e.to_string()))?;
                 }
                 call("sending the offsets", &|| {
-                    producer.send_offsets_to_transaction(&tpl, &metadata, timeout)
+                    producer.send_offsets_to_transaction(&tpl, &metadata, left())
                 })
                 .map_err(|e| (true, e))?;
             }
-            call("committing", &|| producer.commit_transaction(timeout)).map_err(|e| (true, e))?;
+            call("committing", &|| producer.commit_transaction(left())).map_err(|e| (true, e))?;
             producer
                 .begin_transaction()
                 .map_err(|e| (false, format!("beginning the next transaction: {e}")))
