@@ -384,8 +384,10 @@ pub async fn run(
                 // The consumer reached the end of a partition: its worker's
                 // clock may run with wall-clock time until the next message.
                 Err(KafkaError::PartitionEOF(partition)) => (partition, Input::CaughtUp),
+                // Reported (counted, logged once per kind and interval) by
+                // the consumer's context, which sees every error first.
                 Err(e) => {
-                    tracing::warn!("consumer error: {e}");
+                    tracing::debug!("consumer error: {e}");
                     continue;
                 }
                 };

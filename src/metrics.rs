@@ -62,6 +62,14 @@ pub const DEAD_LETTERS: &str = "tailgate_dead_letters_total";
 pub const OUTPUT_PENDING_BYTES: &str = "tailgate_output_pending_bytes";
 /// Kafka client errors (broker unreachable, transport failures), by `kind`.
 pub const KAFKA_ERRORS: &str = "tailgate_kafka_errors_total";
+/// The `kind` label values of [`KAFKA_ERRORS`].
+pub const KAFKA_ERROR_KINDS: [&str; 5] = [
+    "all_brokers_down",
+    "broker_transport_failure",
+    "resolve",
+    "authentication",
+    "other",
+];
 /// Input partitions currently assigned to this instance.
 pub const PARTITIONS_ASSIGNED: &str = "tailgate_partitions_assigned";
 /// Consumer-group rebalances seen, by `kind` (assign|revoke).
@@ -103,7 +111,10 @@ pub fn register_rare() {
         metrics::counter!(DEAD_LETTERS, "source" => source).increment(0);
     }
     metrics::counter!(REDELIVERED_SPANS).increment(0);
-    for kind in crate::kafka::consumer::ERROR_KINDS {
+    for clamp in crate::clock::Clamp::ALL {
+        metrics::counter!(CLOCK_CLAMPED, "reason" => clamp.as_str()).increment(0);
+    }
+    for kind in KAFKA_ERROR_KINDS {
         metrics::counter!(KAFKA_ERRORS, "kind" => kind).increment(0);
     }
 }

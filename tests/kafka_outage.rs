@@ -89,4 +89,56 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
     );
     let status = tailgate.terminate(Duration::from_secs(40));
     assert!(status.success(), "exit {status}:\n{}", tailgate.log_text());
+    readable_log(&tailgate.log_text(), reported);
+}
+
+/// Issue 12: the outage is one line per kind of error and client every
+/// 10 s at most — not librdkafka's log, rdkafka's, the consumer's and the
+/// app's line for each of hundreds of reconnects.
+fn readable_log(log: &str, reported: f64) {
+    let seconds = |line: &str| -> Option<f64> {
+        // 2026-12-02T02:39:37.976577Z
+        let t = line.split_whitespace().next()?.split('T').nth(1)?;
+        let t = t.trim_end_matches('Z');
+        let mut parts = t.split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?,
+        )
+    };
+    let field = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut last: std::collections::HashMap<(String, String), f64> = Default::default();
+    let mut lines = 0;
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+    {
+        assert!(
+            !line.contains("librdkafka") && !line.contains("consumer error"),
+            "a second line for one event: {line}"
+        );
+        if !line.contains("kafka: ") {
+            continue;
+        }
+        lines += 1;
+        let key = (field(line, "client"), field(line, "kind"));
+        let Some(at) = seconds(line) else { continue };
+        if let Some(before) = last.insert(key.clone(), at) {
+            let gap = at - before;
+            assert!(
+                !(0.0..9.9).contains(&gap),
+                "{key:?} logged twice within {gap:.1} s:\n{log}"
+            );
+        }
+    }
+    eprintln!("outage: {reported} kafka errors counted, {lines} lines logged");
+    assert!(lines >= 1, "the outage is not logged:\n{log}");
 }

@@ -8,6 +8,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use super::ClientEvents;
 use crate::config::KafkaSettings;
 use crate::metrics as m;
 use crate::pipeline::OffsetStore;
@@ -37,6 +38,8 @@ pub struct Context {
     /// [`Context::clear_handover`] at shutdown so the consumer is dropped —
     /// closed, leaving the group — before the process exits.
     handover: Mutex<Option<Arc<dyn Handover>>>,
+    /// Errors and librdkafka's log, one line per event.
+    client: ClientEvents,
 }
 
 impl Context {
@@ -68,33 +71,20 @@ impl Context {
     }
 }
 
-/// The `kind` label values of `tailgate_kafka_errors_total`.
-pub const ERROR_KINDS: [&str; 5] = [
-    "all_brokers_down",
-    "broker_transport_failure",
-    "resolve",
-    "authentication",
-    "other",
-];
-
 impl ClientContext for Context {
     /// Errors of the client as a whole (brokers down, transport failures):
-    /// logged, and counted by a bounded kind so an outage shows in `/metrics`.
+    /// one line per kind and interval, counted (see [`ClientEvents`]).
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as Code;
         if error.rdkafka_error_code() == Some(Code::PartitionEOF) {
             // Not an error: the end of a partition, which `recv` returns too.
             return;
         }
-        let kind = match error.rdkafka_error_code() {
-            Some(Code::AllBrokersDown) => "all_brokers_down",
-            Some(Code::BrokerTransportFailure) => "broker_transport_failure",
-            Some(Code::Resolve) => "resolve",
-            Some(Code::Authentication) => "authentication",
-            _ => "other",
-        };
-        metrics::counter!(m::KAFKA_ERRORS, "kind" => kind).increment(1);
-        tracing::warn!(kind, "kafka: {error}: {reason}");
+        self.client.report_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.client.report_log(level, fac, log_message);
     }
 
     /// librdkafka's periodic statistics: the consumer lag of each partition
@@ -212,6 +202,7 @@ pub fn subscribe(
         topic: settings.input_topic.clone(),
         events: tx,
         handover: Mutex::new(None),
+        client: ClientEvents::new("consumer"),
     })?;
     consumer.subscribe(&[&settings.input_topic])?;
     Ok((Arc::new(consumer), rx))

@@ -11,6 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
+use super::ClientEvents;
 use crate::config::KafkaSettings;
 use crate::pipeline::{Destination, Outgoing, Output, ProduceError, ProduceErrorKind};
 
@@ -24,10 +25,14 @@ const RECORD_OVERHEAD: usize = 512;
 /// Below this, most kept spans fit no output message: worth a warning.
 const SMALL_PAYLOAD: usize = 16 * 1024;
 
+/// The output's producer; its errors and librdkafka's log are reported one
+/// line per event.
+pub type OutputProducer = FutureProducer<ClientEvents>;
+
 /// Produces to the output topic; one producer shared by all partition workers.
 #[derive(Clone)]
 pub struct KafkaOutput {
-    producer: FutureProducer,
+    producer: OutputProducer,
     topic: Arc<str>,
     /// `kafka.dead_letter_topic`, if configured.
     dead_letter_topic: Option<Arc<str>>,
@@ -55,7 +60,7 @@ impl KafkaOutput {
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
         Ok(Self {
-            producer: config.create()?,
+            producer: config.create_with_context(ClientEvents::new("producer"))?,
             topic: Arc::from(settings.output_topic.as_str()),
             dead_letter_topic: settings.dead_letter_topic.as_deref().map(Arc::from),
             max_message_bytes,
@@ -118,7 +123,7 @@ impl KafkaOutput {
         }
     }
 
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &OutputProducer {
         &self.producer
     }
 }
@@ -133,11 +138,12 @@ async fn topic_message_limit(
     topic: &str,
 ) -> Result<Option<usize>, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    use rdkafka::client::DefaultClientContext;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
     super::apply(&mut config, &settings.librdkafka_options);
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| e.to_string())?;
+    let admin: AdminClient<ClientEvents> = config
+        .create_with_context(ClientEvents::new("admin"))
+        .map_err(|e| e.to_string())?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let topic = ResourceSpecifier::Topic(topic);
     let results = tokio::time::timeout(

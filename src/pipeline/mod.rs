@@ -34,7 +34,7 @@ pub use ports::{
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
-pub use telemetry::{undeliverable_reasons, SPAN_TOO_LARGE};
+pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
@@ -46,7 +46,7 @@ use crate::watermark::Watermark;
 use decisions::{Decided, Decisions};
 use delivery::InFlightSet;
 use exactly_once::Held;
-use telemetry::{decision_label, RateLimited, Shown, Telemetry};
+use telemetry::{decision_label, Shown, Telemetry};
 
 /// The rules in force; a reload sends a new set, which each worker picks up
 /// before its next decision. Buffered traces are kept across a reload.

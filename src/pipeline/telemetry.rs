@@ -180,7 +180,7 @@ pub fn undeliverable_reasons() -> impl Iterator<Item = &'static str> {
 
 /// Lets a log line through at most once per interval per key, counting what
 /// it held back.
-pub(super) struct RateLimited<K> {
+pub struct RateLimited<K> {
     /// Per key: when it was last let through, and how many were held back since.
     last: HashMap<K, (Option<Instant>, u64)>,
     interval: Duration,
