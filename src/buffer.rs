@@ -137,8 +137,9 @@ pub struct TraceBuffer {
     /// complete, not one whose next message is still being read.
     deadlines: BTreeSet<(Instant, u64, TraceId)>,
     /// Traces in the order they began (`seq`), which is the order of their
-    /// first reads: the front is the first to reach `max_trace_age`.
-    ages: BTreeMap<u64, TraceId>,
+    /// first reads, with when that was: the front is the first to reach
+    /// `max_trace_age`.
+    ages: BTreeMap<u64, (Instant, TraceId)>,
     /// The next trace's `seq`.
     next_seq: u64,
     /// Messages the buffered spans keep alive: offset → (bytes retained,
@@ -206,7 +207,7 @@ impl TraceBuffer {
         if !self.traces.contains_key(&trace_id) {
             self.bytes += TRACE_OVERHEAD;
             self.next_seq += 1;
-            self.ages.insert(self.next_seq, trace_id);
+            self.ages.insert(self.next_seq, (wall, trace_id));
         }
         let seq = self.next_seq;
         let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
@@ -319,10 +320,8 @@ impl TraceBuffer {
 
     /// When the oldest trace reaches `max_trace_age`, in wall-clock time.
     pub fn next_age_limit(&self) -> Option<Instant> {
-        let (_, id) = self.ages.first_key_value()?;
-        self.traces
-            .get(id)
-            .map(|s| s.first_read + self.config.max_trace_age)
+        let (_, (first_read, _)) = self.ages.first_key_value()?;
+        Some(*first_read + self.config.max_trace_age)
     }
 
     /// Removes and returns every trace whose deadline is at or before
@@ -342,10 +341,12 @@ impl TraceBuffer {
             let reason = self.deadline_of(s).1;
             out.extend(self.take(id, reason));
         }
-        while let Some((&seq, &id)) = self.ages.first_key_value() {
-            match self.traces.get(&id) {
-                Some(s) if s.first_read + self.config.max_trace_age > wall => break,
-                Some(_) => out.extend(self.take(id, Reason::MaxAge)),
+        while let Some((&seq, &(first_read, id))) = self.ages.first_key_value() {
+            if first_read + self.config.max_trace_age > wall {
+                break;
+            }
+            match self.take(id, Reason::MaxAge) {
+                Some(t) => out.push(t),
                 // Never the case: every entry has its trace. Not a loop if it were.
                 None => {
                     self.ages.remove(&seq);

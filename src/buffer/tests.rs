@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::clock::Time;
 use crate::otlp::{test_spans, Encoding, TraceId};
 use crate::workload::SpanSpec;
 
@@ -282,4 +283,56 @@ fn a_message_over_the_budget_decides_its_own_traces_not_the_older_ones() {
     );
     assert_eq!(decided.len(), 10);
     assert_eq!(b.occupancy().traces, 10, "the older ones stay");
+}
+
+/// Issue 15: `wait` and `after_root` count on the stream clock, which may
+/// stand while wall-clock time passes; `max_trace_age` counts on the wall.
+#[test]
+fn deadlines_count_on_the_stream_clock_and_the_age_on_the_wall() {
+    let t0 = Instant::now();
+    let at = |stream: Duration, wall: Duration| Time {
+        stream: t0 + stream,
+        wall: t0 + wall,
+    };
+    let mut b = TraceBuffer::new(config());
+    b.insert(
+        id(1),
+        root(1),
+        1,
+        MESSAGE,
+        Encoding::OtlpProto,
+        at(Duration::ZERO, Duration::ZERO),
+    );
+    b.insert(
+        id(2),
+        child(2),
+        2,
+        MESSAGE,
+        Encoding::OtlpProto,
+        at(S, 20 * S),
+    );
+    // Reading paused for 40 s of wall time, the stream standing: nothing due.
+    let mut out = Vec::new();
+    b.pop_due(at(S, 40 * S), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(
+        b.next_deadline(),
+        Some(t0 + 5 * S),
+        "the root's quiet period"
+    );
+    assert_eq!(b.next_age_limit(), Some(t0 + 60 * S), "trace 1, read first");
+    // The stream moves on 5 s: the root's quiet period is over.
+    b.pop_due(at(5 * S, 41 * S), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].trace_id, out[0].reason), (id(1), Reason::AfterRoot));
+    // The stream stands again; 60 s of wall after trace 2's read, its age.
+    out.clear();
+    b.pop_due(at(5 * S, 79 * S), &mut out);
+    assert!(out.is_empty());
+    b.pop_due(at(5 * S, 80 * S), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].trace_id, out[0].reason), (id(2), Reason::MaxAge));
+    assert_eq!(out[0].deadline, t0 + 80 * S, "due on the wall clock");
+    assert_eq!(b.occupancy(), Occupancy::default());
+    assert_eq!(b.next_age_limit(), None);
 }
