@@ -232,10 +232,16 @@ impl Partition {
         std::mem::take(&mut self.commands)
     }
 
-    /// True while fewer produces than `max_in_flight` await their result:
-    /// reading more input may only add to them.
+    /// True while fewer produces than `max_in_flight` await their result,
+    /// and their bytes are under the partition's share of the budget:
+    /// reading more input may only add to them. (Kept traces that share one
+    /// large resource each carry a copy of it: output can be many times its
+    /// input, and it is resident until acknowledged. Exactly-once output,
+    /// held for earlier traces, is not bounded here: those traces are
+    /// decided only as input is read.)
     pub fn can_read(&self) -> bool {
         self.in_flight.len() < self.config.max_in_flight
+            && self.in_flight.bytes() < self.config.buffer.max_bytes
     }
 
     /// Produces awaiting their result.
