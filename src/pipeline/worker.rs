@@ -25,6 +25,12 @@ pub struct Stopped {
 /// How soon a refused store of the watermark is tried again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// How long after a deadline the worker wakes: traces due within this of
+/// one another are decided in one wake-up (with the watermark and the
+/// gauges once), not one each — 20 000 traces due over a second cost a
+/// fifth of a core more in the benchmark when each woke the worker alone.
+const DEADLINE_SLACK: Duration = Duration::from_millis(5);
+
 /// Messages a worker takes from its queue at once.
 const RECEIVE_BATCH: usize = 256;
 
@@ -115,7 +121,7 @@ impl PartitionWorker {
             let mut next = self
                 .pipeline
                 .next_deadline(now())
-                .map(tokio::time::Instant::from_std)
+                .map(|d| tokio::time::Instant::from_std(d) + DEADLINE_SLACK)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             if self.pipeline.store_refused() {
                 // Try the store again within a second, idle or not.
