@@ -599,3 +599,48 @@ fn a_json_resource_is_held_once_per_message() {
         assert_eq!(s.scope.resource().as_ptr(), first.as_ptr(), "one copy");
     }
 }
+
+/// Found by the fuzz twin (tests/decode_fuzz.rs): a double attribute came
+/// back from JSON one unit in the last place off — serde_json's default
+/// float parser is not correctly rounded, so `3835778122.5172715` read as
+/// `3835778122.517271`. With `float_roundtrip` every double serde_json
+/// writes reads back the same, in OTLP JSON input and in a protobuf span
+/// leaving as JSON.
+#[test]
+fn a_double_attribute_survives_json_exactly() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    let value = 3_835_778_122.517_271_5_f64;
+    let json = format!(
+        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x","attributes":[{{"key":"d","value":{{"doubleValue":{value}}}}}]}}]}}]}}]}}"#
+    );
+    let d = decode(Bytes::from(json)).expect("json");
+    assert_eq!(
+        d.spans[0].1.attribute("d"),
+        Some(AttrValue::Double(value)),
+        "JSON input"
+    );
+    let mut data = single(SpanSpec::new("a", "x", None, 0, 5), &[7; 16], &[1; 8]);
+    data.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(KeyValue {
+            key: "d".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::DoubleValue(value)),
+            }),
+            ..Default::default()
+        });
+    let spans: Vec<_> = decode(proto(&data))
+        .expect("proto")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let (json, used) = encode_trace(&spans, &Annotation::none(), Encoding::OtlpJson);
+    assert_eq!(used, Encoding::OtlpJson);
+    let again = decode(Bytes::from(json)).expect("output decodes");
+    assert_eq!(
+        again.spans[0].1.attribute("d"),
+        Some(AttrValue::Double(value)),
+        "protobuf span leaving as JSON"
+    );
+}
