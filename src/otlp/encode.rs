@@ -84,7 +84,8 @@ fn group<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> Groups<'a> {
 
 /// Encodes the kept spans of one trace in `encoding`, and says which encoding
 /// was used: a trace whose spans cannot all be represented as JSON (protobuf
-/// spans mixed into a JSON trace with invalid UTF-8, say) leaves as protobuf.
+/// spans mixed into a JSON trace with invalid UTF-8, say, or with a double
+/// attribute that is NaN or infinite) leaves as protobuf.
 pub fn encode_trace<'a>(
     spans: impl IntoIterator<Item = &'a SpanRecord>,
     annotation: &Annotation,
@@ -310,12 +311,23 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
                 let mut bytes = Vec::with_capacity(s.encoded.len() + annotation.encoded.len());
                 bytes.extend_from_slice(&s.encoded);
                 bytes.extend_from_slice(&annotation.encoded);
-                out.push(Span::decode(bytes.as_slice()).ok()?);
+                let span = Span::decode(bytes.as_slice()).ok()?;
+                let carried = json_carries(&span.attributes)
+                    && span.events.iter().all(|e| json_carries(&e.attributes))
+                    && span.links.iter().all(|l| json_carries(&l.attributes));
+                if !carried {
+                    return None;
+                }
+                out.push(span);
             }
             scope_spans.push(ScopeSpans {
                 scope: match f.scope.scope().is_empty() {
                     true => None,
-                    false => Some(InstrumentationScope::decode(f.scope.scope()).ok()?),
+                    false => Some(
+                        InstrumentationScope::decode(f.scope.scope())
+                            .ok()
+                            .filter(|s| json_carries(&s.attributes))?,
+                    ),
                 },
                 schema_url: String::from_utf8(f.scope.part(Part::ScopeSchemaUrl).to_vec()).ok()?,
                 spans: out,
@@ -324,7 +336,11 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
         resource_spans.push(ResourceSpans {
             resource: match first.scope.resource().is_empty() {
                 true => None,
-                false => Some(Resource::decode(first.scope.resource()).ok()?),
+                false => Some(
+                    Resource::decode(first.scope.resource())
+                        .ok()
+                        .filter(|r| json_carries(&r.attributes))?,
+                ),
             },
             schema_url: String::from_utf8(first.scope.part(Part::ResourceSchemaUrl).to_vec())
                 .ok()?,
@@ -332,4 +348,23 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
         });
     }
     serde_json::to_vec(&TracesData { resource_spans }).ok()
+}
+
+/// Whether OTLP JSON carries these attributes' values unchanged. A double
+/// that is not finite (NaN, ±Infinity) is not: `opentelemetry-proto` writes
+/// it as `null`, which reads back as no value, so a span, scope or resource
+/// holding one leaves as protobuf.
+fn json_carries(attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> bool {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+    fn carried(v: &AnyValue) -> bool {
+        match &v.value {
+            Some(Value::DoubleValue(d)) => d.is_finite(),
+            Some(Value::ArrayValue(a)) => a.values.iter().all(carried),
+            Some(Value::KvlistValue(l)) => json_carries(&l.values),
+            _ => true,
+        }
+    }
+    attributes
+        .iter()
+        .all(|kv| kv.value.as_ref().is_none_or(carried))
 }

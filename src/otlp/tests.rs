@@ -644,3 +644,89 @@ fn a_double_attribute_survives_json_exactly() {
         "protobuf span leaving as JSON"
     );
 }
+
+/// Found by the `protobuf` fuzz target: a protobuf span in a JSON trace
+/// whose double attribute was NaN left as JSON with the value `null`, which
+/// reads back as no value. (OTLP JSON as `opentelemetry-proto` writes it has
+/// no NaN or infinity.) Such a span, resource or scope now leaves as
+/// protobuf, with the value as it came.
+#[test]
+fn a_double_that_json_cannot_carry_leaves_as_protobuf() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue};
+    let double = |key: &str, d: f64| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(d)),
+        }),
+        ..Default::default()
+    };
+    let in_array = |key: &str, d: f64| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![double("", d).value.unwrap()],
+            })),
+        }),
+        ..Default::default()
+    };
+    for (place, value) in [
+        ("span", f64::NAN),
+        ("span", f64::INFINITY),
+        ("array", f64::NEG_INFINITY),
+        ("resource", f64::NAN),
+        ("scope", f64::INFINITY),
+        ("span", 1.5),
+    ] {
+        let mut data = single(SpanSpec::new("a", "x", None, 0, 5), &[7; 16], &[1; 8]);
+        let rs = &mut data.resource_spans[0];
+        match place {
+            "span" => rs.scope_spans[0].spans[0]
+                .attributes
+                .push(double("d", value)),
+            "array" => rs.scope_spans[0].spans[0]
+                .attributes
+                .push(in_array("d", value)),
+            "resource" => rs
+                .resource
+                .as_mut()
+                .unwrap()
+                .attributes
+                .push(double("d", value)),
+            _ => rs.scope_spans[0]
+                .scope
+                .as_mut()
+                .unwrap()
+                .attributes
+                .push(double("d", value)),
+        }
+        let spans: Vec<_> = decode(proto(&data))
+            .expect("proto")
+            .spans
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let (out, used) = encode_trace(&spans, &Annotation::none(), Encoding::OtlpJson);
+        let want = if value.is_finite() {
+            Encoding::OtlpJson
+        } else {
+            Encoding::OtlpProto
+        };
+        assert_eq!(used, want, "{place} {value}");
+        let again = decode(Bytes::from(out)).expect("output decodes");
+        let attr = match place {
+            "span" => again.spans[0].1.attribute("d"),
+            "resource" => again.spans[0].1.resource_attribute("d"),
+            "scope" => again.spans[0].1.attribute("d"),
+            _ => continue,
+        };
+        match attr {
+            Some(AttrValue::Double(d)) => {
+                assert!(
+                    d == value || (d.is_nan() && value.is_nan()),
+                    "{place} {value}: {d}"
+                )
+            }
+            other => panic!("{place} {value}: {other:?}"),
+        }
+    }
+}
