@@ -224,14 +224,7 @@ impl Replayer<'_> {
         }
         let now = self.instant(lane.clock.unwrap_or(0));
         self.due(lane, now);
-        let mut spans = decoded.spans;
-        spans.sort_by_key(|(id, _)| *id);
-        let mut rest = spans.into_iter().peekable();
-        while let Some((id, first)) = rest.next() {
-            let mut group = vec![first];
-            while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
-                group.push(s);
-            }
+        for (id, group) in otlp::by_trace(decoded.spans) {
             if !lane.buffer.contains(&id) {
                 if let Some(r) = self.decided.get_mut(&id) {
                     // Late: it follows the decision.

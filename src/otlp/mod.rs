@@ -283,3 +283,20 @@ pub(crate) fn test_spans(
         .map(|(_, s)| s)
         .collect()
 }
+
+/// A message's spans grouped by trace id, each trace's spans in message
+/// order (a stable sort), one trace after another.
+pub fn by_trace(
+    mut spans: Vec<(TraceId, SpanRecord)>,
+) -> impl Iterator<Item = (TraceId, Vec<SpanRecord>)> {
+    spans.sort_by_key(|(id, _)| *id);
+    let mut rest = spans.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let (id, first) = rest.next()?;
+        let mut group = vec![first];
+        while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
+            group.push(s);
+        }
+        Some((id, group))
+    })
+}

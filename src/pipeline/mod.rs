@@ -330,15 +330,7 @@ impl Partition {
                 Encoding::OtlpProto => msg.key.as_ref().map_or(0, Bytes::len),
                 Encoding::OtlpJson => 0,
             };
-        let mut spans = decoded.spans;
-        // Group by trace id, keeping each trace's spans in message order.
-        spans.sort_by_key(|(id, _)| *id);
-        let mut rest = spans.into_iter().peekable();
-        while let Some((id, first)) = rest.next() {
-            let mut group = vec![first];
-            while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
-                group.push(s);
-            }
+        for (id, group) in otlp::by_trace(decoded.spans) {
             self.buffer_spans(id, group, msg.offset, retained, encoding, now);
         }
     }
