@@ -125,21 +125,10 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     });
     let b = Tailgate::start(dir.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
-    let assigned = |t: &Tailgate| {
-        t.http_get("/metrics")
-            .map(|(_, m)| metric_sum(&m, "tailgate_partitions_assigned", &[]) as i32)
-            .unwrap_or(-1)
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !(assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "partitions not shared:\n{}\n{}",
-            a.log_text(),
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let not_shared = || format!("partitions not shared:\n{}\n{}", a.log_text(), b.log_text());
+    wait_until(Duration::from_secs(30), not_shared, || {
+        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4
+    });
     eprintln!(
         "shared: a has {}, b has {} partitions",
         assigned(&a),
@@ -355,11 +344,12 @@ fn assigned(t: &Tailgate) -> i32 {
         .unwrap_or(-1)
 }
 
-/// Waits (bounded) until `done` holds, polling every 200 ms.
-fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+/// Waits (bounded) until `done` holds, polling every 200 ms; `what` says
+/// what did not happen.
+fn wait_until(within: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + within;
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
+        assert!(std::time::Instant::now() < deadline, "{}", what());
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -392,9 +382,11 @@ async fn a_stopped_instance_leaves_the_group_and_its_partitions_move_at_once() {
     a.wait_ready(Duration::from_secs(30));
     let b = Tailgate::start(dir.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
-    wait_until(Duration::from_secs(60), "partitions not shared", || {
-        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4
-    });
+    wait_until(
+        Duration::from_secs(60),
+        || "partitions not shared".into(),
+        || assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4,
+    );
     let stop = std::time::Instant::now();
     let status = a.terminate(Duration::from_secs(40));
     let exited = stop.elapsed();
@@ -405,7 +397,7 @@ async fn a_stopped_instance_leaves_the_group_and_its_partitions_move_at_once() {
     );
     wait_until(
         Duration::from_secs(60),
-        "b never got a's partitions",
+        || format!("b never got a's partitions:\n{}", b.log_text()),
         || assigned(&b) == 4,
     );
     let moved = stop.elapsed();
@@ -442,9 +434,11 @@ async fn a_static_member_that_comes_back_resumes_its_partitions_without_a_rebala
     a.wait_ready(Duration::from_secs(30));
     let b = Tailgate::start(dir_b.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
-    wait_until(Duration::from_secs(60), "partitions not shared", || {
-        assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4
-    });
+    wait_until(
+        Duration::from_secs(60),
+        || "partitions not shared".into(),
+        || assigned(&a) > 0 && assigned(&b) > 0 && assigned(&a) + assigned(&b) == 4,
+    );
     let (held_by_a, revokes_before) = (
         assigned(&a),
         b.log_text().matches("partitions revoked").count(),
@@ -454,7 +448,7 @@ async fn a_static_member_that_comes_back_resumes_its_partitions_without_a_rebala
     a.wait_ready(Duration::from_secs(30));
     wait_until(
         Duration::from_secs(30),
-        "a did not get its partitions back",
+        || "a did not get its partitions back".into(),
         || assigned(&a) == held_by_a,
     );
     std::thread::sleep(Duration::from_secs(2));
