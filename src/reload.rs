@@ -61,6 +61,20 @@ pub fn reload_once(
     Ok(Outcome::Swapped { rules: n })
 }
 
+/// [`reload_once`] off the runtime's threads, which run the partition
+/// workers: reading and compiling the files is blocking work (a slow or
+/// stuck file system would hold a runtime thread). `None` if it panicked.
+pub async fn reload_off_runtime(
+    sources: &Sources,
+    started_with: &Settings,
+    rules: &watch::Sender<Arc<RuleSet>>,
+) -> Option<Result<Outcome, ConfigError>> {
+    let (sources, started_with, rules) = (sources.clone(), started_with.clone(), rules.clone());
+    tokio::task::spawn_blocking(move || reload_once(&sources, &started_with, &rules))
+        .await
+        .ok()
+}
+
 /// Why a reload was started.
 #[derive(Debug, Clone, Copy)]
 enum Trigger {
@@ -99,15 +113,7 @@ pub fn spawn(
             // Editors and Kubernetes write in several steps: wait for quiet.
             tokio::time::sleep(Duration::from_millis(300)).await;
             while rx.try_recv().is_ok() {}
-            // Reading and compiling the files is blocking work: off the
-            // runtime's threads, which run the partition workers.
-            let outcome = {
-                let (sources, started_with, rules) =
-                    (sources.clone(), started_with.clone(), rules.clone());
-                tokio::task::spawn_blocking(move || reload_once(&sources, &started_with, &rules))
-                    .await
-            };
-            let Ok(outcome) = outcome else {
+            let Some(outcome) = reload_off_runtime(&sources, &started_with, &rules).await else {
                 tracing::error!(?trigger, "rule reload panicked; the rules in force stay");
                 continue;
             };
