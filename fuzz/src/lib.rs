@@ -175,6 +175,26 @@ fn decode_measured(
     (r, allocs)
 }
 
+/// Decodes `payload` with `f` under the allocation bound, and checks what
+/// decodes: it agrees with prost, and it round-trips.
+fn decode_checked(
+    payload: &[u8],
+    f: impl FnOnce(Bytes) -> Result<Decoded, tailgate::otlp::DecodeError>,
+) -> Outcome {
+    let (decoded, allocs) = decode_measured(payload, f);
+    let outcome = Outcome {
+        allocs,
+        ..Outcome::default()
+    };
+    match decoded {
+        Ok(d) => {
+            agrees_with_prost(&d);
+            round_trips(payload.len(), &d, outcome)
+        }
+        Err(_) => outcome,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The targets
 
@@ -205,30 +225,13 @@ pub fn protobuf(data: &[u8]) -> Outcome {
         let _ = attributes::any_value(data);
     });
     assert_eq!(reading.count, 0, "the wire reader allocates nothing");
-    let (decoded, allocs) = decode_measured(data, decode_proto);
-    let mut outcome = Outcome {
-        allocs,
-        ..Outcome::default()
-    };
-    if let Ok(d) = decoded {
-        agrees_with_prost(&d);
-        outcome = round_trips(data.len(), &d, outcome);
-    }
-    outcome
+    decode_checked(data, decode_proto)
 }
 
 /// Target `json`: `decode_json` and `decode` (which picks the encoding)
 /// over the input, and the round trip of what decodes.
 pub fn json(data: &[u8]) -> Outcome {
-    let (decoded, allocs) = decode_measured(data, |b| decode_json(&b));
-    let mut outcome = Outcome {
-        allocs,
-        ..Outcome::default()
-    };
-    if let Ok(d) = decoded {
-        agrees_with_prost(&d);
-        outcome = round_trips(data.len(), &d, outcome);
-    }
+    let outcome = decode_checked(data, |b| decode_json(&b));
     let (either, _) = decode_measured(data, decode);
     if let Ok(d) = either {
         agrees_with_prost(&d);
