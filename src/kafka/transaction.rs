@@ -59,6 +59,8 @@ pub struct Transactions {
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a commit retries retriable errors before the transaction is given up.
 const RETRY_FOR: Duration = Duration::from_secs(120);
+/// A commit that takes longer is logged (the writers wait for it).
+const SLOW_COMMIT: Duration = Duration::from_secs(2);
 
 fn retriable(e: &KafkaError) -> bool {
     match e {
@@ -144,10 +146,12 @@ impl Transactions {
         if offsets.is_empty() && messages == 0 {
             return Ok(());
         }
+        let offsets_len = offsets.len();
         let producer = self.output.producer().clone();
         let consumer = self.consumer.clone();
         let topic = self.input_topic.clone();
         let timeout = self.timeout;
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
             // Retriable errors (a broker away) are retried for a while, the
             // writers held back meanwhile; then the transaction is given up
@@ -190,6 +194,16 @@ impl Transactions {
         })
         .await
         .unwrap_or_else(|e| Err((false, e.to_string())));
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            // The writers were held back all this time.
+            tracing::warn!(
+                ms = took.as_millis() as u64,
+                messages,
+                partitions = offsets_len,
+                "exactly-once: a slow commit held the writers back"
+            );
+        }
         match result {
             Ok(()) => {
                 metrics::counter!(m::TRANSACTIONS, "result" => "committed").increment(1);

@@ -258,6 +258,16 @@ pub struct Tailgate {
 
 impl Tailgate {
     pub fn start(policies: &Path, metrics_port: u16, log_name: &str) -> Self {
+        Self::start_with_env(policies, metrics_port, log_name, &[])
+    }
+
+    /// [`Tailgate::start`] with more environment variables.
+    pub fn start_with_env(
+        policies: &Path,
+        metrics_port: u16,
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = policies.join(log_name);
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
@@ -268,6 +278,7 @@ impl Tailgate {
                 "TAILGATE__METRICS__LISTEN",
                 format!("127.0.0.1:{metrics_port}"),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
