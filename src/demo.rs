@@ -330,7 +330,7 @@ pub async fn run(
         }
     });
 
-    let handle = crate::metrics::install();
+    let handle = crate::app::http::install();
     let started = tokio::time::Instant::now();
     let mut every = tokio::time::interval(Duration::from_secs(5));
     every.tick().await;

@@ -24,7 +24,6 @@ pub mod demo;
 pub mod kafka;
 pub mod metrics;
 pub mod otlp;
-pub mod partitions;
 pub mod pipeline;
 pub mod reload;
 pub mod replay;

@@ -1,19 +1,10 @@
-//! Every metric name in one place, and the HTTP endpoints `/metrics`,
-//! `/healthz` and `/readyz`.
+//! Every metric name in one place: a leaf the core records against (through
+//! the `metrics` facade) without knowing where the numbers go. The recorder
+//! and the HTTP endpoint that serves them are the app's
+//! ([`crate::app::http`]).
 //!
 //! Names follow `tailgate_<name>_<unit>[_total]`; labels are bounded (rule
 //! names come from the rule file, reasons and decisions are fixed sets).
-
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Kafka messages read from the input topic.
 pub const MESSAGES_RECEIVED: &str = "tailgate_messages_received_total";
@@ -93,120 +84,3 @@ pub const PARTITIONS_PAUSED: &str = "tailgate_partitions_paused";
 pub const CONSUMER_LAG: &str = "tailgate_consumer_lag_messages";
 /// Exactly-once mode: transactions by `result` (`committed`, `aborted`).
 pub const TRANSACTIONS: &str = "tailgate_transactions_total";
-
-/// Registers the series that only move on rare events, so that dashboards and
-/// alerts see them (at zero) from the start.
-pub fn register_rare() {
-    for result in ["ok", "error"] {
-        metrics::counter!(RULE_RELOADS, "result" => result).increment(0);
-    }
-    metrics::gauge!(PARTITIONS_PAUSED).set(0.0);
-    for kind in crate::pipeline::ProduceErrorKind::ALL {
-        metrics::counter!(PRODUCE_ERRORS, "kind" => kind.as_str()).increment(0);
-    }
-    for reason in crate::pipeline::undeliverable_reasons() {
-        metrics::counter!(UNDELIVERABLE_SPANS, "reason" => reason).increment(0);
-    }
-    for source in ["input", "output"] {
-        metrics::counter!(DEAD_LETTERS, "source" => source).increment(0);
-    }
-    metrics::counter!(REDELIVERED_SPANS).increment(0);
-    for clamp in crate::clock::Clamp::ALL {
-        metrics::counter!(CLOCK_CLAMPED, "reason" => clamp.as_str()).increment(0);
-    }
-    for kind in KAFKA_ERROR_KINDS {
-        metrics::counter!(KAFKA_ERRORS, "kind" => kind).increment(0);
-    }
-}
-
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the Prometheus recorder once per process and returns its handle.
-pub fn install() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(DECISION_LATENESS.into()),
-                    &[
-                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ],
-                )
-                .expect("bucket list is not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // A recorder may already be set (e.g. by a test harness); then this
-            // handle still renders what it records for this process' metrics.
-            let _ = metrics::set_global_recorder(recorder);
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                })
-                .expect("spawn metrics upkeep thread");
-            handle
-        })
-        .clone()
-}
-
-/// Liveness and readiness, shared with the HTTP endpoints.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-}
-
-impl Health {
-    /// Ready once the consumer has received its first partition assignment.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct HttpState {
-    handle: PrometheusHandle,
-    health: Arc<Health>,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
-    health: Arc<Health>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move { s.handle.render() }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(|State(s): State<HttpState>| async move {
-                if s.health.is_ready() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "waiting for partition assignment\n",
-                    )
-                }
-            }),
-        )
-        .with_state(HttpState { handle, health });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Binds the metrics address, with a clear error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
-}

@@ -19,11 +19,15 @@ use crate::config::Loaded;
 use crate::kafka::consumer::{self, RebalanceEvent, StoredOffsets};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
-use crate::metrics::{self as m, Health};
-use crate::partitions::{block_on_runtime, Dispatched, Partitions, Start, Worker};
+use crate::metrics as m;
+
+pub mod http;
+mod partitions;
 use crate::pipeline::{
     Input, InputMessage, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig,
 };
+use http::Health;
+use partitions::{block_on_runtime, Dispatched, Partitions, Start, Worker};
 
 /// Hands revoked partitions over: their workers finish and store their last
 /// watermarks, which are committed before the partitions move.
@@ -86,13 +90,13 @@ pub async fn run(
     } = loaded;
     let rules_loaded = rules.names().len() - 1;
     let (rules_tx, rules) = watch::channel(Arc::new(rules));
-    let handle = m::install();
+    let handle = http::install();
     metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
-    m::register_rare();
+    http::register_rare();
     metrics::gauge!(m::RULES_LOADED).set(rules_loaded as f64);
     let reloader = crate::reload::spawn(sources, settings.clone(), rules_tx);
 
-    let listener = m::bind(settings.metrics.listen).await.with_context(|| {
+    let listener = http::bind(settings.metrics.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (metrics.listen)",
             settings.metrics.listen
@@ -103,9 +107,14 @@ pub async fn run(
         listener.local_addr()?
     );
     let (http_stop, http_stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(m::serve(listener, handle, handles.health.clone(), async {
-        let _ = http_stopped.await;
-    }));
+    let http = tokio::spawn(http::serve(
+        listener,
+        handle,
+        handles.health.clone(),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
 
     let output =
         Arc::new(KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?);
