@@ -1,0 +1,236 @@
+//! The `tailgate` command line: `run`, `check`, `explain`, `replay`, `demo`
+//! and `gen`, one module each. The binary (`src/main.rs`) only calls [`main`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Loaded, Settings, Sources};
+
+mod check;
+mod demo;
+mod explain;
+mod replay;
+mod run;
+
+#[derive(Parser)]
+#[command(
+    name = "tailgate",
+    version,
+    about = "Tail-sampling stream processor for distributed traces on Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct PolicyArgs {
+    /// Directory holding `default.yaml` and `<env>.yaml`.
+    #[arg(long, default_value = "policies", env = "TAILGATE_POLICIES")]
+    pub policies: PathBuf,
+    /// Environment: reads `<policies>/<env>.yaml` over `<policies>/default.yaml`.
+    #[arg(long, default_value = "default", env = "TAILGATE_ENV")]
+    pub env: String,
+    /// An extra settings file layered over the policy files.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Consume spans, decide traces, produce the kept ones.
+    Run {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Kafka bootstrap servers (overrides kafka.brokers).
+        #[arg(long)]
+        brokers: Option<String>,
+    },
+    /// Validate settings and rule files; non-zero exit on any mistake.
+    Check {
+        /// Directory of policy files; every `*.yaml` in it is checked over `default.yaml`.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Check only these environments (default: all files in the directory).
+        #[arg(long)]
+        env: Vec<String>,
+    },
+    /// Show which rule decides each trace in an OTLP file, and why, with the
+    /// trace's critical path.
+    Explain {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Only this trace (32 hex characters).
+        #[arg(long)]
+        trace: Option<String>,
+        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run the rules over captured traffic (OTLP files or a range of a Kafka
+    /// topic) and report per rule what would be kept; nothing is produced.
+    Replay {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+        files: Vec<PathBuf>,
+        /// Read the capture from this Kafka cluster instead of files.
+        #[arg(long, requires = "topic")]
+        brokers: Option<String>,
+        /// The topic to read, every partition from the start (or --from-offset) to its current end.
+        #[arg(long, requires = "brokers")]
+        topic: Option<String>,
+        /// Start every partition at this offset instead of the beginning.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Read at most this many messages.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained demo: in-process Kafka, a synthetic shop workload, tailgate on policies/demo.yaml.
+    Demo {
+        /// How long to run.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Traces generated per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Address for /metrics during the demo.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+        /// Directory holding demo.yaml (the built-in copy is used if it is absent).
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Produce a synthetic shop workload to a Kafka topic, or write it to a file.
+    Gen {
+        /// Kafka bootstrap servers to produce to.
+        #[arg(long, required_unless_present = "file")]
+        brokers: Option<String>,
+        /// Write OTLP JSON lines to this file instead (for replay and explain).
+        #[arg(long, conflicts_with = "brokers")]
+        file: Option<PathBuf>,
+        #[arg(long, default_value = "otlp_spans")]
+        topic: String,
+        /// Number of traces.
+        #[arg(long, default_value_t = 10_000)]
+        traces: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// otlp_proto or otlp_json.
+        #[arg(long, default_value = "otlp_proto")]
+        encoding: String,
+    },
+}
+
+/// How a command failed: what is printed after `error: `, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// 2: the command line, settings or rule files are wrong; 1: the work failed.
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// The command line, the settings or the rule files are wrong (exit 2).
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+
+    /// The work itself failed (exit 1).
+    fn failed(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run { policy, brokers } => run::run(&runtime, &policy, brokers),
+        Command::Check { policies, env } => check::check(&policies, &env),
+        Command::Explain {
+            policy,
+            trace,
+            files,
+        } => explain::explain(&policy, trace.as_deref(), &files),
+        Command::Replay {
+            policy,
+            files,
+            brokers,
+            topic,
+            from_offset,
+            max_messages,
+            json,
+        } => replay::replay(
+            &policy,
+            &files,
+            brokers.as_deref().zip(topic.as_deref()),
+            from_offset,
+            max_messages,
+            json,
+        ),
+        Command::Demo {
+            duration,
+            rate,
+            listen,
+            policies,
+        } => demo::demo(&runtime, duration, rate, listen, &policies),
+        Command::Gen {
+            brokers,
+            file,
+            topic,
+            traces,
+            seed,
+            encoding,
+        } => demo::generate(&runtime, brokers, file, &topic, traces, seed, &encoding),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, message }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Loads the settings and rules as `run` would, or says why not.
+fn load(policy: &PolicyArgs) -> Result<Loaded, Failure> {
+    let sources = Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
+    Settings::load(&sources).map_err(Failure::usage)
+}

@@ -1,0 +1,91 @@
+//! `tailgate replay`: the rules over captured traffic, from OTLP files or a
+//! range of a Kafka topic; a report per rule of what would be kept.
+
+use std::path::PathBuf;
+
+use super::{load, Failure, PolicyArgs};
+
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+pub(super) fn replay(
+    policy: &PolicyArgs,
+    files: &[PathBuf],
+    kafka: Option<(&str, &str)>,
+    from_offset: Option<i64>,
+    max_messages: Option<u64>,
+    json: bool,
+) -> Result<(), Failure> {
+    let loaded = load(policy)?;
+    let mut capture = crate::replay::Capture::default();
+    match kafka {
+        Some((brokers, topic)) => {
+            if !files.is_empty() {
+                return Err(Failure::usage("give files or --brokers/--topic, not both"));
+            }
+            let options: Vec<(String, String)> =
+                crate::config::KafkaSettings::options(&loaded.settings.kafka.librdkafka_options)
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default();
+            let bar = progress_bar(0, "reading");
+            let start = match from_offset {
+                Some(o) => crate::kafka::range::Start::Offset(o),
+                None => crate::kafka::range::Start::Beginning,
+            };
+            let read = crate::kafka::range::read(
+                brokers,
+                topic,
+                start,
+                max_messages,
+                &options,
+                |n| bar.set_length(n),
+                |partition, timestamp, payload| {
+                    capture.add(partition, timestamp, payload);
+                    bar.inc(1);
+                },
+            );
+            bar.finish_and_clear();
+            read.map_err(|e| Failure::failed(format!("{e:#}")))?;
+        }
+        None => {
+            if files.is_empty() {
+                return Err(Failure::usage(
+                    "give OTLP files, or --brokers and --topic to read a topic",
+                ));
+            }
+            let bar = progress_bar(files.len() as u64, "reading files");
+            for f in files {
+                if let Err(e) = capture.add_file(f) {
+                    bar.finish_and_clear();
+                    return Err(Failure::usage(format!("{e:#}")));
+                }
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+        }
+    }
+    let bar = progress_bar(capture.messages, "deciding");
+    let buffer = loaded.settings.buffer_config(1);
+    let report = crate::replay::replay(&loaded.rules, buffer, capture, |n| {
+        if n % 1024 == 0 {
+            bar.set_position(n)
+        }
+    });
+    bar.finish_and_clear();
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(Failure::failed)?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}

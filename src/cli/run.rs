@@ -1,0 +1,45 @@
+//! `tailgate run`: the pipeline, until SIGTERM or Ctrl-C.
+
+use super::{Failure, PolicyArgs};
+use crate::config::{Settings, Sources};
+
+pub(super) fn run(
+    runtime: &tokio::runtime::Runtime,
+    policy: &PolicyArgs,
+    brokers: Option<String>,
+) -> Result<(), Failure> {
+    let mut sources = Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
+    if let Some(b) = brokers {
+        sources.overrides.push(("kafka.brokers".into(), b));
+    }
+    let loaded = Settings::load(&sources).map_err(Failure::usage)?;
+    runtime
+        .block_on(crate::app::run(
+            loaded,
+            shutdown_signal(),
+            Default::default(),
+        ))
+        .map_err(|e| Failure::failed(format!("{e:#}")))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
