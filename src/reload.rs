@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Settings, Sources};
 use crate::metrics as m;
@@ -82,24 +83,30 @@ enum Trigger {
     Hangup,
 }
 
-/// Watches the policy files and SIGHUP and reloads on either, until aborted.
+/// Watches the policy files and SIGHUP and reloads on either, until `stop`.
 pub fn spawn(
     sources: Sources,
     started_with: Settings,
     rules: watch::Sender<Arc<RuleSet>>,
+    stop: CancellationToken,
 ) -> JoinHandle<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let watcher = watch_files(&sources.files, tx.clone());
     #[cfg(unix)]
     {
-        let tx = tx.clone();
+        let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
                 tracing::warn!("cannot listen for SIGHUP; rules reload on file changes only");
                 return;
             };
-            while hup.recv().await.is_some() {
+            while stop
+                .run_until_cancelled(hup.recv())
+                .await
+                .flatten()
+                .is_some()
+            {
                 if tx.send(Trigger::Hangup).is_err() {
                     break;
                 }
@@ -109,7 +116,7 @@ pub fn spawn(
     tokio::spawn(async move {
         // Dropping the watcher stops it; keep it for the task's life.
         let _watcher = watcher;
-        while let Some(trigger) = rx.recv().await {
+        while let Some(Some(trigger)) = stop.run_until_cancelled(rx.recv()).await {
             // Editors and Kubernetes write in several steps: wait for quiet.
             tokio::time::sleep(Duration::from_millis(300)).await;
             while rx.try_recv().is_ok() {}
@@ -240,7 +247,8 @@ mod tests {
         write(&file, "  - { name: first, sample: keep }\n");
         let loaded = Settings::load(&sources(dir.path())).expect("valid");
         let (tx, mut rx) = watch::channel(Arc::new(loaded.rules));
-        let task = spawn(sources(dir.path()), loaded.settings, tx);
+        let stop = CancellationToken::new();
+        let task = spawn(sources(dir.path()), loaded.settings, tx, stop.clone());
         // Give the watcher a moment to start, then replace the file the way
         // editors do: write a new file and rename it over the old one.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -248,7 +256,8 @@ mod tests {
         write(&tmp, "  - { name: second, sample: drop }\n");
         std::fs::rename(&tmp, &file).expect("rename");
         let changed = tokio::time::timeout(Duration::from_secs(10), rx.changed()).await;
-        task.abort();
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         assert!(changed.is_ok(), "no reload within 10 s");
         assert_eq!(&*rx.borrow().names()[0], "second");
     }

@@ -229,20 +229,6 @@ fn a_message_is_counted_once_while_any_of_its_spans_is_buffered() {
     assert_eq!(b.occupancy(), Occupancy::default());
 }
 
-#[test]
-fn backpressure_pauses_above_high_water_and_resumes_below_low_water() {
-    let mut b = Backpressure::new(1000, 0.9, 0.7);
-    assert_eq!(b.update(500), None);
-    assert_eq!(b.update(899), None);
-    assert_eq!(b.update(900), Some(Flow::Pause));
-    assert!(b.paused());
-    assert_eq!(b.update(950), None, "already paused");
-    assert_eq!(b.update(800), None, "between the marks: stay paused");
-    assert_eq!(b.update(700), Some(Flow::Resume));
-    assert_eq!(b.update(800), None, "between the marks: stay running");
-    assert_eq!(b.update(1000), Some(Flow::Pause));
-}
-
 /// Of traces due at the same instant (a burst read in one batch), memory
 /// pressure decides the one that began first, not the one being read.
 #[test]

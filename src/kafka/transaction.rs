@@ -26,6 +26,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{watch, RwLock};
+use tokio_util::sync::CancellationToken;
 
 use super::consumer::InputConsumer;
 use super::producer::{self, KafkaOutput};
@@ -230,19 +231,14 @@ impl Transactions {
         }
     }
 
-    /// Commits every `interval` until `stop`; ends early if a commit fails.
-    pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    /// Commits every `interval` until `stop` (a commit under way finishes
+    /// first); ends early if a commit fails.
+    pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if self.commit().await.is_err() {
-                        return;
-                    }
-                }
-                // Any change (or the sender gone) means stop.
-                _ = stop.changed() => return,
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            if self.commit().await.is_err() {
+                return;
             }
         }
     }

@@ -1,0 +1,264 @@
+//! Building what runs: the metrics endpoint and rule reloader, the producer,
+//! the consumer, the exactly-once transactions and their committer, and the
+//! factory that starts one worker per assigned partition.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::handover::Handover;
+use super::http;
+use super::partitions::{Partitions, Room, Start, Worker};
+use super::Handles;
+use crate::clock::Epoch;
+use crate::config::{Loaded, Settings};
+use crate::kafka::consumer::{self, InputConsumer, RebalanceEvent, StoredOffsets};
+use crate::kafka::producer::KafkaOutput;
+use crate::kafka::transaction::Transactions;
+use crate::metrics as m;
+use crate::pipeline::{MessageLimits, OffsetStore, PartitionWorker, Transaction, WorkerConfig};
+use crate::rules::RuleSet;
+
+/// Everything a run holds, from start to the last stage of its shutdown.
+pub(super) struct Topology {
+    pub settings: Settings,
+    pub consumer: Arc<InputConsumer>,
+    pub rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
+    pub output: Arc<KafkaOutput>,
+    pub transactions: Option<Arc<Transactions>>,
+    pub offsets: Arc<dyn OffsetStore>,
+    pub partitions: Arc<Partitions>,
+    /// Workers that have room again, or died.
+    pub rooms: mpsc::UnboundedReceiver<Room>,
+    /// Bytes the workers' buffers hold, all together.
+    pub usage: Arc<AtomicUsize>,
+    /// Tells the workers when the input is paused for memory: their clocks
+    /// then run with wall-clock time, so buffered traces are still decided.
+    pub input_paused: watch::Sender<bool>,
+    /// Exactly-once: commits the open transaction every commit interval.
+    pub committer: Option<JoinHandle<()>>,
+    /// Tasks that end with the run's token: the rule reloader, the lookup of
+    /// the topics' message size limits.
+    pub background: Vec<JoinHandle<()>>,
+    /// The metrics endpoint, stopped last.
+    pub endpoint: Endpoint,
+}
+
+pub(super) struct Endpoint {
+    pub served: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Topology {
+    pub async fn build(
+        loaded: Loaded,
+        handles: &Handles,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let Loaded {
+            settings,
+            rules,
+            sources,
+        } = loaded;
+        let rules_loaded = rules.names().len() - 1;
+        let (rules_tx, rules) = watch::channel(Arc::new(rules));
+        let endpoint = serve_metrics(&settings, handles).await?;
+        metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
+        metrics::gauge!(m::RULES_LOADED).set(rules_loaded as f64);
+        let mut background = vec![crate::reload::spawn(
+            sources,
+            settings.clone(),
+            rules_tx,
+            stop.clone(),
+        )];
+
+        let output = Arc::new(
+            KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?,
+        );
+        let (consumer, rebalances) =
+            consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
+        let transactions = if settings.kafka.exactly_once {
+            let t = Transactions::begin(
+                (*output).clone(),
+                consumer.clone(),
+                settings.kafka.input_topic.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                transactional_id = %settings.kafka.transactional_id(),
+                "exactly-once: kept spans and offsets commit together every {}",
+                humantime::format_duration(settings.kafka.commit_interval)
+            );
+            Some(t)
+        } else {
+            None
+        };
+        // In exactly-once mode offsets travel with the transaction's writes instead.
+        let offsets: Arc<dyn OffsetStore> = Arc::new(StoredOffsets {
+            consumer: consumer.clone(),
+            topic: settings.kafka.input_topic.clone(),
+        });
+        // The topics' limits are asked of the broker beside the start, not
+        // before it; workers started before the answer split at the
+        // producer's. In exactly-once mode a message over a topic's limit
+        // would fail the transaction, so there the answer is awaited first.
+        let limits = MessageLimits::new(output.producer_payload_limit());
+        let lookup = look_up_limits(&settings, &output, &limits, stop);
+        if transactions.is_some() {
+            let _ = lookup.await;
+        } else {
+            background.push(lookup);
+        }
+        let committer = transactions
+            .clone()
+            .map(|t| tokio::spawn(t.run(settings.kafka.commit_interval, stop.clone())));
+        tracing::info!(
+            brokers = %settings.kafka.brokers,
+            input = %settings.kafka.input_topic,
+            output = %settings.kafka.output_topic,
+            group = %settings.kafka.group_id,
+            rules = rules_loaded,
+            "tailgate running"
+        );
+
+        let usage = Arc::new(AtomicUsize::new(0));
+        let (input_paused, input_paused_rx) = watch::channel(false);
+        let start = worker_factory(WorkerParts {
+            settings: settings.clone(),
+            rules,
+            output: output.clone(),
+            offsets: offsets.clone(),
+            transaction: transactions.clone().map(|t| t as Arc<dyn Transaction>),
+            usage: usage.clone(),
+            limits,
+            input_paused: input_paused_rx,
+        });
+        let (partitions, rooms) = Partitions::new(
+            start,
+            settings.kafka.drain_timeout,
+            settings.buffer.partition_backlog_bytes,
+        );
+        let partitions = Arc::new(partitions);
+        consumer.context().set_handover(Arc::new(Handover {
+            partitions: partitions.clone(),
+            transactions: transactions.clone(),
+        }));
+        Ok(Self {
+            settings,
+            consumer,
+            rebalances,
+            output,
+            transactions,
+            offsets,
+            partitions,
+            rooms,
+            usage,
+            input_paused,
+            committer,
+            background,
+            endpoint,
+        })
+    }
+}
+
+/// Installs the recorder and serves `/metrics`, `/healthz` and `/readyz`.
+async fn serve_metrics(settings: &Settings, handles: &Handles) -> anyhow::Result<Endpoint> {
+    let handle = http::install();
+    http::register_rare();
+    let listen = settings.metrics.listen;
+    let listener = http::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (metrics.listen)"))?;
+    tracing::info!(
+        "serving /metrics, /healthz, /readyz on http://{}",
+        listener.local_addr()?
+    );
+    let served = CancellationToken::new();
+    let task = tokio::spawn(http::serve(
+        listener,
+        handle,
+        handles.health.clone(),
+        served.clone().cancelled_owned(),
+    ));
+    Ok(Endpoint { served, task })
+}
+
+/// Asks the broker for the output and dead-letter topics' message size
+/// limits, and lowers the workers' limits to them.
+fn look_up_limits(
+    settings: &Settings,
+    output: &Arc<KafkaOutput>,
+    limits: &Arc<MessageLimits>,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let (output, kafka, limits, stop) = (
+        output.clone(),
+        settings.kafka.clone(),
+        limits.clone(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        stop.run_until_cancelled(async {
+            let out = output.payload_limit(&kafka, &kafka.output_topic).await;
+            limits.output.fetch_min(out, Ordering::Relaxed);
+            if let Some(dlq) = &kafka.dead_letter_topic {
+                let dead = output.payload_limit(&kafka, dlq).await;
+                limits.dead_letter.fetch_min(dead, Ordering::Relaxed);
+            }
+        })
+        .await;
+    })
+}
+
+/// What every partition's worker shares.
+struct WorkerParts {
+    settings: Settings,
+    rules: watch::Receiver<Arc<RuleSet>>,
+    output: Arc<KafkaOutput>,
+    offsets: Arc<dyn OffsetStore>,
+    transaction: Option<Arc<dyn Transaction>>,
+    usage: Arc<AtomicUsize>,
+    limits: Arc<MessageLimits>,
+    input_paused: watch::Receiver<bool>,
+}
+
+/// Starts a partition's worker, given how many partitions are assigned (its
+/// share of the memory budget).
+fn worker_factory(parts: WorkerParts) -> Start {
+    let epoch = Epoch::now();
+    Box::new(move |partition: i32, assigned: usize| {
+        let s = &parts.settings;
+        let (tx, rx) = mpsc::channel(s.buffer.partition_queue);
+        let config = WorkerConfig {
+            buffer: s.buffer_config(assigned),
+            clock: s.clock_config(),
+            epoch,
+            decided_ttl: s.decision.decided_ttl,
+            decided_capacity: s.decision.decided_capacity,
+            max_in_flight: s.kafka.max_in_flight,
+            dead_letter: s.kafka.dead_letter_topic.is_some(),
+            limits: parts.limits.clone(),
+            usage: parts.usage.clone(),
+            exactly_once: parts.transaction.is_some(),
+        };
+        let worker = PartitionWorker::new(
+            partition,
+            config,
+            parts.rules.clone(),
+            parts.output.clone(),
+            parts.offsets.clone(),
+            parts.transaction.clone(),
+        );
+        Worker {
+            input: tx,
+            stored: worker.stored(),
+            task: tokio::spawn(worker.run(rx, parts.input_paused.clone())),
+        }
+    })
+}
