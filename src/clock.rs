@@ -36,7 +36,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 /// Which clock deadlines are measured on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockMode {
     /// The partition's stream clock (message timestamps).

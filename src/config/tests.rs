@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use std::path::Path;
 
 use super::*;
@@ -205,4 +207,73 @@ fn command_line_overrides_win() {
     let l = Settings::load(&s).unwrap();
     assert_eq!(l.settings.kafka.brokers, "cli:2");
     assert_eq!(l.sources.overrides, s.overrides);
+}
+
+/// `docs/configuration.md` has a row for every setting of every section, and
+/// each documented default is the built-in one: writing it out explicitly
+/// gives the same settings as leaving it out.
+#[test]
+fn the_documented_defaults_are_the_defaults() {
+    let docs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let defaults = serde_yaml::to_value(Settings::default()).unwrap();
+    let sections = defaults.as_mapping().unwrap();
+    assert_eq!(sections.len(), 4, "kafka, buffer, decision, metrics");
+    for (section, fields) in sections {
+        let section = section.as_str().unwrap();
+        let rows = documented(&docs, section);
+        let mut in_code: Vec<&str> = fields
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let mut in_docs: Vec<&str> = rows.iter().map(|(f, _)| f.as_str()).collect();
+        in_code.sort_unstable();
+        in_docs.sort_unstable();
+        assert_eq!(
+            in_docs, in_code,
+            "the fields of `{section}` in docs/configuration.md"
+        );
+        for (field, default) in &rows {
+            let built_in = &fields[field.as_str()];
+            match default.strip_prefix('`').and_then(|d| d.split('`').next()) {
+                // Computed at run time (`<group_id>-<host name>`), or none.
+                Some(d) if d.contains('<') => assert!(built_in.is_null(), "{section}.{field}"),
+                None => assert!(
+                    built_in.is_null(),
+                    "{section}.{field}: documented {default:?}"
+                ),
+                Some(d) => {
+                    let text = format!("{section}:\n  {field}: {d}\n");
+                    let explicit: Settings = serde_yaml::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{section}.{field}: `{d}`: {e}"));
+                    assert_eq!(
+                        explicit,
+                        Settings::default(),
+                        "{section}.{field}: documented default `{d}`, built in {built_in:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The (field, default) rows of the table under "## `section`".
+fn documented(docs: &str, section: &str) -> Vec<(String, String)> {
+    let heading = format!("## `{section}`");
+    let start = docs
+        .find(&heading)
+        .unwrap_or_else(|| panic!("no {heading}"));
+    docs[start + heading.len()..]
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let field = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((field.to_string(), cells.get(2)?.to_string()))
+        })
+        .collect()
 }

@@ -45,7 +45,7 @@ impl KafkaOutput {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
-            .set("compression.type", &settings.compression)
+            .set("compression.type", settings.compression.as_str())
             .set("linger.ms", "5")
             // Idempotence: retries inside librdkafka never duplicate or reorder.
             .set("enable.idempotence", "true")

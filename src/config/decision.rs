@@ -1,0 +1,95 @@
+//! The `decision` section: when traces are decided, and on which clock.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::BufferConfig;
+use crate::clock::{ClockConfig, ClockMode};
+
+/// When a trace is decided: the first of `wait` after its first span, a quiet
+/// period of `after_root` after its root span (reset by each later span) —
+/// both on the partition's stream clock — and `max_trace_age` in wall-clock
+/// time from its first read.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionSettings {
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub after_root: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_trace_age: Duration,
+    /// How long spans arriving after their trace's decision follow it.
+    #[serde(with = "humantime_serde")]
+    pub decided_ttl: Duration,
+    /// Decisions remembered per partition for late spans (about 100 bytes each).
+    pub decided_capacity: u64,
+    /// The clock `wait` and `after_root` count on: `stream` (each
+    /// partition's message timestamps, so decisions do not depend on read
+    /// speed) or `wall` (when each span is read).
+    pub clock: ClockMode,
+    /// Message timestamps further ahead of wall-clock time are clamped to it.
+    #[serde(with = "humantime_serde")]
+    pub clock_ahead: Duration,
+    /// Message timestamps further behind wall-clock time are clamped to it.
+    #[serde(with = "humantime_serde")]
+    pub clock_behind: Duration,
+}
+
+impl Default for DecisionSettings {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(30),
+            after_root: Duration::from_secs(5),
+            max_trace_age: Duration::from_secs(300),
+            decided_ttl: Duration::from_secs(600),
+            decided_capacity: 100_000,
+            clock: ClockMode::default(),
+            clock_ahead: ClockConfig::DEFAULT_AHEAD,
+            clock_behind: ClockConfig::DEFAULT_BEHIND,
+        }
+    }
+}
+
+impl DecisionSettings {
+    /// This section's own checks.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("decision.wait", self.wait),
+            ("decision.after_root", self.after_root),
+            ("decision.max_trace_age", self.max_trace_age),
+        ] {
+            if v.is_zero() {
+                return Err(format!("{name} must be longer than zero"));
+            }
+        }
+        if self.max_trace_age < self.wait {
+            return Err(format!(
+                "decision.max_trace_age ({}) is shorter than decision.wait ({}); it must be at least as long",
+                humantime::format_duration(self.max_trace_age),
+                humantime::format_duration(self.wait)
+            ));
+        }
+        Ok(())
+    }
+
+    /// How each partition's clock is kept.
+    pub fn clock_config(&self) -> ClockConfig {
+        ClockConfig {
+            mode: self.clock,
+            ahead: self.clock_ahead,
+            behind: self.clock_behind,
+        }
+    }
+
+    /// One partition's buffer, given its share of the memory budget.
+    pub fn buffer_config(&self, max_bytes: usize) -> BufferConfig {
+        BufferConfig {
+            wait: self.wait,
+            after_root: self.after_root,
+            max_trace_age: self.max_trace_age,
+            max_bytes,
+        }
+    }
+}

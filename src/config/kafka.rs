@@ -1,0 +1,172 @@
+//! The `kafka` section: brokers, topics, the consumer group, delivery and
+//! librdkafka options.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group shared by all tailgate instances of one deployment.
+    pub group_id: String,
+    /// Topic the Collector's Kafka exporter writes spans to.
+    pub input_topic: String,
+    /// Topic kept spans are written to.
+    pub output_topic: String,
+    /// Producer compression codec.
+    pub compression: Compression,
+    /// How often stored offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Topic that receives malformed input messages unchanged, with headers
+    /// saying why (`tailgate.error.reason`, `tailgate.error.detail`,
+    /// `tailgate.source.partition`, `tailgate.source.offset`). Off when absent.
+    pub dead_letter_topic: Option<String>,
+    /// Produced messages awaiting acknowledgement, per partition, before
+    /// reading from that partition pauses.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight produces before giving up (the
+    /// offsets of anything undelivered stay uncommitted).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Exactly-once mode: kept spans and input offsets commit together in one
+    /// Kafka transaction per `commit_interval`; read the output with
+    /// `isolation.level=read_committed`.
+    pub exactly_once: bool,
+    /// The producer's `transactional.id` in exactly-once mode: unique per
+    /// instance and stable across its restarts (a restarted instance then
+    /// aborts its predecessor's open transaction at once instead of after
+    /// `transaction.timeout.ms`). Default: `<group_id>-<host name>`.
+    pub transactional_id: Option<String>,
+    /// Static membership: the consumer's `group.instance.id`, unique per
+    /// instance and stable across its restarts (a StatefulSet pod name). An
+    /// instance that restarts within `session.timeout.ms` gets its
+    /// partitions back without a rebalance; one that stops does not leave
+    /// the group, so its partitions wait for it up to that timeout.
+    pub group_instance_id: Option<String>,
+    /// Raw librdkafka options for both consumer and producer (security, SASL...),
+    /// written as a list of `name=value` so that dotted names stay intact.
+    pub librdkafka_options: Vec<String>,
+    /// Raw librdkafka options for the consumer only, applied last.
+    pub consumer_options: Vec<String>,
+    /// Raw librdkafka options for the producer only, applied last.
+    pub producer_options: Vec<String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "tailgate".into(),
+            input_topic: "otlp_spans".into(),
+            output_topic: "otlp_spans_sampled".into(),
+            compression: Compression::Lz4,
+            commit_interval: Duration::from_secs(1),
+            dead_letter_topic: None,
+            max_in_flight: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            exactly_once: false,
+            transactional_id: None,
+            group_instance_id: None,
+            librdkafka_options: Vec::new(),
+            consumer_options: Vec::new(),
+            producer_options: Vec::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The producer's `transactional.id` in exactly-once mode.
+    pub fn transactional_id(&self) -> String {
+        if let Some(id) = &self.transactional_id {
+            return id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "tailgate".into());
+        format!("{}-{host}", self.group_id)
+    }
+
+    /// Parses `name=value` option lists.
+    pub fn options(list: &[String]) -> Result<BTreeMap<String, String>, String> {
+        list.iter()
+            .map(|o| match o.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(format!("{o:?} is not `name=value`")),
+            })
+            .collect()
+    }
+
+    /// This section's own checks.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.max_in_flight == 0 {
+            return Err("kafka.max_in_flight must be at least 1".into());
+        }
+        if self.input_topic == self.output_topic {
+            return Err(format!(
+                "kafka.input_topic and kafka.output_topic are both {:?}; tailgate would read its own output",
+                self.input_topic
+            ));
+        }
+        if self
+            .group_instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return Err(
+                "kafka.group_instance_id must not be empty (leave it out for dynamic membership)"
+                    .into(),
+            );
+        }
+        if let Some(dlq) = &self.dead_letter_topic {
+            if dlq.trim().is_empty() || *dlq == self.input_topic || *dlq == self.output_topic {
+                return Err(format!(
+                    "kafka.dead_letter_topic ({dlq:?}) must be a topic of its own, not empty, the input or the output"
+                ));
+            }
+        }
+        for (name, list) in [
+            ("kafka.librdkafka_options", &self.librdkafka_options),
+            ("kafka.consumer_options", &self.consumer_options),
+            ("kafka.producer_options", &self.producer_options),
+        ] {
+            Self::options(list).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The producer's compression codec (librdkafka's `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    /// Needs a librdkafka built with zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// The value of librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}

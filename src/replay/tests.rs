@@ -1,0 +1,182 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::otlp::{Encoding, SpanRecord};
+use crate::workload::{encode, ShopWorkload};
+
+fn buffer() -> BufferConfig {
+    BufferConfig {
+        wait: Duration::from_secs(30),
+        after_root: Duration::from_secs(5),
+        max_trace_age: Duration::from_secs(300),
+        max_bytes: 1 << 30,
+    }
+}
+
+/// Issue 15: replay decides on the stream clock, as production does: a
+/// trace's part that came after its quiet period follows the decision
+/// on the rest, and is counted as a trace decided in more than one part.
+#[test]
+fn replay_decides_on_the_stream_clock_as_production_does() {
+    use crate::workload::{build_trace, SpanSpec};
+    let r = rules(
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]",
+    );
+    // A root in one message, an erring asynchronous hop in another,
+    // stamped `gap_ms` later; on two partitions, interleaved with a
+    // second trace whose messages come close together.
+    let report = |gap_ms: i64| {
+        let mut capture = Capture::default();
+        let base = 1_767_225_600_000i64;
+        for (p, n) in [(0, 1u8), (1, 2u8)] {
+            let id = TraceId([n; 16]);
+            let mut hop = SpanSpec::new("notifier", "orders process", Some(0), 50, 10);
+            hop.error = true;
+            let parts = build_trace(
+                id,
+                &[[1; 8], [2; 8]],
+                base as u64 * 1_000_000,
+                &[SpanSpec::new("gateway", "POST /checkout", None, 0, 40), hop],
+            );
+            let gap = if p == 0 { gap_ms } else { 100 };
+            for (i, data) in parts.iter().enumerate() {
+                let payload = Bytes::from(prost::Message::encode_to_vec(data));
+                capture.add(p, Some(base + 40 + i as i64 * gap), payload);
+            }
+        }
+        replay(&r, buffer(), capture, |_| {})
+    };
+    let whole = report(4_000);
+    assert_eq!((whole.traces, whole.traces_kept), (2, 2));
+    assert_eq!((whole.split_traces, whole.late_spans), (0, 0));
+    // Six seconds after the root, past its 5 s quiet period: the root
+    // alone was dropped, and the error followed the drop.
+    let split = report(6_000);
+    assert_eq!((split.traces, split.traces_kept), (2, 1));
+    assert_eq!((split.split_traces, split.late_spans), (1, 1));
+    assert_eq!(split.rules[1].spans_dropped, 2, "{split:?}");
+    assert!(split.to_string().contains("more than one part: 1 traces"));
+}
+
+fn rules(yaml: &str) -> RuleSet {
+    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(yaml).expect("yaml");
+    RuleSet::compile(&specs).expect("rules")
+}
+
+/// Replay agrees with deciding each generated trace directly.
+#[test]
+fn replay_counts_match_direct_decisions() {
+    let r = rules(
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: slow, when: {trace: {duration: {gt: 2s}}}, sample: keep}, {name: baseline, sample: {rate: 0.1}}]",
+    );
+    let mut w = ShopWorkload::new(5);
+    let mut capture = Capture::default();
+    let mut expected = HashMap::<usize, (u64, u64)>::new();
+    for i in 0..500u64 {
+        let t = w.next_trace(1_760_000_000_000_000_000 + i * 10_000_000);
+        let mut spans = Vec::new();
+        for m in &t.messages {
+            let bytes = Bytes::from(encode(m, Encoding::OtlpProto));
+            spans.extend(otlp::decode(bytes.clone()).expect("decodes").spans);
+            capture.add(0, None, bytes);
+        }
+        let spans: Vec<SpanRecord> = spans.into_iter().map(|(_, s)| s).collect();
+        let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
+        let e = expected.entry(d.rule).or_default();
+        if d.keep {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    capture.add(0, None, Bytes::from_static(b"garbage"));
+    let mut seen = 0;
+    let report = replay(&r, buffer(), capture, |n| seen = n);
+    assert_eq!(seen, report.messages);
+    assert_eq!(
+        (report.traces, report.spans, report.rejected),
+        (500, 3_500, 1)
+    );
+    assert_eq!(report.split_traces, 0, "each trace's spans came in time");
+    for (i, s) in report.rules.iter().enumerate() {
+        let (k, d) = expected.get(&i).copied().unwrap_or_default();
+        assert_eq!((s.traces_kept, s.traces_dropped), (k, d), "rule {}", s.rule);
+    }
+    assert!(report.bytes_out > 0 && report.bytes_out < report.bytes_in);
+    assert!(
+        (report.reduction - (1.0 - report.bytes_out as f64 / report.bytes_in as f64)).abs() < 1e-12
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("errors") && text.contains("reduction"),
+        "{text}"
+    );
+}
+
+#[test]
+fn files_in_json_lines_json_and_protobuf_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut w = ShopWorkload::new(1);
+    let a = w.next_trace(1_000);
+    let b = w.next_trace(2_000);
+    let lines: Vec<u8> = a
+        .messages
+        .iter()
+        .flat_map(|m| {
+            let mut l = encode(m, Encoding::OtlpJson);
+            l.push(b'\n');
+            l
+        })
+        .collect();
+    std::fs::write(dir.path().join("a.jsonl"), lines).expect("write");
+    std::fs::write(
+        dir.path().join("b0.json"),
+        encode(&b.messages[0], Encoding::OtlpJson),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("b1.pb"),
+        encode(&b.messages[1], Encoding::OtlpProto),
+    )
+    .expect("write");
+    let mut c = Capture::default();
+    for f in ["a.jsonl", "b0.json", "b1.pb"] {
+        c.add_file(&dir.path().join(f)).expect("read");
+    }
+    assert_eq!(c.messages, a.messages.len() as u64 + 2);
+    assert!(c.add_file(&dir.path().join("missing.json")).is_err());
+    let (traces, rejected) = c.into_traces();
+    assert_eq!(traces.len(), 2);
+    assert!(rejected.is_empty(), "{rejected:?}");
+}
+
+#[test]
+fn explain_prints_path_rules_and_decision() {
+    let r = rules(
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: fraud, when: {critical_path: {service: fraud-detection, share: {gt: 0.3}}}, sample: keep}, {name: rest, sample: drop}]",
+    );
+    let mut w = ShopWorkload::new(3);
+    let t = w.next_trace(0);
+    let spans: Vec<SpanRecord> = t
+        .messages
+        .iter()
+        .flat_map(|m| {
+            otlp::decode(Bytes::from(encode(m, Encoding::OtlpProto)))
+                .expect("ok")
+                .spans
+        })
+        .map(|(_, s)| s)
+        .collect();
+    let text = explain(&r, t.truth.trace_id, &spans);
+    assert!(text.contains("critical path ("), "{text}");
+    assert!(
+        text.contains("skipped errors") || text.contains("matched errors"),
+        "{text}"
+    );
+    assert!(text.contains("decision: "), "{text}");
+    let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
+    assert!(
+        text.contains(&format!("by rule {:?}", &*r.names()[d.rule])),
+        "{text}"
+    );
+}
