@@ -51,7 +51,9 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
         "tailgate.log",
         &[("TOKIO_WORKER_THREADS", "1")],
     );
-    tailgate.wait_ready(Duration::from_secs(30));
+    // A fresh broker creates its group coordinator's topic on first use: on
+    // a loaded machine that has taken over 30 s.
+    tailgate.wait_ready(Duration::from_secs(90));
     let mut reader = OutputReader::new(&output);
     assert!(
         reader.until(Duration::from_secs(60), |o| o.spans.len() >= 20),
@@ -137,7 +139,7 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
     // A second instance reads what the first left; a read_committed reader
     // then sees every kept trace, once.
     let successor = Tailgate::start(dir.path(), free_port(), "successor.log");
-    successor.wait_ready(Duration::from_secs(30));
+    successor.wait_ready(Duration::from_secs(90));
     let mut reader = OutputReader::new(&output);
     let complete = reader.until(Duration::from_secs(60), |o| {
         missing(&expected, o).is_empty()
