@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod decode;
 pub mod encode;
+mod json;
 pub mod wire;
 
 use std::fmt;
