@@ -13,19 +13,20 @@
 //! The worker owns its buffer, watermark and remembered decisions; workers
 //! share nothing but the rule set and the producer.
 
+mod decide;
 mod decisions;
 mod delivery;
 mod exactly_once;
 mod ports;
+mod read;
 mod telemetry;
 mod worker;
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use metrics::histogram;
 use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
@@ -38,27 +39,18 @@ pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
-use crate::clock::{ClockConfig, Epoch, StreamClock, Time};
-use crate::metrics as m;
-use crate::otlp::{self, Encoding, SpanRecord, TraceId};
-use crate::rules::{RuleSet, TraceSummary};
+use crate::clock::{ClockConfig, Epoch, StreamClock};
+use crate::otlp::{self, TraceId};
+use crate::rules::RuleSet;
 use crate::watermark::Watermark;
-use decisions::{Decided, Decisions};
+use decisions::Decisions;
 use delivery::InFlightSet;
 use exactly_once::Held;
-use telemetry::{decision_label, Shown, Telemetry};
+use telemetry::{Shown, Telemetry};
 
 /// The rules in force; a reload sends a new set, which each worker picks up
 /// before its next decision. Buffered traces are kept across a reload.
 pub type Rules = watch::Receiver<Arc<RuleSet>>;
-
-/// The decision clock handed to the rules: time since the first decision in
-/// this process, the same for every worker (the `limit` and `dynamic`
-/// samplers are per instance).
-fn decision_clock(now: Instant) -> Duration {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*ORIGIN.get_or_init(|| now))
-}
 
 /// What a worker needs, shared by all workers of the process.
 #[derive(Clone)]
@@ -292,164 +284,6 @@ impl Partition {
     /// The offset it is safe to commit now, and what the buffer holds.
     pub fn status(&self) -> (Option<i64>, Occupancy) {
         (self.watermark.committable(), self.buffer.occupancy())
-    }
-
-    /// Decode: one message's spans, grouped by trace, into the buffer (or
-    /// after their trace's earlier decision).
-    pub fn handle(&mut self, msg: InputMessage, now: Instant) {
-        self.telemetry.messages.increment(1);
-        let (now, clamp) = self.clock.read(msg.timestamp, now);
-        if let Some(clamp) = clamp {
-            self.telemetry.clamped[&clamp].increment(1);
-        }
-        // What the message's time makes due goes first, so its spans of
-        // such a trace are late whether it came in this batch or the next:
-        // decisions do not depend on how reads are batched.
-        self.decide_due_at(now);
-        self.watermark.track(msg.offset, 0);
-        let original = msg.payload.clone();
-        let decoded = match otlp::decode(msg.payload) {
-            Ok(d) => d,
-            Err(e) => {
-                self.rejected(msg.offset, &e, now);
-                if self.config.dead_letter {
-                    self.dead_letter_input(msg.offset, msg.key, original, &e);
-                }
-                return;
-            }
-        };
-        for e in &decoded.rejected {
-            self.rejected(msg.offset, e, now);
-        }
-        self.telemetry.spans.increment(decoded.spans.len() as u64);
-        let encoding = decoded.encoding;
-        // Protobuf spans are slices of the message, which the edge reads into
-        // one buffer together with its key.
-        let retained = decoded.retained
-            + match encoding {
-                Encoding::OtlpProto => msg.key.as_ref().map_or(0, Bytes::len),
-                Encoding::OtlpJson => 0,
-            };
-        for (id, group) in otlp::by_trace(decoded.spans) {
-            self.buffer_spans(id, group, msg.offset, retained, encoding, now);
-        }
-    }
-
-    /// Counts and logs (rate-limited) rejected input.
-    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Time) {
-        let now = now.wall;
-        self.telemetry.decode_errors[&e.kind].increment(1);
-        if let Some(suppressed) = self.bad_input_log.allow(e.kind, now) {
-            tracing::warn!(
-                partition = self.partition,
-                offset,
-                reason = e.kind.as_str(),
-                suppressed,
-                "skipping bad input: {}",
-                e.detail
-            );
-        }
-    }
-
-    /// Buffer: the spans of one trace from one message.
-    fn buffer_spans(
-        &mut self,
-        id: TraceId,
-        spans: Vec<SpanRecord>,
-        offset: i64,
-        retained: usize,
-        encoding: Encoding,
-        now: Time,
-    ) {
-        if !self.buffer.contains(&id) {
-            if let Some(decided) = self.decisions.get(&id) {
-                // A late span: follow the trace's decision.
-                self.telemetry.late[usize::from(decided.keep)].increment(spans.len() as u64);
-                metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
-                    .increment(spans.len() as u64);
-                if let Some(annotation) = decided.annotation {
-                    self.watermark.pin(offset, 1);
-                    self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);
-                }
-                return;
-            }
-        }
-        self.watermark.pin(offset, 1);
-        let evicted = self
-            .buffer
-            .insert(id, spans, offset, retained, encoding, now);
-        for t in evicted {
-            self.decide(t, now);
-        }
-    }
-
-    /// Decides every trace whose deadline has passed.
-    pub fn decide_due(&mut self, now: Instant) {
-        self.decide_due_at(self.clock.time(now));
-    }
-
-    fn decide_due_at(&mut self, now: Time) {
-        let mut ready = std::mem::take(&mut self.ready);
-        self.buffer.pop_due(now, &mut ready);
-        for t in ready.drain(..) {
-            self.decide(t, now);
-        }
-        self.ready = ready;
-    }
-
-    /// Picks up reloaded rules, if any.
-    fn refresh_rules(&mut self) {
-        if self.rules_updates.has_changed().unwrap_or(false) {
-            self.rules = self.rules_updates.borrow_and_update().clone();
-            self.telemetry.set_rules(&self.rules);
-        }
-    }
-
-    /// Decide: the rules over one whole trace; kept, it is delivered, else
-    /// its offsets are released.
-    fn decide(&mut self, t: ReadyTrace, now: Time) {
-        self.refresh_rules();
-        let decision = self.rules.decide(
-            &TraceSummary::of(t.trace_id, &t.spans),
-            decision_clock(now.wall),
-        );
-        let annotation = decision.keep.then(|| self.rules.annotation(&decision));
-        let rule = self.rules.names()[decision.rule].clone();
-        self.commands.push(Command::Decided(DecisionRecord {
-            trace_id: t.trace_id,
-            keep: decision.keep,
-            rule: rule.clone(),
-            reason: t.reason,
-            spans: t.spans.len(),
-        }));
-        self.decisions.insert(
-            t.trace_id,
-            Decided {
-                keep: decision.keep,
-                rule,
-                annotation: annotation.clone(),
-            },
-        );
-        self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
-        self.telemetry.spans_decided[&(decision.rule, decision.keep)]
-            .increment(t.spans.len() as u64);
-        // On the clock the deadline counts on (max_trace_age: the wall's).
-        let clock = match t.reason {
-            crate::buffer::Reason::MaxAge => now.wall,
-            _ => now.stream,
-        };
-        histogram!(m::DECISION_LATENESS)
-            .record(clock.saturating_duration_since(t.deadline).as_secs_f64());
-        match annotation {
-            Some(annotation) => {
-                self.deliver_kept(t.trace_id, &t.spans, &annotation, t.encoding, t.offsets)
-            }
-            None => {
-                for o in t.offsets {
-                    self.release(o);
-                }
-            }
-        }
     }
 
     /// Advance: in exactly-once mode the held messages whose turn has come

@@ -51,7 +51,7 @@ use super::*;
 use crate::buffer::BufferConfig;
 use crate::clock::ClockMode;
 use crate::otlp::wire::put_len;
-use crate::otlp::{Annotation, Encoding, TraceId};
+use crate::otlp::{Annotation, Encoding, SpanRecord, TraceId};
 use crate::rules::{RuleSet, RuleSpec, TraceSummary};
 
 /// A span, by trace and span id.

@@ -1,0 +1,94 @@
+//! Decide: the rules over each whole trace when its deadline comes (or the
+//! memory budget calls it early); a kept trace goes to delivery, a dropped
+//! one releases its offsets.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use metrics::histogram;
+
+use super::decisions::Decided;
+use super::{Command, DecisionRecord, Partition};
+use crate::buffer::{ReadyTrace, Reason};
+use crate::clock::Time;
+use crate::metrics as m;
+use crate::rules::TraceSummary;
+
+/// The decision clock handed to the rules: time since the first decision in
+/// this process, the same for every worker (the `limit` and `dynamic`
+/// samplers are per instance).
+fn decision_clock(now: Instant) -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    now.saturating_duration_since(*ORIGIN.get_or_init(|| now))
+}
+
+impl Partition {
+    /// Decides every trace whose deadline has passed.
+    pub fn decide_due(&mut self, now: Instant) {
+        self.decide_due_at(self.clock.time(now));
+    }
+
+    pub(super) fn decide_due_at(&mut self, now: Time) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.buffer.pop_due(now, &mut ready);
+        for t in ready.drain(..) {
+            self.decide(t, now);
+        }
+        self.ready = ready;
+    }
+
+    /// Picks up reloaded rules, if any.
+    fn refresh_rules(&mut self) {
+        if self.rules_updates.has_changed().unwrap_or(false) {
+            self.rules = self.rules_updates.borrow_and_update().clone();
+            self.telemetry.set_rules(&self.rules);
+        }
+    }
+
+    /// Decide: the rules over one whole trace; kept, it is delivered, else
+    /// its offsets are released.
+    pub(super) fn decide(&mut self, t: ReadyTrace, now: Time) {
+        self.refresh_rules();
+        let decision = self.rules.decide(
+            &TraceSummary::of(t.trace_id, &t.spans),
+            decision_clock(now.wall),
+        );
+        let annotation = decision.keep.then(|| self.rules.annotation(&decision));
+        let rule = self.rules.names()[decision.rule].clone();
+        self.commands.push(Command::Decided(DecisionRecord {
+            trace_id: t.trace_id,
+            keep: decision.keep,
+            rule: rule.clone(),
+            reason: t.reason,
+            spans: t.spans.len(),
+        }));
+        self.decisions.insert(
+            t.trace_id,
+            Decided {
+                keep: decision.keep,
+                rule,
+                annotation: annotation.clone(),
+            },
+        );
+        self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
+        self.telemetry.spans_decided[&(decision.rule, decision.keep)]
+            .increment(t.spans.len() as u64);
+        // On the clock the deadline counts on (max_trace_age: the wall's).
+        let clock = match t.reason {
+            Reason::MaxAge => now.wall,
+            _ => now.stream,
+        };
+        histogram!(m::DECISION_LATENESS)
+            .record(clock.saturating_duration_since(t.deadline).as_secs_f64());
+        match annotation {
+            Some(annotation) => {
+                self.deliver_kept(t.trace_id, &t.spans, &annotation, t.encoding, t.offsets)
+            }
+            None => {
+                for o in t.offsets {
+                    self.release(o);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Decode and buffer: one input message's spans, grouped by trace, into the
+//! buffer — or, for a trace already decided, after its decision.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::telemetry::decision_label;
+use super::{InputMessage, Partition};
+use crate::clock::Time;
+use crate::metrics as m;
+use crate::otlp::{self, Encoding, SpanRecord, TraceId};
+
+impl Partition {
+    /// Decode: one message's spans, grouped by trace, into the buffer (or
+    /// after their trace's earlier decision).
+    pub fn handle(&mut self, msg: InputMessage, now: Instant) {
+        self.telemetry.messages.increment(1);
+        let (now, clamp) = self.clock.read(msg.timestamp, now);
+        if let Some(clamp) = clamp {
+            self.telemetry.clamped[&clamp].increment(1);
+        }
+        // What the message's time makes due goes first, so its spans of
+        // such a trace are late whether it came in this batch or the next:
+        // decisions do not depend on how reads are batched.
+        self.decide_due_at(now);
+        self.watermark.track(msg.offset, 0);
+        let original = msg.payload.clone();
+        let decoded = match otlp::decode(msg.payload) {
+            Ok(d) => d,
+            Err(e) => {
+                self.rejected(msg.offset, &e, now);
+                if self.config.dead_letter {
+                    self.dead_letter_input(msg.offset, msg.key, original, &e);
+                }
+                return;
+            }
+        };
+        for e in &decoded.rejected {
+            self.rejected(msg.offset, e, now);
+        }
+        self.telemetry.spans.increment(decoded.spans.len() as u64);
+        let encoding = decoded.encoding;
+        // Protobuf spans are slices of the message, which the edge reads into
+        // one buffer together with its key.
+        let retained = decoded.retained
+            + match encoding {
+                Encoding::OtlpProto => msg.key.as_ref().map_or(0, Bytes::len),
+                Encoding::OtlpJson => 0,
+            };
+        for (id, group) in otlp::by_trace(decoded.spans) {
+            self.buffer_spans(id, group, msg.offset, retained, encoding, now);
+        }
+    }
+
+    /// Counts and logs (rate-limited) rejected input.
+    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Time) {
+        let now = now.wall;
+        self.telemetry.decode_errors[&e.kind].increment(1);
+        if let Some(suppressed) = self.bad_input_log.allow(e.kind, now) {
+            tracing::warn!(
+                partition = self.partition,
+                offset,
+                reason = e.kind.as_str(),
+                suppressed,
+                "skipping bad input: {}",
+                e.detail
+            );
+        }
+    }
+
+    /// Buffer: the spans of one trace from one message.
+    fn buffer_spans(
+        &mut self,
+        id: TraceId,
+        spans: Vec<SpanRecord>,
+        offset: i64,
+        retained: usize,
+        encoding: Encoding,
+        now: Time,
+    ) {
+        if !self.buffer.contains(&id) {
+            if let Some(decided) = self.decisions.get(&id) {
+                // A late span: follow the trace's decision.
+                self.telemetry.late[usize::from(decided.keep)].increment(spans.len() as u64);
+                metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
+                    .increment(spans.len() as u64);
+                if let Some(annotation) = decided.annotation {
+                    self.watermark.pin(offset, 1);
+                    self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);
+                }
+                return;
+            }
+        }
+        self.watermark.pin(offset, 1);
+        let evicted = self
+            .buffer
+            .insert(id, spans, offset, retained, encoding, now);
+        for t in evicted {
+            self.decide(t, now);
+        }
+    }
+}
