@@ -20,11 +20,12 @@ use super::pressure::{Backpressure, Flow};
 use super::topology::Topology;
 use super::Handles;
 use crate::kafka::consumer::{InputConsumer, RebalanceEvent};
+use crate::kafka::transaction::TransactionError;
 use crate::metrics as m;
 use crate::pipeline::{Input, InputMessage};
 
 /// Why the loop ended early: the process stops with this error.
-type Failure = String;
+pub(super) type Failure = anyhow::Error;
 
 pub(super) struct Dispatch<'a> {
     t: &'a mut Topology,
@@ -298,12 +299,12 @@ async fn reread(
     deaths: u32,
 ) -> Result<(), Failure> {
     if deaths >= DEATHS_BEFORE_STOPPING {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "partition {partition}: {deaths} workers in a row died reading it from {resume_from:?} (a bug; the log shows the panic); stopping rather than loop"
         ));
     }
     let (consumer, topic) = (consumer.clone(), topic.to_string());
-    tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
         let offset = match resume_from {
             Some(o) => rdkafka::Offset::Offset(o),
             None => {
@@ -330,19 +331,20 @@ async fn reread(
         Ok(())
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(anyhow::Error::from)?
+    .map_err(anyhow::Error::msg)
 }
 
 /// Resolves with the reason once the exactly-once transactions failed; never
 /// without them.
-async fn transaction_failed(failed: &mut Option<watch::Receiver<Option<String>>>) -> Failure {
+async fn transaction_failed(
+    failed: &mut Option<watch::Receiver<Option<TransactionError>>>,
+) -> Failure {
     if let Some(rx) = failed {
-        let why = rx
-            .wait_for(|f| f.is_some())
-            .await
-            .map(|why| why.clone().unwrap_or_default());
-        if let Ok(why) = why {
-            return why;
+        if let Ok(why) = rx.wait_for(|f| f.is_some()).await {
+            if let Some(why) = why.clone() {
+                return why.into();
+            }
         }
     }
     std::future::pending().await

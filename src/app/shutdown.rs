@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 
+use super::dispatch::Failure;
 use super::topology::Topology;
 use crate::kafka::consumer::{self, InputConsumer};
 
 /// Runs the stages after the dispatch loop ended (with `failure` if the run
 /// could not go on); the error is the run's.
-pub(super) async fn in_stages(t: Topology, mut failure: Option<String>) -> anyhow::Result<()> {
+pub(super) async fn in_stages(t: Topology, mut failure: Option<Failure>) -> anyhow::Result<()> {
     let Topology {
         settings,
         consumer,
@@ -54,7 +55,7 @@ pub(super) async fn in_stages(t: Topology, mut failure: Option<String>) -> anyho
         None => final_commit(&consumer, settings.kafka.drain_timeout).await,
         Some(t) if failure.is_none() => {
             if let Err(why) = t.commit().await {
-                failure = Some(why);
+                failure = Some(why.into());
             }
         }
         Some(_) => {}
@@ -72,7 +73,7 @@ pub(super) async fn in_stages(t: Topology, mut failure: Option<String>) -> anyho
     endpoint.served.cancel();
     let _ = endpoint.task.await;
     if let Some(why) = failure {
-        return Err(anyhow::Error::msg(why));
+        return Err(why);
     }
     tracing::info!("stopped");
     Ok(())

@@ -88,8 +88,7 @@ impl Topology {
                 consumer.clone(),
                 settings.kafka.input_topic.clone(),
             )
-            .await
-            .map_err(anyhow::Error::msg)?;
+            .await?;
             tracing::info!(
                 transactional_id = %settings.kafka.transactional_id(),
                 "exactly-once: kept spans and offsets commit together every {}",

@@ -53,7 +53,35 @@ pub struct Transactions {
     /// Writes share it; a commit takes it alone.
     gate: RwLock<()>,
     open: Mutex<Open>,
-    failed: watch::Sender<Option<String>>,
+    failed: watch::Sender<Option<TransactionError>>,
+}
+
+/// Why the exactly-once transactions cannot go on: the process stops
+/// without committing, and its restart reads again from the last committed
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransactionError {
+    /// The producer could not register its transactional id or begin.
+    #[error("cannot begin a Kafka transaction: {0}")]
+    Begin(String),
+    /// A message could not be written into the open transaction.
+    #[error("cannot write into the transaction: {0}")]
+    Write(String),
+    /// The commit failed (after retrying what could be retried) and the
+    /// transaction was aborted.
+    #[error("the transaction was aborted ({0}); stopping without committing, so the restart reads again from the last committed transaction")]
+    Aborted(String),
+}
+
+impl TransactionError {
+    /// A bounded label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Begin(_) => "begin",
+            Self::Write(_) => "write",
+            Self::Aborted(_) => "aborted",
+        }
+    }
 }
 
 /// How long one transactional call may take before it is retried or fails.
@@ -78,15 +106,15 @@ impl Transactions {
         output: KafkaOutput,
         consumer: Arc<InputConsumer>,
         input_topic: String,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, TransactionError> {
         let producer = output.producer().clone();
         tokio::task::spawn_blocking(move || {
             producer.init_transactions(CALL_TIMEOUT)?;
             producer.begin_transaction()
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot begin a Kafka transaction: {e}"))?;
+        .map_err(|e| TransactionError::Begin(e.to_string()))?
+        .map_err(|e| TransactionError::Begin(e.to_string()))?;
         let (failed, _) = watch::channel(None);
         Ok(Arc::new(Self {
             output,
@@ -104,12 +132,12 @@ impl Transactions {
     }
 
     /// Resolves once a transaction failed, with why.
-    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+    pub fn failed(&self) -> watch::Receiver<Option<TransactionError>> {
         self.failed.subscribe()
     }
 
-    fn fail(&self, why: String) {
-        tracing::error!("exactly-once: {why}");
+    fn fail(&self, why: TransactionError) {
+        tracing::error!(kind = why.kind(), "exactly-once: {why}");
         self.failed.send_replace(Some(why));
     }
 
@@ -130,7 +158,7 @@ impl Transactions {
 
     /// Commits the open transaction with the offsets written into it, and
     /// begins the next. Writers wait meanwhile.
-    pub async fn commit(&self) -> Result<(), String> {
+    pub async fn commit(&self) -> Result<(), TransactionError> {
         let _alone = self.gate.write().await;
         if let Some(why) = self.failed.borrow().clone() {
             return Err(why);
@@ -222,9 +250,7 @@ impl Transactions {
                     }
                 }
                 metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
-                let why = format!(
-                    "the transaction was aborted ({why}); stopping without committing, so the restart reads again from the last committed transaction"
-                );
+                let why = TransactionError::Aborted(why);
                 self.fail(why.clone());
                 Err(why)
             }
@@ -254,7 +280,7 @@ impl Transaction for Transactions {
         async move {
             let _shared = self.gate.read().await;
             if let Some(why) = self.failed.borrow().clone() {
-                return Err(ProduceError::transient(why));
+                return Err(ProduceError::transient(why.to_string()));
             }
             if !self.open().owned.contains(&partition) {
                 // Revoked meanwhile: not ours to write; the next owner reads
@@ -271,7 +297,7 @@ impl Transaction for Transactions {
                     // The worker released what it wrote here: the
                     // transaction must not commit without it.
                     let e = producer::no_dead_letter_topic();
-                    self.fail(format!("cannot write into the transaction: {e}"));
+                    self.fail(TransactionError::Write(e.to_string()));
                     return Err(e);
                 };
                 let mut record = producer::record(&topic, message);
@@ -284,9 +310,12 @@ impl Transaction for Transactions {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         Err((e, _)) => {
-                            let why = format!("cannot enqueue into the transaction: {e}");
+                            let why = TransactionError::Write(format!("cannot enqueue: {e}"));
                             self.fail(why.clone());
-                            return Err(ProduceError::new(producer::classify(&e).kind, why));
+                            return Err(ProduceError::new(
+                                producer::classify(&e).kind,
+                                why.to_string(),
+                            ));
                         }
                     }
                 }
