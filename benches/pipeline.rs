@@ -3,7 +3,7 @@
 //! The workload is the shop of `tailgate::workload`: 7 spans per trace over 5
 //! resources, one message per resource and trace (the Collector's exporter
 //! with `partition_traces_by_id`), about 295 message bytes per span (the
-//! end-to-end harness, benches/e2e.rs, uses the lean shape of about 165).
+//! end-to-end harness, benches/e2e/, uses the lean shape of about 165).
 //! Run with `cargo bench --bench pipeline`; see docs/benchmarks.md.
 
 use std::hint::black_box;

@@ -245,7 +245,7 @@ impl ShopWorkload {
     /// has a schema URL, and spans leave out the attributes their name
     /// already says (`http.request.method`, `messaging.system`,
     /// `messaging.destination.name`). The end-to-end benchmark
-    /// (`benches/e2e.rs`) uses it for the Collector-like workload of
+    /// (`benches/e2e/`) uses it for the Collector-like workload of
     /// about 165 bytes per span; tests and the demo use the default shape.
     pub fn lean(seed: u64) -> Self {
         Self {

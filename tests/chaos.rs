@@ -15,21 +15,19 @@
 //! - `TAILGATE_CHAOS_SEED`: seeds the workload and the schedule (default 1)
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use tailgate::otlp::{Encoding, TraceId};
+use tailgate_testkit::*;
 
 const INPUT_PARTITIONS: i32 = 6;
 const OUTPUT_PARTITIONS: i32 = 3;
@@ -45,19 +43,6 @@ fn env_or<T: FromStr>(name: &str, default: T) -> T {
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
     }
-}
-
-/// The process's peak resident set size so far (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The lines of a process's log worth showing when the test fails: the last
@@ -142,25 +127,25 @@ impl Slot {
         assert!(self.process.is_none(), "{} is already running", self.name);
         self.started += 1;
         let log = format!("{}-{}.log", self.name, self.started);
-        let t = Tailgate::start(policies, free_port(), &log);
-        self.logs.push(t.log.clone());
+        let t = Tailgate::start(tailgate_bin!(), policies, free_port(), &log);
+        self.logs.push(t.log().to_path_buf());
         self.process = Some(t);
     }
 
     fn sample(&mut self) {
-        if let Some(kib) = self.process.as_ref().and_then(|t| peak_rss_kib(t.pid())) {
-            self.peak_kib = self.peak_kib.max(kib);
+        if let Some(Ok(bytes)) = self.process.as_ref().map(|t| t.process().peak_rss()) {
+            self.peak_kib = self.peak_kib.max(bytes / 1024);
         }
     }
 
     /// Panics if the process exited without being told to.
     fn check_alive(&mut self) {
         if let Some(t) = &mut self.process {
-            if let Some(status) = t.child.try_wait().expect("try_wait") {
+            if let Some(status) = t.exited() {
                 panic!(
                     "tailgate {} ({}) exited by itself with {status}:\n{}",
                     self.name,
-                    t.log.display(),
+                    t.log().display(),
                     digest(&t.log_text())
                 );
             }
@@ -179,16 +164,16 @@ impl Slot {
         self.check_alive();
         self.sample();
         let mut t = self.process.take().expect("a running process to stop");
-        if let Some((_, metrics)) = t.http_get("/metrics") {
+        if let Some(metrics) = t.metrics() {
             self.redelivered_scraped +=
-                metric_sum(&metrics, "tailgate_handover_redelivered_spans_total", &[]);
+                metrics.sum("tailgate_handover_redelivered_spans_total", &[]);
         }
         let status = t.terminate(Duration::from_secs(60));
         assert!(
             status.success(),
             "tailgate {} ({}) exited with {status} after SIGTERM:\n{}",
             self.name,
-            t.log.display(),
+            t.log().display(),
             digest(&t.log_text())
         );
     }
@@ -268,7 +253,7 @@ async fn three_instances_killed_at_random_and_a_broker_restart_lose_no_kept_trac
     );
 
     let broker = Broker::start();
-    // The helpers in `common` read the broker address from here; this test
+    // The test kit's helpers read the broker address from here; this test
     // binary holds only this test, so pointing it at the private broker is safe.
     std::env::set_var("TAILGATE_TEST_BOOTSTRAP", &broker.address);
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -288,9 +273,9 @@ async fn three_instances_killed_at_random_and_a_broker_restart_lose_no_kept_trac
     for s in &mut slots {
         s.start(dir.path());
     }
-    for s in &slots {
+    for s in &mut slots {
         s.process
-            .as_ref()
+            .as_mut()
             .expect("started")
             .wait_ready(Duration::from_secs(60));
     }

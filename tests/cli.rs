@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use tailgate_testkit::{free_port, policy_dir};
+
 fn tailgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tailgate"))
 }
@@ -62,11 +64,7 @@ fn check_points_at_the_mistake() {
 
 #[test]
 fn demo_runs_on_the_in_process_broker() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let out = tailgate()
         .args([
             "demo",
@@ -163,15 +161,9 @@ fn capture(
 
 const CLI_RULES: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: fraud-dominates, when: {critical_path: {service: fraud-detection, share: {gt: 40%}}}, sample: keep}, {name: baseline, sample: {rate: 0.2}}]";
 
-fn policy_dir(rules: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("test.yaml"), format!("rules: {rules}\n")).unwrap();
-    dir
-}
-
 #[test]
 fn explain_names_the_deciding_rule_and_the_critical_path() {
-    let policies = policy_dir(CLI_RULES);
+    let policies = policy_dir(&format!("rules: {CLI_RULES}\n"));
     let (file, decided) = capture(policies.path(), 40, CLI_RULES);
     for (id, rule, keep) in decided.iter().take(5) {
         let out = tailgate()
@@ -207,7 +199,7 @@ fn explain_names_the_deciding_rule_and_the_critical_path() {
 
 #[test]
 fn replay_reports_per_rule_what_the_rules_decide() {
-    let policies = policy_dir(CLI_RULES);
+    let policies = policy_dir(&format!("rules: {CLI_RULES}\n"));
     let (file, decided) = capture(policies.path(), 300, CLI_RULES);
     let out = tailgate()
         .args(["replay", "--json", "--env", "test", "--policies"])

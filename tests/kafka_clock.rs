@@ -14,14 +14,10 @@
 //! follow the synchronous part's baseline drop and the error would be lost.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -30,6 +26,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tailgate::otlp::{self, Encoding, TraceId};
 use tailgate::workload::{build_trace, encode, GeneratedTrace, SpanSpec, Truth};
+use tailgate_testkit::*;
 
 /// Errors are kept, a tenth of the rest (by trace id).
 const ERRORS_AND_A_TENTH: &str = "[{name: errors, when: {trace: {error: true}}, sample: keep}, \
@@ -243,28 +240,11 @@ rules: {ERRORS_AND_A_TENTH}
 
 /// `tailgate run` with test-only faults in its environment.
 fn start(dir: &std::path::Path, log_name: &str, read_pause: Option<&str>) -> Tailgate {
-    let metrics_port = free_port();
-    let log = dir.join(log_name);
-    let file = std::fs::File::create(&log).expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tailgate"));
-    command
-        .args(["run", "--env", "test", "--policies"])
-        .arg(dir)
-        .env("RUST_LOG", "info,tailgate=debug")
-        .env(
-            "TAILGATE__METRICS__LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
-        .stdout(Stdio::null())
-        .stderr(file);
-    if let Some(p) = read_pause {
-        command.env("TAILGATE_TEST_READ_PAUSE", p);
-    }
-    Tailgate {
-        child: command.spawn().expect("spawn tailgate"),
-        log,
-        metrics_port,
-    }
+    let env: Vec<(&str, &str)> = read_pause
+        .map(|p| ("TAILGATE_TEST_READ_PAUSE", p))
+        .into_iter()
+        .collect();
+    Tailgate::start_with_env(tailgate_bin!(), dir, free_port(), log_name, &env)
 }
 
 /// What the output topic holds, message by message.
@@ -346,7 +326,7 @@ fn figures(
     got: &Received,
     expected: &HashMap<TraceId, usize>,
     failure: &HashMap<TraceId, Failure>,
-    metrics: &str,
+    metrics: &Metrics,
 ) -> Figures {
     let kept: HashSet<TraceId> = got.messages.keys().copied().collect();
     let mut messages_per_trace = std::collections::BTreeMap::new();
@@ -377,19 +357,18 @@ fn figures(
         split,
         partial_messages,
         incomplete,
-        late_spans: metric_sum(metrics, "tailgate_late_spans_total", &[]),
-        decided: metric_sum(metrics, "tailgate_traces_decided_total", &[]),
+        late_spans: metrics.sum("tailgate_late_spans_total", &[]),
+        decided: metrics.sum("tailgate_traces_decided_total", &[]),
         decided_by_reason: ["wait", "after_root", "max_age", "memory"]
             .into_iter()
             .map(|r| {
-                let label = format!("reason=\"{r}\"");
                 (
                     r,
-                    metric_sum(metrics, "tailgate_traces_decided_total", &[&label]),
+                    metrics.sum("tailgate_traces_decided_total", &[("reason", r)]),
                 )
             })
             .collect(),
-        clamped: metric_sum(metrics, "tailgate_clock_clamped_total", &[]),
+        clamped: metrics.sum("tailgate_clock_clamped_total", &[]),
     }
 }
 
@@ -416,11 +395,8 @@ fn report(name: &str, took: Duration, f: &Figures) {
 
 /// Takes the metrics of a run that has committed the end of its input,
 /// stops it and reads its output.
-fn finish(tailgate: &mut Tailgate, output: &str) -> (Received, String) {
-    let metrics = tailgate
-        .http_get("/metrics")
-        .map(|(_, m)| m)
-        .unwrap_or_default();
+fn finish(tailgate: &mut Tailgate, output: &str) -> (Received, Metrics) {
+    let metrics = tailgate.metrics().unwrap_or_default();
     let status = tailgate.terminate(Duration::from_secs(40));
     assert!(
         status.success(),
@@ -515,7 +491,7 @@ async fn the_same_backlog_read_at_any_speed_gets_the_same_decisions_and_no_trace
             output,
         });
     }
-    for r in &running {
+    for r in &mut running {
         r.tailgate.wait_ready(Duration::from_secs(30));
     }
 

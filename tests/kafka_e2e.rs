@@ -3,15 +3,13 @@
 //! output topic back.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
 use prost::Message as _;
 use tailgate::otlp::Encoding;
 use tailgate::workload::encode;
+use tailgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
@@ -75,7 +73,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     }
 
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", Some(&dlq)));
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
 
     let mut reader = OutputReader::new(&output);
@@ -141,6 +139,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
 
     // Metrics and health.
     let (code, metrics) = tailgate.http_get("/metrics").expect("metrics endpoint");
+    let metrics = Metrics::parse(metrics);
     assert_eq!(code, 200);
     for reason in [
         "empty",
@@ -149,25 +148,14 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
         "bad_trace_id",
         "end_before_start",
     ] {
-        let n = metric_sum(
-            &metrics,
-            "tailgate_decode_errors_total",
-            &[&format!("reason=\"{reason}\"")],
-        );
+        let n = metrics.sum("tailgate_decode_errors_total", &[("reason", reason)]);
         assert!(n >= 1.0, "decode errors for {reason}: {n}\n{metrics}");
     }
-    let kept = metric_sum(
-        &metrics,
-        "tailgate_traces_decided_total",
-        &["decision=\"keep\""],
-    );
+    let kept = metrics.sum("tailgate_traces_decided_total", &[("decision", "keep")]);
     assert_eq!(kept as usize, expected.len());
-    let decided = metric_sum(&metrics, "tailgate_traces_decided_total", &[]);
+    let decided = metrics.sum("tailgate_traces_decided_total", &[]);
     assert_eq!(decided as usize, w.traces.len(), "every trace decided once");
-    assert!(
-        metric_sum(&metrics, "tailgate_decision_lateness_seconds_count", &[])
-            >= w.traces.len() as f64
-    );
+    assert!(metrics.sum("tailgate_decision_lateness_seconds_count", &[]) >= w.traces.len() as f64);
     assert_eq!(tailgate.http_get("/healthz").map(|r| r.0), Some(200));
 
     // Malformed messages are in the dead-letter topic, unchanged, saying why.
@@ -192,7 +180,7 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
         );
     }
     assert_eq!(
-        metric_sum(&metrics, "tailgate_dead_letters_total", &[]) as usize,
+        metrics.sum("tailgate_dead_letters_total", &[]) as usize,
         malformed.len()
     );
 
@@ -222,7 +210,7 @@ async fn sigkill_mid_stream_loses_no_kept_trace() {
     produce_traces(&input, first, |_| Encoding::OtlpProto).await;
 
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "first.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "first.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
     assert!(
@@ -260,7 +248,7 @@ async fn sigkill_mid_stream_loses_no_kept_trace() {
         expected.len()
     );
 
-    let restarted = Tailgate::start(dir.path(), free_port(), "second.log");
+    let restarted = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "second.log");
     let complete = reader.until(Duration::from_secs(120), |o| {
         missing(&expected, o).is_empty()
     });

@@ -4,16 +4,14 @@
 //! undecided traces between a kept trace's messages, and a worker that stops.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, TracesData};
 use prost::Message as _;
 use tailgate::otlp::wire::put_len;
 use tailgate::otlp::TraceId;
 use tailgate::workload::{build_trace, SpanSpec};
+use tailgate_testkit::*;
 
 const ERRORS: &str =
     "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
@@ -84,8 +82,8 @@ fn messages(resources: &[ResourceSpans], messages: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn metric(t: &Tailgate, name: &str, filters: &[&str]) -> f64 {
-    metric_sum(&t.http_get("/metrics").expect("metrics").1, name, filters)
+fn metric(t: &Tailgate, name: &str, labels: &[(&str, &str)]) -> f64 {
+    t.metrics().expect("metrics").sum(name, labels)
 }
 
 /// Issue 11, scenarios 1, 2 and 3 on one broker: an ERROR trace of 4 000
@@ -168,7 +166,7 @@ async fn big_traces_odd_bytes_and_bad_neighbours_lose_nothing_and_stall_nothing(
         &settings(&group, &input, &output, ERRORS, "10s", Some(&dlq))
             .replace("after_root: 1s", "after_root: 3s"),
     );
-    let t = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut t = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     t.wait_ready(Duration::from_secs(30));
     produce_in_order(&input, &produced).await;
 
@@ -211,16 +209,20 @@ async fn big_traces_odd_bytes_and_bad_neighbours_lose_nothing_and_stall_nothing(
         metric(
             &t,
             "tailgate_undeliverable_spans_total",
-            &["span_too_large"]
+            &[("reason", "span_too_large")]
         ),
         1.0
     );
     assert_eq!(
-        metric(&t, "tailgate_decode_errors_total", &["malformed_span"]),
+        metric(
+            &t,
+            "tailgate_decode_errors_total",
+            &[("reason", "malformed_span")]
+        ),
         1.0
     );
     assert_eq!(
-        metric(&t, "tailgate_dead_letters_total", &["source=\"output\""]),
+        metric(&t, "tailgate_dead_letters_total", &[("source", "output")]),
         1.0
     );
 }
@@ -280,12 +282,12 @@ async fn exactly_once_never_commits_past_a_kept_trace_held_in_memory() {
         1,
     );
     let dir = policy_dir(&config);
-    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));
     produce_in_order(&input, &input_messages).await;
     // T and K decided (after_root 1 s) and several transactions committed since.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while metric(&a, "tailgate_traces_decided_total", &["decision=\"keep\""]) < 2.0 {
+    while metric(&a, "tailgate_traces_decided_total", &[("decision", "keep")]) < 2.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "T and K not decided:\n{}",
@@ -302,7 +304,7 @@ async fn exactly_once_never_commits_past_a_kept_trace_held_in_memory() {
         "committed {} while T's child at 0 was only in memory",
         before[0].0
     );
-    let mut b = Tailgate::start(dir.path(), free_port(), "b.log");
+    let mut b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
     let expected = [(id(t), 2), (id(k), 3)].into_iter().collect();
     let mut reader = OutputReader::new(&output);
     let complete = reader.until(Duration::from_secs(90), |o| {
@@ -362,26 +364,13 @@ async fn a_worker_that_stops_is_replaced_without_losing_what_it_held() {
         a_parts[0].clone(), // 5: A's root
     ];
     let dir = policy_dir(&settings(&group, &input, &output, ERRORS, "10s", None));
-    let log = dir.path().join("tailgate.log");
-    let metrics_port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
-        .args(["run", "--env", "test", "--policies"])
-        .arg(dir.path())
-        .env("RUST_LOG", "info,tailgate=debug")
-        .env("TAILGATE_TEST_WORKER_PANIC", "0:3")
-        .env(
-            "TAILGATE__METRICS__LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn tailgate");
-    let mut t = Tailgate {
-        child,
-        log,
-        metrics_port,
-    };
+    let mut t = Tailgate::start_with_env(
+        tailgate_bin!(),
+        dir.path(),
+        free_port(),
+        "tailgate.log",
+        &[("TAILGATE_TEST_WORKER_PANIC", "0:3")],
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !t.log_text().contains("partitions assigned") {
         assert!(
@@ -428,7 +417,7 @@ async fn a_worker_that_cannot_take_input_holds_up_its_own_partition_only() {
     create_topic(&input, 4).await;
     create_topic(&output, 1).await;
     let w = Workload::shop(21, 400);
-    let expected = w.expected_kept(common::RULES);
+    let expected = w.expected_kept(RULES);
     // Trace i on partition i % 4.
     let producer = producer();
     for (i, t) in w.traces.iter().enumerate() {
@@ -464,29 +453,16 @@ async fn a_worker_that_cannot_take_input_holds_up_its_own_partition_only() {
     assert!(!stalled.is_empty() && !others.is_empty());
     let config = format!(
         "{}buffer:\n  partition_queue: 8\n  partition_backlog_bytes: 1000\n",
-        settings(&group, &input, &output, common::RULES, "2s", None)
+        settings(&group, &input, &output, RULES, "2s", None)
     );
     let dir = policy_dir(&config);
-    let log = dir.path().join("stalled.log");
-    let metrics_port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tailgate"))
-        .args(["run", "--env", "test", "--policies"])
-        .arg(dir.path())
-        .env("RUST_LOG", "info,tailgate=debug")
-        .env("TAILGATE_TEST_WORKER_STALL", "0")
-        .env(
-            "TAILGATE__METRICS__LISTEN",
-            format!("127.0.0.1:{metrics_port}"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn tailgate");
-    let mut t = Tailgate {
-        child,
-        log,
-        metrics_port,
-    };
+    let mut t = Tailgate::start_with_env(
+        tailgate_bin!(),
+        dir.path(),
+        free_port(),
+        "stalled.log",
+        &[("TAILGATE_TEST_WORKER_STALL", "0")],
+    );
     t.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
     let flowing = reader.until(Duration::from_secs(60), |o| missing(&others, o).is_empty());
@@ -517,7 +493,7 @@ async fn a_worker_that_cannot_take_input_holds_up_its_own_partition_only() {
         others.len(),
         stopped.elapsed()
     );
-    let fresh = Tailgate::start(dir.path(), free_port(), "fresh.log");
+    let mut fresh = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "fresh.log");
     fresh.wait_ready(Duration::from_secs(30));
     let complete = reader.until(Duration::from_secs(60), |o| {
         missing(&expected, o).is_empty()

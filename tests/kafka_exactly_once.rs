@@ -4,12 +4,10 @@
 //! `read_uncommitted` reader shows the aborted copy the crash left behind.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use tailgate::otlp::Encoding;
+use tailgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_across_a_crash_loses_nothing_and_duplicates_nothing() {
@@ -33,7 +31,7 @@ async fn exactly_once_across_a_crash_loses_nothing_and_duplicates_nothing() {
         );
     let dir = policy_dir(&config);
 
-    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));
     produce_traces(&input, first, |i| {
         if i % 4 == 0 {
@@ -78,7 +76,7 @@ async fn exactly_once_across_a_crash_loses_nothing_and_duplicates_nothing() {
         committed.output.spans.len()
     );
 
-    let mut b = Tailgate::start(dir.path(), free_port(), "b.log");
+    let mut b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
     let complete = committed.until(Duration::from_secs(120), |o| {
         missing(&expected, o).is_empty()
     });

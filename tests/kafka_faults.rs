@@ -2,14 +2,12 @@
 //! late spans, and instances joining and leaving the consumer group.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
 use tailgate::otlp::Encoding;
 use tailgate::workload::ShopWorkload;
+use tailgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_spans_follow_their_traces_decision() {
@@ -39,7 +37,7 @@ async fn late_spans_follow_their_traces_decision() {
     }
     produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
     let dir = policy_dir(&settings(&group, &input, &output, rules, "2s", None));
-    let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
     let decided = reader.until(Duration::from_secs(60), |o| {
@@ -70,26 +68,18 @@ async fn late_spans_follow_their_traces_decision() {
         got, want,
         "late spans of dropped traces must not be produced"
     );
-    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    let metrics = tailgate.metrics().expect("metrics");
     assert_eq!(
-        metric_sum(
-            &metrics,
-            "tailgate_late_spans_total",
-            &["decision=\"keep\""]
-        ) as usize,
+        metrics.sum("tailgate_late_spans_total", &[("decision", "keep")]) as usize,
         kept.len()
     );
     assert_eq!(
-        metric_sum(
-            &metrics,
-            "tailgate_late_spans_total",
-            &["decision=\"drop\""]
-        ) as usize,
+        metrics.sum("tailgate_late_spans_total", &[("decision", "drop")]) as usize,
         w.traces.len() - kept.len()
     );
     // Every trace decided exactly once: late spans do not start new traces.
     assert_eq!(
-        metric_sum(&metrics, "tailgate_traces_decided_total", &[]) as usize,
+        metrics.sum("tailgate_traces_decided_total", &[]) as usize,
         w.traces.len()
     );
 }
@@ -104,7 +94,7 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
     let (first, second) = w.traces.split_at(1_000);
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
 
-    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));
     produce_traces(&input, first, |_| Encoding::OtlpProto).await;
     let mut reader = OutputReader::new(&output);
@@ -123,7 +113,7 @@ async fn instances_join_and_leave_the_group_without_losing_a_kept_trace() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
-    let b = Tailgate::start(dir.path(), free_port(), "b.log");
+    let mut b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
     let not_shared = || format!("partitions not shared:\n{}\n{}", a.log_text(), b.log_text());
     wait_until(Duration::from_secs(30), not_shared, || {
@@ -216,13 +206,12 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
         )
         .replace("drain_timeout: 20s", "drain_timeout: 3s");
     let dir = policy_dir(&broken);
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "broken.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "broken.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let errors = || {
-        tailgate
-            .http_get("/metrics")
-            .map(|(_, m)| metric_sum(&m, "tailgate_produce_errors_total", &["kind=\"transient\""]))
-            .unwrap_or(0.0)
+        tailgate.metrics().map_or(0.0, |m| {
+            m.sum("tailgate_produce_errors_total", &[("kind", "transient")])
+        })
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while errors() < 2.0 * expected.len() as f64 {
@@ -245,9 +234,9 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
         "the committed offset must stay behind the undelivered traces"
     );
     assert!(tailgate.log_text().contains("produce failed, retrying"));
-    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    let metrics = tailgate.metrics().expect("metrics");
     assert_eq!(
-        metric_sum(&metrics, "tailgate_undeliverable_spans_total", &[]),
+        metrics.sum("tailgate_undeliverable_spans_total", &[]),
         0.0,
         "a transient failure gives nothing up"
     );
@@ -261,7 +250,7 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     );
 
     std::fs::write(dir.path().join("test.yaml"), good).expect("fix policy");
-    let mut fixed = Tailgate::start(dir.path(), free_port(), "fixed.log");
+    let mut fixed = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "fixed.log");
     fixed.wait_ready(Duration::from_secs(30));
     let complete = reader.until(Duration::from_secs(60), |o| {
         missing(&expected, o).is_empty()
@@ -305,30 +294,28 @@ async fn output_that_can_never_succeed_is_counted_and_released() {
     produce_traces(&input, &w.traces, |_| Encoding::OtlpProto).await;
     let config = settings(&group, &input, &output, RULES, "2s", Some(&dlq));
     let dir = policy_dir(&config);
-    let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     wait_committed_to_end(&group, &input, 2, Duration::from_secs(60), || {
         tailgate.log_text()
     });
-    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
+    let metrics = tailgate.metrics().expect("metrics");
     assert_eq!(
-        metric_sum(
-            &metrics,
+        metrics.sum(
             "tailgate_undeliverable_spans_total",
-            &["span_too_large"]
+            &[("reason", "span_too_large")]
         ) as usize,
         kept_spans,
         "every kept span counted once"
     );
     assert!(
-        metric_sum(
-            &metrics,
+        metrics.sum(
             "tailgate_produce_errors_total",
-            &["message_too_large"]
+            &[("kind", "message_too_large")]
         ) > 0.0
     );
     assert_eq!(
-        metric_sum(&metrics, "tailgate_produce_errors_total", &["transient"]),
+        metrics.sum("tailgate_produce_errors_total", &[("kind", "transient")]),
         0.0
     );
     let mut reader = OutputReader::new(&output);
@@ -339,9 +326,8 @@ async fn output_that_can_never_succeed_is_counted_and_released() {
 
 /// The partitions each instance holds, as its metrics say (-1: no answer).
 fn assigned(t: &Tailgate) -> i32 {
-    t.http_get("/metrics")
-        .map(|(_, m)| metric_sum(&m, "tailgate_partitions_assigned", &[]) as i32)
-        .unwrap_or(-1)
+    t.metrics()
+        .map_or(-1, |m| m.sum("tailgate_partitions_assigned", &[]) as i32)
 }
 
 /// Waits (bounded) until `done` holds, polling every 200 ms; `what` says
@@ -378,9 +364,9 @@ async fn a_stopped_instance_leaves_the_group_and_its_partitions_move_at_once() {
     create_topic(&input, 4).await;
     create_topic(&output, 1).await;
     let dir = policy_dir(&long_session(&group, &input, &output, None));
-    let mut a = Tailgate::start(dir.path(), free_port(), "a.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));
-    let b = Tailgate::start(dir.path(), free_port(), "b.log");
+    let mut b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
     wait_until(
         Duration::from_secs(60),
@@ -430,9 +416,9 @@ async fn a_static_member_that_comes_back_resumes_its_partitions_without_a_rebala
     create_topic(&output, 1).await;
     let dir_a = policy_dir(&long_session(&group, &input, &output, Some("tailgate-0")));
     let dir_b = policy_dir(&long_session(&group, &input, &output, Some("tailgate-1")));
-    let mut a = Tailgate::start(dir_a.path(), free_port(), "a.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir_a.path(), free_port(), "a.log");
     a.wait_ready(Duration::from_secs(30));
-    let b = Tailgate::start(dir_b.path(), free_port(), "b.log");
+    let mut b = Tailgate::start(tailgate_bin!(), dir_b.path(), free_port(), "b.log");
     b.wait_ready(Duration::from_secs(30));
     wait_until(
         Duration::from_secs(60),
@@ -444,7 +430,7 @@ async fn a_static_member_that_comes_back_resumes_its_partitions_without_a_rebala
         b.log_text().matches("partitions revoked").count(),
     );
     a.kill9();
-    let mut a = Tailgate::start(dir_a.path(), free_port(), "a2.log");
+    let mut a = Tailgate::start(tailgate_bin!(), dir_a.path(), free_port(), "a2.log");
     a.wait_ready(Duration::from_secs(30));
     wait_until(
         Duration::from_secs(30),

@@ -3,25 +3,12 @@
 //! resume as traces are decided, and nothing is lost.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use tailgate::otlp::Encoding;
+use tailgate_testkit::*;
 
 const BUDGET: u64 = 1024 * 1024;
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_budget_pauses_the_input_and_loses_nothing() {
@@ -39,7 +26,7 @@ async fn a_burst_beyond_the_budget_pauses_the_input_and_loses_nothing() {
         settings(&group, &input, &output, RULES, "5s", None)
     );
     let dir = policy_dir(&policy);
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
 
@@ -47,9 +34,9 @@ async fn a_burst_beyond_the_budget_pauses_the_input_and_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut complete = false;
     while Instant::now() < deadline && !complete {
-        if let Some((_, body)) = tailgate.http_get("/metrics") {
-            max_paused = max_paused.max(metric_sum(&body, "tailgate_partitions_paused", &[]));
-            max_buffered = max_buffered.max(metric_sum(&body, "tailgate_buffered_bytes", &[]));
+        if let Some(m) = tailgate.metrics() {
+            max_paused = max_paused.max(m.sum("tailgate_partitions_paused", &[]));
+            max_buffered = max_buffered.max(m.sum("tailgate_buffered_bytes", &[]));
         }
         reader.poll(Duration::from_millis(100));
         complete = expected
@@ -73,11 +60,10 @@ async fn a_burst_beyond_the_budget_pauses_the_input_and_loses_nothing() {
     );
     assert_eq!(reader.output.duplicate_spans, 0);
 
-    let memory = tailgate
-        .http_get("/metrics")
-        .map(|(_, b)| metric_sum(&b, "tailgate_traces_decided_total", &["reason=\"memory\""]))
-        .unwrap_or(0.0);
-    let rss = peak_rss_kib(tailgate.pid());
+    let memory = tailgate.metrics().map_or(0.0, |m| {
+        m.sum("tailgate_traces_decided_total", &[("reason", "memory")])
+    });
+    let rss = tailgate.process().peak_rss().ok().map(|b| b / 1024);
     eprintln!(
         "burst of {} traces against a {BUDGET}-byte budget: peak buffered {max_buffered} bytes, \
          {memory} traces decided early for memory, peak RSS {rss:?} KiB",
@@ -234,13 +220,14 @@ async fn adversarial_shapes_stay_within_the_budget() {
                 .replace("max_trace_age: 30s", "max_trace_age: 120s")
         );
         let dir = policy_dir(&policy);
-        let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+        let mut tailgate =
+            Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
         tailgate.wait_ready(Duration::from_secs(30));
         let mut max_buffered = 0.0f64;
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            if let Some((_, body)) = tailgate.http_get("/metrics") {
-                max_buffered = max_buffered.max(metric_sum(&body, "tailgate_buffered_bytes", &[]));
+            if let Some(m) = tailgate.metrics() {
+                max_buffered = max_buffered.max(m.sum("tailgate_buffered_bytes", &[]));
             }
             let offsets = committed_and_end(&group, &input, 1);
             if offsets.iter().all(|(c, e)| c == e) {
@@ -253,7 +240,7 @@ async fn adversarial_shapes_stay_within_the_budget() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let rss = peak_rss_kib(tailgate.pid()).expect("VmHWM") * 1024;
+        let rss = tailgate.process().peak_rss().expect("VmHWM");
         assert!(tailgate.terminate(Duration::from_secs(30)).success());
         let budget = SHAPES_BUDGET as f64;
         let line = format!(

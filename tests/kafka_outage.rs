@@ -6,17 +6,15 @@
 //! does not disturb the tests that share the broker `scripts/test` started.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use tailgate::otlp::Encoding;
+use tailgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_second_broker_outage_loses_nothing() {
     let broker = Broker::start();
-    // The helpers in `common` read the broker address from here; this test
+    // The test kit's helpers read the broker address from here; this test
     // binary holds only this test, so pointing it at the private broker is safe.
     std::env::set_var("TAILGATE_TEST_BOOTSTRAP", &broker.address);
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -28,7 +26,7 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
     produce_traces(&input, first, |_| Encoding::OtlpProto).await;
 
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "3s", None));
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
     assert!(
@@ -44,7 +42,7 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
     for _ in 0..30 {
         std::thread::sleep(Duration::from_secs(1));
         assert!(
-            tailgate.child.try_wait().expect("try_wait").is_none(),
+            tailgate.exited().is_none(),
             "tailgate exited during the outage:\n{}",
             tailgate.log_text()
         );
@@ -54,8 +52,8 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
         Some(200),
         "alive during the outage"
     );
-    let metrics = tailgate.http_get("/metrics").expect("metrics").1;
-    let reported = metric_sum(&metrics, "tailgate_kafka_errors_total", &[]);
+    let metrics = tailgate.metrics().expect("metrics");
+    let reported = metrics.sum("tailgate_kafka_errors_total", &[]);
     assert!(reported >= 1.0, "the outage is not reported:\n{metrics}");
     assert_eq!(
         broker.run("resume"),
@@ -77,10 +75,7 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
         expected.len(),
         tailgate.log_text()
     );
-    assert!(
-        tailgate.child.try_wait().expect("try_wait").is_none(),
-        "tailgate kept running"
-    );
+    assert!(tailgate.exited().is_none(), "tailgate kept running");
     eprintln!(
         "outage of 30 s: {} kept traces complete, {} duplicate spans, {} kafka errors reported",
         expected.len(),

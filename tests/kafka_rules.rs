@@ -3,15 +3,13 @@
 //! and `tailgate replay` reading a topic range.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use tailgate::otlp::{Encoding, TraceId};
 use tailgate::workload::{GeneratedTrace, ShopWorkload};
+use tailgate_testkit::*;
 
 /// The kept traces of `batch` under `rules`, by rule name.
 fn kept_by_rule(batch: &[GeneratedTrace], rules: &str) -> HashMap<TraceId, String> {
@@ -25,11 +23,8 @@ fn kept_by_rule(batch: &[GeneratedTrace], rules: &str) -> HashMap<TraceId, Strin
         .collect()
 }
 
-fn metric(tailgate: &Tailgate, name: &str, filters: &[&str]) -> f64 {
-    tailgate
-        .http_get("/metrics")
-        .map(|(_, body)| metric_sum(&body, name, filters))
-        .unwrap_or(0.0)
+fn metric(tailgate: &Tailgate, name: &str, labels: &[(&str, &str)]) -> f64 {
+    tailgate.metrics().map_or(0.0, |m| m.sum(name, labels))
 }
 
 fn wait_for(within: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -77,7 +72,7 @@ async fn rules_reload_under_a_running_tailgate_without_losing_a_trace() {
 
     let dir = policy_dir(&settings(&group, &input, &output, ERRORS_ONLY, "2s", None));
     let policy = dir.path().join("test.yaml");
-    let mut tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
     let mut reader = OutputReader::new(&output);
 
@@ -93,7 +88,11 @@ async fn rules_reload_under_a_running_tailgate_without_losing_a_trace() {
     );
 
     // 2. Change the file: the new rules are picked up without a restart.
-    let reloads_ok = metric(&tailgate, "tailgate_rule_reloads_total", &["result=\"ok\""]);
+    let reloads_ok = metric(
+        &tailgate,
+        "tailgate_rule_reloads_total",
+        &[("result", "ok")],
+    );
     std::fs::write(
         &policy,
         settings(&group, &input, &output, ERRORS_AND_CHECKOUT, "2s", None),
@@ -103,7 +102,7 @@ async fn rules_reload_under_a_running_tailgate_without_losing_a_trace() {
         wait_for(Duration::from_secs(20), || metric(
             &tailgate,
             "tailgate_rule_reloads_total",
-            &["result=\"ok\""]
+            &[("result", "ok")]
         ) > reloads_ok
             && metric(&tailgate, "tailgate_rules_loaded", &[]) == 3.0),
         "no reload:\n{}",
@@ -129,7 +128,7 @@ async fn rules_reload_under_a_running_tailgate_without_losing_a_trace() {
         wait_for(Duration::from_secs(20), || metric(
             &tailgate,
             "tailgate_rule_reloads_total",
-            &["result=\"error\""]
+            &[("result", "error")]
         ) >= 1.0),
         "invalid file not reported:\n{}",
         tailgate.log_text()
@@ -146,7 +145,7 @@ async fn rules_reload_under_a_running_tailgate_without_losing_a_trace() {
         wait_for(Duration::from_secs(20), || metric(
             &tailgate,
             "tailgate_rule_reloads_total",
-            &["result=\"error\""]
+            &[("result", "error")]
         ) >= 2.0
             && tailgate.log_text().contains("trigger=Hangup")),
         "SIGHUP did not reload:\n{}",
@@ -198,7 +197,7 @@ async fn replay_reads_a_topic_range_and_reports_what_the_rules_keep() {
     .await;
     let kept = kept_by_rule(&w.traces, RULES);
     let dir = policy_dir(&format!("rules: {RULES}\n"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+    let out = Command::new(tailgate_bin!())
         .args(["replay", "--json", "--env", "test", "--policies"])
         .arg(dir.path())
         .args(["--brokers", &bootstrap(), "--topic", &input])

@@ -10,17 +10,15 @@
 //! not disturb the tests sharing the broker `scripts/test` started.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use tailgate::otlp::Encoding;
+use tailgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
     let broker = Broker::start();
-    // The helpers in `common` read the broker address from here; this test
+    // The test kit's helpers read the broker address from here; this test
     // binary holds only this test, so pointing it at the private broker is safe.
     std::env::set_var("TAILGATE_TEST_BOOTSTRAP", &broker.address);
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
@@ -46,6 +44,7 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
         );
     let dir = policy_dir(&config);
     let mut tailgate = Tailgate::start_with_env(
+        tailgate_bin!(),
         dir.path(),
         free_port(),
         "tailgate.log",
@@ -104,7 +103,7 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
         tailgate.log_text()
     );
     assert!(
-        tailgate.child.try_wait().expect("try_wait").is_none(),
+        tailgate.exited().is_none(),
         "tailgate exited before the broker came back: its last transaction cannot have committed\n{}",
         tailgate.log_text()
     );
@@ -138,7 +137,7 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
 
     // A second instance reads what the first left; a read_committed reader
     // then sees every kept trace, once.
-    let successor = Tailgate::start(dir.path(), free_port(), "successor.log");
+    let mut successor = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "successor.log");
     successor.wait_ready(Duration::from_secs(90));
     let mut reader = OutputReader::new(&output);
     let complete = reader.until(Duration::from_secs(60), |o| {

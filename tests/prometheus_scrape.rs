@@ -9,20 +9,16 @@
 //! than on a blank panel in production.
 #![cfg(feature = "kafka-tests")]
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::Value;
 use tailgate::otlp::Encoding;
+use tailgate_testkit::*;
 
 /// The repository's alert rules and dashboard.
 fn repo_file(path: &str) -> PathBuf {
@@ -108,16 +104,9 @@ scrape_configs:
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
-    /// GET a path: (status, body). HTTP/1.0, so the body ends with the connection.
+    /// GET a path: (status, body).
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((code, body))
+        http_get(self.port, path, Duration::from_secs(10))
     }
 
     /// GET an API path and return its `data`, or why not.
@@ -397,9 +386,9 @@ async fn prometheus_scrapes_tailgate_and_every_dashboard_query_and_alert_works()
     create_topic(&input, 4).await;
     create_topic(&output, 1).await;
     let dir = policy_dir(&settings(&group, &input, &output, RULES, "2s", None));
-    let tailgate = Tailgate::start(dir.path(), free_port(), "tailgate.log");
+    let mut tailgate = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "tailgate.log");
     tailgate.wait_ready(Duration::from_secs(30));
-    let prometheus = Prometheus::start(tailgate.metrics_port);
+    let prometheus = Prometheus::start(tailgate.metrics_port());
 
     // Traffic for as long as the checks need it (at most 120 batches): 60
     // traces a second, in one-second batches, plus a malformed message now

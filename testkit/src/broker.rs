@@ -1,0 +1,61 @@
+//! The Kafka broker: the one `scripts/test` started, or a private one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The broker started by `scripts/test`.
+pub fn bootstrap() -> String {
+    std::env::var("TAILGATE_TEST_BOOTSTRAP").expect(
+        "TAILGATE_TEST_BOOTSTRAP is not set: run these tests with scripts/test, which starts a Kafka broker",
+    )
+}
+
+/// A private broker of one test binary (its own `KAFKA_STATE_DIR`), so that
+/// stopping it does not disturb the tests sharing the broker `scripts/test`
+/// started. Stopped when dropped.
+pub struct Broker {
+    /// Its `KAFKA_STATE_DIR`: data, configuration, pid and log.
+    state: tempfile::TempDir,
+    /// `127.0.0.1:<port>`, as `scripts/kafka start` printed it.
+    pub address: String,
+}
+
+/// The repository's `scripts/kafka`.
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
+}
+
+impl Broker {
+    /// Runs `scripts/kafka <verb>` for this broker: its stdout.
+    pub fn run(&self, verb: &str) -> String {
+        let out = Command::new(kafka_script())
+            .arg(verb)
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn start() -> Self {
+        let mut b = Self {
+            state: tempfile::tempdir().expect("tempdir"),
+            address: String::new(),
+        };
+        b.address = b.run("start");
+        b
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(kafka_script())
+            .arg("stop")
+            .env("KAFKA_STATE_DIR", self.state.path())
+            .output();
+    }
+}

@@ -1,0 +1,107 @@
+//! Topics on the test broker, and producing to them.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tailgate::otlp::Encoding;
+use tailgate::workload::{encode, GeneratedTrace};
+
+use crate::broker::bootstrap;
+
+pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await
+}
+
+/// Creates a topic with topic-level settings (`max.message.bytes`, ...).
+pub async fn create_topic_with(name: &str, partitions: i32, config: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in config {
+        topic = topic.set(k, v);
+    }
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces one message per resource and trace, keyed by trace id, as the
+/// Collector's exporter does with `partition_traces_by_id`. `encoding_of`
+/// picks each trace's encoding.
+pub async fn produce_traces(
+    topic: &str,
+    traces: &[GeneratedTrace],
+    encoding_of: impl Fn(usize) -> Encoding,
+) {
+    let p = producer();
+    let mut pending = Vec::new();
+    for (i, t) in traces.iter().enumerate() {
+        let key = t.truth.trace_id.to_hex();
+        for m in &t.messages {
+            let payload = encode(m, encoding_of(i));
+            let p = p.clone();
+            let key = key.clone();
+            let topic = topic.to_string();
+            pending.push(tokio::spawn(async move {
+                p.send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+            }));
+        }
+    }
+    for h in pending {
+        h.await.expect("join").expect("produced");
+    }
+}
+
+pub async fn produce_raw(topic: &str, key: &str, payload: &[u8]) {
+    producer()
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+}
+
+/// Produces `messages` (key, payload) in order, with one producer, to
+/// partition 0 of `topic`.
+pub async fn produce_in_order(topic: &str, messages: &[(String, Vec<u8>)]) {
+    let p = producer();
+    for (key, payload) in messages {
+        p.send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .partition(0),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+    }
+}
