@@ -16,18 +16,25 @@
 //! files; [`metrics`] names every metric; [`workload`] generates the demo's
 //! synthetic shop traffic; [`demo`] runs it all on an in-process Kafka.
 
-pub mod app;
+// The pure core: no Kafka, no I/O, no clock of its own (tests/architecture.rs
+// keeps it so). Public: a library user can decode, buffer and decide with it.
 pub mod buffer;
-pub mod cli;
 pub mod clock;
-pub mod config;
-pub mod demo;
-pub mod kafka;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
-pub mod reload;
-pub mod replay;
 pub mod rules;
-pub mod watermark;
+pub(crate) mod watermark;
+
+// Settings, and the synthetic shop traffic the demo, tests and benchmark use.
+pub mod config;
 pub mod workload;
+
+// The edge and the wiring: `app::run` is the whole of `tailgate run`,
+// `cli::main` the binary; `replay` runs rules over captured traffic.
+pub mod app;
+pub mod cli;
+pub(crate) mod demo;
+pub(crate) mod kafka;
+pub(crate) mod reload;
+pub mod replay;

@@ -81,11 +81,6 @@ impl Watermark {
         self.committed = None;
     }
 
-    /// The lowest pinned offset and how many holders it has.
-    pub fn lowest(&self) -> Option<(i64, u32)> {
-        self.pending.first_key_value().map(|(o, n)| (*o, *n))
-    }
-
     /// The pinned offsets, lowest first, with their holder counts.
     pub fn pinned(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
         self.pending.iter().map(|(o, n)| (*o, *n))
