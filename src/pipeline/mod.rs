@@ -19,6 +19,7 @@ mod delivery;
 mod exactly_once;
 mod ports;
 mod read;
+mod record;
 mod telemetry;
 mod worker;
 
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
+pub use record::{LoggedDecision, RECORD_VERSION};
 pub use ports::{
     Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,

@@ -1,0 +1,106 @@
+//! The decision log's record: one per decided trace, written to
+//! `kafka.decision_topic` keyed by the trace id (hex, as the output is) on
+//! the partition number of the input partition the trace was read from.
+//! Compaction keeps the latest record per trace; `decided_at_ms` lets a
+//! reader take only those newer than `decision.decided_ttl`.
+//!
+//! The value is JSON, so that `kcat` and a person can read the log:
+//!
+//! ```json
+//! {"v":1,"trace_id":"5b8efff798038103d269b633813fc60c","keep":true,
+//!  "rule":"errors","reason":"after_root","probability":1.0,
+//!  "decided_at_ms":1796188685942,"partition":3,"spans":7}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::Reason;
+use crate::otlp::TraceId;
+
+/// The format's version; a reader skips records of another.
+pub const RECORD_VERSION: u32 = 1;
+
+/// One decision, as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedDecision {
+    /// The format's version ([`RECORD_VERSION`]).
+    pub v: u32,
+    /// 32 hex digits.
+    pub trace_id: String,
+    pub keep: bool,
+    /// The rule that decided (`unmatched` when none matched).
+    pub rule: String,
+    /// Why then: `wait`, `after_root`, `max_age` or `memory`.
+    pub reason: String,
+    /// The probability with which a trace like this is kept (its kept spans'
+    /// adjusted count is the inverse); 1 for `keep` and `drop`.
+    pub probability: f64,
+    /// When it was decided: milliseconds since the Unix epoch.
+    pub decided_at_ms: i64,
+    /// The input partition the trace was read from.
+    pub partition: i32,
+    /// Spans decided with the trace (its late spans not counted).
+    pub spans: u64,
+}
+
+impl LoggedDecision {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        trace_id: TraceId,
+        keep: bool,
+        rule: &str,
+        reason: Reason,
+        probability: f64,
+        decided_at_ms: i64,
+        partition: i32,
+        spans: usize,
+    ) -> Self {
+        Self {
+            v: RECORD_VERSION,
+            trace_id: trace_id.to_hex(),
+            keep,
+            rule: rule.to_string(),
+            reason: reason.as_str().to_string(),
+            probability,
+            decided_at_ms,
+            partition,
+            spans: spans as u64,
+        }
+    }
+
+    /// The record's value.
+    pub fn encode(&self) -> Vec<u8> {
+        // A struct of plain fields always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a record's value; `None` if it is not one of this version.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        let d: Self = serde_json::from_slice(value).ok()?;
+        (d.v == RECORD_VERSION && TraceId::from_hex(&d.trace_id).is_some()).then_some(d)
+    }
+
+    /// The trace it is about.
+    pub fn trace(&self) -> Option<TraceId> {
+        TraceId::from_hex(&self.trace_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_as_written_and_other_versions_are_skipped() {
+        let id = TraceId([7; 16]);
+        let d = LoggedDecision::new(id, true, "errors", Reason::AfterRoot, 0.25, 1_700_000_000_123, 3, 7);
+        let bytes = d.encode();
+        assert_eq!(LoggedDecision::decode(&bytes), Some(d.clone()));
+        assert_eq!(d.trace(), Some(id));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\"reason\":\"after_root\""), "{text}");
+        let v2 = text.replace("\"v\":1", "\"v\":2");
+        assert_eq!(LoggedDecision::decode(v2.as_bytes()), None);
+        assert_eq!(LoggedDecision::decode(b"not json"), None);
+    }
+}
