@@ -27,6 +27,11 @@ pub struct KafkaSettings {
     /// saying why (`tailgate.error.reason`, `tailgate.error.detail`,
     /// `tailgate.source.partition`, `tailgate.source.offset`). Off when absent.
     pub dead_letter_topic: Option<String>,
+    /// The decision log: every decision is written here, keyed by trace id,
+    /// on the input partition's number, and read back by a partition's next
+    /// worker so that late spans follow their trace's decision across
+    /// restarts and rebalances. Off when null.
+    pub decision_topic: Option<String>,
     /// Produced messages awaiting acknowledgement, per partition, before
     /// reading from that partition pauses.
     pub max_in_flight: usize,
@@ -68,6 +73,7 @@ impl Default for KafkaSettings {
             compression: Compression::Lz4,
             commit_interval: Duration::from_secs(1),
             dead_letter_topic: None,
+            decision_topic: Some("tailgate_decisions".into()),
             max_in_flight: 10_000,
             drain_timeout: Duration::from_secs(30),
             exactly_once: false,
