@@ -62,7 +62,7 @@ fn all_checks(payload: &[u8], json_output: bool) -> [check::Outcome; 3] {
 }
 
 // ---------------------------------------------------------------------------
-// Valid messages, built as src/otlp/tests.rs builds them
+// Valid messages, built as the tests in src/otlp/tests/ build them
 
 const SERVICES: [&str; 4] = ["gateway", "checkout", "fraud-detection", "ünïcode-svc"];
 

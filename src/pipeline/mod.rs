@@ -7,7 +7,7 @@
 //! transaction) come out, and the watermark is stored through the
 //! [`OffsetStore`] port. [`PartitionWorker`] runs it as a task against the
 //! [`Output`] and [`Transaction`] ports. So the model test
-//! (`pipeline/model.rs`) drives the real pipeline step by step, in any
+//! (`pipeline/model/`) drives the real pipeline step by step, in any
 //! interleaving, without a runtime.
 //!
 //! The worker owns its buffer, watermark and remembered decisions; workers
@@ -31,12 +31,12 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
-pub use record::{LoggedDecision, RECORD_VERSION};
 pub use ports::{
     Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
+pub use record::{LoggedDecision, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 

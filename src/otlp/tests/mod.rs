@@ -1,0 +1,44 @@
+//! Decoding OTLP input and encoding kept spans. Shared here: the messages
+//! the tests decode (a shop trace, a single span, a one-span ERROR resource).
+
+mod decoding;
+mod encoding;
+mod json;
+mod malformed;
+mod recognition;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use prost::Message as _;
+
+use super::*;
+use crate::workload::{build_trace, encode, ShopWorkload, SpanSpec};
+
+fn shop() -> crate::workload::GeneratedTrace {
+    let mut w = ShopWorkload::new(11);
+    w.error_rate = 1.0;
+    w.next_trace(1_700_000_000_000_000_000)
+}
+
+fn proto(data: &TracesData) -> Bytes {
+    Bytes::from(encode(data, Encoding::OtlpProto))
+}
+
+fn single(spec: SpanSpec, trace_id: &[u8], span_id: &[u8]) -> TracesData {
+    let mut data = build_trace(TraceId([7; 16]), &[[1; 8]], 1_000, &[spec]).remove(0);
+    let s = &mut data.resource_spans[0].scope_spans[0].spans[0];
+    s.trace_id = trace_id.to_vec();
+    s.span_id = span_id.to_vec();
+    data
+}
+
+/// A one-span ERROR trace as a `ResourceSpans`.
+fn error_resource(trace: u8) -> opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+    let mut spec = SpanSpec::new("checkout", "POST /pay", None, 0, 5);
+    spec.error = true;
+    build_trace(TraceId([trace; 16]), &[[trace; 8]], 1_000, &[spec])
+        .remove(0)
+        .resource_spans
+        .remove(0)
+}

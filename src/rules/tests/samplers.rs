@@ -1,0 +1,94 @@
+//! The samplers: `rate`, `limit` and `dynamic`, and the adjusted count
+//! they report.
+
+use super::*;
+
+#[test]
+fn rate_is_deterministic_and_near_its_probability() {
+    let r = rules("- { name: baseline, sample: { rate: 0.2 } }");
+    let mut kept = 0;
+    let n = 20_000u32;
+    for i in 0..n {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        // A cheap mix so the low 56 bits look random, as real trace ids are.
+        let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        id[8..].copy_from_slice(&h.to_be_bytes());
+        let t = TraceSummary::of(TraceId(id), &[]);
+        let d = r.decide(&t, Duration::ZERO);
+        assert_eq!(d, r.decide(&t, Duration::ZERO), "same trace, same decision");
+        assert_eq!(d.sample_rate, 0.2);
+        kept += usize::from(d.keep);
+    }
+    let got = kept as f64 / n as f64;
+    assert!((got - 0.2).abs() < 0.015, "kept {got}");
+}
+
+#[test]
+fn limit_keeps_n_per_second_and_reports_the_rate_it_saw() {
+    let r = rules("- { name: capped, sample: { limit: { traces_per_second: 5 } } }");
+    let spans = checkout_trace(false);
+    let t = TraceSummary::of(TraceId([7; 16]), &spans);
+    let at = |ms: u64| Duration::from_millis(ms);
+    let kept: usize = (0..20)
+        .map(|i| usize::from(r.decide(&t, at(1_000 + i * 10)).keep))
+        .sum();
+    assert_eq!(kept, 5);
+    let d = r.decide(&t, at(2_000));
+    assert!(d.keep);
+    assert_eq!(d.sample_rate, 0.25, "5 of 20 kept in the previous second");
+    let a = r.annotation(&d);
+    let (bytes, _) = crate::otlp::encode_trace(&spans, &a, crate::otlp::Encoding::OtlpJson);
+    let text = String::from_utf8(bytes).expect("json");
+    assert!(
+        text.contains(r#""key":"tailgate.adjusted_count","value":{"doubleValue":4.0}"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn dynamic_keys_come_from_the_root_and_rare_keys_are_kept_more() {
+    let r = rules(
+        "- { name: per-route, sample: { dynamic: { key: [service.name, http.route, trace.error], target_per_second: 2, interval: 1s } } }",
+    );
+    let ok = checkout_trace(false);
+    let t = TraceSummary::of(TraceId([7; 16]), &ok);
+    assert_eq!(
+        dynamic_key(
+            &t,
+            &[
+                "service.name".into(),
+                "http.route".into(),
+                "trace.error".into(),
+                "span.kind".into(),
+                "nope".into()
+            ]
+        ),
+        "gateway\u{1f}/checkout\u{1f}false\u{1f}server\u{1f}"
+    );
+    // 100 ok traces per second and 1 error trace per second, for 5 s.
+    let err = checkout_trace(true);
+    let mut last = (0.0, 0.0);
+    for ms in 0..5_000u64 {
+        let spans = if ms % 100 == 0 && ms % 1000 == 0 {
+            &err
+        } else {
+            &ok
+        };
+        let mut id = [0u8; 16];
+        id[8..].copy_from_slice(&(ms.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
+        let t = TraceSummary::of(TraceId(id), spans);
+        if ms % 10 != 0 {
+            continue;
+        }
+        let d = r.decide(&t, Duration::from_millis(ms));
+        if t.error {
+            last.0 = d.sample_rate;
+        } else {
+            last.1 = d.sample_rate;
+        }
+    }
+    let (rare, frequent) = last;
+    assert_eq!(rare, 1.0, "the error key is rare and kept");
+    assert!(frequent < 0.05, "the ok key is sampled: {frequent}");
+}
