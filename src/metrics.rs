@@ -21,8 +21,25 @@ pub const CLOCK_CLAMPED: &str = "tailgate_clock_clamped_total";
 pub const TRACES_DECIDED: &str = "tailgate_traces_decided_total";
 /// Spans decided, by `rule` and `decision`.
 pub const SPANS_DECIDED: &str = "tailgate_spans_decided_total";
-/// Spans that arrived after their trace was decided and followed that decision, by `decision`.
+/// Spans that arrived after their trace was decided and followed that
+/// decision, by `decision` and by `source`: `memory` (decided by this
+/// worker) or `log` (read back from the decision log when the partition was
+/// assigned: decided before a restart or by another instance).
 pub const LATE_SPANS: &str = "tailgate_late_spans_total";
+/// Decision records written to the decision log and acknowledged.
+pub const DECISIONS_WRITTEN: &str = "tailgate_decisions_written_total";
+/// Decision records read back from the decision log when partitions were
+/// assigned, and how long each partition's read took.
+pub const DECISIONS_LOADED: &str = "tailgate_decisions_loaded_total";
+pub const DECISIONS_LOAD_SECONDS: &str = "tailgate_decisions_load_seconds";
+/// Decisions remembered for late spans, and the bytes they take (counted in
+/// the memory budget), against `decision.remembered_bytes`.
+pub const DECISIONS_REMEMBERED: &str = "tailgate_remembered_decisions";
+pub const DECISIONS_REMEMBERED_BYTES: &str = "tailgate_remembered_decisions_bytes";
+pub const DECISIONS_REMEMBERED_BUDGET: &str = "tailgate_remembered_decisions_budget_bytes";
+/// Decisions forgotten before `decision.decided_ttl` because
+/// `decision.remembered_bytes` was full: their late spans are decided anew.
+pub const DECISIONS_FORGOTTEN: &str = "tailgate_decisions_forgotten_total";
 /// Traces being assembled.
 pub const TRACES_BUFFERED: &str = "tailgate_buffered_traces";
 /// Spans being assembled.

@@ -23,8 +23,12 @@ pub struct DecisionSettings {
     /// How long spans arriving after their trace's decision follow it.
     #[serde(with = "humantime_serde")]
     pub decided_ttl: Duration,
-    /// Decisions remembered per partition for late spans (about 100 bytes each).
-    pub decided_capacity: u64,
+    /// Bytes for remembered decisions, over all partitions (split evenly
+    /// between those this instance owns, like `buffer.max_bytes`): about 61
+    /// bytes each, so `decided_ttl` × the trace rate × 61 is enough to
+    /// remember every decision for its whole TTL. When full, the oldest are
+    /// forgotten early (`tailgate_decisions_forgotten_total`).
+    pub remembered_bytes: u64,
     /// The clock `wait` and `after_root` count on: `stream` (each
     /// partition's message timestamps, so decisions do not depend on read
     /// speed) or `wall` (when each span is read).
@@ -44,7 +48,7 @@ impl Default for DecisionSettings {
             after_root: Duration::from_secs(5),
             max_trace_age: Duration::from_secs(300),
             decided_ttl: Duration::from_secs(600),
-            decided_capacity: 100_000,
+            remembered_bytes: 64 * 1024 * 1024,
             clock: ClockMode::default(),
             clock_ahead: ClockConfig::DEFAULT_AHEAD,
             clock_behind: ClockConfig::DEFAULT_BEHIND,

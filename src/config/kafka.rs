@@ -141,6 +141,18 @@ impl KafkaSettings {
                 ));
             }
         }
+        if let Some(log) = &self.decision_topic {
+            let taken = [
+                Some(&self.input_topic),
+                Some(&self.output_topic),
+                self.dead_letter_topic.as_ref(),
+            ];
+            if log.trim().is_empty() || taken.contains(&Some(log)) {
+                return Err(format!(
+                    "kafka.decision_topic ({log:?}) must be a topic of its own, not empty, the input, the output or the dead-letter topic (null turns the decision log off)"
+                ));
+            }
+        }
         for (name, list) in [
             ("kafka.librdkafka_options", &self.librdkafka_options),
             ("kafka.consumer_options", &self.consumer_options),

@@ -36,6 +36,8 @@ pub struct KafkaOutput {
     topic: Arc<str>,
     /// `kafka.dead_letter_topic`, if configured.
     dead_letter_topic: Option<Arc<str>>,
+    /// `kafka.decision_topic`, if configured.
+    decision_topic: Option<Arc<str>>,
     /// The producer's `message.max.bytes`.
     max_message_bytes: usize,
 }
@@ -63,6 +65,7 @@ impl KafkaOutput {
             producer: config.create_with_context(ClientEvents::new("producer"))?,
             topic: Arc::from(settings.output_topic.as_str()),
             dead_letter_topic: settings.dead_letter_topic.as_deref().map(Arc::from),
+            decision_topic: settings.decision_topic.as_deref().map(Arc::from),
             max_message_bytes,
         })
     }
@@ -120,6 +123,7 @@ impl KafkaOutput {
         match destination {
             Destination::Sampled => Some(self.topic.clone()),
             Destination::DeadLetter => self.dead_letter_topic.clone(),
+            Destination::Decisions(_) => self.decision_topic.clone(),
         }
     }
 
@@ -177,6 +181,10 @@ pub fn record<'a>(topic: &'a str, message: &'a Outgoing) -> FutureRecord<'a, [u8
         .headers(headers);
     if let Some(key) = message.key.as_deref() {
         record = record.key(key);
+    }
+    if let Destination::Decisions(partition) = message.destination {
+        // The input partition's number: its next owner reads it back there.
+        record = record.partition(partition);
     }
     record
 }

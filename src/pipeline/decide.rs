@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use metrics::histogram;
 
+use bytes::Bytes;
+
 use super::decisions::Decided;
-use super::{Command, DecisionRecord, Partition};
+use super::{trace_key, Command, DecisionRecord, Destination, LoggedDecision, Outgoing, Partition};
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::metrics as m;
@@ -62,14 +64,22 @@ impl Partition {
             reason: t.reason,
             spans: t.spans.len(),
         }));
-        self.decisions.insert(
-            t.trace_id,
-            Decided {
-                keep: decision.keep,
-                rule,
-                annotation: annotation.clone(),
-            },
-        );
+        let decided = Decided {
+            keep: decision.keep,
+            rule,
+            probability: decision.sample_rate,
+            from_log: false,
+        };
+        let forgotten = self
+            .decisions
+            .insert(t.trace_id, &decided, now.wall, now.wall)
+            .forgotten;
+        if forgotten > 0 {
+            self.forgot(forgotten, now.wall);
+        }
+        if self.config.decision_log {
+            self.log_decision(&t, &decided, now.wall);
+        }
         self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
         self.telemetry.spans_decided[&(decision.rule, decision.keep)]
             .increment(t.spans.len() as u64);
@@ -89,6 +99,45 @@ impl Partition {
                     self.release(o);
                 }
             }
+        }
+    }
+
+    /// Writes the decision's record to the decision log; it pins the
+    /// trace's offsets until it is acknowledged (or, exactly-once, written
+    /// with them into the transaction), so no offset is committed past a
+    /// decision the log does not hold.
+    fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant) {
+        let at = self.config.epoch.at(now).as_millis() as i64;
+        let record = LoggedDecision::new(
+            t.trace_id,
+            decided.keep,
+            &decided.rule,
+            t.reason,
+            decided.probability,
+            at,
+            self.partition,
+            t.spans.len(),
+        );
+        let message = Outgoing {
+            destination: Destination::Decisions(self.partition),
+            key: Some(trace_key(t.trace_id)),
+            payload: Bytes::from(record.encode()),
+            headers: Vec::new(),
+        };
+        self.pin_and_send(message, &t.offsets, 0);
+    }
+
+    /// Remembered decisions were forgotten before their TTL: counted, and
+    /// said at most once per 10 s.
+    fn forgot(&mut self, n: u64, now: Instant) {
+        self.telemetry.forgotten.increment(n);
+        if self.forgotten_log.allow((), now).is_some() {
+            tracing::warn!(
+                partition = self.partition,
+                remembered = self.decisions.len(),
+                bytes = self.decisions.max_bytes(),
+                "decision.remembered_bytes is full: the oldest decisions are forgotten before decision.decided_ttl, and late spans of their traces are decided anew"
+            );
         }
     }
 }

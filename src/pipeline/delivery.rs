@@ -170,7 +170,7 @@ impl Partition {
         }
     }
 
-    fn pin_and_send(&mut self, message: Outgoing, offsets: &[i64], spans: usize) {
+    pub(super) fn pin_and_send(&mut self, message: Outgoing, offsets: &[i64], spans: usize) {
         for o in offsets {
             self.watermark.pin(*o, 1);
         }
@@ -298,6 +298,7 @@ impl Partition {
                     Destination::DeadLetter => self.telemetry.dead_letters
                         [usize::from(flight.message.from_output())]
                     .increment(1),
+                    Destination::Decisions(_) => self.telemetry.decisions_written.increment(1),
                 }
                 return self.release_all(flight.offsets);
             }
@@ -376,6 +377,16 @@ impl Partition {
                     partition = self.partition,
                     kind = e.kind.as_str(),
                     "a dead letter cannot be written: {e}; releasing it"
+                );
+            }
+            Destination::Decisions(_) => {
+                // The decision stands and is remembered here; only its
+                // record is missing, so a later owner of the partition
+                // decides the trace's late spans anew.
+                tracing::error!(
+                    partition = self.partition,
+                    kind = e.kind.as_str(),
+                    "a decision cannot be written to the decision log: {e}; going on without it"
                 );
             }
         }

@@ -139,6 +139,7 @@ impl Partition {
                 Destination::DeadLetter => {
                     receipt.dead_letters[usize::from(flight.message.from_output())] += 1
                 }
+                Destination::Decisions(_) => receipt.decisions += 1,
             }
             messages.push(flight.message);
         }
@@ -156,6 +157,7 @@ impl Partition {
         t.produced_spans.increment(receipt.spans);
         t.dead_letters[0].increment(receipt.dead_letters[0]);
         t.dead_letters[1].increment(receipt.dead_letters[1]);
+        t.decisions_written.increment(receipt.decisions);
         if receipt.stored {
             t.offsets_stored.increment(1);
         }

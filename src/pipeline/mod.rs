@@ -63,12 +63,16 @@ pub struct WorkerConfig {
     /// Calendar time of the process's monotonic clock.
     pub epoch: Epoch,
     pub decided_ttl: Duration,
-    pub decided_capacity: u64,
+    /// This partition's share of `decision.remembered_bytes`.
+    pub remembered_bytes: usize,
     pub max_in_flight: usize,
     /// Copy malformed messages, and kept spans that can never be delivered,
     /// to the dead-letter topic (their offsets are held until the copy is
     /// acknowledged).
     pub dead_letter: bool,
+    /// Write every decision to the decision log (`kafka.decision_topic`);
+    /// its record pins the trace's offsets until it is acknowledged.
+    pub decision_log: bool,
     /// The largest payloads messages may have, per destination: kept traces
     /// are split to fit. Shared by all workers, and lowered when a broker
     /// refuses a message as too large.
@@ -102,6 +106,8 @@ impl MessageLimits {
         match destination {
             Destination::Sampled => self.output.load(std::sync::atomic::Ordering::Relaxed),
             Destination::DeadLetter => self.dead_letter.load(std::sync::atomic::Ordering::Relaxed),
+            // A record is a few hundred bytes: any topic takes it.
+            Destination::Decisions(_) => self.output.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -116,8 +122,9 @@ pub enum Command {
         message: Outgoing,
         delay: Duration,
     },
-    /// A trace was decided: what the decision log records (nothing reads it
-    /// yet but the model test).
+    /// A trace was decided (the model test checks them; with the decision
+    /// log on, a record of it is also sent, as a [`Command::Send`] or in a
+    /// [`Command::Write`], to [`Destination::Decisions`]).
     Decided(DecisionRecord),
     /// Exactly-once mode: enqueue `messages` into the open transaction
     /// together with `next_offset`, in one step; then report it with
@@ -148,6 +155,8 @@ pub struct Written {
     pub spans: u64,
     /// Dead letters of input and of output.
     pub dead_letters: [u64; 2],
+    /// Decision records.
+    pub decisions: u64,
     /// It carries the partition's next offset.
     pub stored: bool,
 }
@@ -176,6 +185,7 @@ pub struct Partition {
     telemetry: Telemetry,
     bad_input_log: RateLimited<otlp::DecodeErrorKind>,
     failure_log: RateLimited<ProduceErrorKind>,
+    forgotten_log: RateLimited<()>,
     /// Watermark pins released that were not held: a bug, counted so the
     /// model test sees it.
     anomalies: u64,
@@ -199,7 +209,11 @@ impl Partition {
             partition,
             buffer: TraceBuffer::new(config.buffer),
             clock: StreamClock::new(config.clock, config.epoch),
-            decisions: Decisions::new(config.decided_ttl, config.decided_capacity),
+            decisions: Decisions::new(
+                config.decided_ttl,
+                config.remembered_bytes,
+                config.epoch.instant,
+            ),
             config,
             telemetry: Telemetry::new(&rules),
             rules,
@@ -210,6 +224,7 @@ impl Partition {
             held: Held::default(),
             bad_input_log: RateLimited::new(LOG_INTERVAL),
             failure_log: RateLimited::new(LOG_INTERVAL),
+            forgotten_log: RateLimited::new(LOG_INTERVAL),
             anomalies: 0,
             store_refused: false,
             commands: Vec::new(),
@@ -314,6 +329,8 @@ impl Partition {
             buffer: self.buffer.occupancy(),
             offsets_pending: self.watermark.pending(),
             output_bytes: self.in_flight.bytes() + self.held.bytes(),
+            remembered: self.decisions.len(),
+            remembered_bytes: self.decisions.bytes(),
         };
         self.telemetry.show(now, &self.config.usage);
     }

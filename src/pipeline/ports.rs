@@ -55,6 +55,8 @@ pub enum Destination {
     /// The dead-letter topic: malformed input unchanged, or kept spans that
     /// can never reach the output topic.
     DeadLetter,
+    /// The decision log, on this partition number (the input partition's).
+    Decisions(i32),
 }
 
 /// One message to produce.

@@ -80,12 +80,13 @@ impl Partition {
         now: Time,
     ) {
         if !self.buffer.contains(&id) {
-            if let Some(decided) = self.decisions.get(&id) {
+            if let Some(decided) = self.decisions.get(&id, now.wall) {
                 // A late span: follow the trace's decision.
-                self.telemetry.late[usize::from(decided.keep)].increment(spans.len() as u64);
+                self.telemetry.late[usize::from(decided.from_log)][usize::from(decided.keep)]
+                    .increment(spans.len() as u64);
                 metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
                     .increment(spans.len() as u64);
-                if let Some(annotation) = decided.annotation {
+                if let Some(annotation) = decided.annotation() {
                     self.watermark.pin(offset, 1);
                     self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);
                 }

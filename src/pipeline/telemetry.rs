@@ -62,6 +62,9 @@ pub(super) struct Shown {
     /// Encoded kept spans awaiting acknowledgement (or, in exactly-once
     /// mode, their turn in the transaction).
     pub output_bytes: usize,
+    /// Decisions remembered for late spans, and their bytes.
+    pub remembered: usize,
+    pub remembered_bytes: usize,
 }
 
 /// Metric handles of one worker.
@@ -73,7 +76,12 @@ pub(super) struct Telemetry {
     pub clamped: HashMap<Clamp, Counter>,
     pub decided: HashMap<(usize, bool, Reason), Counter>,
     pub spans_decided: HashMap<(usize, bool), Counter>,
-    pub late: [Counter; 2],
+    /// Late spans by `[from_log][keep]`.
+    pub late: [[Counter; 2]; 2],
+    /// Decisions forgotten before their TTL for lack of room.
+    pub forgotten: Counter,
+    /// Decision records acknowledged by the decision log.
+    pub decisions_written: Counter,
     pub produced_messages: Counter,
     pub produced_spans: Counter,
     pub produce_errors: HashMap<ProduceErrorKind, Counter>,
@@ -89,6 +97,8 @@ pub(super) struct Telemetry {
     bytes_buffered: Gauge,
     offsets_pending: Gauge,
     output_pending: Gauge,
+    remembered: Gauge,
+    remembered_bytes: Gauge,
     shown: Shown,
 }
 
@@ -108,10 +118,13 @@ impl Telemetry {
                 .collect(),
             decided,
             spans_decided,
-            late: [
-                counter!(m::LATE_SPANS, "decision" => "drop"),
-                counter!(m::LATE_SPANS, "decision" => "keep"),
-            ],
+            late: ["memory", "log"].map(|source| {
+                ["drop", "keep"].map(
+                    |decision| counter!(m::LATE_SPANS, "decision" => decision, "source" => source),
+                )
+            }),
+            forgotten: counter!(m::DECISIONS_FORGOTTEN),
+            decisions_written: counter!(m::DECISIONS_WRITTEN),
             produced_messages: counter!(m::MESSAGES_PRODUCED),
             produced_spans: counter!(m::SPANS_PRODUCED),
             produce_errors: ProduceErrorKind::ALL
@@ -132,6 +145,8 @@ impl Telemetry {
             bytes_buffered: gauge!(m::BYTES_BUFFERED),
             offsets_pending: gauge!(m::OFFSETS_PENDING),
             output_pending: gauge!(m::OUTPUT_PENDING_BYTES),
+            remembered: gauge!(m::DECISIONS_REMEMBERED),
+            remembered_bytes: gauge!(m::DECISIONS_REMEMBERED_BYTES),
             shown: Shown::default(),
         }
     }
@@ -155,9 +170,15 @@ impl Telemetry {
             old.offsets_pending,
         );
         delta(&self.output_pending, now.output_bytes, old.output_bytes);
+        delta(&self.remembered, now.remembered, old.remembered);
+        delta(
+            &self.remembered_bytes,
+            now.remembered_bytes,
+            old.remembered_bytes,
+        );
         let (new_used, old_used) = (
-            now.buffer.bytes + now.output_bytes,
-            old.buffer.bytes + old.output_bytes,
+            now.buffer.bytes + now.output_bytes + now.remembered_bytes,
+            old.buffer.bytes + old.output_bytes + old.remembered_bytes,
         );
         if new_used >= old_used {
             usage.fetch_add(new_used - old_used, Ordering::Relaxed);

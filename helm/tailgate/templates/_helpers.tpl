@@ -108,16 +108,19 @@ nonRuleSettings (the policy files without their `rules`, for the checksum).
 {{- end }}
 {{- $values := .Values.settings | default dict }}
 {{- $maxBytes := 536870912 }}
+{{- $remembered := 67108864 }}
 {{- $drain := "30s" }}
 {{- $options := list }}
 {{- range (list $default $env $values) }}
 {{- with .buffer }}{{ if hasKey . "max_bytes" }}{{ $maxBytes = .max_bytes }}{{ end }}{{ end }}
+{{- with .decision }}{{ if hasKey . "remembered_bytes" }}{{ $remembered = .remembered_bytes }}{{ end }}{{ end }}
 {{- with .kafka }}
 {{- if hasKey . "drain_timeout" }}{{ $drain = .drain_timeout }}{{ end }}
 {{- if hasKey . "librdkafka_options" }}{{ $options = .librdkafka_options | default list }}{{ end }}
 {{- end }}
 {{- end }}
 maxBytes: {{ $maxBytes | int64 }}
+rememberedBytes: {{ $remembered | int64 }}
 drainSeconds: {{ include "tailgate.seconds" $drain }}
 librdkafkaOptions: {{ $options | toJson }}
 nonRuleSettings:
@@ -130,7 +133,8 @@ nonRuleSettings:
 {{- $eff := include "tailgate.effective" . | fromYaml }}
 {{- $m := .Values.memory }}
 {{- $buffer := ceil (mulf (divf (float64 $eff.maxBytes) 1048576.0) (float64 $m.bufferFactor)) | int64 }}
-{{- add $buffer (int64 $m.overheadMiB) (mul (int64 $m.perPartitionMiB) (int64 $m.partitionsPerPod)) }}
+{{- $remembered := ceil (divf (float64 $eff.rememberedBytes) 1048576.0) | int64 }}
+{{- add $buffer (int64 $m.overheadMiB) $remembered }}
 {{- end }}
 
 {{/* The librdkafka options the chart adds for TLS and SASL. */}}

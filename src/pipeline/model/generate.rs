@@ -79,6 +79,8 @@ pub(super) enum Step {
 #[derive(Debug, Clone)]
 pub(super) struct Case {
     pub(super) exactly_once: bool,
+    /// The decision log is on: every decision's record pins its trace's offsets.
+    pub(super) decision_log: bool,
     pub(super) dead_letter: bool,
     pub(super) max_bytes: usize,
     pub(super) max_message_bytes: usize,
@@ -182,6 +184,7 @@ pub(super) fn case() -> impl Strategy<Value = Case> {
         (
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
             prop_oneof![Just(1usize << 30), 3_000usize..30_000],
             prop_oneof![Just(1_000_000usize), 1_500usize..3_500],
             prop_oneof![Just(10_000usize), 1usize..4],
@@ -193,13 +196,21 @@ pub(super) fn case() -> impl Strategy<Value = Case> {
     )
         .prop_map(
             |(
-                (exactly_once, dead_letter, max_bytes, max_message_bytes, max_in_flight),
+                (
+                    exactly_once,
+                    decision_log,
+                    dead_letter,
+                    max_bytes,
+                    max_message_bytes,
+                    max_in_flight,
+                ),
                 traces,
                 order,
                 messages,
                 steps,
             )| Case {
                 exactly_once,
+                decision_log,
                 dead_letter,
                 max_bytes,
                 max_message_bytes,

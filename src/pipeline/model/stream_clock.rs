@@ -58,7 +58,8 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
             since_unix: WALL_START,
         },
         decided_ttl: Duration::from_secs(24 * 3600),
-        decided_capacity: 1 << 20,
+        remembered_bytes: 1 << 26,
+        decision_log: false,
         max_in_flight: 1 << 20,
         dead_letter: false,
         limits: MessageLimits::new(1 << 20),
@@ -120,6 +121,7 @@ fn good_input() -> impl Strategy<Value = Vec<InputFact>> {
         .prop_map(|(traces, order, messages)| {
             let case = Case {
                 exactly_once: false,
+                decision_log: false,
                 dead_letter: false,
                 max_bytes: 1 << 30,
                 max_message_bytes: 1 << 20,
@@ -160,6 +162,7 @@ proptest! {
 fn on_the_wall_clock_a_pause_in_reading_splits_a_trace() {
     let runner_case = Case {
         exactly_once: false,
+        decision_log: false,
         dead_letter: false,
         max_bytes: 1 << 30,
         max_message_bytes: 1 << 20,

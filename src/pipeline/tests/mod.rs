@@ -27,6 +27,7 @@ use crate::workload::{build_trace, SpanSpec};
 struct MemoryOutput {
     sent: Mutex<Vec<(String, Bytes)>>,
     dead_letters: Mutex<Vec<Outgoing>>,
+    decisions: Mutex<Vec<Outgoing>>,
     attempts: AtomicUsize,
     fail_first: usize,
     /// Every output message (not dead letters) fails so, for good.
@@ -47,6 +48,7 @@ impl Output for MemoryOutput {
                     self.sent.lock().unwrap().push((key, message.payload));
                 }
                 Destination::DeadLetter => self.dead_letters.lock().unwrap().push(message),
+                Destination::Decisions(_) => self.decisions.lock().unwrap().push(message),
             }
             Ok(())
         };
@@ -164,7 +166,8 @@ fn start_opts(o: Opts) -> Harness {
         clock: ClockConfig::default(),
         epoch: Epoch::now(),
         decided_ttl: Duration::from_secs(600),
-        decided_capacity: 10_000,
+        remembered_bytes: 1 << 26,
+        decision_log: false,
         max_in_flight: 100,
         dead_letter,
         limits,

@@ -47,6 +47,12 @@ impl Sim {
 
     /// Why the worker is not done with `key`, if it is not.
     fn unresolved(&self, key: &Key) -> Option<&'static str> {
+        if self.case.decision_log
+            && self.now_.decided.contains_key(key)
+            && !self.now_.logged.contains(&key.0)
+        {
+            return Some("decided, and its decision record not in the decision log");
+        }
         let delivered = self.delivered.contains_key(key)
             || (self.case.exactly_once && self.now_.written.contains(key));
         match self.now_.decided.get(key) {

@@ -64,6 +64,9 @@ struct Incarnation {
     stored: Option<i64>,
     /// Kept spans whose output failed for good, waiting for their dead-letter copy.
     awaiting_copy: HashSet<Key>,
+    /// Traces whose decision record is in the decision log (acknowledged,
+    /// or written into the transaction), or was given up on for good.
+    logged: HashSet<TraceId>,
 }
 
 struct Sim {
@@ -164,7 +167,8 @@ impl Sim {
             clock: ClockConfig::default(),
             epoch: self.epoch,
             decided_ttl: Duration::from_secs(3600),
-            decided_capacity: 1 << 20,
+            remembered_bytes: 1 << 26,
+            decision_log: self.case.decision_log,
             max_in_flight: self.case.max_in_flight,
             dead_letter: self.case.dead_letter,
             limits: self.limits.clone(),

@@ -28,6 +28,7 @@ impl Sim {
                         }
                     }
                     Destination::DeadLetter => self.dead_letter_done(&message),
+                    Destination::Decisions(_) => self.logged(&message)?,
                 }
                 Ok(())
             }
@@ -45,6 +46,8 @@ impl Sim {
                         }
                     }
                     Destination::DeadLetter => self.dead_letter_done(&message),
+                    // Given up: released, the decision stands unlogged.
+                    Destination::Decisions(_) => self.logged(&message)?,
                 }
                 Err(ProduceError::new(kind, "refused for good"))
             }
@@ -141,6 +144,42 @@ impl Sim {
         Ok(out)
     }
 
+    /// A decision record: on the partition's number, keyed by its trace,
+    /// and saying what the worker decided.
+    fn decision_record(&self, message: &Outgoing) -> Result<LoggedDecision, String> {
+        if !self.case.decision_log {
+            return Err("a decision record with the decision log off".into());
+        }
+        if message.destination != Destination::Decisions(0) {
+            return Err(format!("a decision record to {:?}", message.destination));
+        }
+        let record = LoggedDecision::decode(&message.payload)
+            .ok_or_else(|| "a decision record that does not read back".to_string())?;
+        let trace = record.trace().ok_or("a record without a trace id")?;
+        if message.key.as_deref() != Some(trace.to_hex().as_bytes()) {
+            return Err(format!("the record of {trace} is not keyed by it"));
+        }
+        match self.now_.remembered.get(&trace) {
+            Some((keep, _)) if *keep == record.keep => Ok(record),
+            Some((keep, _)) => Err(format!(
+                "the record of {trace} says keep={}, the decision was keep={keep}",
+                record.keep
+            )),
+            None => Err(format!(
+                "a record of {trace}, which this worker did not decide"
+            )),
+        }
+    }
+
+    /// A decision record is in the log (or given up on).
+    fn logged(&mut self, message: &Outgoing) -> Result<(), String> {
+        let record = self.decision_record(message)?;
+        if let Some(trace) = record.trace() {
+            self.now_.logged.insert(trace);
+        }
+        Ok(())
+    }
+
     pub(super) fn command(&mut self, c: Command) -> Result<(), String> {
         self.log.push(format!("  -> {}", describe(&c)));
         match c {
@@ -148,8 +187,14 @@ impl Sim {
                 if self.case.exactly_once {
                     return Err("a produce outside the transaction in exactly-once mode".into());
                 }
-                if message.destination == Destination::Sampled {
-                    self.output_spans(&message)?;
+                match message.destination {
+                    Destination::Sampled => {
+                        self.output_spans(&message)?;
+                    }
+                    Destination::Decisions(_) => {
+                        self.decision_record(&message)?;
+                    }
+                    Destination::DeadLetter => {}
                 }
                 self.in_flight.push((id, message));
             }
@@ -220,6 +265,7 @@ impl Sim {
                             self.now_.written.extend(keys);
                         }
                         Destination::DeadLetter => self.dead_letter_done(m),
+                        Destination::Decisions(_) => self.logged(m)?,
                     }
                 }
                 self.open_transaction.extend(messages);
