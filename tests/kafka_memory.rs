@@ -44,7 +44,22 @@ async fn a_burst_beyond_the_budget_pauses_the_input_and_loses_nothing() {
             .all(|(id, n)| reader.output.spans.get(id).is_some_and(|s| s.len() == *n));
     }
     let log = tailgate.log_text();
-    assert!(complete, "kept traces missing after the burst:\n{log}");
+    let short: Vec<String> = expected
+        .iter()
+        .filter(|(id, n)| reader.output.spans.get(*id).map_or(0, |s| s.len()) != **n)
+        .map(|(id, n)| {
+            format!(
+                "{id}: {} of {n} spans",
+                reader.output.spans.get(id).map_or(0, |s| s.len())
+            )
+        })
+        .collect();
+    assert!(
+        complete,
+        "{} of {} kept traces incomplete after the burst: {short:?}\n{log}",
+        short.len(),
+        expected.len()
+    );
     assert!(max_paused > 0.0, "the input was never paused:\n{log}");
     assert!(log.contains("pausing input partitions"), "{log}");
     assert!(log.contains("resuming input partitions"), "{log}");

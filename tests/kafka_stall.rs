@@ -24,15 +24,19 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
     create_topic(&input, 2).await;
     create_topic(&output, 1).await;
-    // Enough that tailgate is still writing kept traces into its open
-    // transaction when the broker freezes.
-    let w = Workload::shop(17, 4_000);
+    // A first half read and committed before the freeze; the second half
+    // read just before it, and decided (its `decision.wait` and
+    // `after_root` are 3 s) while the broker hangs: those decisions go into
+    // the open transaction, so the commit after them waits on the broker.
+    let w = Workload::shop(17, 2_000);
     let expected = w.expected_kept(RULES);
-    produce_traces(&input, &w.traces, |_| Encoding::OtlpProto).await;
+    let (first, second) = w.traces.split_at(1_000);
+    produce_traces(&input, first, |_| Encoding::OtlpProto).await;
 
     // A session long enough that the freeze does not expire it once the
     // broker's clock moves on: this test is about the runtime, not a rebalance.
-    let config = settings(&group, &input, &output, RULES, "1s", None)
+    let config = settings(&group, &input, &output, RULES, "3s", None)
+        .replace("after_root: 1s", "after_root: 3s")
         .replace("session.timeout.ms=6000", "session.timeout.ms=45000")
         .replacen(
             "kafka:\n",
@@ -60,6 +64,15 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
         tailgate.log_text()
     );
     drop(reader);
+    produce_traces(&input, second, |_| Encoding::OtlpProto).await;
+    let total = w.traces.iter().map(|t| t.messages.len()).sum::<usize>() as f64;
+    let read_all = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        tailgate
+            .metrics()
+            .is_some_and(|m| m.sum("tailgate_messages_received_total", &[]) >= total)
+    });
+    assert!(read_all, "the second half was not read within 60 s");
 
     // The broker hangs. Transactions are committed every 500 ms: the next
     // commit waits on the broker for as long as it hangs.

@@ -18,10 +18,13 @@ use super::Handles;
 use crate::clock::Epoch;
 use crate::config::{Loaded, Settings};
 use crate::kafka::consumer::{self, InputConsumer, RebalanceEvent, StoredOffsets};
+use crate::kafka::decision_log::{ensure_topic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
-use crate::pipeline::{MessageLimits, OffsetStore, PartitionWorker, Transaction, WorkerConfig};
+use crate::pipeline::{
+    DecisionSource, MessageLimits, OffsetStore, PartitionWorker, Transaction, WorkerConfig,
+};
 use crate::rules::RuleSet;
 
 /// Everything a run holds, from start to the last stage of its shutdown.
@@ -69,6 +72,8 @@ impl Topology {
         let (rules_tx, rules) = watch::channel(Arc::new(rules));
         let endpoint = serve_metrics(&settings, handles).await?;
         metrics::gauge!(m::BYTES_BUDGET).set(settings.buffer.max_bytes as f64);
+        metrics::gauge!(m::DECISIONS_REMEMBERED_BUDGET)
+            .set(settings.decision.remembered_bytes as f64);
         metrics::gauge!(m::RULES_LOADED).set(rules_loaded as f64);
         let mut background = vec![crate::reload::spawn(
             sources,
@@ -77,6 +82,26 @@ impl Topology {
             stop.clone(),
         )];
 
+        let decision_log = match settings.kafka.decision_topic() {
+            Some(topic) => {
+                let (kafka, ttl, name) = (
+                    settings.kafka.clone(),
+                    settings.decision.decided_ttl,
+                    topic.clone(),
+                );
+                tokio::task::spawn_blocking(move || ensure_topic(&kafka, &name, ttl))
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .map_err(anyhow::Error::msg)?;
+                tracing::info!(
+                    topic,
+                    "decision log: every decision is written there, and read back when a partition is assigned"
+                );
+                Some(Arc::new(KafkaDecisionLog::new(&settings.kafka, topic))
+                    as Arc<dyn DecisionSource>)
+            }
+            None => None,
+        };
         let output = Arc::new(
             KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?,
         );
@@ -137,6 +162,7 @@ impl Topology {
             usage: usage.clone(),
             limits,
             input_paused: input_paused_rx,
+            decision_log,
         });
         let (partitions, rooms) = Partitions::new(
             start,
@@ -225,6 +251,7 @@ struct WorkerParts {
     usage: Arc<AtomicUsize>,
     limits: Arc<MessageLimits>,
     input_paused: watch::Receiver<bool>,
+    decision_log: Option<Arc<dyn DecisionSource>>,
 }
 
 /// Starts a partition's worker, given how many partitions are assigned (its
@@ -242,12 +269,12 @@ fn worker_factory(parts: WorkerParts) -> Start {
             remembered_bytes: (s.decision.remembered_bytes / assigned.max(1) as u64) as usize,
             max_in_flight: s.kafka.max_in_flight,
             dead_letter: s.kafka.dead_letter_topic.is_some(),
-            decision_log: s.kafka.decision_topic.is_some(),
+            decision_log: s.kafka.decision_log,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
             exactly_once: parts.transaction.is_some(),
         };
-        let worker = PartitionWorker::new(
+        let mut worker = PartitionWorker::new(
             partition,
             config,
             parts.rules.clone(),
@@ -255,6 +282,9 @@ fn worker_factory(parts: WorkerParts) -> Start {
             parts.offsets.clone(),
             parts.transaction.clone(),
         );
+        if let Some(log) = &parts.decision_log {
+            worker = worker.with_decision_log(log.clone());
+        }
         Worker {
             input: tx,
             stored: worker.stored(),

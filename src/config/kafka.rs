@@ -27,10 +27,12 @@ pub struct KafkaSettings {
     /// saying why (`tailgate.error.reason`, `tailgate.error.detail`,
     /// `tailgate.source.partition`, `tailgate.source.offset`). Off when absent.
     pub dead_letter_topic: Option<String>,
-    /// The decision log: every decision is written here, keyed by trace id,
-    /// on the input partition's number, and read back by a partition's next
-    /// worker so that late spans follow their trace's decision across
-    /// restarts and rebalances. Off when null.
+    /// The decision log: every decision is written to `decision_topic`,
+    /// keyed by trace id, on the input partition's number, and read back by
+    /// a partition's next worker, so that late spans follow their trace's
+    /// decision across restarts and rebalances.
+    pub decision_log: bool,
+    /// The decision log's topic. Default: `<input_topic>_decisions`.
     pub decision_topic: Option<String>,
     /// Produced messages awaiting acknowledgement, per partition, before
     /// reading from that partition pauses.
@@ -73,7 +75,8 @@ impl Default for KafkaSettings {
             compression: Compression::Lz4,
             commit_interval: Duration::from_secs(1),
             dead_letter_topic: None,
-            decision_topic: Some("tailgate_decisions".into()),
+            decision_log: true,
+            decision_topic: None,
             max_in_flight: 10_000,
             drain_timeout: Duration::from_secs(30),
             exactly_once: false,
@@ -87,6 +90,15 @@ impl Default for KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The decision log's topic, if the log is on.
+    pub fn decision_topic(&self) -> Option<String> {
+        self.decision_log.then(|| {
+            self.decision_topic
+                .clone()
+                .unwrap_or_else(|| format!("{}_decisions", self.input_topic))
+        })
+    }
+
     /// The producer's `transactional.id` in exactly-once mode.
     pub fn transactional_id(&self) -> String {
         if let Some(id) = &self.transactional_id {
@@ -141,15 +153,15 @@ impl KafkaSettings {
                 ));
             }
         }
-        if let Some(log) = &self.decision_topic {
+        if let Some(log) = self.decision_topic() {
             let taken = [
                 Some(&self.input_topic),
                 Some(&self.output_topic),
                 self.dead_letter_topic.as_ref(),
             ];
-            if log.trim().is_empty() || taken.contains(&Some(log)) {
+            if log.trim().is_empty() || taken.contains(&Some(&log)) {
                 return Err(format!(
-                    "kafka.decision_topic ({log:?}) must be a topic of its own, not empty, the input, the output or the dead-letter topic (null turns the decision log off)"
+                    "kafka.decision_topic ({log:?}) must be a topic of its own, not empty, the input, the output or the dead-letter topic (kafka.decision_log: false turns the log off)"
                 ));
             }
         }

@@ -2,6 +2,7 @@
 //! and the transactions; they implement the pipeline's ports.
 
 pub mod consumer;
+pub mod decision_log;
 pub mod producer;
 pub mod range;
 pub mod transaction;

@@ -65,7 +65,7 @@ impl KafkaOutput {
             producer: config.create_with_context(ClientEvents::new("producer"))?,
             topic: Arc::from(settings.output_topic.as_str()),
             dead_letter_topic: settings.dead_letter_topic.as_deref().map(Arc::from),
-            decision_topic: settings.decision_topic.as_deref().map(Arc::from),
+            decision_topic: settings.decision_topic().as_deref().map(Arc::from),
             max_message_bytes,
         })
     }

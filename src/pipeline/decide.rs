@@ -2,7 +2,7 @@
 //! memory budget calls it early); a kept trace goes to delivery, a dropped
 //! one releases its offsets.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::histogram;
@@ -139,5 +139,43 @@ impl Partition {
                 "decision.remembered_bytes is full: the oldest decisions are forgotten before decision.decided_ttl, and late spans of their traces are decided anew"
             );
         }
+    }
+
+    /// Decisions read back from the decision log, made by the partition's
+    /// earlier workers (before a restart, or on another instance): their
+    /// traces' late spans follow them until `decided_ttl` after they were
+    /// made. Returns how many are remembered.
+    pub fn remember(&mut self, records: Vec<LoggedDecision>, now: Instant) -> usize {
+        let calendar_now = self.config.epoch.at(now);
+        let mut forgotten = 0;
+        for r in records {
+            let Some(id) = r.trace() else { continue };
+            let made = Duration::from_millis(r.decided_at_ms.max(0) as u64);
+            let Some(at) = now.checked_sub(calendar_now.saturating_sub(made)) else {
+                continue;
+            };
+            let decided = Decided {
+                keep: r.keep,
+                rule: Arc::from(r.rule.as_str()),
+                probability: r.probability,
+                from_log: true,
+            };
+            forgotten += self.decisions.insert(id, &decided, at, now).forgotten;
+        }
+        if forgotten > 0 {
+            self.forgot(forgotten, now);
+        }
+        self.show();
+        self.decisions.len()
+    }
+
+    /// The decision log's records worth reading back: those made within
+    /// `decided_ttl` of `now` (milliseconds since the Unix epoch).
+    pub fn remembered_since(&self, now: Instant) -> i64 {
+        self.config
+            .epoch
+            .at(now)
+            .saturating_sub(self.config.decided_ttl)
+            .as_millis() as i64
     }
 }

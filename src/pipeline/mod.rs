@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
 pub use ports::{
-    Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
+    DecisionSource, Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
@@ -324,7 +324,7 @@ impl Partition {
     }
 
     /// Updates the gauges and the shared usage by this worker's change.
-    fn show(&mut self) {
+    pub(super) fn show(&mut self) {
         let now = Shown {
             buffer: self.buffer.occupancy(),
             offsets_pending: self.watermark.pending(),

@@ -181,3 +181,15 @@ pub trait Transaction: Send + Sync + 'static {
         next_offset: Option<i64>,
     ) -> BoxFuture<'static, Result<(), ProduceError>>;
 }
+
+/// Where a partition's earlier decisions are read back from when its worker
+/// starts: the decision log (`kafka.decision_topic`).
+pub trait DecisionSource: Send + Sync {
+    /// The latest record of each trace decided on `partition` at or after
+    /// `since_ms` (milliseconds since the Unix epoch).
+    fn load(
+        &self,
+        partition: i32,
+        since_ms: i64,
+    ) -> BoxFuture<'static, Result<Vec<super::LoggedDecision>, String>>;
+}

@@ -10,8 +10,9 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use super::ports::{Input, OffsetStore, Output, ProduceError, Transaction};
+use super::ports::{DecisionSource, Input, OffsetStore, Output, ProduceError, Transaction};
 use super::{Command, DeliveryId, Partition, Rules, WorkerConfig};
+use crate::metrics as m;
 
 /// How a worker left its partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct PartitionWorker {
     /// partition, `-1` before the first: where a replacement resumes if
     /// this worker dies.
     stored: Arc<AtomicI64>,
+    /// The decision log, read back before the first input.
+    decision_log: Option<Arc<dyn DecisionSource>>,
 }
 
 fn now() -> Instant {
@@ -89,6 +92,53 @@ impl PartitionWorker {
             transaction,
             in_flight: FuturesUnordered::new(),
             stored,
+            decision_log: None,
+        }
+    }
+
+    /// Reads the partition's decisions back from `log` before taking input.
+    pub fn with_decision_log(mut self, log: Arc<dyn DecisionSource>) -> Self {
+        self.decision_log = Some(log);
+        self
+    }
+
+    /// The partition's decisions of the last `decided_ttl`, read back from
+    /// the decision log, so that late spans of traces its earlier workers
+    /// decided follow those decisions. Retried for about half a minute; if
+    /// the log cannot be read, the worker goes on without (their late spans
+    /// are then decided anew), saying so.
+    async fn load_decisions(&mut self, log: &dyn DecisionSource) {
+        let partition = self.pipeline.partition();
+        let started = Instant::now();
+        let since = self.pipeline.remembered_since(now());
+        let mut wait = Duration::from_millis(500);
+        for attempt in 1..=6 {
+            match log.load(partition, since).await {
+                Ok(records) => {
+                    let read = records.len();
+                    let remembered = self.pipeline.remember(records, now());
+                    let seconds = started.elapsed().as_secs_f64();
+                    metrics::counter!(m::DECISIONS_LOADED).increment(read as u64);
+                    metrics::histogram!(m::DECISIONS_LOAD_SECONDS).record(seconds);
+                    tracing::info!(
+                        partition,
+                        read,
+                        remembered,
+                        ms = (seconds * 1e3) as u64,
+                        "read the partition's decisions back from the decision log"
+                    );
+                    return;
+                }
+                Err(e) if attempt < 6 => {
+                    tracing::warn!(partition, attempt, "cannot read the decision log yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => tracing::error!(
+                    partition,
+                    "cannot read the decision log ({e}); going on without it: late spans of traces decided before this worker started are decided anew"
+                ),
+            }
         }
     }
 
@@ -112,6 +162,9 @@ impl PartitionWorker {
         // watermark and the gauges run once per batch, not once per message.
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         fault::stall(self.pipeline.partition(), &input).await;
+        if let Some(log) = self.decision_log.take() {
+            self.load_decisions(log.as_ref()).await;
+        }
         let mut watching = true;
         // Messages read, for the test-only read pauses.
         let mut read = 0u64;
