@@ -31,12 +31,12 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
-pub use record::{LoggedDecision, RECORD_VERSION};
 pub use ports::{
     Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
+pub use record::{LoggedDecision, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 

@@ -93,7 +93,16 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_written_and_other_versions_are_skipped() {
         let id = TraceId([7; 16]);
-        let d = LoggedDecision::new(id, true, "errors", Reason::AfterRoot, 0.25, 1_700_000_000_123, 3, 7);
+        let d = LoggedDecision::new(
+            id,
+            true,
+            "errors",
+            Reason::AfterRoot,
+            0.25,
+            1_700_000_000_123,
+            3,
+            7,
+        );
         let bytes = d.encode();
         assert_eq!(LoggedDecision::decode(&bytes), Some(d.clone()));
         assert_eq!(d.trace(), Some(id));
