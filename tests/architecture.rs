@@ -62,7 +62,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "app", "config", "demo", "kafka", "otlp", "replay", "rules", "workload",
+            "app", "config", "demo", "kafka", "otlp", "pipeline", "replay", "rules", "workload",
         ],
     ),
 ];

@@ -1,5 +1,5 @@
-//! The `tailgate` command line: `run`, `check`, `explain`, `replay`, `demo`
-//! and `gen`, one module each. The binary (`src/main.rs`) only calls [`main`].
+//! The `tailgate` command line: `run`, `check`, `explain`, `replay`, `why`,
+//! `demo` and `gen`, one module each. The binary (`src/main.rs`) only calls [`main`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ mod demo;
 mod explain;
 mod replay;
 mod run;
+mod why;
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +93,25 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Why a trace is, or is not, in the backend: its decision in the
+    /// decision log (kafka.decision_topic) and, from its spans in the input
+    /// topic, each live rule tried on it.
+    Why {
+        /// The trace id: 32 hex characters.
+        #[arg(value_name = "TRACE_ID")]
+        trace: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Kafka bootstrap servers (overrides kafka.brokers).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Print one JSON object (fields in docs/output.md).
+        #[arg(long)]
+        json: bool,
+        /// Only the decision: do not look for the trace's spans in the input topic.
+        #[arg(long)]
+        no_spans: bool,
     },
     /// A self-contained demo: in-process Kafka, a synthetic shop workload, tailgate on policies/demo.yaml.
     Demo {
@@ -193,6 +213,13 @@ pub fn main() -> ExitCode {
             max_messages,
             json,
         ),
+        Command::Why {
+            trace,
+            policy,
+            brokers,
+            json,
+            no_spans,
+        } => why::why(&policy, &trace, brokers.as_deref(), json, no_spans),
         Command::Demo {
             duration,
             rate,

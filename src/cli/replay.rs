@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use super::{load, Failure, PolicyArgs};
+use bytes::Bytes;
 
-fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+use super::{load, Failure, PolicyArgs};
+use crate::kafka::range::{Range, Start};
+
+pub(super) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template(&format!(
@@ -37,19 +40,23 @@ pub(super) fn replay(
                     .map(|m| m.into_iter().collect())
                     .unwrap_or_default();
             let bar = progress_bar(0, "reading");
-            let start = match from_offset {
-                Some(o) => crate::kafka::range::Start::Offset(o),
-                None => crate::kafka::range::Start::Beginning,
-            };
+            let mut range = Range::from(match from_offset {
+                Some(o) => Start::Offset(o),
+                None => Start::Beginning,
+            });
+            range.max_messages = max_messages;
             let read = crate::kafka::range::read(
                 brokers,
                 topic,
-                start,
-                max_messages,
+                &range,
                 &options,
                 |n| bar.set_length(n),
-                |partition, timestamp, payload| {
-                    capture.add(partition, timestamp, payload);
+                |m| {
+                    capture.add(
+                        m.partition,
+                        m.timestamp,
+                        Bytes::copy_from_slice(m.payload.unwrap_or_default()),
+                    );
                     bar.inc(1);
                 },
             );

@@ -1,37 +1,101 @@
-//! Reads a range of a topic for `tailgate replay`: every partition from its
-//! start (or the given offset) up to its end as it was when reading began.
-//! No consumer group offset is committed; the topic is left as it was.
+//! Reads a range of a topic, for `tailgate replay` (every partition from its
+//! start, or an offset, to its end) and `tailgate why` (the decision log
+//! whole; one input partition between two times). Each partition is read up
+//! to its end as it was when reading began, or to a time. No consumer group
+//! offset is committed; the topic is left as it was. Transactional messages
+//! are read committed only: an aborted transaction's messages never happened.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Where in each partition to start.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Start {
     Beginning,
     /// The same offset in every partition (clamped to what the log holds).
     Offset(i64),
+    /// The first message stamped at or after this time (milliseconds since
+    /// the Unix epoch; librdkafka's `offsets_for_times`).
+    Time(i64),
 }
 
-/// Reads `topic` from `start` to the end each partition had when the read
-/// began, at most `max_messages` in all, handing each message's partition,
-/// timestamp (milliseconds since the Unix epoch, if it has one) and payload
-/// to `each`.
-/// `total` is told the number of messages to expect once it is known.
-/// Returns the number of messages read.
+/// Where in each partition to stop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum End {
+    /// The end the partition had when reading began.
+    Now,
+    /// Before the first message stamped at or after this time (or at the
+    /// end, if there is none).
+    Time(i64),
+}
+
+/// What to read of a topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Range {
+    pub start: Start,
+    pub end: End,
+    /// Only these partitions (all when `None`).
+    pub partitions: Option<Vec<i32>>,
+    /// At most this many messages in all.
+    pub max_messages: Option<u64>,
+}
+
+impl Range {
+    /// Every partition, from `start` to its end now.
+    pub fn from(start: Start) -> Self {
+        Self {
+            start,
+            end: End::Now,
+            partitions: None,
+            max_messages: None,
+        }
+    }
+}
+
+/// One message, as [`read`] hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch, if it has a timestamp.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+}
+
+/// The offsets one partition was read between: `from` up to, not
+/// including, `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What a read covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Messages handed over.
+    pub read: u64,
+    /// The offsets read in each partition asked for, empty ones included.
+    pub spans: Vec<Span>,
+}
+
+/// Reads `range` of `topic`, handing each message to `each`. `total` is
+/// told the number of messages to expect once it is known. `options` are
+/// librdkafka options (security, ...), applied over the reader's own.
 pub fn read(
     brokers: &str,
     topic: &str,
-    start: Start,
-    max_messages: Option<u64>,
+    range: &Range,
     options: &[(String, String)],
     total: impl FnOnce(u64),
-    mut each: impl FnMut(i32, Option<i64>, Bytes),
-) -> anyhow::Result<u64> {
+    mut each: impl FnMut(&Record<'_>),
+) -> anyhow::Result<Scan> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -41,46 +105,86 @@ pub fn read(
     for (k, v) in options {
         config.set(k, v);
     }
+    config.set("isolation.level", "read_committed");
     let consumer: BaseConsumer = config.create()?;
     let timeout = Duration::from_secs(15);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|e| anyhow::anyhow!("cannot read the metadata of {topic} from {brokers}: {e}"))?;
-    let partitions: Vec<i32> = metadata
+    let present: Vec<i32> = metadata
         .topics()
         .iter()
         .find(|t| t.name() == topic)
         .map(|t| t.partitions().iter().map(|p| p.id()).collect())
         .unwrap_or_default();
-    if partitions.is_empty() {
+    if present.is_empty() {
         anyhow::bail!("topic {topic} does not exist on {brokers} (or has no partitions)");
     }
+    let partitions = match &range.partitions {
+        None => present,
+        Some(wanted) => {
+            if let Some(p) = wanted.iter().find(|p| !present.contains(p)) {
+                anyhow::bail!(
+                    "topic {topic} has no partition {p} (it has {})",
+                    present.len()
+                );
+            }
+            wanted.clone()
+        }
+    };
+    let watermarks = partitions
+        .iter()
+        .map(|&p| {
+            consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map(|(low, high)| (p, low, high))
+                .map_err(|e| anyhow::anyhow!("cannot read the offsets of {topic}/{p}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let at_time = |ms: Option<i64>| -> anyhow::Result<Vec<Option<i64>>> {
+        match ms {
+            None => Ok(vec![None; partitions.len()]),
+            Some(ms) => offsets_for_time(&consumer, topic, &partitions, ms, timeout),
+        }
+    };
+    let starts = at_time(match range.start {
+        Start::Time(ms) => Some(ms),
+        _ => None,
+    })?;
+    let stops = at_time(match range.end {
+        End::Time(ms) => Some(ms),
+        End::Now => None,
+    })?;
+    let mut scan = Scan::default();
     let mut tpl = TopicPartitionList::new();
     let mut ends = Vec::new();
     let mut expected = 0u64;
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| anyhow::anyhow!("cannot read the offsets of {topic}/{p}: {e}"))?;
-        let from = match start {
+    for (i, &(p, low, high)) in watermarks.iter().enumerate() {
+        let from = match range.start {
             Start::Beginning => low,
             Start::Offset(o) => o.clamp(low, high),
+            Start::Time(_) => starts[i].unwrap_or(high).clamp(low, high),
         };
-        if from < high {
+        let to = stops[i].unwrap_or(high).clamp(from, high);
+        scan.spans.push(Span {
+            partition: p,
+            from,
+            to,
+        });
+        if from < to {
             tpl.add_partition_offset(topic, p, Offset::Offset(from))?;
-            ends.push((p, high));
-            expected += (high - from) as u64;
+            ends.push((p, to));
+            expected += (to - from) as u64;
         }
     }
-    let expected = max_messages.map_or(expected, |m| m.min(expected));
+    let expected = range.max_messages.map_or(expected, |m| m.min(expected));
     total(expected);
     if expected == 0 {
-        return Ok(0);
+        return Ok(scan);
     }
     consumer.assign(&tpl)?;
-    let mut read = 0u64;
     let mut last_progress = Instant::now();
-    while read < expected && !ends.is_empty() {
+    while scan.read < expected && !ends.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(m)) => {
                 last_progress = Instant::now();
@@ -91,14 +195,18 @@ pub fn read(
                 if o >= ends[i].1 {
                     continue;
                 }
-                each(
-                    p,
-                    m.timestamp().to_millis(),
-                    Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                );
-                read += 1;
+                each(&Record {
+                    partition: p,
+                    offset: o,
+                    timestamp: m.timestamp().to_millis(),
+                    key: m.key(),
+                    payload: m.payload(),
+                });
+                scan.read += 1;
                 if o + 1 >= ends[i].1 {
                     ends.swap_remove(i);
+                    // Stop fetching it: its next messages are past the range.
+                    let _ = consumer.pause(&partition_list(topic, p));
                 }
             }
             Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
@@ -107,12 +215,51 @@ pub fn read(
             None if last_progress.elapsed() > timeout => anyhow::bail!(
                 "reading {topic} stalled for {} s with {} of {expected} messages read",
                 timeout.as_secs(),
-                read
+                scan.read
             ),
             None => {}
         }
     }
-    Ok(read)
+    Ok(scan)
+}
+
+fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    tpl
+}
+
+/// The offset of the first message stamped at or after `ms` in each of
+/// `partitions`; `None` where there is none.
+fn offsets_for_time(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    ms: i64,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let mut query = TopicPartitionList::new();
+    for &p in partitions {
+        query.add_partition_offset(topic, p, Offset::Offset(ms))?;
+    }
+    let found = consumer
+        .offsets_for_times(query, timeout)
+        .map_err(|e| anyhow::anyhow!("cannot look up the offsets of {topic} at {ms} ms: {e}"))?;
+    partitions
+        .iter()
+        .map(|&p| {
+            let Some(e) = found.find_partition(topic, p) else {
+                return Ok(None);
+            };
+            e.error()
+                .map_err(|e| anyhow::anyhow!("cannot look up {topic}/{p} at {ms} ms: {e}"))?;
+            match e.offset() {
+                Offset::Offset(o) => Ok(Some(o)),
+                Offset::End => Ok(None),
+                other => anyhow::bail!("unexpected offset {other:?} for {topic}/{p} at {ms} ms"),
+            }
+        })
+        .collect()
 }
 
 /// Drops the partitions whose position has reached their end (the last

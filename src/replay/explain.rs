@@ -1,89 +1,248 @@
 //! `tailgate explain`: one trace's shape, its critical path, and each rule
-//! tried on it.
+//! tried on it — as text ([`explain`]) or in parts ([`Explained`], what
+//! `tailgate why --json` prints).
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::otlp::{SpanRecord, TraceId};
 use crate::rules::{Check, CriticalPath, RuleSet, TraceSummary};
 
-fn render_check(out: &mut String, c: &Check, depth: usize) {
-    let _ = writeln!(
-        out,
+/// One trace explained, in parts. The field names are stable: `tailgate why
+/// --json` prints them (docs/output.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explained {
+    /// 32 lowercase hex characters.
+    pub trace_id: String,
+    /// Spans looked at.
+    pub spans: usize,
+    /// From the earliest start to the latest end, in nanoseconds.
+    pub duration_ns: u64,
+    /// Whether a span has an error status.
+    pub error: bool,
+    /// The root span, if it is among the spans.
+    pub root: Option<SpanName>,
+    /// The chain of spans that determined when the trace ended.
+    pub critical_path: PathParts,
+    /// Each rule tried, in order, ending with the one that matched (none
+    /// matched if the last is not `matched`).
+    pub rules: Vec<RuleTried>,
+    /// What the rules decide.
+    pub decision: Verdict,
+}
+
+/// A span, by service and name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanName {
+    pub service: String,
+    pub name: String,
+}
+
+/// The critical path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathParts {
+    pub total_ns: u64,
+    /// Each span on the path once, in the order the path reaches it.
+    pub steps: Vec<PathStep>,
+}
+
+/// One span on the critical path, with its time on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathStep {
+    pub service: String,
+    pub name: String,
+    /// The span's kind: `server`, `client`, `internal`, ...
+    pub kind: String,
+    /// Its time on the path.
+    pub ns: u64,
+    /// That time's share of the path, 0 to 1.
+    pub share: f64,
+}
+
+/// One rule tried, and why it matched or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTried {
+    pub name: String,
+    pub matched: bool,
+    /// Its condition checked against the trace.
+    pub check: CheckPart,
+}
+
+/// A condition checked: what it says, whether it holds, and its parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckPart {
+    pub text: String,
+    pub ok: bool,
+    pub children: Vec<CheckPart>,
+}
+
+impl From<&Check> for CheckPart {
+    fn from(c: &Check) -> Self {
+        Self {
+            text: c.text.clone(),
+            ok: c.ok,
+            children: c.children.iter().map(Self::from).collect(),
+        }
+    }
+}
+
+/// What the rules decide of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub keep: bool,
+    /// The deciding rule (`unmatched` when none matched).
+    pub rule: String,
+    /// The deciding rule's sampler, as written (`keep`, `rate 0.1`, ...).
+    pub sampler: String,
+    /// The probability with which a trace like this is kept.
+    pub probability: f64,
+    /// 1 / `probability`: how many traces a kept one stands for (`null`
+    /// when the probability is 0).
+    pub adjusted_count: Option<f64>,
+}
+
+/// Explains one trace in parts: its shape, its critical path, each rule
+/// tried, the decision.
+pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explained {
+    let t = TraceSummary::of(id, spans);
+    let cp = CriticalPath::of(spans);
+    let e = rules.explain(&t, Duration::ZERO);
+    let p = e.decision.sample_rate;
+    Explained {
+        trace_id: id.to_hex(),
+        spans: spans.len(),
+        duration_ns: t.duration.as_nanos() as u64,
+        error: t.error,
+        root: t.root.map(|r| SpanName {
+            service: r.service().into_owned(),
+            name: r.name().into_owned(),
+        }),
+        critical_path: PathParts {
+            total_ns: cp.total_ns,
+            steps: cp
+                .steps()
+                .into_iter()
+                .map(|(i, ns)| PathStep {
+                    service: spans[i].service().into_owned(),
+                    name: spans[i].name().into_owned(),
+                    kind: spans[i].kind_name().to_string(),
+                    ns,
+                    share: if cp.total_ns == 0 {
+                        0.0
+                    } else {
+                        ns as f64 / cp.total_ns as f64
+                    },
+                })
+                .collect(),
+        },
+        rules: e
+            .rules
+            .iter()
+            .map(|(name, check)| RuleTried {
+                name: name.to_string(),
+                matched: check.ok,
+                check: check.into(),
+            })
+            .collect(),
+        decision: Verdict {
+            keep: e.decision.keep,
+            rule: rules.names()[e.decision.rule].to_string(),
+            sampler: e.sampler,
+            probability: p,
+            adjusted_count: (p > 0.0).then(|| 1.0 / p),
+        },
+    }
+}
+
+/// Explains the decision for one trace: its shape, its critical path, and
+/// each rule tried.
+pub fn explain(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> String {
+    explained(rules, id, spans).to_string()
+}
+
+fn render_check(f: &mut fmt::Formatter<'_>, c: &CheckPart, depth: usize) -> fmt::Result {
+    writeln!(
+        f,
         "{:indent$}{} {}",
         "",
         if c.ok { "✓" } else { "✗" },
         c.text,
         indent = 4 + depth * 2
-    );
+    )?;
     for child in &c.children {
-        render_check(out, child, depth + 1);
+        render_check(f, child, depth + 1)?;
     }
+    Ok(())
 }
 
 fn ms(ns: u64) -> String {
     format!("{:.1} ms", ns as f64 / 1e6)
 }
 
-/// Explains the decision for one trace: its shape, its critical path, and
-/// each rule tried.
-pub fn explain(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> String {
-    let mut out = String::new();
-    let t = TraceSummary::of(id, spans);
-    let _ = writeln!(
-        out,
-        "trace {id}: {} spans, {}, {}, {}",
-        spans.len(),
-        ms(t.duration.as_nanos() as u64),
-        if t.error { "has an error" } else { "no error" },
-        match t.root {
-            Some(r) => format!("root {:?} in {}", r.name(), r.service()),
-            None => "root span missing".into(),
-        }
-    );
-    let cp = CriticalPath::of(spans);
-    let _ = writeln!(out, "critical path ({}):", ms(cp.total_ns));
-    for (i, ns) in cp.steps() {
-        let s = &spans[i];
-        let _ = writeln!(
-            out,
-            "    {:>6.1}%  {:>10}  {} {:?} ({})",
-            if cp.total_ns == 0 {
-                0.0
+/// The text `tailgate explain` prints.
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "trace {}: {} spans, {}, {}, {}",
+            self.trace_id,
+            self.spans,
+            ms(self.duration_ns),
+            if self.error {
+                "has an error"
             } else {
-                100.0 * ns as f64 / cp.total_ns as f64
+                "no error"
             },
-            ms(ns),
-            s.service(),
-            s.name(),
-            s.kind_name()
-        );
-    }
-    let e = rules.explain(&t, Duration::ZERO);
-    let _ = writeln!(out, "rules:");
-    for (name, check) in &e.rules {
-        let _ = writeln!(
-            out,
-            "  {} {name}",
-            if check.ok { "matched" } else { "skipped" }
-        );
-        render_check(&mut out, check, 0);
-    }
-    let name = &rules.names()[e.decision.rule];
-    let _ = writeln!(
-        out,
-        "decision: {} by rule {name:?} ({}{})",
-        if e.decision.keep { "KEEP" } else { "DROP" },
-        e.sampler,
-        if e.decision.sample_rate < 1.0 {
-            format!(
-                ", probability {}, adjusted count {:.3}",
-                e.decision.sample_rate,
-                1.0 / e.decision.sample_rate
-            )
-        } else {
-            String::new()
+            match &self.root {
+                Some(r) => format!("root {:?} in {}", r.name, r.service),
+                None => "root span missing".into(),
+            }
+        )?;
+        let cp = &self.critical_path;
+        writeln!(f, "critical path ({}):", ms(cp.total_ns))?;
+        for s in &cp.steps {
+            writeln!(
+                f,
+                "    {:>6.1}%  {:>10}  {} {:?} ({})",
+                if cp.total_ns == 0 {
+                    0.0
+                } else {
+                    100.0 * s.ns as f64 / cp.total_ns as f64
+                },
+                ms(s.ns),
+                s.service,
+                s.name,
+                s.kind
+            )?;
         }
-    );
-    out
+        writeln!(f, "rules:")?;
+        for r in &self.rules {
+            writeln!(
+                f,
+                "  {} {}",
+                if r.matched { "matched" } else { "skipped" },
+                r.name
+            )?;
+            render_check(f, &r.check, 0)?;
+        }
+        let d = &self.decision;
+        writeln!(
+            f,
+            "decision: {} by rule {:?} ({}{})",
+            if d.keep { "KEEP" } else { "DROP" },
+            d.rule,
+            d.sampler,
+            if d.probability < 1.0 {
+                format!(
+                    ", probability {}, adjusted count {:.3}",
+                    d.probability,
+                    1.0 / d.probability
+                )
+            } else {
+                String::new()
+            }
+        )
+    }
 }

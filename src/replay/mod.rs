@@ -33,7 +33,9 @@ mod report;
 
 use capture::Captured;
 pub use capture::{Capture, Traces};
-pub use explain::explain;
+pub use explain::{
+    explain, explained, CheckPart, Explained, PathParts, PathStep, RuleTried, SpanName, Verdict,
+};
 pub use report::{Report, RuleStats};
 
 /// A decision, for the trace's late spans.

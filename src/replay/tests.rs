@@ -180,3 +180,54 @@ fn explain_prints_path_rules_and_decision() {
         "{text}"
     );
 }
+
+/// The parts `tailgate why --json` prints say what the text says: each rule
+/// tried with its check, and the decision.
+#[test]
+fn explained_in_parts_matches_the_decision_and_the_text() {
+    let r = rules(
+        "[{name: never, when: {trace: {duration: {gt: 1h}}}, sample: keep}, {name: errors, when: {trace: {error: true}}, sample: keep}, {name: some, sample: {rate: 0.25}}]",
+    );
+    let mut w = ShopWorkload::new(5);
+    for i in 0..50 {
+        let t = w.next_trace(i * 1_000);
+        let spans: Vec<SpanRecord> = t
+            .messages
+            .iter()
+            .flat_map(|m| {
+                otlp::decode(Bytes::from(encode(m, Encoding::OtlpProto)))
+                    .expect("ok")
+                    .spans
+            })
+            .map(|(_, s)| s)
+            .collect();
+        let id = t.truth.trace_id;
+        let e = explained(&r, id, &spans);
+        let d = r.decide(&TraceSummary::of(id, &spans), Duration::ZERO);
+        assert_eq!(e.decision.keep, d.keep);
+        assert_eq!(e.decision.rule, &*r.names()[d.rule]);
+        assert_eq!(e.decision.probability, d.sample_rate);
+        assert_eq!(e.rules[0].name, "never");
+        assert!(!e.rules[0].matched && !e.rules[0].check.ok);
+        assert_eq!(e.rules.last().map(|r| r.matched), Some(true));
+        assert_eq!(e.rules.len(), if t.truth.error { 2 } else { 3 });
+        assert_eq!(e.spans, spans.len());
+        assert_eq!(e.to_string(), explain(&r, id, &spans));
+        let json = serde_json::to_value(&e).expect("serializes");
+        for field in [
+            "trace_id",
+            "spans",
+            "duration_ns",
+            "error",
+            "root",
+            "critical_path",
+            "rules",
+            "decision",
+        ] {
+            assert!(json.get(field).is_some(), "{field} in {json}");
+        }
+        assert!(json["rules"][0]["check"]["text"].is_string());
+        let share: f64 = e.critical_path.steps.iter().map(|s| s.share).sum();
+        assert!(spans.is_empty() || (share - 1.0).abs() < 1e-9, "{share}");
+    }
+}

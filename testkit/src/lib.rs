@@ -39,7 +39,8 @@ pub use policy::{policy_dir, settings, RULES};
 pub use process::Process;
 pub use prometheus_text::{Metrics, Sample};
 pub use topics::{
-    create_topic, create_topic_with, produce_in_order, produce_raw, produce_traces, producer,
+    create_topic, create_topic_with, produce_in_order, produce_raw, produce_to, produce_traces,
+    producer,
 };
 pub use workload::Workload;
 

@@ -91,13 +91,19 @@ pub async fn produce_raw(topic: &str, key: &str, payload: &[u8]) {
 /// Produces `messages` (key, payload) in order, with one producer, to
 /// partition 0 of `topic`.
 pub async fn produce_in_order(topic: &str, messages: &[(String, Vec<u8>)]) {
+    produce_to(topic, 0, messages).await
+}
+
+/// Produces `messages` (key, payload) in order, with one producer, to
+/// `partition` of `topic`, whatever their keys hash to.
+pub async fn produce_to(topic: &str, partition: i32, messages: &[(String, Vec<u8>)]) {
     let p = producer();
     for (key, payload) in messages {
         p.send(
             FutureRecord::to(topic)
                 .key(key)
                 .payload(payload)
-                .partition(0),
+                .partition(partition),
             Duration::from_secs(30),
         )
         .await
