@@ -307,7 +307,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
 
     // The log off: exit 2.
     let off = dir.join("off.yaml");
-    std::fs::write(&off, "kafka:\n  decision_topic: null\n").unwrap();
+    std::fs::write(&off, "kafka:\n  decision_log: false\n").unwrap();
     let (out, _, err) = why(dir, &off, &[&kept_id.to_hex()]);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("the decision log is off"), "{err}");

@@ -38,9 +38,9 @@ pub(super) fn why(
     let id = parse_trace_id(trace)?;
     let loaded = load(policy)?;
     let settings = &loaded.settings;
-    let Some(topic) = settings.kafka.decision_topic.clone() else {
+    let Some(topic) = settings.kafka.decision_topic() else {
         return Err(Failure::usage(format!(
-            "the decision log is off (kafka.decision_topic is null in {}): nothing to look {id} up in",
+            "the decision log is off (kafka.decision_log is false in {}): nothing to look {id} up in",
             loaded.sources.describe()
         )));
     };
