@@ -213,6 +213,11 @@ pub async fn run(
     cluster
         .create_topic("otlp_spans_sampled", 1, 1)
         .context("create otlp_spans_sampled")?;
+    // The mock cluster does not take admin requests: the decision log's
+    // topic is made here, as tailgate would make it on a real broker.
+    cluster
+        .create_topic("otlp_spans_decisions", 4, 1)
+        .context("create otlp_spans_decisions")?;
 
     let file = policies.join("demo.yaml");
     let (_tmp, file) = if file.exists() {
