@@ -73,6 +73,10 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
             .is_some_and(|m| m.sum("tailgate_messages_received_total", &[]) >= total)
     });
     assert!(read_all, "the second half was not read within 60 s");
+    // The consumer reports the end of each partition within its fetch wait
+    // (500 ms): from then on the partitions' clocks run with wall-clock
+    // time, so the second half is decided 3 s later, during the freeze.
+    std::thread::sleep(Duration::from_secs(1));
 
     // The broker hangs. Transactions are committed every 500 ms: the next
     // commit waits on the broker for as long as it hangs.
@@ -128,8 +132,9 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
     let status = tailgate.terminate(Duration::from_secs(150));
     let log = tailgate.log_text();
     assert!(status.success(), "exit {status}:\n{log}");
-    // The freeze caught a commit with kept spans in it (else this test
-    // proved nothing): it was logged as holding the writers back that long.
+    // The freeze caught a commit with kept spans in it, for most of its
+    // length (else this test proved nothing): it was logged as holding the
+    // writers back that long.
     let held_ms = log
         .lines()
         .filter(|l| l.contains("a slow commit held the writers back"))
@@ -144,8 +149,8 @@ async fn a_hanging_broker_never_stalls_the_runtime_in_exactly_once_mode() {
         .max()
         .unwrap_or(0);
     assert!(
-        held_ms >= 8_000,
-        "no commit spanned the freeze (longest slow commit {held_ms} ms):\n{log}"
+        held_ms >= 3_000,
+        "no commit waited out the freeze (longest slow commit {held_ms} ms):\n{log}"
     );
 
     // A second instance reads what the first left; a read_committed reader
