@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod deciding;
+mod decision_log;
 mod delivering;
 mod exactly_once;
 mod stopping;

@@ -1,0 +1,168 @@
+//! The decision log (issue 14): each decision's record pins its trace's
+//! offsets until the log has it, and decisions read back from the log are
+//! followed by late spans, however many other decisions came since.
+
+use super::*;
+
+fn config(decision_log: bool) -> WorkerConfig {
+    WorkerConfig {
+        buffer: BufferConfig {
+            wait: Duration::from_secs(10),
+            after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            max_bytes: 1 << 30,
+        },
+        clock: ClockConfig::default(),
+        epoch: Epoch::now(),
+        decided_ttl: Duration::from_secs(600),
+        remembered_bytes: 1 << 26,
+        decision_log,
+        max_in_flight: 1 << 20,
+        dead_letter: false,
+        limits: MessageLimits::new(1_000_000),
+        exactly_once: false,
+        usage: Default::default(),
+    }
+}
+
+fn partition(decision_log: bool) -> (Partition, Arc<MemoryOffsets>) {
+    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
+    let (_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
+    let offsets = Arc::new(MemoryOffsets::default());
+    (
+        Partition::new(0, config(decision_log), rules, offsets.clone()),
+        offsets,
+    )
+}
+
+fn message(offset: i64, data: &TracesData) -> InputMessage {
+    InputMessage {
+        offset,
+        timestamp: None,
+        key: None,
+        payload: payload(data),
+    }
+}
+
+#[test]
+fn a_decision_is_committed_past_only_once_the_log_has_it() {
+    let (mut p, offsets) = partition(true);
+    let t0 = Instant::now();
+    let (id, parts) = two_part_trace(1, false);
+    p.handle(message(0, &parts[0]), t0);
+    p.handle(message(1, &parts[1]), t0);
+    p.decide_due(t0 + Duration::from_secs(11));
+    p.advance();
+    let commands = p.commands();
+    let records: Vec<(DeliveryId, &Outgoing)> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Send { id, message, .. }
+                if message.destination == Destination::Decisions(0) =>
+            {
+                Some((*id, message))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "one record per decision: {commands:?}");
+    let (delivery, message) = records[0];
+    assert_eq!(
+        message.key.as_deref(),
+        Some(id_key(id).as_slice()),
+        "keyed by its trace"
+    );
+    let record = LoggedDecision::decode(&message.payload).unwrap();
+    assert_eq!(record.trace(), Some(id));
+    assert!(!record.keep, "no error: dropped by {}", record.rule);
+    assert_eq!(
+        (record.partition, record.spans, record.reason.as_str()),
+        (0, 2, "after_root")
+    );
+    // Dropped, yet not committed past until the record is acknowledged.
+    assert_eq!(
+        offsets.last().unwrap_or(0),
+        0,
+        "nothing past the first offset"
+    );
+    p.delivered(delivery, Ok(()), t0 + Duration::from_secs(11));
+    p.advance();
+    assert_eq!(offsets.last(), Some(2));
+}
+
+fn id_key(id: TraceId) -> Vec<u8> {
+    id.to_hex().into_bytes()
+}
+
+/// More decisions than the old cache held (100 000 per partition) between a
+/// trace's decision and its late span, and a restart: the late span still
+/// follows the decision read back from the log.
+#[test]
+fn late_spans_follow_decisions_read_back_after_many_others() {
+    let (mut p, _) = partition(false);
+    let t0 = Instant::now();
+    let epoch = config(false).epoch;
+    let ms = |at: Instant| epoch.at(at).as_millis() as i64;
+    let (kept, kept_parts) = two_part_trace(2, true);
+    let (dropped, dropped_parts) = two_part_trace(3, false);
+    let mut records = vec![
+        LoggedDecision::new(
+            kept,
+            true,
+            "errors",
+            crate::buffer::Reason::AfterRoot,
+            1.0,
+            ms(t0),
+            0,
+            1,
+        ),
+        LoggedDecision::new(
+            dropped,
+            false,
+            "baseline",
+            crate::buffer::Reason::Wait,
+            0.1,
+            ms(t0),
+            0,
+            1,
+        ),
+    ];
+    for n in 0..150_000u64 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&n.to_le_bytes());
+        b[8] = 0xee;
+        records.push(LoggedDecision::new(
+            TraceId(b),
+            n % 3 == 0,
+            "baseline",
+            crate::buffer::Reason::Wait,
+            0.1,
+            ms(t0),
+            0,
+            1,
+        ));
+    }
+    let now = t0 + Duration::from_secs(120);
+    assert_eq!(p.remember(records, now), 150_002);
+    // Their late spans: the kept trace's child goes out at once, annotated
+    // with its rule; the dropped trace's does not, and starts no new trace.
+    p.handle(message(0, &kept_parts[1]), now);
+    p.handle(message(1, &dropped_parts[1]), now);
+    let sent: Vec<Outgoing> = p
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].destination, Destination::Sampled);
+    assert_eq!(sent[0].key.as_deref(), Some(id_key(kept).as_slice()));
+    let out = crate::otlp::decode(sent[0].payload.clone()).unwrap();
+    assert_eq!(out.spans.len(), 1);
+    assert_eq!(p.status().1.traces, 0, "no late span starts a trace");
+    // Past decided_ttl from when they were made, they are forgotten.
+    p.handle(message(2, &dropped_parts[0]), t0 + Duration::from_secs(601));
+    assert_eq!(p.status().1.traces, 1, "a new trace now");
+}

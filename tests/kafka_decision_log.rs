@@ -1,0 +1,207 @@
+//! Issue 14 on a real broker: late spans follow their trace's decision
+//! after the process that decided it is gone — restarted with SIGTERM,
+//! killed with SIGKILL, or its partition moved to another instance — because
+//! every decision is in the decision log and a partition's new worker reads
+//! it back. Kept traces come out complete; a dropped trace's late span is
+//! never kept as a partial trace. `tailgate why` tells both.
+#![cfg(feature = "kafka-tests")]
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use tailgate::otlp::{Encoding, TraceId};
+use tailgate::workload::{GeneratedTrace, ShopWorkload};
+use tailgate_testkit::*;
+
+const RULES: &str =
+    "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
+
+/// How the instance that decided goes away before the late spans come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gone {
+    Sigterm,
+    Sigkill,
+    /// A second instance joins and takes a partition over; the first stays.
+    Moved,
+}
+
+/// 60 traces, about half with an error; every trace's last resource (the
+/// notifier, one span) comes late.
+fn traces(seed: u64) -> (Vec<GeneratedTrace>, Vec<GeneratedTrace>, HashSet<TraceId>) {
+    let mut shop = ShopWorkload::new(seed);
+    shop.error_rate = 0.5;
+    let all: Vec<GeneratedTrace> = (0..60)
+        .map(|i| shop.next_trace(1_760_000_000_000_000_000 + i * 1_000_000))
+        .collect();
+    let kept: HashSet<TraceId> = all
+        .iter()
+        .filter(|t| t.truth.error)
+        .map(|t| t.truth.trace_id)
+        .collect();
+    let mut early = all.clone();
+    let mut late = all;
+    for (e, l) in early.iter_mut().zip(late.iter_mut()) {
+        l.messages = vec![e.messages.pop().expect("five messages")];
+    }
+    (early, late, kept)
+}
+
+async fn late_spans_follow_their_decision_after(gone: Gone, seed: u64) {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 2).await;
+    create_topic(&output, 1).await;
+    let (early, late, kept) = traces(seed);
+    assert!(
+        kept.len() > 10 && kept.len() < 50,
+        "a mix of kept and dropped"
+    );
+    produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "2s", None));
+
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
+    a.wait_ready(Duration::from_secs(60));
+    let mut reader = OutputReader::new(&output);
+    let spans_of = |o: &Output, id: &TraceId| o.spans.get(id).map_or(0, |s| s.len());
+    let decided = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 6)
+    });
+    assert!(decided, "kept traces not produced:\n{}", a.log_text());
+
+    let mut b = match gone {
+        Gone::Sigterm => {
+            // Decided and committed; then a clean stop.
+            wait_committed_to_end(&group, &input, 2, Duration::from_secs(30), || a.log_text());
+            assert!(a.terminate(Duration::from_secs(60)).success());
+            Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log")
+        }
+        Gone::Sigkill => {
+            // No shutdown, no final commit: the successor reads some of the
+            // early spans again, and they too follow the logged decisions.
+            a.kill9();
+            Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log")
+        }
+        Gone::Moved => {
+            wait_committed_to_end(&group, &input, 2, Duration::from_secs(30), || a.log_text());
+            let b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
+            let moved = (0..300).any(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                b.metrics()
+                    .is_some_and(|m| m.sum("tailgate_partitions_assigned", &[]) >= 1.0)
+            });
+            assert!(
+                moved,
+                "no partition moved to the second instance:\n{}",
+                b.log_text()
+            );
+            b
+        }
+    };
+    b.wait_ready(Duration::from_secs(60));
+    // A partition's new worker starts with its first message, and reads the
+    // log back before it takes that message in.
+    produce_traces(&input, &late, |_| Encoding::OtlpProto).await;
+    let complete = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 7)
+    });
+    reader.poll(Duration::from_secs(3));
+    let short: Vec<String> = kept
+        .iter()
+        .filter(|id| spans_of(&reader.output, id) != 7)
+        .map(|id| format!("{id}: {}", spans_of(&reader.output, id)))
+        .collect();
+    assert!(
+        complete,
+        "{gone:?}: kept traces incomplete after their late spans: {short:?}\n{}",
+        b.log_text()
+    );
+    let got: HashSet<TraceId> = reader.output.spans.keys().copied().collect();
+    assert_eq!(
+        got, kept,
+        "{gone:?}: a dropped trace's late span was kept as a partial trace"
+    );
+    assert!(
+        b.log_text().contains("read the partition's decisions back"),
+        "the decision log was not read back:\n{}",
+        b.log_text()
+    );
+    let metrics = b.metrics().expect("metrics");
+    let from_log = metrics.sum("tailgate_late_spans_total", &[("source", "log")]);
+    let loaded = metrics.sum("tailgate_decisions_loaded_total", &[]);
+    eprintln!(
+        "{gone:?}: {} kept traces complete, {} dropped stay dropped; {loaded} decisions read back, {from_log} late spans followed them",
+        kept.len(),
+        60 - kept.len()
+    );
+    match gone {
+        // Every late span came to the new instance.
+        Gone::Sigterm | Gone::Sigkill => {
+            assert!(from_log >= 60.0, "{from_log} late spans followed the log");
+            if gone == Gone::Sigterm {
+                assert_eq!(
+                    metrics.sum("tailgate_traces_decided_total", &[]),
+                    0.0,
+                    "nothing decided anew"
+                );
+            }
+        }
+        // Those on the moved partition.
+        Gone::Moved => assert!(from_log > 0.0, "none followed the log"),
+    }
+
+    if gone == Gone::Sigterm {
+        why_tells_what_happened(dir.path(), &late, &kept);
+    }
+}
+
+/// `tailgate why` on one kept and one dropped trace.
+fn why_tells_what_happened(
+    dir: &std::path::Path,
+    traces: &[GeneratedTrace],
+    kept: &HashSet<TraceId>,
+) {
+    let why = |id: TraceId| {
+        let out = Command::new(tailgate_bin!())
+            .args(["why", &id.to_hex(), "--env", "test", "--policies"])
+            .arg(dir)
+            .output()
+            .expect("run tailgate why");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let k = traces
+        .iter()
+        .find(|t| kept.contains(&t.truth.trace_id))
+        .expect("a kept trace");
+    let d = traces
+        .iter()
+        .find(|t| !kept.contains(&t.truth.trace_id))
+        .expect("a dropped trace");
+    let text = why(k.truth.trace_id);
+    assert!(text.contains("was KEPT by rule \"errors\""), "{text}");
+    let text = why(d.truth.trace_id);
+    assert!(text.contains("was DROPPED by rule \"rest\""), "{text}");
+    assert!(
+        text.contains("skipped errors"),
+        "the rule that did not match: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_decision_after_a_sigterm_restart() {
+    late_spans_follow_their_decision_after(Gone::Sigterm, 21).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_decision_after_a_sigkill_restart() {
+    late_spans_follow_their_decision_after(Gone::Sigkill, 22).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_decision_after_their_partition_moved() {
+    late_spans_follow_their_decision_after(Gone::Moved, 23).await;
+}
