@@ -33,7 +33,7 @@ pub const DECISIONS_WRITTEN: &str = "tailgate_decisions_written_total";
 pub const DECISIONS_LOADED: &str = "tailgate_decisions_loaded_total";
 pub const DECISIONS_LOAD_SECONDS: &str = "tailgate_decisions_load_seconds";
 /// Decisions remembered for late spans, and the bytes they take (counted in
-/// the memory budget), against `decision.remembered_bytes`.
+/// their own budget), against `decision.remembered_bytes`.
 pub const DECISIONS_REMEMBERED: &str = "tailgate_remembered_decisions";
 pub const DECISIONS_REMEMBERED_BYTES: &str = "tailgate_remembered_decisions_bytes";
 pub const DECISIONS_REMEMBERED_BUDGET: &str = "tailgate_remembered_decisions_budget_bytes";

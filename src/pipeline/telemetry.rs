@@ -176,9 +176,13 @@ impl Telemetry {
             now.remembered_bytes,
             old.remembered_bytes,
         );
+        // Remembered decisions are not in it: they have a budget of their
+        // own (`decision.remembered_bytes`, kept by forgetting the oldest),
+        // and pausing the input would not shrink them — counted here they
+        // held the input paused until they expired.
         let (new_used, old_used) = (
-            now.buffer.bytes + now.output_bytes + now.remembered_bytes,
-            old.buffer.bytes + old.output_bytes + old.remembered_bytes,
+            now.buffer.bytes + now.output_bytes,
+            old.buffer.bytes + old.output_bytes,
         );
         if new_used >= old_used {
             usage.fetch_add(new_used - old_used, Ordering::Relaxed);
