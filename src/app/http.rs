@@ -36,6 +36,15 @@ pub fn register_rare() {
     for clamp in Clamp::ALL {
         metrics::counter!(m::CLOCK_CLAMPED, "reason" => clamp.as_str()).increment(0);
     }
+    metrics::counter!(m::DECISIONS_FORGOTTEN).increment(0);
+    metrics::counter!(m::DECISIONS_WRITTEN).increment(0);
+    metrics::counter!(m::DECISIONS_LOADED).increment(0);
+    for source in ["memory", "log"] {
+        for decision in ["keep", "drop"] {
+            metrics::counter!(m::LATE_SPANS, "decision" => decision, "source" => source)
+                .increment(0);
+        }
+    }
     for kind in m::KAFKA_ERROR_KINDS {
         metrics::counter!(m::KAFKA_ERRORS, "kind" => kind).increment(0);
     }
