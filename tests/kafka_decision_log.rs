@@ -205,3 +205,92 @@ async fn late_spans_follow_their_decision_after_a_sigkill_restart() {
 async fn late_spans_follow_their_decision_after_their_partition_moved() {
     late_spans_follow_their_decision_after(Gone::Moved, 23).await;
 }
+
+/// Issue 14's figure: how long a partition's new worker takes to read a
+/// million decisions back. Not a pass/fail test (timings are the
+/// benchmark's business): run it by hand, with the release binary for a
+/// figure worth quoting —
+/// `TAILGATE_BIN=target/release/tailgate cargo test --release --features kafka-tests --test kafka_decision_log -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn reading_a_million_decisions_back() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use tailgate::pipeline::LoggedDecision;
+
+    const N: u64 = 1_000_000;
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    let log = format!("{input}_decisions");
+    create_topic_with(&log, 1, &[("cleanup.policy", "compact,delete")]).await;
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let started = std::time::Instant::now();
+    for n in 0..N {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&n.to_le_bytes());
+        id[8..].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        let id = TraceId(id);
+        let record = LoggedDecision::new(
+            id,
+            n % 10 == 0,
+            if n % 10 == 0 { "errors" } else { "rest" },
+            tailgate::buffer::Reason::AfterRoot,
+            1.0,
+            now_ms - 1_000,
+            0,
+            7,
+        );
+        let (key, value) = (id.to_hex(), record.encode());
+        let mut r = BaseRecord::to(&log).key(&key).payload(&value).partition(0);
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    eprintln!("{N} decision records produced in {:.1?}", started.elapsed());
+
+    // One message: the worker starts, reads the log back, then takes it in.
+    let (early, _, _) = traces(31);
+    produce_traces(&input, &early[..1], |_| Encoding::OtlpProto).await;
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "2s", None));
+    let bin = std::env::var("TAILGATE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tailgate_bin!().to_path_buf());
+    let mut t = Tailgate::start(&bin, dir.path(), free_port(), "t.log");
+    t.wait_ready(Duration::from_secs(60));
+    let line = (0..1_200).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        t.log_text()
+            .lines()
+            .find(|l| l.contains("read the partition's decisions back"))
+            .map(str::to_string)
+    });
+    let line = line.unwrap_or_else(|| panic!("not read back within 120 s:\n{}", t.log_text()));
+    eprintln!("{}: {line}", bin.display());
+    let metrics = t.metrics().expect("metrics");
+    eprintln!(
+        "remembered {} decisions in {} bytes ({:.1} bytes each), rss {:?} bytes",
+        metrics.sum("tailgate_remembered_decisions", &[]),
+        metrics.sum("tailgate_remembered_decisions_bytes", &[]),
+        metrics.sum("tailgate_remembered_decisions_bytes", &[])
+            / metrics.sum("tailgate_remembered_decisions", &[]).max(1.0),
+        t.process().rss()
+    );
+    assert!(line.contains(&format!("read={N}")), "{line}");
+}
