@@ -206,6 +206,94 @@ async fn late_spans_follow_their_decision_after_their_partition_moved() {
     late_spans_follow_their_decision_after(Gone::Moved, 23).await;
 }
 
+/// Messages of `per_message` root spans each, every span a trace of its
+/// own: decided soon, one decision each.
+fn filler(messages: u64, per_message: u64) -> Vec<(String, Vec<u8>)> {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+    use prost::Message as _;
+    (0..messages)
+        .map(|m| {
+            let spans = (0..per_message)
+                .map(|i| {
+                    let n = m * per_message + i;
+                    let mut id = [0x5f; 16];
+                    id[8..].copy_from_slice(&n.to_be_bytes());
+                    Span {
+                        trace_id: id.to_vec(),
+                        span_id: (n + 1).to_be_bytes().to_vec(),
+                        name: "filler".into(),
+                        kind: 2,
+                        start_time_unix_nano: 1_760_000_000_000_000_000,
+                        end_time_unix_nano: 1_760_000_000_001_000_000,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let data = TracesData {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource::default()),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            (format!("{m:032x}"), data.encode_to_vec())
+        })
+        .collect()
+}
+
+/// More traces decided between a trace's decision and its late span than
+/// the old decision cache held (100 000 per partition): 120 000 on one
+/// partition. The late spans still follow their decisions, and nothing is
+/// forgotten within `decision.remembered_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_decision_after_more_decisions_than_the_old_cache_held() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 1).await;
+    create_topic(&output, 1).await;
+    let (early, late, kept) = traces(24);
+    produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "2s", None));
+    let mut t = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "t.log");
+    t.wait_ready(Duration::from_secs(60));
+    let mut reader = OutputReader::new(&output);
+    let spans_of = |o: &Output, id: &TraceId| o.spans.get(id).map_or(0, |s| s.len());
+    let decided = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 6)
+    });
+    assert!(decided, "kept traces not produced:\n{}", t.log_text());
+
+    produce_in_order(&input, &filler(120, 1_000)).await;
+    wait_committed_to_end(&group, &input, 1, Duration::from_secs(240), || t.log_text());
+    produce_traces(&input, &late, |_| Encoding::OtlpProto).await;
+    let complete = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 7)
+    });
+    reader.poll(Duration::from_secs(2));
+    assert!(complete, "kept traces incomplete:\n{}", t.log_text());
+    let got: HashSet<TraceId> = reader.output.spans.keys().copied().collect();
+    assert_eq!(got, kept, "a dropped trace's late span was kept");
+    let m = t.metrics().expect("metrics");
+    let (remembered, bytes) = (
+        m.sum("tailgate_remembered_decisions", &[]),
+        m.sum("tailgate_remembered_decisions_bytes", &[]),
+    );
+    eprintln!(
+        "{remembered} decisions remembered in {bytes} bytes ({:.1} each); late spans followed from memory: {}",
+        bytes / remembered.max(1.0),
+        m.sum("tailgate_late_spans_total", &[("source", "memory")])
+    );
+    assert!(remembered >= 120_060.0, "{remembered} remembered");
+    assert_eq!(m.sum("tailgate_decisions_forgotten_total", &[]), 0.0);
+    assert_eq!(
+        m.sum("tailgate_late_spans_total", &[("source", "memory")]),
+        60.0
+    );
+}
+
 /// Issue 14's figure: how long a partition's new worker takes to read a
 /// million decisions back. Not a pass/fail test (timings are the
 /// benchmark's business): run it by hand, with the release binary for a

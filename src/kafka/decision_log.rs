@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::ClientEvents;
 use crate::config::KafkaSettings;
-use crate::pipeline::{DecisionSource, LoggedDecision};
+use crate::pipeline::{DecisionSource, LoggedDecision, Recalled};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -132,7 +132,7 @@ impl KafkaDecisionLog {
     /// The latest record of each trace in `partition`, from the first made
     /// at or after `since_ms` to the partition's end (in exactly-once mode,
     /// its last committed transaction). Blocking.
-    fn read(&self, partition: i32, since_ms: i64) -> Result<Vec<LoggedDecision>, String> {
+    fn read(&self, partition: i32, since_ms: i64) -> Result<Vec<Recalled>, String> {
         let consumer = reader(&self.settings, self.exactly_once).map_err(|e| e.to_string())?;
         let topic = self.topic.as_str();
         let mut tpl = TopicPartitionList::new();
@@ -158,7 +158,10 @@ impl KafkaDecisionLog {
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))
             .map_err(|e| e.to_string())?;
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        let mut latest: HashMap<String, LoggedDecision> = HashMap::new();
+        // In offset order: a trace's later record is remembered over its
+        // earlier one. Compact, with the rule names interned.
+        let mut read = Vec::new();
+        let mut rules = HashMap::new();
         // Bounded: a stalled broker does not hold the partition forever.
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -175,7 +178,7 @@ impl KafkaDecisionLog {
                     let done = m.offset() + 1 >= high;
                     if let Some(d) = m.payload().and_then(LoggedDecision::decode) {
                         if d.decided_at_ms >= since_ms {
-                            latest.insert(d.trace_id.clone(), d);
+                            read.extend(d.recalled(&mut rules));
                         }
                     }
                     if done && !self.exactly_once {
@@ -184,7 +187,7 @@ impl KafkaDecisionLog {
                 }
             }
         }
-        Ok(latest.into_values().collect())
+        Ok(read)
     }
 }
 
@@ -193,7 +196,7 @@ impl DecisionSource for KafkaDecisionLog {
         &self,
         partition: i32,
         since_ms: i64,
-    ) -> BoxFuture<'static, Result<Vec<LoggedDecision>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
         let log = Self {
             settings: self.settings.clone(),
             topic: self.topic.clone(),

@@ -2,7 +2,7 @@
 //! memory budget calls it early); a kept trace goes to delivery, a dropped
 //! one releases its offsets.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use metrics::histogram;
@@ -10,7 +10,9 @@ use metrics::histogram;
 use bytes::Bytes;
 
 use super::decisions::Decided;
-use super::{trace_key, Command, DecisionRecord, Destination, LoggedDecision, Outgoing, Partition};
+use super::{
+    trace_key, Command, DecisionRecord, Destination, LoggedDecision, Outgoing, Partition, Recalled,
+};
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::metrics as m;
@@ -145,22 +147,21 @@ impl Partition {
     /// earlier workers (before a restart, or on another instance): their
     /// traces' late spans follow them until `decided_ttl` after they were
     /// made. Returns how many are remembered.
-    pub fn remember(&mut self, records: Vec<LoggedDecision>, now: Instant) -> usize {
+    pub fn remember(&mut self, records: Vec<Recalled>, now: Instant) -> usize {
         let calendar_now = self.config.epoch.at(now);
         let mut forgotten = 0;
         for r in records {
-            let Some(id) = r.trace() else { continue };
             let made = Duration::from_millis(r.decided_at_ms.max(0) as u64);
             let Some(at) = now.checked_sub(calendar_now.saturating_sub(made)) else {
                 continue;
             };
             let decided = Decided {
                 keep: r.keep,
-                rule: Arc::from(r.rule.as_str()),
+                rule: r.rule,
                 probability: r.probability,
                 from_log: true,
             };
-            forgotten += self.decisions.insert(id, &decided, at, now).forgotten;
+            forgotten += self.decisions.insert(r.trace, &decided, at, now).forgotten;
         }
         if forgotten > 0 {
             self.forgot(forgotten, now);

@@ -191,5 +191,5 @@ pub trait DecisionSource: Send + Sync {
         &self,
         partition: i32,
         since_ms: i64,
-    ) -> BoxFuture<'static, Result<Vec<super::LoggedDecision>, String>>;
+    ) -> BoxFuture<'static, Result<Vec<super::Recalled>, String>>;
 }

@@ -12,6 +12,9 @@
 //!  "decided_at_ms":1796188685942,"partition":3,"spans":7}
 //! ```
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::Reason;
@@ -84,6 +87,37 @@ impl LoggedDecision {
     pub fn trace(&self) -> Option<TraceId> {
         TraceId::from_hex(&self.trace_id)
     }
+
+    /// What a late span needs of it, compact (a million of them are read
+    /// back in one go); `rules` interns the rule names.
+    pub fn recalled(&self, rules: &mut HashMap<String, Arc<str>>) -> Option<Recalled> {
+        let rule = match rules.get(&self.rule) {
+            Some(r) => r.clone(),
+            None => {
+                let r: Arc<str> = Arc::from(self.rule.as_str());
+                rules.insert(self.rule.clone(), r.clone());
+                r
+            }
+        };
+        Some(Recalled {
+            trace: self.trace()?,
+            keep: self.keep,
+            rule,
+            probability: self.probability,
+            decided_at_ms: self.decided_at_ms,
+        })
+    }
+}
+
+/// A decision read back from the log: what a late span of its trace needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recalled {
+    pub trace: TraceId,
+    pub keep: bool,
+    pub rule: Arc<str>,
+    pub probability: f64,
+    /// When it was made: milliseconds since the Unix epoch.
+    pub decided_at_ms: i64,
 }
 
 #[cfg(test)]

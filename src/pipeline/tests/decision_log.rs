@@ -143,7 +143,12 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
         ));
     }
     let now = t0 + Duration::from_secs(120);
-    assert_eq!(p.remember(records, now), 150_002);
+    let mut names = std::collections::HashMap::new();
+    let recalled = records
+        .iter()
+        .filter_map(|r| r.recalled(&mut names))
+        .collect();
+    assert_eq!(p.remember(recalled, now), 150_002);
     // Their late spans: the kept trace's child goes out at once, annotated
     // with its rule; the dropped trace's does not, and starts no new trace.
     p.handle(message(0, &kept_parts[1]), now);
