@@ -216,8 +216,8 @@ pub async fn run(
     // The mock cluster does not take admin requests: the decision log's
     // topic is made here, as tailgate would make it on a real broker.
     cluster
-        .create_topic("otlp_spans_decisions", 4, 1)
-        .context("create otlp_spans_decisions")?;
+        .create_topic("tailgate_decisions", 4, 1)
+        .context("create tailgate_decisions")?;
 
     let file = policies.join("demo.yaml");
     let (_tmp, file) = if file.exists() {

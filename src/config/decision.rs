@@ -25,7 +25,8 @@ pub struct DecisionSettings {
     pub decided_ttl: Duration,
     /// Bytes for remembered decisions, over all partitions (split evenly
     /// between those this instance owns, like `buffer.max_bytes`): about 61
-    /// bytes each, so `decided_ttl` × the trace rate × 61 is enough to
+    /// bytes each (the budget is held as a count at 64), so `decided_ttl` ×
+    /// the trace rate × 64 is enough to
     /// remember every decision for its whole TTL. When full, the oldest are
     /// forgotten early (`tailgate_decisions_forgotten_total`).
     pub remembered_bytes: u64,

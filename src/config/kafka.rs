@@ -32,7 +32,9 @@ pub struct KafkaSettings {
     /// a partition's next worker, so that late spans follow their trace's
     /// decision across restarts and rebalances.
     pub decision_log: bool,
-    /// The decision log's topic. Default: `<input_topic>_decisions`.
+    /// The decision log's topic. Default: `<group_id>_decisions` — a
+    /// deployment's own: two groups reading one input topic (say, with
+    /// different rules) must not follow each other's decisions.
     pub decision_topic: Option<String>,
     /// Produced messages awaiting acknowledgement, per partition, before
     /// reading from that partition pauses.
@@ -95,7 +97,7 @@ impl KafkaSettings {
         self.decision_log.then(|| {
             self.decision_topic
                 .clone()
-                .unwrap_or_else(|| format!("{}_decisions", self.input_topic))
+                .unwrap_or_else(|| format!("{}_decisions", self.group_id))
         })
     }
 

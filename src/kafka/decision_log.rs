@@ -41,6 +41,9 @@ fn reader(settings: &KafkaSettings, exactly_once: bool) -> Result<BaseConsumer, 
         .set("group.id", format!("{}-decision-log", settings.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // An offset found by time and gone by retention since: read from
+        // what is left, not skip to the end.
+        .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false")
         .set(
             "isolation.level",
@@ -141,12 +144,21 @@ impl KafkaDecisionLog {
         let found = consumer.offsets_for_times(tpl, TIMEOUT).map_err(|e| {
             format!("cannot find where {topic}/{partition} reaches {since_ms}: {e}")
         })?;
-        let start = found
+        let entry = found
             .find_partition(topic, partition)
-            .map(|e| e.offset())
-            .unwrap_or(Offset::End);
-        let Offset::Offset(start) = start else {
-            return Ok(Vec::new()); // nothing that recent
+            .ok_or_else(|| format!("no answer for {topic}/{partition}"))?;
+        entry.error().map_err(|e| {
+            format!("cannot find where {topic}/{partition} reaches {since_ms}: {e}")
+        })?;
+        let start = match entry.offset() {
+            Offset::Offset(o) => o,
+            // No record that recent.
+            Offset::End => return Ok(Vec::new()),
+            other => {
+                return Err(format!(
+                    "{topic}/{partition}: the offset for {since_ms} is {other:?}"
+                ))
+            }
         };
         let (_, high) = consumer
             .fetch_watermarks(topic, partition, TIMEOUT)

@@ -5,7 +5,7 @@
 //! Sized for `decision.decided_ttl` × the trace rate, so it is kept compact:
 //! a decision is a 24-byte slot in a ring ordered by decision time (the
 //! trace id's 64-bit hash, when it expires, the rule's index in a small
-//! table of names, keep or drop, the probability as an `f32`) and a 16-byte
+//! table of names, keep or drop, the probability) and a 16-byte
 //! entry of an index from the hash to the slot — about 61 bytes in all with
 //! the spare room of both (a test measures it; [`Decisions::bytes`] counts
 //! what is allocated).
@@ -13,8 +13,11 @@
 //! probability of about 2⁻⁶⁴ per pair, far below any other cause of a
 //! wrong late-span decision. Decisions expire `decided_ttl` after they
 //! were made — also those read back from the decision log, which carry
-//! their own time. When the byte budget is full the oldest are forgotten
-//! before their time, and that is counted, not silent.
+//! their own time. The byte budget is held as a count (`BYTES_EACH` bytes
+//! a decision); when it is full the oldest is forgotten before its time,
+//! one for each new one, and that is counted, not silent. Right after a
+//! doubling of the ring or the index the allocation can briefly be up to
+//! twice the budget.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -55,7 +58,8 @@ struct Slot {
     hash: u64,
     /// Seconds after the store's origin when it expires.
     expires: u32,
-    probability: f32,
+    /// Exactly as decided: a late span's adjusted count is its trace's.
+    probability: f64,
     rule: u16,
     keep: bool,
     from_log: bool,
@@ -73,6 +77,9 @@ pub(super) struct Remembered {
 pub(super) struct Decisions {
     ttl: Duration,
     max_bytes: usize,
+    /// The budget as a count: allocation grows in doublings, so a bound on
+    /// allocated bytes would forget half the store at once when one comes.
+    max_len: usize,
     /// Time 0 of the slots' expiry seconds.
     origin: Instant,
     hasher: foldhash::quality::FixedState,
@@ -84,6 +91,11 @@ pub(super) struct Decisions {
     rules: Vec<Arc<str>>,
 }
 
+/// What `decision.remembered_bytes` is divided by to bound the count: a
+/// decision's ring slot and index entry with their spare room, as measured
+/// (about 61 bytes at a million), rounded up.
+pub(super) const BYTES_EACH: usize = 64;
+
 /// Rule names beyond this many (the rules of many reloads) are not told
 /// apart: the last one stands for the rest. A rule set has a few dozen.
 const MAX_RULE_NAMES: usize = u16::MAX as usize;
@@ -93,6 +105,7 @@ impl Decisions {
         Self {
             ttl,
             max_bytes,
+            max_len: (max_bytes / BYTES_EACH).max(1),
             origin,
             hasher: foldhash::quality::FixedState::with_seed(0x7a11_6a7e),
             slots: VecDeque::new(),
@@ -134,7 +147,7 @@ impl Decisions {
         Some(Decided {
             keep: slot.keep,
             rule: self.rules.get(usize::from(slot.rule))?.clone(),
-            probability: f64::from(slot.probability),
+            probability: slot.probability,
             from_log: slot.from_log,
         })
     }
@@ -158,7 +171,7 @@ impl Decisions {
         let slot = Slot {
             hash: self.hash(&id),
             expires,
-            probability: decided.probability as f32,
+            probability: decided.probability,
             rule: self.rule_index(&decided.rule),
             keep: decided.keep,
             from_log: decided.from_log,
@@ -167,7 +180,7 @@ impl Decisions {
         self.slots.push_back(slot);
         self.index.insert(slot.hash, seq);
         let mut done = Remembered::default();
-        while self.bytes() > self.max_bytes && self.slots.len() > 1 {
+        while self.slots.len() > self.max_len {
             self.pop_oldest();
             done.forgotten += 1;
         }
@@ -272,6 +285,13 @@ mod tests {
         d.insert(id(1), &decided(true, "dyn", 0.25), t0, t0);
         let got = d.get(&id(1), t0).unwrap();
         assert_eq!(got.probability, 0.25);
+        // Not exact in f32: a late span's adjusted count must be its
+        // trace's, 10, not 9.99999985.
+        d.insert(id(2), &decided(true, "rest", 0.1), t0, t0);
+        assert_eq!(
+            format!("{:?}", d.get(&id(2), t0).unwrap().annotation()),
+            format!("{:?}", Some(Arc::new(Annotation::new("rest", 10.0))))
+        );
         assert_eq!(
             format!("{:?}", got.annotation()),
             format!("{:?}", Some(Arc::new(Annotation::new("dyn", 4.0))))
@@ -280,16 +300,19 @@ mod tests {
     }
 
     #[test]
-    fn when_full_the_oldest_are_forgotten_and_counted() {
+    fn when_full_the_oldest_are_forgotten_one_for_one_and_counted() {
         let t0 = Instant::now();
         let mut d = Decisions::new(600 * S, 64 * 1024, t0);
         let mut forgotten = 0;
         for n in 0..20_000 {
-            forgotten += d
+            let f = d
                 .insert(id(n), &decided(n % 2 == 0, "r", 1.0), t0, t0)
                 .forgotten;
+            assert!(f <= 1, "insert {n} forgot {f} at once");
+            forgotten += f;
         }
-        assert!(d.bytes() <= 64 * 1024, "{} bytes", d.bytes());
+        assert_eq!(d.len(), 64 * 1024 / BYTES_EACH, "full, and no fuller");
+        assert!(d.bytes() <= 2 * 64 * 1024, "{} bytes", d.bytes());
         assert!(forgotten > 0);
         assert_eq!(forgotten as usize + d.len(), 20_000);
         assert_eq!(d.get(&id(0), t0), None, "the oldest went first");

@@ -382,12 +382,18 @@ impl Partition {
             Destination::Decisions(_) => {
                 // The decision stands and is remembered here; only its
                 // record is missing, so a later owner of the partition
-                // decides the trace's late spans anew.
-                tracing::error!(
-                    partition = self.partition,
-                    kind = e.kind.as_str(),
-                    "a decision cannot be written to the decision log: {e}; going on without it"
-                );
+                // decides the trace's late spans anew. Said once per 10 s.
+                if self
+                    .failure_log
+                    .allow(e.kind, std::time::Instant::now())
+                    .is_some()
+                {
+                    tracing::error!(
+                        partition = self.partition,
+                        kind = e.kind.as_str(),
+                        "a decision cannot be written to the decision log: {e}; going on without it"
+                    );
+                }
             }
         }
         self.release_all(flight.offsets);
