@@ -164,7 +164,10 @@ impl Decisions {
         now: Instant,
     ) -> Remembered {
         self.expire(now);
-        let expires = self.seconds(at + self.ttl);
+        // A TTL of centuries (a setting) must not overflow the clock.
+        let expires = at
+            .checked_add(self.ttl)
+            .map_or(u32::MAX, |until| self.seconds(until));
         if expires <= self.seconds(now) {
             return Remembered::default();
         }
@@ -276,6 +279,14 @@ mod tests {
         d.insert(id(3), &decided(true, "errors", 1.0), now - 61 * S, now);
         assert_eq!(d.len(), before);
         assert_eq!(d.get(&id(9), now), None);
+    }
+
+    #[test]
+    fn a_ttl_of_centuries_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut d = Decisions::new(Duration::MAX, 1 << 20, t0);
+        d.insert(id(1), &decided(true, "errors", 1.0), t0, t0);
+        assert!(d.get(&id(1), t0 + 1_000_000 * S).is_some());
     }
 
     #[test]
