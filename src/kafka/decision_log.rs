@@ -117,6 +117,7 @@ pub fn ensure_topic(settings: &KafkaSettings, topic: &str, ttl: Duration) -> Res
 }
 
 /// Reads a partition's decisions back from the log.
+#[derive(Clone)]
 pub struct KafkaDecisionLog {
     settings: KafkaSettings,
     topic: String,
@@ -209,11 +210,7 @@ impl DecisionSource for KafkaDecisionLog {
         partition: i32,
         since_ms: i64,
     ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
-        let log = Self {
-            settings: self.settings.clone(),
-            topic: self.topic.clone(),
-            exactly_once: self.exactly_once,
-        };
+        let log = self.clone();
         async move {
             tokio::task::spawn_blocking(move || log.read(partition, since_ms))
                 .await

@@ -4,33 +4,19 @@
 
 use super::*;
 
-fn config(decision_log: bool) -> WorkerConfig {
+fn with_log(decision_log: bool) -> WorkerConfig {
     WorkerConfig {
-        buffer: BufferConfig {
-            wait: Duration::from_secs(10),
-            after_root: Duration::from_secs(2),
-            max_trace_age: Duration::from_secs(60),
-            max_bytes: 1 << 30,
-        },
-        clock: ClockConfig::default(),
-        epoch: Epoch::now(),
-        decided_ttl: Duration::from_secs(600),
-        remembered_bytes: 1 << 26,
         decision_log,
         max_in_flight: 1 << 20,
-        dead_letter: false,
-        limits: MessageLimits::new(1_000_000),
-        exactly_once: false,
-        usage: Default::default(),
+        ..config()
     }
 }
 
 fn partition(decision_log: bool) -> (Partition, Arc<MemoryOffsets>) {
-    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
-    let (_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
+    let (_tx, rules) = rules();
     let offsets = Arc::new(MemoryOffsets::default());
     (
-        Partition::new(0, config(decision_log), rules, offsets.clone()),
+        Partition::new(0, with_log(decision_log), rules, offsets.clone()),
         offsets,
     )
 }
@@ -101,7 +87,7 @@ fn id_key(id: TraceId) -> Vec<u8> {
 fn late_spans_follow_decisions_read_back_after_many_others() {
     let (mut p, _) = partition(false);
     let t0 = Instant::now();
-    let epoch = config(false).epoch;
+    let epoch = with_log(false).epoch;
     let ms = |at: Instant| epoch.at(at).as_millis() as i64;
     let (kept, kept_parts) = two_part_trace(2, true);
     let (dropped, dropped_parts) = two_part_trace(3, false);

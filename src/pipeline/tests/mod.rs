@@ -149,8 +149,7 @@ fn start_opts(o: Opts) -> Harness {
         }
         l
     });
-    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
-    let (rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
+    let (rules_tx, rules) = rules();
     let output = Arc::new(MemoryOutput {
         fail_first,
         refuse,
@@ -158,22 +157,10 @@ fn start_opts(o: Opts) -> Harness {
     });
     let offsets = Arc::new(MemoryOffsets::default());
     let config = WorkerConfig {
-        buffer: BufferConfig {
-            wait: Duration::from_secs(10),
-            after_root: Duration::from_secs(2),
-            max_trace_age: Duration::from_secs(60),
-            max_bytes: 1 << 30,
-        },
-        clock: ClockConfig::default(),
-        epoch: Epoch::now(),
-        decided_ttl: Duration::from_secs(600),
-        remembered_bytes: 1 << 26,
-        decision_log: false,
-        max_in_flight: 100,
         dead_letter,
         limits,
         exactly_once: transaction.is_some(),
-        usage: Default::default(),
+        ..config()
     };
     let worker = PartitionWorker::new(
         0,
@@ -190,6 +177,35 @@ fn start_opts(o: Opts) -> Harness {
         rules: rules_tx,
         output,
         offsets,
+    }
+}
+
+/// The rules of these tests, and the sender a reload goes through.
+fn rules() -> (watch::Sender<Arc<RuleSet>>, Rules) {
+    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
+    watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()))
+}
+
+/// One worker's settings in these tests: 10 s wait, 2 s after the root, no
+/// memory pressure, 100 produces in flight.
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        buffer: BufferConfig {
+            wait: Duration::from_secs(10),
+            after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            max_bytes: 1 << 30,
+        },
+        clock: ClockConfig::default(),
+        epoch: Epoch::now(),
+        decided_ttl: Duration::from_secs(600),
+        remembered_bytes: 1 << 26,
+        decision_log: false,
+        max_in_flight: 100,
+        dead_letter: false,
+        limits: MessageLimits::new(1_000_000),
+        exactly_once: false,
+        usage: Default::default(),
     }
 }
 

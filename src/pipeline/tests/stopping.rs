@@ -74,25 +74,10 @@ async fn nothing_is_redelivered_when_everything_delivered_is_committed() {
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_ends_releases_its_memory_usage() {
     let usage = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let specs: Vec<crate::rules::RuleSpec> = serde_yaml::from_str(RULES).unwrap();
-    let (_rules_tx, rules) = watch::channel(Arc::new(RuleSet::compile(&specs).unwrap()));
+    let (_rules_tx, rules) = rules();
     let config = WorkerConfig {
-        buffer: BufferConfig {
-            wait: Duration::from_secs(10),
-            after_root: Duration::from_secs(2),
-            max_trace_age: Duration::from_secs(60),
-            max_bytes: 1 << 30,
-        },
-        clock: ClockConfig::default(),
-        epoch: Epoch::now(),
-        decided_ttl: Duration::from_secs(600),
-        remembered_bytes: 1 << 26,
-        decision_log: false,
-        max_in_flight: 100,
-        dead_letter: false,
-        limits: MessageLimits::new(1_000_000),
-        exactly_once: false,
         usage: usage.clone(),
+        ..config()
     };
     let mut p = Partition::new(0, config, rules, Arc::new(MemoryOffsets::default()));
     let (_, parts) = two_part_trace(40, false);
