@@ -230,7 +230,9 @@ impl TraceBuffer {
             state.spans.push(s);
         }
         self.spans += state.spans.len() - before;
-        state.last_seen = now;
+        // A span placed at an outlier's own (later) time may have come
+        // before one placed at the clock's.
+        state.last_seen = state.last_seen.max(now);
         if state.offsets.last() != Some(&offset) {
             state.offsets.push(offset);
             let message = self.messages.entry(offset).or_insert((retained, 0));

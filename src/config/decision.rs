@@ -34,10 +34,14 @@ pub struct DecisionSettings {
     /// partition's message timestamps, so decisions do not depend on read
     /// speed) or `wall` (when each span is read).
     pub clock: ClockMode,
-    /// Message timestamps further ahead of wall-clock time are clamped to it.
+    /// The largest step ahead one message timestamp is trusted with: a
+    /// stamp further ahead of its partition's clock moves it only once
+    /// `clock::CONFIRM` stamps in a row agree, and none takes it further
+    /// than this ahead of wall-clock time. Shorter than `after_root` and
+    /// `wait`, the deadlines it protects.
     #[serde(with = "humantime_serde")]
     pub clock_ahead: Duration,
-    /// Message timestamps further behind wall-clock time are clamped to it.
+    /// Message timestamps further behind wall-clock time count as none.
     #[serde(with = "humantime_serde")]
     pub clock_behind: Duration,
 }
@@ -68,6 +72,24 @@ impl DecisionSettings {
             if v.is_zero() {
                 return Err(format!("{name} must be longer than zero"));
             }
+        }
+        // One message may move the clock by `clock_ahead`: that must not be
+        // enough to decide a trace that just began, or one whose root has
+        // just come.
+        for (name, v) in [
+            ("decision.after_root", self.after_root),
+            ("decision.wait", self.wait),
+        ] {
+            if self.clock == ClockMode::Stream && self.clock_ahead >= v {
+                return Err(format!(
+                    "decision.clock_ahead ({}) must be shorter than {name} ({}): one message stamped that far ahead would decide traces before their time",
+                    humantime::format_duration(self.clock_ahead),
+                    humantime::format_duration(v)
+                ));
+            }
+        }
+        if self.decided_ttl.is_zero() {
+            return Err("decision.decided_ttl must be longer than zero".into());
         }
         if self.max_trace_age < self.wait {
             return Err(format!(

@@ -127,6 +127,18 @@ fn cross_field_mistakes_are_explained() {
             "tailgate would read its own output",
         ),
         (
+            "decision: { clock_ahead: 1m }",
+            "decision.clock_ahead (1m) must be shorter than decision.after_root (5s)",
+        ),
+        (
+            "decision: { after_root: 1m, wait: 30s, clock_ahead: 40s }",
+            "decision.clock_ahead (40s) must be shorter than decision.wait (30s)",
+        ),
+        (
+            "decision: { decided_ttl: 0s }",
+            "decision.decided_ttl must be longer than zero",
+        ),
+        (
             "decision: { wait: 0s }",
             "decision.wait must be longer than zero",
         ),

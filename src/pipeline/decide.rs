@@ -29,7 +29,18 @@ fn decision_clock(now: Instant) -> Duration {
 impl Partition {
     /// Decides every trace whose deadline has passed.
     pub fn decide_due(&mut self, now: Instant) {
+        self.sync_blocked(now);
         self.decide_due_at(self.clock.time(now));
+        // Deciding may have filled the produces in flight.
+        self.sync_blocked(now);
+    }
+
+    /// While the worker cannot take input (its produces are stuck), the
+    /// partition's clock stands: what waits to be read is not known, and an
+    /// outage of the output is no time passing in the stream.
+    pub(super) fn sync_blocked(&mut self, now: Instant) {
+        let blocked = !self.can_read();
+        self.clock.blocked(blocked, now);
     }
 
     pub(super) fn decide_due_at(&mut self, now: Time) {
@@ -72,15 +83,17 @@ impl Partition {
             probability: decision.sample_rate,
             from_log: false,
         };
+        // Remembered from the stream time it was made at.
+        let at = self.clock.unix(now.stream);
         let forgotten = self
             .decisions
-            .insert(t.trace_id, &decided, now.wall, now.wall)
+            .insert(t.trace_id, &decided, at, at)
             .forgotten;
         if forgotten > 0 {
             self.forgot(forgotten, now.wall);
         }
         if self.config.decision_log {
-            self.log_decision(&t, &decided, now.wall);
+            self.log_decision(&t, &decided, now.wall, at);
         }
         self.telemetry.decided[&(decision.rule, decision.keep, t.reason)].increment(1);
         self.telemetry.spans_decided[&(decision.rule, decision.keep)]
@@ -108,7 +121,7 @@ impl Partition {
     /// trace's offsets until it is acknowledged (or, exactly-once, written
     /// with them into the transaction), so no offset is committed past a
     /// decision the log does not hold.
-    fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant) {
+    fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant, stream: Duration) {
         let at = self.config.epoch.at(now).as_millis() as i64;
         let record = LoggedDecision::new(
             t.trace_id,
@@ -119,7 +132,8 @@ impl Partition {
             at,
             self.partition,
             t.spans.len(),
-        );
+        )
+        .in_stream_at(stream.as_millis() as i64);
         let message = Outgoing {
             destination: Destination::Decisions(self.partition),
             key: Some(trace_key(t.trace_id)),
@@ -146,22 +160,23 @@ impl Partition {
     /// Decisions read back from the decision log, made by the partition's
     /// earlier workers (before a restart, or on another instance): their
     /// traces' late spans follow them until `decided_ttl` after they were
-    /// made. Returns how many are remembered.
-    pub fn remember(&mut self, records: Vec<Recalled>, now: Instant) -> usize {
-        let calendar_now = self.config.epoch.at(now);
+    /// made, in stream time. `resume` is the stream time the partition
+    /// resumes at ([`Partition::resume_at`]): what expired before it is not
+    /// kept. Returns how many are remembered.
+    pub fn remember(&mut self, records: Vec<Recalled>, resume: Duration, now: Instant) -> usize {
         let mut forgotten = 0;
         for r in records {
-            let made = Duration::from_millis(r.decided_at_ms.max(0) as u64);
-            let Some(at) = now.checked_sub(calendar_now.saturating_sub(made)) else {
-                continue;
-            };
+            let made = Duration::from_millis(r.stream_ms.max(0) as u64);
             let decided = Decided {
                 keep: r.keep,
                 rule: r.rule,
                 probability: r.probability,
                 from_log: true,
             };
-            forgotten += self.decisions.insert(r.trace, &decided, at, now).forgotten;
+            forgotten += self
+                .decisions
+                .insert(r.trace, &decided, made, resume)
+                .forgotten;
         }
         if forgotten > 0 {
             self.forgot(forgotten, now);
@@ -170,13 +185,23 @@ impl Partition {
         self.decisions.len()
     }
 
-    /// The decision log's records worth reading back: those made within
-    /// `decided_ttl` of `now` (milliseconds since the Unix epoch).
-    pub fn remembered_since(&self, now: Instant) -> i64 {
-        self.config
-            .epoch
-            .at(now)
+    /// The stream time the partition resumes at, if its first message
+    /// (read at `now`) is stamped `timestamp` (`None` when there is none, or
+    /// nothing to read): where its clock will stand.
+    pub fn resume_at(&self, timestamp: Option<i64>, now: Instant) -> Duration {
+        self.clock.preview(timestamp, now)
+    }
+
+    /// The decision log's records worth reading back for a partition that
+    /// resumes at stream time `resume` — those made within `decided_ttl`
+    /// before it — as the earliest produce time (milliseconds since the Unix
+    /// epoch) they can have: a decision is made, and its record produced, no
+    /// earlier than `decision.clock_ahead` before the stream time it carries.
+    pub fn remembered_since(&self, resume: Duration) -> i64 {
+        resume
             .saturating_sub(self.config.decided_ttl)
-            .as_millis() as i64
+            .saturating_sub(self.config.clock.ahead)
+            .as_millis()
+            .min(i64::MAX as u128) as i64
     }
 }

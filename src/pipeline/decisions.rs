@@ -12,8 +12,11 @@
 //! The hash stands for the trace id: two traces share one with a
 //! probability of about 2⁻⁶⁴ per pair, far below any other cause of a
 //! wrong late-span decision. Decisions expire `decided_ttl` after they
-//! were made — also those read back from the decision log, which carry
-//! their own time. The byte budget is held as a count (`BYTES_EACH` bytes
+//! were made *in stream time* — on the partition's clock, calendar time
+//! since the Unix epoch — also those read back from the decision log, which
+//! carry their own: a late span follows its trace's decision when it is
+//! late in the stream, however long reading was interrupted (a restart, an
+//! outage of the output). The byte budget is held as a count (`BYTES_EACH` bytes
 //! a decision); when it is full the oldest is forgotten before its time,
 //! one for each new one, and that is counted, not silent. Right after a
 //! doubling of the ring or the index the allocation can briefly be up to
@@ -22,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::otlp::{Annotation, TraceId};
 
@@ -56,7 +59,7 @@ impl Decided {
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     hash: u64,
-    /// Seconds after the store's origin when it expires.
+    /// Stream time (seconds since the Unix epoch) when it expires.
     expires: u32,
     /// Exactly as decided: a late span's adjusted count is its trace's.
     probability: f64,
@@ -80,8 +83,6 @@ pub(super) struct Decisions {
     /// The budget as a count: allocation grows in doublings, so a bound on
     /// allocated bytes would forget half the store at once when one comes.
     max_len: usize,
-    /// Time 0 of the slots' expiry seconds.
-    origin: Instant,
     hasher: foldhash::quality::FixedState,
     /// Oldest first; the slot at `slots[i]` has sequence number `first + i`.
     slots: VecDeque<Slot>,
@@ -101,12 +102,11 @@ pub(super) const BYTES_EACH: usize = 64;
 const MAX_RULE_NAMES: usize = u16::MAX as usize;
 
 impl Decisions {
-    pub fn new(ttl: Duration, max_bytes: usize, origin: Instant) -> Self {
+    pub fn new(ttl: Duration, max_bytes: usize) -> Self {
         Self {
             ttl,
             max_bytes,
             max_len: (max_bytes / BYTES_EACH).max(1),
-            origin,
             hasher: foldhash::quality::FixedState::with_seed(0x7a11_6a7e),
             slots: VecDeque::new(),
             first: 0,
@@ -119,10 +119,10 @@ impl Decisions {
         self.hasher.hash_one(id.0)
     }
 
-    fn seconds(&self, at: Instant) -> u32 {
-        at.saturating_duration_since(self.origin)
-            .as_secs()
-            .min(u64::from(u32::MAX)) as u32
+    /// Stream time in the slots' seconds (since the Unix epoch: they last
+    /// until 2106).
+    fn seconds(at: Duration) -> u32 {
+        at.as_secs().min(u64::from(u32::MAX)) as u32
     }
 
     fn rule_index(&mut self, rule: &Arc<str>) -> u16 {
@@ -137,11 +137,11 @@ impl Decisions {
     }
 
     /// The decision of trace `id`, if it is remembered and has not expired
-    /// at `now`.
-    pub fn get(&self, id: &TraceId, now: Instant) -> Option<Decided> {
+    /// at stream time `now`.
+    pub fn get(&self, id: &TraceId, now: Duration) -> Option<Decided> {
         let seq = *self.index.get(&self.hash(id))?;
         let slot = self.slots.get(seq.checked_sub(self.first)? as usize)?;
-        if slot.expires <= self.seconds(now) {
+        if slot.expires <= Self::seconds(now) {
             return None;
         }
         Some(Decided {
@@ -152,23 +152,21 @@ impl Decisions {
         })
     }
 
-    /// Remembers `decided` for trace `id`, decided at `at` (now, or for a
-    /// decision read back from the log, when it was made); it expires
-    /// `decided_ttl` after that. Expired decisions go first; then, if the
-    /// store is over its bytes, the oldest.
+    /// Remembers `decided` for trace `id`, decided at stream time `at` (now,
+    /// or for a decision read back from the log, when it was made); it
+    /// expires `decided_ttl` after that. Expired decisions go first; then,
+    /// if the store is over its bytes, the oldest.
     pub fn insert(
         &mut self,
         id: TraceId,
         decided: &Decided,
-        at: Instant,
-        now: Instant,
+        at: Duration,
+        now: Duration,
     ) -> Remembered {
         self.expire(now);
         // A TTL of centuries (a setting) must not overflow the clock.
-        let expires = at
-            .checked_add(self.ttl)
-            .map_or(u32::MAX, |until| self.seconds(until));
-        if expires <= self.seconds(now) {
+        let expires = at.checked_add(self.ttl).map_or(u32::MAX, Self::seconds);
+        if expires <= Self::seconds(now) {
             return Remembered::default();
         }
         let slot = Slot {
@@ -193,8 +191,8 @@ impl Decisions {
     /// Forgets what has expired at `now`. Decisions read back from the log
     /// may be older than those before them; they wait for their turn at the
     /// front, and `get` never answers with an expired one.
-    pub fn expire(&mut self, now: Instant) {
-        let now = self.seconds(now);
+    pub fn expire(&mut self, now: Duration) {
+        let now = Self::seconds(now);
         while self.slots.front().is_some_and(|s| s.expires <= now) {
             self.pop_oldest();
         }
@@ -258,11 +256,13 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+    /// 2026-01-01, stream time.
+    const JAN: Duration = Duration::from_secs(1_767_225_600);
 
     #[test]
     fn a_decision_is_remembered_until_its_ttl_from_when_it_was_made() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(60 * S, 1 << 20, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(60 * S, 1 << 20);
         d.insert(id(1), &decided(true, "errors", 1.0), t0, t0);
         assert_eq!(
             d.get(&id(1), t0 + 59 * S),
@@ -283,16 +283,16 @@ mod tests {
 
     #[test]
     fn a_ttl_of_centuries_does_not_overflow() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(Duration::MAX, 1 << 20, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(Duration::MAX, 1 << 20);
         d.insert(id(1), &decided(true, "errors", 1.0), t0, t0);
         assert!(d.get(&id(1), t0 + 1_000_000 * S).is_some());
     }
 
     #[test]
     fn the_probability_and_rule_survive_and_give_the_annotation() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(60 * S, 1 << 20, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(60 * S, 1 << 20);
         d.insert(id(1), &decided(true, "dyn", 0.25), t0, t0);
         let got = d.get(&id(1), t0).unwrap();
         assert_eq!(got.probability, 0.25);
@@ -312,8 +312,8 @@ mod tests {
 
     #[test]
     fn when_full_the_oldest_are_forgotten_one_for_one_and_counted() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(600 * S, 64 * 1024, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(600 * S, 64 * 1024);
         let mut forgotten = 0;
         for n in 0..20_000 {
             let f = d
@@ -332,8 +332,8 @@ mod tests {
 
     #[test]
     fn a_trace_decided_again_is_answered_with_its_latest_decision() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(60 * S, 1 << 20, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(60 * S, 1 << 20);
         d.insert(id(1), &decided(false, "rest", 0.1), t0, t0);
         d.insert(id(1), &decided(true, "errors", 1.0), t0 + S, t0 + S);
         assert_eq!(d.get(&id(1), t0 + S).map(|x| x.keep), Some(true));
@@ -349,8 +349,8 @@ mod tests {
     /// past a doubling: about the most it takes).
     #[test]
     fn a_remembered_decision_costs_under_72_bytes() {
-        let t0 = Instant::now();
-        let mut d = Decisions::new(3600 * S, usize::MAX, t0);
+        let t0 = JAN;
+        let mut d = Decisions::new(3600 * S, usize::MAX);
         for n in 0..1_000_000 {
             d.insert(id(n), &decided(n % 10 == 0, "r", 1.0), t0, t0);
         }

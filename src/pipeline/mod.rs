@@ -209,11 +209,7 @@ impl Partition {
             partition,
             buffer: TraceBuffer::new(config.buffer),
             clock: StreamClock::new(config.clock, config.epoch),
-            decisions: Decisions::new(
-                config.decided_ttl,
-                config.remembered_bytes,
-                config.epoch.instant,
-            ),
+            decisions: Decisions::new(config.decided_ttl, config.remembered_bytes),
             config,
             telemetry: Telemetry::new(&rules),
             rules,

@@ -16,10 +16,11 @@ impl Partition {
     /// after their trace's earlier decision).
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
         self.telemetry.messages.increment(1);
-        let (now, clamp) = self.clock.read(msg.timestamp, now);
-        if let Some(clamp) = clamp {
+        let reading = self.clock.read(msg.timestamp, now);
+        if let Some(clamp) = reading.clamp {
             self.telemetry.clamped[&clamp].increment(1);
         }
+        let (now, own) = (reading.now, reading.own);
         // What the message's time makes due goes first, so its spans of
         // such a trace are late whether it came in this batch or the next:
         // decisions do not depend on how reads are batched.
@@ -49,7 +50,7 @@ impl Partition {
                 Encoding::OtlpJson => 0,
             };
         for (id, group) in otlp::by_trace(decoded.spans) {
-            self.buffer_spans(id, group, msg.offset, retained, encoding, now);
+            self.buffer_spans(id, group, msg.offset, retained, encoding, now, own);
         }
     }
 
@@ -69,7 +70,10 @@ impl Partition {
         }
     }
 
-    /// Buffer: the spans of one trace from one message.
+    /// Buffer: the spans of one trace from one message, placed at `own` (the
+    /// message's time: the clock's, or its own stamp if it is an outlier
+    /// ahead of the clock); `now` is the partition's clock.
+    #[allow(clippy::too_many_arguments)]
     fn buffer_spans(
         &mut self,
         id: TraceId,
@@ -78,9 +82,12 @@ impl Partition {
         retained: usize,
         encoding: Encoding,
         now: Time,
+        own: Time,
     ) {
         if !self.buffer.contains(&id) {
-            if let Some(decided) = self.decisions.get(&id, now.wall) {
+            // Late in the stream: the partition's clock, not the wall's, nor
+            // the message's own stamp (which may be an outlier).
+            if let Some(decided) = self.decisions.get(&id, self.clock.unix(now.stream)) {
                 // A late span: follow the trace's decision.
                 self.telemetry.late[usize::from(decided.from_log)][usize::from(decided.keep)]
                     .increment(spans.len() as u64);
@@ -96,7 +103,7 @@ impl Partition {
         self.watermark.pin(offset, 1);
         let evicted = self
             .buffer
-            .insert(id, spans, offset, retained, encoding, now);
+            .insert(id, spans, offset, retained, encoding, own);
         for t in evicted {
             self.decide(t, now);
         }

@@ -1,15 +1,17 @@
 //! The decision log's record: one per decided trace, written to
 //! `kafka.decision_topic` keyed by the trace id (hex, as the output is) on
 //! the partition number of the input partition the trace was read from.
-//! Compaction keeps the latest record per trace; `decided_at_ms` lets a
-//! reader take only those newer than `decision.decided_ttl`.
+//! Compaction keeps the latest record per trace; `stream_ms` (the
+//! partition's stream time of the decision) lets a reader take only those
+//! within `decision.decided_ttl` of where it resumes.
 //!
 //! The value is JSON, so that `kcat` and a person can read the log:
 //!
 //! ```json
 //! {"v":1,"trace_id":"5b8efff798038103d269b633813fc60c","keep":true,
 //!  "rule":"errors","reason":"after_root","probability":1.0,
-//!  "decided_at_ms":1796188685942,"partition":3,"spans":7}
+//!  "decided_at_ms":1796188685942,"stream_ms":1796188685120,
+//!  "partition":3,"spans":7}
 //! ```
 
 use std::collections::HashMap;
@@ -38,8 +40,14 @@ pub struct LoggedDecision {
     /// The probability with which a trace like this is kept (its kept spans'
     /// adjusted count is the inverse); 1 for `keep` and `drop`.
     pub probability: f64,
-    /// When it was decided: milliseconds since the Unix epoch.
+    /// When it was decided: milliseconds since the Unix epoch, by the wall.
     pub decided_at_ms: i64,
+    /// When it was decided in the stream: the partition's clock (message
+    /// timestamps), milliseconds since the Unix epoch. What `decided_ttl`
+    /// counts from, and where the trace's spans are in the input. Absent
+    /// from records written before it existed: `decided_at_ms` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_ms: Option<i64>,
     /// The input partition the trace was read from.
     pub partition: i32,
     /// Spans decided with the trace (its late spans not counted).
@@ -66,9 +74,21 @@ impl LoggedDecision {
             reason: reason.as_str().to_string(),
             probability,
             decided_at_ms,
+            stream_ms: None,
             partition,
             spans: spans as u64,
         }
+    }
+
+    /// Made at stream time `ms` (milliseconds since the Unix epoch).
+    pub fn in_stream_at(mut self, ms: i64) -> Self {
+        self.stream_ms = Some(ms);
+        self
+    }
+
+    /// The stream time it was made at (`decided_at_ms` for an older record).
+    pub fn stream_ms(&self) -> i64 {
+        self.stream_ms.unwrap_or(self.decided_at_ms)
     }
 
     /// The record's value.
@@ -104,7 +124,7 @@ impl LoggedDecision {
             keep: self.keep,
             rule,
             probability: self.probability,
-            decided_at_ms: self.decided_at_ms,
+            stream_ms: self.stream_ms(),
         })
     }
 }
@@ -116,8 +136,8 @@ pub struct Recalled {
     pub keep: bool,
     pub rule: Arc<str>,
     pub probability: f64,
-    /// When it was made: milliseconds since the Unix epoch.
-    pub decided_at_ms: i64,
+    /// When it was made in the stream: milliseconds since the Unix epoch.
+    pub stream_ms: i64,
 }
 
 #[cfg(test)]

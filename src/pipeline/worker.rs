@@ -48,7 +48,8 @@ pub struct PartitionWorker {
     /// partition, `-1` before the first: where a replacement resumes if
     /// this worker dies.
     stored: Arc<AtomicI64>,
-    /// The decision log, read back before the first input.
+    /// The decision log, read back when the first input comes (it says
+    /// where in the stream the partition resumes), before it is handled.
     decision_log: Option<Arc<dyn DecisionSource>>,
 }
 
@@ -102,21 +103,24 @@ impl PartitionWorker {
         self
     }
 
-    /// The partition's decisions of the last `decided_ttl`, read back from
-    /// the decision log, so that late spans of traces its earlier workers
-    /// decided follow those decisions. Retried for about half a minute; if
-    /// the log cannot be read, the worker goes on without (their late spans
-    /// are then decided anew), saying so.
-    async fn load_decisions(&mut self, log: &dyn DecisionSource) {
+    /// The partition's decisions made within `decided_ttl` (of stream time)
+    /// before where it resumes — at its first message, stamped `first` —
+    /// read back from the decision log, so that late spans of traces its
+    /// earlier workers decided follow those decisions, however long ago by
+    /// the wall they were made. Retried for about half a minute; if the log
+    /// cannot be read, the worker goes on without (their late spans are
+    /// then decided anew), saying so.
+    async fn load_decisions(&mut self, log: &dyn DecisionSource, first: Option<i64>) {
         let partition = self.pipeline.partition();
         let started = Instant::now();
-        let since = self.pipeline.remembered_since(now());
+        let resume = self.pipeline.resume_at(first, now());
+        let since = self.pipeline.remembered_since(resume);
         let mut wait = Duration::from_millis(500);
         for attempt in 1..=6 {
             match log.load(partition, since).await {
                 Ok(records) => {
                     let read = records.len();
-                    let remembered = self.pipeline.remember(records, now());
+                    let remembered = self.pipeline.remember(records, resume, now());
                     let seconds = started.elapsed().as_secs_f64();
                     metrics::counter!(m::DECISIONS_LOADED).increment(read as u64);
                     metrics::histogram!(m::DECISIONS_LOAD_SECONDS).record(seconds);
@@ -162,14 +166,29 @@ impl PartitionWorker {
         // watermark and the gauges run once per batch, not once per message.
         let mut batch = Vec::with_capacity(RECEIVE_BATCH);
         fault::stall(self.pipeline.partition(), &input).await;
-        if let Some(log) = self.decision_log.take() {
-            self.load_decisions(log.as_ref()).await;
-        }
         let mut watching = true;
         // Messages read, for the test-only read pauses.
         let mut read = 0u64;
         self.pipeline
             .input_paused(*paused.borrow_and_update(), now());
+        if let Some(log) = self.decision_log.take() {
+            // Where the partition resumes in the stream is its first
+            // message's time; until it comes there is nothing to follow.
+            if let Some(first) = input.recv().await {
+                let stamp = match &first {
+                    Input::Message(msg) => msg.timestamp,
+                    Input::CaughtUp => None,
+                };
+                self.load_decisions(log.as_ref(), stamp).await;
+                if let Input::Message(msg) = &first {
+                    fault::before(self.pipeline.partition(), msg.offset);
+                }
+                self.pipeline.input(first, now());
+                self.pipeline.decide_due(now());
+                self.pipeline.advance();
+                self.execute().await;
+            }
+        }
         loop {
             let mut next = self
                 .pipeline

@@ -243,7 +243,7 @@ fn search_input(
 ) -> (SpanSearch, Vec<SpanRecord>) {
     let topic = settings.kafka.input_topic.clone();
     let max_age = settings.decision.max_trace_age.as_millis() as i64;
-    let (from_ms, to_ms) = window(decision.decided_at_ms, max_age);
+    let (from_ms, to_ms) = window(decision.stream_ms(), max_age);
     let mut search = SpanSearch {
         topic,
         partition: decision.partition,

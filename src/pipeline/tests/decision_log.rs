@@ -134,7 +134,9 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
         .iter()
         .filter_map(|r| r.recalled(&mut names))
         .collect();
-    assert_eq!(p.remember(recalled, now), 150_002);
+    // Resuming at its first message, which has no stamp: the wall's reading.
+    let resume = p.resume_at(None, now);
+    assert_eq!(p.remember(recalled, resume, now), 150_002);
     // Their late spans: the kept trace's child goes out at once, annotated
     // with its rule; the dropped trace's does not, and starts no new trace.
     p.handle(message(0, &kept_parts[1]), now);
@@ -153,7 +155,8 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
     let out = crate::otlp::decode(sent[0].payload.clone()).unwrap();
     assert_eq!(out.spans.len(), 1);
     assert_eq!(p.status().1.traces, 0, "no late span starts a trace");
-    // Past decided_ttl from when they were made, they are forgotten.
+    // Past decided_ttl from when they were made (in stream time: here the
+    // wall's, the input has no stamps), they are forgotten.
     p.handle(message(2, &dropped_parts[0]), t0 + Duration::from_secs(601));
     assert_eq!(p.status().1.traces, 1, "a new trace now");
 }

@@ -8,6 +8,7 @@ mod deciding;
 mod decision_log;
 mod delivering;
 mod exactly_once;
+mod late_in_stream;
 mod stopping;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
