@@ -24,6 +24,7 @@ pub(super) struct SpanFact {
 }
 
 /// One input message, as produced, and what the model knows of it.
+#[derive(Clone)]
 pub(super) struct InputFact {
     pub(super) message: InputMessage,
     /// Valid spans it carries.

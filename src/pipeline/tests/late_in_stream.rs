@@ -87,14 +87,10 @@ fn kept_spans(sent: &[(DeliveryId, Outgoing)]) -> usize {
 /// span, are read at `t0` and decided once the partition is caught up;
 /// returns their ids and parts, and what was sent (decision records
 /// included), unacknowledged.
-fn decide_two(
-    p: &mut Partition,
-    t0: Instant,
-) -> (
-    (TraceId, Vec<TracesData>),
-    (TraceId, Vec<TracesData>),
-    Vec<(DeliveryId, Outgoing)>,
-) {
+/// A trace's id and its three parts.
+type Trace = (TraceId, Vec<TracesData>);
+
+fn decide_two(p: &mut Partition, t0: Instant) -> (Trace, Trace, Vec<(DeliveryId, Outgoing)>) {
     let kept = three_part_trace(1, true);
     let dropped = three_part_trace(2, false);
     p.handle(stamped(0, JAN, &kept.1[0]), t0);
