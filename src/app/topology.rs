@@ -18,7 +18,7 @@ use super::Handles;
 use crate::clock::Epoch;
 use crate::config::{Loaded, Settings};
 use crate::kafka::consumer::{self, InputConsumer, RebalanceEvent, StoredOffsets};
-use crate::kafka::decision_log::{ensure_topic, KafkaDecisionLog};
+use crate::kafka::decision_log::{DecisionTopic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
@@ -82,29 +82,36 @@ impl Topology {
             stop.clone(),
         )];
 
-        let decision_log = match settings.kafka.decision_topic() {
-            Some(topic) => {
-                let (kafka, ttl, name) = (
-                    settings.kafka.clone(),
-                    settings.decision.decided_ttl,
-                    topic.clone(),
-                );
-                tokio::task::spawn_blocking(move || ensure_topic(&kafka, &name, ttl))
-                    .await
-                    .map_err(anyhow::Error::from)?
-                    .map_err(anyhow::Error::msg)?;
-                tracing::info!(
-                    topic,
-                    "decision log: every decision is written there, and read back when a partition is assigned"
-                );
-                Some(Arc::new(KafkaDecisionLog::new(&settings.kafka, topic))
-                    as Arc<dyn DecisionSource>)
-            }
-            None => None,
-        };
         let output = Arc::new(
             KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?,
         );
+        let decision_topic = match settings.kafka.decision_topic() {
+            Some(topic) => {
+                let (kafka, ttl, producer) = (
+                    settings.kafka.clone(),
+                    settings.decision.decided_ttl,
+                    output.producer().clone(),
+                );
+                let ready = tokio::task::spawn_blocking(move || {
+                    DecisionTopic::ensure(&kafka, &topic, ttl, producer)
+                })
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::msg)?;
+                tracing::info!(
+                    topic = ready.name(),
+                    "decision log: every decision is written there, and read back when a partition is assigned"
+                );
+                Some(Arc::new(ready))
+            }
+            None => None,
+        };
+        let decision_log = decision_topic.as_ref().map(|t| {
+            Arc::new(KafkaDecisionLog::new(&settings.kafka, t.name().to_string()))
+                as Arc<dyn DecisionSource>
+        });
+        // Registered at zero: a record is counted only when one is lost.
+        metrics::counter!(m::DECISIONS_UNLOGGED).increment(0);
         let (consumer, rebalances) =
             consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
         let transactions = if settings.kafka.exactly_once {
@@ -173,6 +180,7 @@ impl Topology {
         consumer.context().set_handover(Arc::new(Handover {
             partitions: partitions.clone(),
             transactions: transactions.clone(),
+            decision_topic,
         }));
         Ok(Self {
             settings,

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumer::InputConsumer;
 use super::producer::{self, KafkaOutput};
 use crate::metrics as m;
-use crate::pipeline::{Outgoing, ProduceError, Transaction};
+use crate::pipeline::{Destination, Outgoing, ProduceError, ProduceErrorKind, Transaction};
 
 /// What the open transaction holds besides its messages.
 #[derive(Default)]
@@ -90,6 +90,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_FOR: Duration = Duration::from_secs(120);
 /// A commit that takes longer is logged (the writers wait for it).
 const SLOW_COMMIT: Duration = Duration::from_secs(2);
+
+/// A decision record refused before it was enqueued because its topic or
+/// partition is unknown: given up alone (counted), not the transaction.
+fn unlogged(destination: Destination, e: &KafkaError) -> bool {
+    matches!(destination, Destination::Decisions(_))
+        && producer::classify(e).kind == ProduceErrorKind::UnknownTopic
+}
 
 fn retriable(e: &KafkaError) -> bool {
     match e {
@@ -308,6 +315,18 @@ impl Transaction for Transactions {
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
                             tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((e, _)) if unlogged(message.destination, &e) => {
+                            // A decision topic lacking the partition (not
+                            // grown, see `DecisionTopic`): nothing was
+                            // enqueued, so the transaction is intact; the
+                            // decision stands, only its record is missing.
+                            metrics::counter!(m::DECISIONS_UNLOGGED).increment(1);
+                            tracing::debug!(
+                                partition,
+                                "a decision cannot be written to the decision log: {e}; going on without it"
+                            );
+                            break;
                         }
                         Err((e, _)) => {
                             let why = TransactionError::Write(format!("cannot enqueue: {e}"));
