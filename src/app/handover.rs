@@ -65,8 +65,12 @@ impl consumer::Handover for Handover {
             }
             Some(t) => {
                 // A failed commit stops the process (see `Transactions`).
-                let _ = block_on_runtime(t.commit());
-                t.revoked(revoked);
+                // The revoked partitions' leases end with the commit, before
+                // any writer goes on: a worker still running (its drain
+                // timed out) can write nothing for them from now on.
+                if block_on_runtime(t.commit_and_revoke(revoked)).is_none() {
+                    t.revoked(revoked);
+                }
             }
         }
         tracing::info!(

@@ -22,9 +22,7 @@ use crate::kafka::decision_log::{DecisionTopic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
-use crate::pipeline::{
-    DecisionSource, MessageLimits, OffsetStore, PartitionWorker, Transaction, WorkerConfig,
-};
+use crate::pipeline::{DecisionSource, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig};
 use crate::rules::RuleSet;
 
 /// Everything a run holds, from start to the last stage of its shutdown.
@@ -165,7 +163,7 @@ impl Topology {
             rules,
             output: output.clone(),
             offsets: offsets.clone(),
-            transaction: transactions.clone().map(|t| t as Arc<dyn Transaction>),
+            transactions: transactions.clone(),
             usage: usage.clone(),
             limits,
             input_paused: input_paused_rx,
@@ -255,7 +253,8 @@ struct WorkerParts {
     rules: watch::Receiver<Arc<RuleSet>>,
     output: Arc<KafkaOutput>,
     offsets: Arc<dyn OffsetStore>,
-    transaction: Option<Arc<dyn Transaction>>,
+    /// Exactly-once mode: each worker writes under its partition's lease.
+    transactions: Option<Arc<Transactions>>,
     usage: Arc<AtomicUsize>,
     limits: Arc<MessageLimits>,
     input_paused: watch::Receiver<bool>,
@@ -280,7 +279,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             decision_log: s.kafka.decision_log,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
-            exactly_once: parts.transaction.is_some(),
+            exactly_once: parts.transactions.is_some(),
         };
         let mut worker = PartitionWorker::new(
             partition,
@@ -288,7 +287,9 @@ fn worker_factory(parts: WorkerParts) -> Start {
             parts.rules.clone(),
             parts.output.clone(),
             parts.offsets.clone(),
-            parts.transaction.clone(),
+            // Started on the partition's first message, after its
+            // assignment: the lease of that assignment.
+            parts.transactions.as_ref().map(|t| t.lease(partition)),
         );
         if let Some(log) = &parts.decision_log {
             worker = worker.with_decision_log(log.clone());
