@@ -175,3 +175,33 @@ async fn partitions_added_under_a_running_group_are_read_and_their_decisions_log
     assert_eq!(m.sum("tailgate_decisions_unlogged_total", &[]), 0.0);
     assert!(b.terminate(Duration::from_secs(60)).success());
 }
+
+/// The input grew while tailgate was down (or its decision topic has fewer
+/// partitions for another reason): the next start grows the decision topic
+/// instead of refusing, and the new partition's decisions are logged there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_after_the_input_grew_grows_the_decision_topic() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    let decisions = format!("{group}_decisions");
+    create_topic(&input, 3).await;
+    create_topic(&output, 1).await;
+    // What an earlier run made, before the input had its third partition.
+    create_topic_with(&decisions, 2, &[("cleanup.policy", "compact,delete")]).await;
+    let dir = policy_dir(&settings(&group, &input, &output, RULES, "2s", None));
+    let (early, _, kept) = traces(43, 30);
+    produce_spread(&input, &early, 0, 3).await;
+    let mut t = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "t.log");
+    t.wait_ready(Duration::from_secs(60));
+    let mut reader = OutputReader::new(&output);
+    let spans_of = |o: &Output, id: &TraceId| o.spans.get(id).map_or(0, |s| s.len());
+    let decided = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 6)
+    });
+    assert!(decided, "kept traces not produced:\n{}", t.log_text());
+    wait_committed_to_end(&group, &input, 3, Duration::from_secs(60), || t.log_text());
+    assert_eq!(partition_count(&decisions), Some(3), "{}", t.log_text());
+    let m = t.metrics().expect("metrics");
+    assert_eq!(m.sum("tailgate_decisions_written_total", &[]), 30.0);
+    assert_eq!(m.sum("tailgate_decisions_unlogged_total", &[]), 0.0);
+    assert!(t.terminate(Duration::from_secs(60)).success());
+}

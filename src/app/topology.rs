@@ -18,7 +18,7 @@ use super::Handles;
 use crate::clock::Epoch;
 use crate::config::{Loaded, Settings};
 use crate::kafka::consumer::{self, InputConsumer, RebalanceEvent, StoredOffsets};
-use crate::kafka::decision_log::{DecisionTopic, KafkaDecisionLog};
+use crate::kafka::decision_log::{CoverError, DecisionTopic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
@@ -104,6 +104,9 @@ impl Topology {
             }
             None => None,
         };
+        if let Some(topic) = &decision_topic {
+            background.push(recheck_decision_topic(topic.clone(), stop));
+        }
         let decision_log = decision_topic.as_ref().map(|t| {
             Arc::new(KafkaDecisionLog::new(&settings.kafka, t.name().to_string()))
                 as Arc<dyn DecisionSource>
@@ -218,6 +221,42 @@ async fn serve_metrics(settings: &Settings, handles: &Handles) -> anyhow::Result
         served.clone().cancelled_owned(),
     ));
     Ok(Endpoint { served, task })
+}
+
+/// How often the decision topic is checked against the input's partitions
+/// besides the checks at start and on assignment.
+const DECISION_TOPIC_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Checks the decision topic every [`DECISION_TOPIC_RECHECK`]: one deleted
+/// under the running process, or deleted and auto-created by the broker
+/// with one partition, is made whole again (records meanwhile counted as
+/// unlogged).
+fn recheck_decision_topic(topic: Arc<DecisionTopic>, stop: &CancellationToken) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DECISION_TOPIC_RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            let t = topic.clone();
+            // A check under way does not hold the shutdown up.
+            let Some(checked) = stop
+                .run_until_cancelled(tokio::task::spawn_blocking(move || t.recheck()))
+                .await
+            else {
+                return;
+            };
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(CoverError::Lacking(l))) => tracing::error!("{l}"),
+                Ok(Err(CoverError::Other(e))) => tracing::warn!(
+                    topic = topic.name(),
+                    "cannot check the decision topic's partitions: {e}"
+                ),
+                Err(e) => tracing::warn!("decision topic check: {e}"),
+            }
+        }
+    })
 }
 
 /// Asks the broker for the output and dead-letter topics' message size

@@ -240,6 +240,15 @@ impl DecisionTopic {
         Ok(())
     }
 
+    /// [`DecisionTopic::cover`] for the input's partitions, whatever is
+    /// known: run periodically, it finds a topic deleted (made again) or
+    /// deleted and auto-created by the broker with too few partitions
+    /// (grown), and the producer learns of it.
+    pub fn recheck(&self) -> Result<(), CoverError> {
+        self.known.store(0, Ordering::Relaxed);
+        self.cover(1)
+    }
+
     /// CreatePartitions: `has` → `needs`.
     fn grow(&self, has: usize, needs: usize) -> Result<(), CoverError> {
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
