@@ -101,3 +101,9 @@ pub const PARTITIONS_PAUSED: &str = "tailgate_partitions_paused";
 pub const CONSUMER_LAG: &str = "tailgate_consumer_lag_messages";
 /// Exactly-once mode: transactions by `result` (`committed`, `aborted`).
 pub const TRANSACTIONS: &str = "tailgate_transactions_total";
+/// Decision records that could not be written to the decision log and were
+/// given up on (the decision stands; a later owner of the partition decides
+/// the trace's late spans anew): a decision topic lacking the partition
+/// (fewer partitions than the input, and not grown), or another error no
+/// retry can fix. The input is not held for them.
+pub const DECISIONS_UNLOGGED: &str = "tailgate_decisions_unlogged_total";

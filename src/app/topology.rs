@@ -18,13 +18,11 @@ use super::Handles;
 use crate::clock::Epoch;
 use crate::config::{Loaded, Settings};
 use crate::kafka::consumer::{self, InputConsumer, RebalanceEvent, StoredOffsets};
-use crate::kafka::decision_log::{ensure_topic, KafkaDecisionLog};
+use crate::kafka::decision_log::{CoverError, DecisionTopic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
-use crate::pipeline::{
-    DecisionSource, MessageLimits, OffsetStore, PartitionWorker, Transaction, WorkerConfig,
-};
+use crate::pipeline::{DecisionSource, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig};
 use crate::rules::RuleSet;
 
 /// Everything a run holds, from start to the last stage of its shutdown.
@@ -82,29 +80,39 @@ impl Topology {
             stop.clone(),
         )];
 
-        let decision_log = match settings.kafka.decision_topic() {
-            Some(topic) => {
-                let (kafka, ttl, name) = (
-                    settings.kafka.clone(),
-                    settings.decision.decided_ttl,
-                    topic.clone(),
-                );
-                tokio::task::spawn_blocking(move || ensure_topic(&kafka, &name, ttl))
-                    .await
-                    .map_err(anyhow::Error::from)?
-                    .map_err(anyhow::Error::msg)?;
-                tracing::info!(
-                    topic,
-                    "decision log: every decision is written there, and read back when a partition is assigned"
-                );
-                Some(Arc::new(KafkaDecisionLog::new(&settings.kafka, topic))
-                    as Arc<dyn DecisionSource>)
-            }
-            None => None,
-        };
         let output = Arc::new(
             KafkaOutput::new(&settings.kafka).context("cannot create the Kafka producer")?,
         );
+        let decision_topic = match settings.kafka.decision_topic() {
+            Some(topic) => {
+                let (kafka, ttl, producer) = (
+                    settings.kafka.clone(),
+                    settings.decision.decided_ttl,
+                    output.producer().clone(),
+                );
+                let ready = tokio::task::spawn_blocking(move || {
+                    DecisionTopic::ensure(&kafka, &topic, ttl, producer)
+                })
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::msg)?;
+                tracing::info!(
+                    topic = ready.name(),
+                    "decision log: every decision is written there, and read back when a partition is assigned"
+                );
+                Some(Arc::new(ready))
+            }
+            None => None,
+        };
+        if let Some(topic) = &decision_topic {
+            background.push(recheck_decision_topic(topic.clone(), stop));
+        }
+        let decision_log = decision_topic.as_ref().map(|t| {
+            Arc::new(KafkaDecisionLog::new(&settings.kafka, t.name().to_string()))
+                as Arc<dyn DecisionSource>
+        });
+        // Registered at zero: a record is counted only when one is lost.
+        metrics::counter!(m::DECISIONS_UNLOGGED).increment(0);
         let (consumer, rebalances) =
             consumer::subscribe(&settings.kafka).context("cannot create the Kafka consumer")?;
         let transactions = if settings.kafka.exactly_once {
@@ -158,7 +166,7 @@ impl Topology {
             rules,
             output: output.clone(),
             offsets: offsets.clone(),
-            transaction: transactions.clone().map(|t| t as Arc<dyn Transaction>),
+            transactions: transactions.clone(),
             usage: usage.clone(),
             limits,
             input_paused: input_paused_rx,
@@ -173,6 +181,7 @@ impl Topology {
         consumer.context().set_handover(Arc::new(Handover {
             partitions: partitions.clone(),
             transactions: transactions.clone(),
+            decision_topic,
         }));
         Ok(Self {
             settings,
@@ -214,6 +223,42 @@ async fn serve_metrics(settings: &Settings, handles: &Handles) -> anyhow::Result
     Ok(Endpoint { served, task })
 }
 
+/// How often the decision topic is checked against the input's partitions
+/// besides the checks at start and on assignment.
+const DECISION_TOPIC_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Checks the decision topic every [`DECISION_TOPIC_RECHECK`]: one deleted
+/// under the running process, or deleted and auto-created by the broker
+/// with one partition, is made whole again (records meanwhile counted as
+/// unlogged).
+fn recheck_decision_topic(topic: Arc<DecisionTopic>, stop: &CancellationToken) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DECISION_TOPIC_RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        while stop.run_until_cancelled(tick.tick()).await.is_some() {
+            let t = topic.clone();
+            // A check under way does not hold the shutdown up.
+            let Some(checked) = stop
+                .run_until_cancelled(tokio::task::spawn_blocking(move || t.recheck()))
+                .await
+            else {
+                return;
+            };
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(CoverError::Lacking(l))) => tracing::error!("{l}"),
+                Ok(Err(CoverError::Other(e))) => tracing::warn!(
+                    topic = topic.name(),
+                    "cannot check the decision topic's partitions: {e}"
+                ),
+                Err(e) => tracing::warn!("decision topic check: {e}"),
+            }
+        }
+    })
+}
+
 /// Asks the broker for the output and dead-letter topics' message size
 /// limits, and lowers the workers' limits to them.
 fn look_up_limits(
@@ -247,7 +292,8 @@ struct WorkerParts {
     rules: watch::Receiver<Arc<RuleSet>>,
     output: Arc<KafkaOutput>,
     offsets: Arc<dyn OffsetStore>,
-    transaction: Option<Arc<dyn Transaction>>,
+    /// Exactly-once mode: each worker writes under its partition's lease.
+    transactions: Option<Arc<Transactions>>,
     usage: Arc<AtomicUsize>,
     limits: Arc<MessageLimits>,
     input_paused: watch::Receiver<bool>,
@@ -272,7 +318,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             decision_log: s.kafka.decision_log,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
-            exactly_once: parts.transaction.is_some(),
+            exactly_once: parts.transactions.is_some(),
         };
         let mut worker = PartitionWorker::new(
             partition,
@@ -280,7 +326,9 @@ fn worker_factory(parts: WorkerParts) -> Start {
             parts.rules.clone(),
             parts.output.clone(),
             parts.offsets.clone(),
-            parts.transaction.clone(),
+            // Started on the partition's first message, after its
+            // assignment: the lease of that assignment.
+            parts.transactions.as_ref().map(|t| t.lease(partition)),
         );
         if let Some(log) = &parts.decision_log {
             worker = worker.with_decision_log(log.clone());

@@ -187,7 +187,11 @@ pub fn subscribe(
         // messages are resident memory outside `buffer.max_bytes`.
         .set("queued.max.messages.kbytes", "16384")
         // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Partitions added to the input topic (scaling out) are seen within
+        // this, and the group rebalances to read them; librdkafka's default
+        // (5 min) left them unread that long.
+        .set("topic.metadata.refresh.interval.ms", "30000");
     if let Some(id) = &settings.group_instance_id {
         config.set("group.instance.id", id);
     }

@@ -1,29 +1,36 @@
 //! The decision log on Kafka: the topic is made ready at start (created if
-//! it does not exist, with as many partitions as the input), and a
+//! it does not exist, with as many partitions as the input) and grown when
+//! the input has more partitions ([`DecisionTopic`]), and a
 //! partition's records are read back when its worker starts (the
 //! [`DecisionSource`] port). Writing goes through the output producer, as
 //! [`crate::pipeline::Destination::Decisions`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::Producer;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use super::producer::OutputProducer;
 use super::ClientEvents;
 use crate::config::KafkaSettings;
 use crate::pipeline::{DecisionSource, LoggedDecision, Recalled};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Partitions of `topic`, or `None` if it does not exist.
-fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>, String> {
-    let metadata = consumer
+/// Partitions of `topic` as `client` sees them (its metadata is refreshed),
+/// or `None` if it does not exist.
+fn partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Option<usize>, String> {
+    let metadata = client
         .fetch_metadata(Some(topic), TIMEOUT)
         .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
     Ok(metadata
@@ -57,63 +64,254 @@ fn reader(settings: &KafkaSettings, exactly_once: bool) -> Result<BaseConsumer, 
     config.create()
 }
 
-/// Makes the decision topic ready: creates it if it does not exist — as
-/// many partitions as the input topic, `cleanup.policy=compact,delete`,
-/// `retention.ms` the larger of `ttl` and a day — and checks that one that
-/// exists has at least as many partitions as the input (a trace's record
-/// goes to its input partition's number). Blocking: call it off the runtime.
-pub fn ensure_topic(settings: &KafkaSettings, topic: &str, ttl: Duration) -> Result<(), String> {
-    let consumer = reader(settings, false).map_err(|e| e.to_string())?;
-    let input = partitions(&consumer, &settings.input_topic)?.ok_or_else(|| {
-        format!(
-            "the input topic {} does not exist (the decision log needs its partition count)",
-            settings.input_topic
-        )
-    })?;
-    match partitions(&consumer, topic)? {
-        Some(n) if n >= input => return Ok(()),
-        Some(n) => {
-            return Err(format!(
-                "kafka.decision_topic {topic} has {n} partitions, fewer than the {input} of the input topic {}: a trace's decision goes to its input partition's number; add partitions to it, or name another topic",
+/// The decision topic, kept with at least as many partitions as the input:
+/// a trace's record goes to its input partition's number, so a partition
+/// added to the input (scaling out) needs its twin here before its worker
+/// logs a decision. Made ready at start ([`DecisionTopic::ensure`]) and
+/// checked again whenever input partitions are assigned
+/// ([`DecisionTopic::cover`]); grown with CreatePartitions where it lacks
+/// some. Where it cannot be grown (not authorised, say), tailgate says what
+/// to run and goes on: the records for the missing partitions are counted
+/// as unlogged ([`crate::metrics::DECISIONS_UNLOGGED`]), the input is not
+/// held for them.
+pub struct DecisionTopic {
+    name: String,
+    input: String,
+    brokers: String,
+    /// `retention.ms` of a topic this creates.
+    retention_ms: String,
+    /// Reads metadata without creating topics, and grows the topic.
+    admin: AdminClient<ClientEvents>,
+    /// The producer that writes the records: its view of the topic's
+    /// partitions is refreshed after the topic grew (librdkafka fails a
+    /// record for a partition it does not know of, and would otherwise
+    /// learn of it only at its next periodic metadata refresh).
+    producer: OutputProducer,
+    /// Partitions the topic is known to have: a partition below this needs
+    /// no look at the broker.
+    known: AtomicUsize,
+}
+
+/// The decision topic lacks partitions it could not be given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kafka.decision_topic {topic} has {has} partitions and the input needs {needs}, and it cannot be grown ({why}); until it is, decisions of input partitions {has} and up are not logged (counted in tailgate_decisions_unlogged_total, the input is not held for them). Grow it: kafka-topics.sh --bootstrap-server {brokers} --alter --topic {topic} --partitions {needs}")]
+pub struct Lacking {
+    pub topic: String,
+    pub brokers: String,
+    pub has: usize,
+    pub needs: usize,
+    pub why: String,
+}
+
+impl DecisionTopic {
+    /// Makes the decision topic ready, blocking (call it off the runtime):
+    /// creates it if it does not exist — as many partitions as the input
+    /// topic, `cleanup.policy=compact,delete`, `retention.ms` the larger of
+    /// `ttl` and a day — and grows one that exists to the input's partition
+    /// count. An error only if the topic cannot be read or created; one
+    /// that cannot be grown is logged with what to run (see [`Lacking`]),
+    /// and the run goes on.
+    pub fn ensure(
+        settings: &KafkaSettings,
+        topic: &str,
+        ttl: Duration,
+        producer: OutputProducer,
+    ) -> Result<Self, String> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            // Reading the topic's metadata must not create it with the
+            // broker's default partition count.
+            .set("allow.auto.create.topics", "false");
+        super::apply(&mut config, &settings.librdkafka_options);
+        let admin: AdminClient<ClientEvents> = config
+            .create_with_context(ClientEvents::new("admin"))
+            .map_err(|e| e.to_string())?;
+        let retention_ms = ttl
+            .max(Duration::from_secs(24 * 3600))
+            .as_millis()
+            .to_string();
+        let this = Self {
+            name: topic.to_string(),
+            input: settings.input_topic.clone(),
+            brokers: settings.brokers.clone(),
+            retention_ms,
+            admin,
+            producer,
+            known: AtomicUsize::new(0),
+        };
+        let input = this.input_partitions()?.ok_or_else(|| {
+            format!(
+                "the input topic {} does not exist (the decision log needs its partition count)",
                 settings.input_topic
-            ))
+            )
+        })?;
+        match this.partitions(&this.name)? {
+            Some(_) => {}
+            None => this.create(input)?,
         }
-        None => {}
-    }
-    let retention = ttl
-        .max(Duration::from_secs(24 * 3600))
-        .as_millis()
-        .to_string();
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers);
-    super::apply(&mut config, &settings.librdkafka_options);
-    let admin: AdminClient<ClientEvents> = config
-        .create_with_context(ClientEvents::new("admin"))
-        .map_err(|e| e.to_string())?;
-    let new = NewTopic::new(topic, input as i32, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", "compact,delete")
-        .set("retention.ms", &retention);
-    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    // The admin client's own thread drives the request.
-    let results = futures::executor::block_on(admin.create_topics([&new], &options))
-        .map_err(|e| format!("cannot create kafka.decision_topic {topic}: {e}"))?;
-    for result in results {
-        match result {
-            Ok(_) => tracing::info!(
-                topic,
-                partitions = input,
-                retention_ms = %retention,
-                "created the decision log's topic (cleanup.policy=compact,delete)"
-            ),
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, e)) => {
-                return Err(format!(
-                    "cannot create kafka.decision_topic {topic} ({e}): create it with {input} partitions, cleanup.policy=compact,delete and retention.ms={retention}, or set kafka.decision_log: false"
-                ))
+        if let Err(e) = this.cover(input) {
+            match e {
+                CoverError::Lacking(l) => tracing::error!("{l}"),
+                CoverError::Other(e) => return Err(e),
             }
         }
+        Ok(this)
     }
-    Ok(())
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Partitions of `topic`, or `None` if it does not exist.
+    fn partitions(&self, topic: &str) -> Result<Option<usize>, String> {
+        partitions(self.admin.inner(), topic)
+    }
+
+    fn input_partitions(&self) -> Result<Option<usize>, String> {
+        self.partitions(&self.input)
+    }
+
+    fn create(&self, count: usize) -> Result<(), String> {
+        let new = NewTopic::new(&self.name, count as i32, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", &self.retention_ms);
+        let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        // The admin client's own thread drives the request.
+        let results = futures::executor::block_on(self.admin.create_topics([&new], &options))
+            .map_err(|e| format!("cannot create kafka.decision_topic {}: {e}", self.name))?;
+        for result in results {
+            match result {
+                Ok(_) => tracing::info!(
+                    topic = self.name,
+                    partitions = count,
+                    retention_ms = %self.retention_ms,
+                    "created the decision log's topic (cleanup.policy=compact,delete)"
+                ),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, e)) => {
+                    return Err(format!(
+                        "cannot create kafka.decision_topic {} ({e}): create it with {count} partitions, cleanup.policy=compact,delete and retention.ms={}, or set kafka.decision_log: false",
+                        self.name, self.retention_ms
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the topic has at least `needed` partitions — and as many
+    /// as the input has now, so that one growth covers every partition
+    /// added at once — growing it if it has fewer, and lets the producer
+    /// know. Cheap when they are known to exist. Blocking.
+    pub fn cover(&self, needed: usize) -> Result<(), CoverError> {
+        if needed <= self.known.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let needs = needed.max(self.input_partitions()?.unwrap_or(0));
+        let has = match self.partitions(&self.name)? {
+            Some(n) => n,
+            None => {
+                // Deleted under a running process: made again.
+                self.create(needs)?;
+                0
+            }
+        };
+        if has < needs {
+            self.grow(has, needs)?;
+        }
+        // The producer learns of the partitions now, not at its next
+        // periodic metadata refresh.
+        let deadline = Instant::now() + TIMEOUT;
+        let seen = loop {
+            let seen = partitions(self.producer.client(), &self.name)?.unwrap_or(0);
+            if seen >= needs || Instant::now() > deadline {
+                break seen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if seen < needs {
+            return Err(CoverError::Other(format!(
+                "the producer does not see the {needs} partitions of {} yet (it sees {seen})",
+                self.name
+            )));
+        }
+        self.known.fetch_max(seen, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`DecisionTopic::cover`] for the input's partitions, whatever is
+    /// known: run periodically, it finds a topic deleted (made again) or
+    /// deleted and auto-created by the broker with too few partitions
+    /// (grown), and the producer learns of it.
+    pub fn recheck(&self) -> Result<(), CoverError> {
+        self.known.store(0, Ordering::Relaxed);
+        self.cover(1)
+    }
+
+    /// CreatePartitions: `has` → `needs`.
+    fn grow(&self, has: usize, needs: usize) -> Result<(), CoverError> {
+        let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let growth = NewPartitions::new(&self.name, needs);
+        let lacking = |why: String| {
+            CoverError::Lacking(Lacking {
+                topic: self.name.clone(),
+                brokers: self.brokers.clone(),
+                has,
+                needs,
+                why,
+            })
+        };
+        let results =
+            futures::executor::block_on(self.admin.create_partitions([&growth], &options))
+                .map_err(|e| lacking(e.to_string()))?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                // Another instance grew it first (to `needs` or more).
+                Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+                Err((_, e)) => return Err(lacking(e.to_string())),
+            }
+        }
+        // The broker's metadata catches up with the growth.
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let now = self.partitions(&self.name)?.unwrap_or(0);
+            if now >= needs {
+                tracing::info!(
+                    topic = self.name,
+                    from = has,
+                    to = now,
+                    "grew the decision log's topic to cover the input's partitions"
+                );
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(lacking(format!(
+                    "it still has {now} partitions {} s after it was grown",
+                    TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Why [`DecisionTopic::cover`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoverError {
+    /// The topic has fewer partitions than needed and cannot be grown.
+    #[error(transparent)]
+    Lacking(#[from] Lacking),
+    /// The broker could not be asked (or did not answer).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for CoverError {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
 }
 
 /// Reads a partition's decisions back from the log.

@@ -15,7 +15,7 @@
 //! holding a runtime thread; the blocking calls run off the runtime), so
 //! Kafka keeps the input.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::consumer::InputConsumer;
 use super::producer::{self, KafkaOutput};
 use crate::metrics as m;
-use crate::pipeline::{Outgoing, ProduceError, Transaction};
+use crate::pipeline::{Destination, Outgoing, ProduceError, ProduceErrorKind, Transaction};
 
 /// What the open transaction holds besides its messages.
 #[derive(Default)]
@@ -40,8 +40,13 @@ struct Open {
     offsets: BTreeMap<i32, i64>,
     /// Messages written since the transaction began.
     messages: u64,
-    /// Partitions assigned to this instance; writes for others are refused.
-    owned: HashSet<i32>,
+    /// Partitions assigned to this instance, each with the lease of its
+    /// current assignment: only a writer holding that lease may write for
+    /// it (see [`Leased`]).
+    owned: HashMap<i32, u64>,
+    /// The last lease handed out; each assignment of a partition takes the
+    /// next, so no two assignments share one.
+    leases: u64,
 }
 
 /// The transactional producer and the offsets of its open transaction.
@@ -90,6 +95,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_FOR: Duration = Duration::from_secs(120);
 /// A commit that takes longer is logged (the writers wait for it).
 const SLOW_COMMIT: Duration = Duration::from_secs(2);
+
+/// A decision record refused before it was enqueued because its topic or
+/// partition is unknown: given up alone (counted), not the transaction.
+fn unlogged(destination: Destination, e: &KafkaError) -> bool {
+    matches!(destination, Destination::Decisions(_))
+        && producer::classify(e).kind == ProduceErrorKind::UnknownTopic
+}
 
 fn retriable(e: &KafkaError) -> bool {
     match e {
@@ -141,13 +153,23 @@ impl Transactions {
         self.failed.send_replace(Some(why));
     }
 
-    /// Partitions assigned: writes for them are accepted.
+    /// Partitions assigned: each gets a new lease (one still assigned keeps
+    /// its own), and writes under it are accepted.
     pub fn assigned(&self, partitions: &[i32]) {
-        self.open().owned.extend(partitions.iter().copied());
+        let mut open = self.open();
+        for p in partitions {
+            if !open.owned.contains_key(p) {
+                open.leases += 1;
+                let lease = open.leases;
+                open.owned.insert(*p, lease);
+            }
+        }
     }
 
-    /// Partitions revoked, after their last transaction committed: writes for
-    /// them are refused (their new owner reads them again).
+    /// Partitions revoked: their leases end, so writes for them are refused
+    /// — a worker detached when its drain timed out included, also once the
+    /// partition comes back (its new assignment has a new lease). Without
+    /// waiting for writes in progress: see [`Transactions::commit_and_revoke`].
     pub fn revoked(&self, partitions: &[i32]) {
         let mut open = self.open();
         for p in partitions {
@@ -156,16 +178,45 @@ impl Transactions {
         }
     }
 
+    /// The writer of `partition`'s worker: it writes under the partition's
+    /// current lease, and only while that lease lasts. Call it when the
+    /// worker starts (after the assignment).
+    pub fn lease(self: &Arc<Self>, partition: i32) -> Arc<dyn Transaction> {
+        let lease = self.open().owned.get(&partition).copied();
+        Arc::new(Leased {
+            transactions: self.clone(),
+            partition,
+            lease,
+        })
+    }
+
+    /// Commits the open transaction, then ends the leases of `partitions`
+    /// before any writer goes on: what their workers wrote until now
+    /// commits with their offsets, and nothing they write later does. A
+    /// failed commit stops the process (see [`Transactions::commit`]); the
+    /// leases end either way.
+    pub async fn commit_and_revoke(&self, partitions: &[i32]) -> Result<(), TransactionError> {
+        let _alone = self.gate.write().await;
+        let committed = self.commit_alone().await;
+        self.revoked(partitions);
+        committed
+    }
+
     /// Commits the open transaction with the offsets written into it, and
     /// begins the next. Writers wait meanwhile.
     pub async fn commit(&self) -> Result<(), TransactionError> {
         let _alone = self.gate.write().await;
+        self.commit_alone().await
+    }
+
+    /// [`Transactions::commit`], the gate held.
+    async fn commit_alone(&self) -> Result<(), TransactionError> {
         if let Some(why) = self.failed.borrow().clone() {
             return Err(why);
         }
         let (offsets, messages) = {
             let mut open = self.open();
-            let owned = open.owned.clone();
+            let owned: HashSet<i32> = open.owned.keys().copied().collect();
             let offsets: BTreeMap<i32, i64> = std::mem::take(&mut open.offsets)
                 .into_iter()
                 .filter(|(p, _)| owned.contains(p))
@@ -270,63 +321,190 @@ impl Transactions {
     }
 }
 
-impl Transaction for Transactions {
+/// A partition worker's writer: its partition and the lease of the
+/// assignment it was started under. A write after that lease ended (the
+/// partition was revoked, and perhaps assigned again since, to a new
+/// worker) is refused with [`ProduceErrorKind::Fenced`]: a worker that lost
+/// its partition writes nothing, however late it runs.
+pub struct Leased {
+    transactions: Arc<Transactions>,
+    partition: i32,
+    /// `None`: the partition was not assigned when the worker started.
+    lease: Option<u64>,
+}
+
+impl Transaction for Leased {
     fn write(
         self: Arc<Self>,
         partition: i32,
         messages: Vec<Outgoing>,
         next_offset: Option<i64>,
     ) -> BoxFuture<'static, Result<(), ProduceError>> {
-        async move {
-            let _shared = self.gate.read().await;
-            if let Some(why) = self.failed.borrow().clone() {
-                return Err(ProduceError::transient(why.to_string()));
-            }
-            if !self.open().owned.contains(&partition) {
-                // Revoked meanwhile: not ours to write; the next owner reads
-                // these messages again from the committed offset.
-                tracing::info!(
-                    partition,
-                    messages = messages.len(),
-                    "not writing for a revoked partition; its next owner decides these again"
-                );
-                return Ok(());
-            }
-            for message in &messages {
-                let Some(topic) = self.output.topic(message.destination) else {
-                    // The worker released what it wrote here: the
-                    // transaction must not commit without it.
-                    let e = producer::no_dead_letter_topic();
-                    self.fail(TransactionError::Write(e.to_string()));
-                    return Err(e);
-                };
-                let mut record = producer::record(&topic, message);
-                loop {
-                    match self.output.producer().send_result(record) {
-                        // Delivery is confirmed by the commit, which fails if it failed.
-                        Ok(_delivery) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((e, _)) => {
-                            let why = TransactionError::Write(format!("cannot enqueue: {e}"));
-                            self.fail(why.clone());
-                            return Err(ProduceError::new(
-                                producer::classify(&e).kind,
-                                why.to_string(),
-                            ));
-                        }
+        let lease = self.lease.filter(|_| partition == self.partition);
+        self.transactions
+            .clone()
+            .write(partition, lease, messages, next_offset)
+            .boxed()
+    }
+}
+
+impl Transactions {
+    async fn write(
+        self: Arc<Self>,
+        partition: i32,
+        lease: Option<u64>,
+        messages: Vec<Outgoing>,
+        next_offset: Option<i64>,
+    ) -> Result<(), ProduceError> {
+        let _shared = self.gate.read().await;
+        if let Some(why) = self.failed.borrow().clone() {
+            return Err(ProduceError::transient(why.to_string()));
+        }
+        let current = self.open().owned.get(&partition).copied();
+        if lease.is_none() || current != lease {
+            // Revoked since the worker started (and perhaps assigned
+            // again, to a new worker): not this writer's to write. The
+            // partition's owner reads these messages again from the
+            // committed offset; the gate held, no commit can take the
+            // lease away while a write under it is in progress.
+            metrics::counter!(m::PRODUCE_ERRORS, "kind" => ProduceErrorKind::Fenced.as_str())
+                .increment(1);
+            return Err(ProduceError::new(
+                ProduceErrorKind::Fenced,
+                format!(
+                    "partition {partition} is no longer this worker's (its lease {lease:?} ended; the current one is {current:?}): {} messages not written",
+                    messages.len()
+                ),
+            ));
+        }
+        for message in &messages {
+            let Some(topic) = self.output.topic(message.destination) else {
+                // The worker released what it wrote here: the
+                // transaction must not commit without it.
+                let e = producer::no_dead_letter_topic();
+                self.fail(TransactionError::Write(e.to_string()));
+                return Err(e);
+            };
+            let mut record = producer::record(&topic, message);
+            loop {
+                match self.output.producer().send_result(record) {
+                    // Delivery is confirmed by the commit, which fails if it failed.
+                    Ok(_delivery) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) if unlogged(message.destination, &e) => {
+                        // A decision topic lacking the partition (not
+                        // grown, see `DecisionTopic`): nothing was
+                        // enqueued, so the transaction is intact; the
+                        // decision stands, only its record is missing.
+                        metrics::counter!(m::DECISIONS_UNLOGGED).increment(1);
+                        tracing::debug!(
+                            partition,
+                            "a decision cannot be written to the decision log: {e}; going on without it"
+                        );
+                        break;
+                    }
+                    Err((e, _)) => {
+                        let why = TransactionError::Write(format!("cannot enqueue: {e}"));
+                        self.fail(why.clone());
+                        return Err(ProduceError::new(
+                            producer::classify(&e).kind,
+                            why.to_string(),
+                        ));
                     }
                 }
             }
-            let mut open = self.open();
-            open.messages += messages.len() as u64;
-            if let Some(next) = next_offset {
-                open.offsets.insert(partition, next);
-            }
-            Ok(())
         }
-        .boxed()
+        let mut open = self.open();
+        open.messages += messages.len() as u64;
+        if let Some(next) = next_offset {
+            open.offsets.insert(partition, next);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaSettings;
+    use crate::kafka::consumer;
+    use bytes::Bytes;
+    use rdkafka::mocking::MockCluster;
+
+    fn message() -> Outgoing {
+        Outgoing {
+            destination: Destination::Sampled,
+            key: Some(Bytes::from_static(b"0123456789abcdef0123456789abcdef")),
+            payload: Bytes::from_static(b"kept spans"),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Issue 20, item 7: a worker whose drain timed out on a revoke runs on,
+    /// detached. Its partition comes back to this instance, to a new
+    /// worker. The old worker's writes are refused — an error of kind
+    /// `fenced`, never `Ok` with nothing written, and never accepted beside
+    /// the new worker's — while the new worker's are accepted; and what the
+    /// old one wrote while the partition was its own is what commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_lost_its_partition_can_write_nothing_even_once_it_comes_back() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("in", 2, 1).expect("input topic");
+        cluster.create_topic("out", 1, 1).expect("output topic");
+        let settings = KafkaSettings {
+            brokers: cluster.bootstrap_servers(),
+            input_topic: "in".into(),
+            output_topic: "out".into(),
+            exactly_once: true,
+            transactional_id: Some("fence-test".into()),
+            decision_log: false,
+            ..KafkaSettings::default()
+        };
+        let output = KafkaOutput::new(&settings).expect("producer");
+        let (consumer, _events) = consumer::subscribe(&settings).expect("consumer");
+        let t = Transactions::begin(output, consumer, "in".into())
+            .await
+            .expect("transactions");
+        let write =
+            |w: &Arc<dyn Transaction>, next: i64| w.clone().write(0, vec![message()], Some(next));
+
+        t.assigned(&[0, 1]);
+        let old = t.lease(0);
+        write(&old, 10).await.expect("the owner writes");
+        // The revoke: the old worker's drain timed out, it runs on.
+        t.commit_and_revoke(&[0]).await.expect("commit");
+        let refused = write(&old, 11).await;
+        assert_eq!(
+            refused.map_err(|e| e.kind),
+            Err(ProduceErrorKind::Fenced),
+            "a write for a revoked partition is refused"
+        );
+        // The partition comes back, to a new worker.
+        t.assigned(&[0]);
+        let new = t.lease(0);
+        let refused = write(&old, 12).await;
+        assert_eq!(
+            refused.map_err(|e| e.kind),
+            Err(ProduceErrorKind::Fenced),
+            "the detached worker stays fenced after its partition came back"
+        );
+        write(&new, 20).await.expect("the new worker writes");
+        assert_eq!(
+            t.open().offsets.get(&0),
+            Some(&20),
+            "only the new worker's offset is in the open transaction"
+        );
+        // A partition assigned all along keeps its lease.
+        let other = t.lease(1);
+        t.assigned(&[1]);
+        other
+            .clone()
+            .write(1, vec![message()], Some(5))
+            .await
+            .expect("a partition still assigned keeps its lease");
+        t.commit().await.expect("commit");
     }
 }

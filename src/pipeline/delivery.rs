@@ -382,7 +382,9 @@ impl Partition {
             Destination::Decisions(_) => {
                 // The decision stands and is remembered here; only its
                 // record is missing, so a later owner of the partition
-                // decides the trace's late spans anew. Said once per 10 s.
+                // decides the trace's late spans anew. Counted; said once
+                // per 10 s.
+                metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(1);
                 if self
                     .failure_log
                     .allow(e.kind, std::time::Instant::now())

@@ -104,16 +104,21 @@ pub enum ProduceErrorKind {
     InvalidRecord,
     /// A dead letter, but no `kafka.dead_letter_topic`.
     NoDeadLetterTopic,
+    /// Exactly-once: a transactional write from a worker whose partition
+    /// was revoked since it started (its lease ended): refused, and the
+    /// worker stops; the partition's owner reads those messages again.
+    Fenced,
 }
 
 impl ProduceErrorKind {
-    pub const ALL: [ProduceErrorKind; 6] = [
+    pub const ALL: [ProduceErrorKind; 7] = [
         Self::Transient,
         Self::MessageTooLarge,
         Self::UnknownTopic,
         Self::Authorization,
         Self::InvalidRecord,
         Self::NoDeadLetterTopic,
+        Self::Fenced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +129,7 @@ impl ProduceErrorKind {
             Self::Authorization => "authorization",
             Self::InvalidRecord => "invalid_record",
             Self::NoDeadLetterTopic => "no_dead_letter_topic",
+            Self::Fenced => "fenced",
         }
     }
 

@@ -2,6 +2,7 @@
 //! next deadline, carries out the pipeline's commands against the output
 //! (or the transaction) and feeds the results back.
 
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,9 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use super::ports::{DecisionSource, Input, OffsetStore, Output, ProduceError, Transaction};
+use super::ports::{
+    DecisionSource, Input, OffsetStore, Output, ProduceError, ProduceErrorKind, Transaction,
+};
 use super::{Command, DeliveryId, Partition, Rules, WorkerConfig};
 use crate::metrics as m;
 
@@ -238,22 +241,30 @@ impl PartitionWorker {
             }
             self.pipeline.decide_due(now());
             self.pipeline.advance();
-            self.execute().await;
+            if self.execute().await.is_break() {
+                // Its partition is no longer its own: nothing more is
+                // written, nothing drained; the owner reads it again.
+                return self.pipeline.finish();
+            }
         }
         // Input closed: what is in flight finishes (retries included).
         while let Some((id, result)) = self.in_flight.next().await {
             self.pipeline.delivered(id, result, now());
             self.pipeline.advance();
-            self.execute().await;
+            if self.execute().await.is_break() {
+                return self.pipeline.finish();
+            }
         }
         self.pipeline.advance();
-        self.execute().await;
+        let _ = self.execute().await;
         self.pipeline.finish()
     }
 
     /// Carries out the pipeline's commands: produces start (after their
     /// backoff), transactional writes are done in order before anything else.
-    async fn execute(&mut self) {
+    /// `Break` when a transactional write was fenced: the worker lost its
+    /// partition and must stop (what is left of the commands is dropped).
+    async fn execute(&mut self) -> ControlFlow<()> {
         for command in self.pipeline.commands() {
             match command {
                 Command::Send { id, message, delay } => {
@@ -285,6 +296,13 @@ impl PartitionWorker {
                             }
                             self.pipeline.written(receipt);
                         }
+                        Err(e) if e.kind == ProduceErrorKind::Fenced => {
+                            tracing::warn!(
+                                partition,
+                                "stopping: the partition was revoked while this worker ran on (its drain timed out): {e}"
+                            );
+                            return ControlFlow::Break(());
+                        }
                         // The transaction will be aborted and the process stops without
                         // committing, so what was read since the last commit is read again.
                         Err(e) => {
@@ -294,6 +312,7 @@ impl PartitionWorker {
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 }
 

@@ -39,8 +39,8 @@ pub use policy::{policy_dir, settings, RULES};
 pub use process::Process;
 pub use prometheus_text::{Metrics, Sample};
 pub use topics::{
-    create_topic, create_topic_with, produce_in_order, produce_raw, produce_to, produce_traces,
-    producer,
+    add_partitions, create_topic, create_topic_with, partition_count, produce_in_order,
+    produce_raw, produce_to, produce_traces, producer,
 };
 pub use workload::Workload;
 

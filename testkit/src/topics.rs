@@ -37,6 +37,45 @@ pub async fn create_topic_with(name: &str, partitions: i32, config: &[(&str, &st
     }
 }
 
+/// Grows `name` to `partitions` partitions (Kafka's CreatePartitions), as
+/// an operator scaling out does.
+pub async fn add_partitions(name: &str, partitions: usize) {
+    use rdkafka::admin::NewPartitions;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_partitions(
+            [&NewPartitions::new(name, partitions)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create partitions");
+    for r in results {
+        r.expect("partitions added");
+    }
+}
+
+/// The partitions of `name` on the test broker, `None` if it does not exist.
+pub fn partition_count(name: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(name), Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+}
+
 pub fn producer() -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap())

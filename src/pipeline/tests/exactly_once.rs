@@ -136,3 +136,35 @@ async fn exactly_once_never_writes_an_offset_past_a_kept_trace_held_in_memory() 
     let with_k: Vec<_> = writes.iter().filter(|(k, _)| !k.is_empty()).collect();
     assert_eq!(with_k, vec![&(vec![id.to_hex()], Some(5))]);
 }
+
+/// A transaction that refuses every write as fenced: the worker's
+/// partition was revoked while it ran on (issue 20, item 7).
+struct Fenced;
+
+impl Transaction for Fenced {
+    fn write(
+        self: Arc<Self>,
+        _partition: i32,
+        _messages: Vec<Outgoing>,
+        _next_offset: Option<i64>,
+    ) -> BoxFuture<'static, Result<(), ProduceError>> {
+        async { Err(ProduceError::new(ProduceErrorKind::Fenced, "revoked")) }.boxed()
+    }
+}
+
+/// A worker whose transactional write is refused as fenced stops at once,
+/// its input still open: it has lost its partition and writes nothing
+/// more (before, it logged the error and went on reading and writing).
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_write_is_fenced_stops() {
+    let h = start_full(0, false, Some(Arc::new(Fenced)));
+    let (_, parts) = two_part_trace(41, true);
+    send(&h, 0, payload(&parts[0])).await;
+    tokio::time::sleep(Duration::from_secs(15)).await; // decided: a write
+    assert!(
+        h.task.is_finished(),
+        "the fenced worker stopped, its input still open"
+    );
+    h.task.await.unwrap();
+    drop(h.tx);
+}
