@@ -189,7 +189,9 @@ impl PartitionWorker {
                 self.pipeline.input(first, now());
                 self.pipeline.decide_due(now());
                 self.pipeline.advance();
-                self.execute().await;
+                if self.execute().await.is_break() {
+                    return self.pipeline.finish();
+                }
             }
         }
         loop {
