@@ -316,6 +316,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             max_in_flight: s.kafka.max_in_flight,
             dead_letter: s.kafka.dead_letter_topic.is_some(),
             decision_log: s.kafka.decision_log,
+            decision_log_timeout: s.kafka.decision_log_timeout,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
             exactly_once: parts.transactions.is_some(),

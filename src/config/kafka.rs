@@ -36,6 +36,13 @@ pub struct KafkaSettings {
     /// deployment's own: two groups reading one input topic (say, with
     /// different rules) must not follow each other's decisions.
     pub decision_topic: Option<String>,
+    /// How long a decision's record may take to reach the decision log
+    /// before it is given up: the decision stands, the trace's offsets are
+    /// released, the record is counted as unlogged, and the partition logs
+    /// no decision for as long again (so a log partition that cannot be
+    /// written — below `min.insync.replicas` — never holds the input).
+    #[serde(with = "humantime_serde")]
+    pub decision_log_timeout: Duration,
     /// Produced messages awaiting acknowledgement, per partition, before
     /// reading from that partition pauses.
     pub max_in_flight: usize,
@@ -79,6 +86,7 @@ impl Default for KafkaSettings {
             dead_letter_topic: None,
             decision_log: true,
             decision_topic: None,
+            decision_log_timeout: Duration::from_secs(30),
             max_in_flight: 10_000,
             drain_timeout: Duration::from_secs(30),
             exactly_once: false,

@@ -29,6 +29,7 @@ fn decision_clock(now: Instant) -> Duration {
 impl Partition {
     /// Decides every trace whose deadline has passed.
     pub fn decide_due(&mut self, now: Instant) {
+        self.give_up_overdue_records(now);
         self.sync_blocked(now);
         self.decide_due_at(self.clock.time(now));
         // Deciding may have filled the produces in flight.
@@ -122,6 +123,14 @@ impl Partition {
     /// with them into the transaction), so no offset is committed past a
     /// decision the log does not hold.
     fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant, stream: Duration) {
+        if self.log_paused_until.is_some_and(|until| now < until) {
+            // The log could not be written a moment ago: this decision goes
+            // on without its record rather than hold the input for it.
+            metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(1);
+            self.unlogged += 1;
+            return;
+        }
+        self.log_paused_until = None;
         let at = self.config.epoch.at(now).as_millis() as i64;
         let record = LoggedDecision::new(
             t.trace_id,
@@ -140,7 +149,9 @@ impl Partition {
             payload: Bytes::from(record.encode()),
             headers: Vec::new(),
         };
-        self.pin_and_send(message, &t.offsets, 0);
+        let give_up_at =
+            (!self.config.exactly_once).then(|| now + self.config.decision_log_timeout);
+        self.pin_and_send_until(message, &t.offsets, 0, give_up_at);
     }
 
     /// Remembered decisions were forgotten before their TTL: counted, and

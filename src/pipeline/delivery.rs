@@ -5,9 +5,9 @@
 //! message, a produce error no retry can fix — is counted, dead-lettered
 //! where possible and released, so it never freezes the partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -29,6 +29,9 @@ pub(super) struct InFlight {
     pub spans: usize,
     /// Failed attempts so far.
     pub attempt: u32,
+    /// A decision record (at-least-once mode) is given up at this instant
+    /// if not acknowledged by then: the decision log must not hold the input.
+    pub give_up_at: Option<Instant>,
 }
 
 impl InFlight {
@@ -57,6 +60,11 @@ pub(super) struct InFlightSet {
     /// now, its next reader reads those messages again and delivers the
     /// spans a second time.
     ahead: BTreeMap<i64, u64>,
+    /// Decision records in flight by when they are given up.
+    give_up: BTreeSet<(Instant, DeliveryId)>,
+    /// Records given up while still in the producer: their late results
+    /// are expected, not a bug.
+    abandoned: HashSet<DeliveryId>,
 }
 
 impl InFlightSet {
@@ -67,13 +75,47 @@ impl InFlightSet {
 
     pub fn insert(&mut self, id: DeliveryId, flight: InFlight) {
         self.bytes += flight.message.payload.len();
+        if let Some(at) = flight.give_up_at {
+            self.give_up.insert((at, id));
+        }
         self.flights.insert(id, flight);
     }
 
     pub fn remove(&mut self, id: DeliveryId) -> Option<InFlight> {
         let flight = self.flights.remove(&id)?;
         self.bytes -= flight.message.payload.len();
+        if let Some(at) = flight.give_up_at {
+            self.give_up.remove(&(at, id));
+        }
         Some(flight)
+    }
+
+    /// The first instant a record in flight is to be given up at.
+    pub fn next_give_up(&self) -> Option<Instant> {
+        self.give_up.first().map(|(at, _)| *at)
+    }
+
+    /// Takes the records due to be given up at `now`; their results, when
+    /// they come, are let go quietly.
+    pub fn overdue(&mut self, now: Instant) -> Vec<InFlight> {
+        let mut out = Vec::new();
+        while let Some(&(at, id)) = self.give_up.first() {
+            if at > now {
+                break;
+            }
+            if let Some(flight) = self.remove(id) {
+                self.abandoned.insert(id);
+                out.push(flight);
+            } else {
+                self.give_up.remove(&(at, id));
+            }
+        }
+        out
+    }
+
+    /// A result for produce `id`, given up earlier: forget it. True if it was.
+    pub fn was_abandoned(&mut self, id: DeliveryId) -> bool {
+        self.abandoned.remove(&id)
     }
 
     pub fn len(&self) -> usize {
@@ -171,6 +213,18 @@ impl Partition {
     }
 
     pub(super) fn pin_and_send(&mut self, message: Outgoing, offsets: &[i64], spans: usize) {
+        self.pin_and_send_until(message, offsets, spans, None);
+    }
+
+    /// As [`Partition::pin_and_send`], given up at `give_up_at` if still not
+    /// acknowledged then.
+    pub(super) fn pin_and_send_until(
+        &mut self,
+        message: Outgoing,
+        offsets: &[i64],
+        spans: usize,
+        give_up_at: Option<Instant>,
+    ) {
         for o in offsets {
             self.watermark.pin(*o, 1);
         }
@@ -179,7 +233,42 @@ impl Partition {
             offsets: offsets.to_vec(),
             spans,
             attempt: 0,
+            give_up_at,
         });
+    }
+
+    /// Decision records not acknowledged within `kafka.decision_log_timeout`
+    /// are given up: the decision stands, the offsets they pinned are
+    /// released, each is counted as unlogged, and the partition logs no
+    /// decision for as long again — the input is never held for the log,
+    /// whose loss only costs late spans (read back by a later owner) their
+    /// decision.
+    pub(super) fn give_up_overdue_records(&mut self, now: Instant) {
+        let overdue = self.in_flight.overdue(now);
+        if overdue.is_empty() {
+            return;
+        }
+        let n = overdue.len() as u64;
+        metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(n);
+        self.unlogged += n;
+        self.log_paused_until = Some(now + self.config.decision_log_timeout);
+        if self
+            .failure_log
+            .allow(ProduceErrorKind::Transient, now)
+            .is_some()
+        {
+            tracing::error!(
+                partition = self.partition,
+                records = n,
+                timeout = ?self.config.decision_log_timeout,
+                "decision records not acknowledged within kafka.decision_log_timeout: given up (their decisions stand); this partition logs no decision for as long again"
+            );
+        }
+        for flight in overdue {
+            for o in flight.offsets {
+                self.release(o);
+            }
+        }
     }
 
     /// Copies a malformed message, unchanged, to the dead-letter topic; its
@@ -278,6 +367,14 @@ impl Partition {
         now: std::time::Instant,
     ) {
         let Some(mut flight) = self.in_flight.remove(id) else {
+            if self.in_flight.was_abandoned(id) {
+                // Given up already (its offsets released): written after all,
+                // or not.
+                if result.is_ok() {
+                    self.telemetry.decisions_written.increment(1);
+                }
+                return;
+            }
             tracing::error!(
                 partition = self.partition,
                 id,
@@ -369,6 +466,7 @@ impl Partition {
                         offsets: flight.offsets,
                         spans: 0,
                         attempt: 0,
+                        give_up_at: None,
                     });
                 }
             }

@@ -73,6 +73,9 @@ pub struct WorkerConfig {
     /// Write every decision to the decision log (`kafka.decision_topic`);
     /// its record pins the trace's offsets until it is acknowledged.
     pub decision_log: bool,
+    /// A record not acknowledged within this is given up
+    /// (`kafka.decision_log_timeout`; at-least-once mode).
+    pub decision_log_timeout: Duration,
     /// The largest payloads messages may have, per destination: kept traces
     /// are split to fit. Shared by all workers, and lowered when a broker
     /// refuses a message as too large.
@@ -192,6 +195,10 @@ pub struct Partition {
     /// The last store was refused: to be tried again soon, not only when
     /// something next happens.
     store_refused: bool,
+    /// Decision records given up or not written (the log was unwritable).
+    unlogged: u64,
+    /// After records were given up, decisions go unlogged until then.
+    log_paused_until: Option<Instant>,
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     ready: Vec<ReadyTrace>,
@@ -223,6 +230,8 @@ impl Partition {
             forgotten_log: RateLimited::new(LOG_INTERVAL),
             anomalies: 0,
             store_refused: false,
+            unlogged: 0,
+            log_paused_until: None,
             commands: Vec::new(),
             ready: Vec::new(),
         }
@@ -262,10 +271,14 @@ impl Partition {
             .buffer
             .next_deadline()
             .and_then(|d| self.clock.wall_at(d, now));
-        match (stream, self.buffer.next_age_limit()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            stream,
+            self.buffer.next_age_limit(),
+            self.in_flight.next_give_up(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The consumer reached the end of the partition: the clock runs with
@@ -329,6 +342,12 @@ impl Partition {
             remembered_bytes: self.decisions.bytes(),
         };
         self.telemetry.show(now, &self.config.usage);
+    }
+
+    /// Decisions whose record never reached the log (given up, or not sent
+    /// while the log was unwritable).
+    pub fn unlogged(&self) -> u64 {
+        self.unlogged
     }
 
     /// Watermark pins released that were not held (a bug; zero).

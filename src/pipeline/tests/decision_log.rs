@@ -160,3 +160,78 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
     p.handle(message(2, &dropped_parts[0]), t0 + Duration::from_secs(601));
     assert_eq!(p.status().1.traces, 1, "a new trace now");
 }
+
+/// Issue 20, item 5: a decision-log partition that cannot be written
+/// (below `min.insync.replicas`: the producer retries without an answer)
+/// does not hold the input. A record not acknowledged within
+/// `kafka.decision_log_timeout` is given up — counted, its offsets
+/// released, the decision standing — and the partition logs no decision
+/// for as long again; then it tries again.
+#[test]
+fn a_decision_log_that_cannot_be_written_never_holds_the_input() {
+    let (mut p, offsets) = partition(true);
+    let t0 = Instant::now();
+    let timeout = with_log(true).decision_log_timeout;
+    let (_, first) = two_part_trace(1, false);
+    p.handle(message(0, &first[0]), t0);
+    p.handle(message(1, &first[1]), t0);
+    p.decide_due(t0 + Duration::from_secs(11));
+    p.advance();
+    let record = p
+        .commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Send { id, message, .. }
+                if message.destination == Destination::Decisions(0) =>
+            {
+                Some(id)
+            }
+            _ => None,
+        })
+        .expect("a record");
+    assert_eq!(offsets.last().unwrap_or(0), 0, "held by its record");
+    // No answer: the worker wakes for the record's time limit.
+    let due = p.next_deadline(t0 + Duration::from_secs(11));
+    assert_eq!(due, Some(t0 + Duration::from_secs(11) + timeout));
+    p.decide_due(t0 + Duration::from_secs(11) + timeout);
+    p.advance();
+    assert_eq!(offsets.last(), Some(2), "released without its record");
+    assert_eq!(p.unlogged(), 1);
+    // The producer answers at last: expected, not a bug.
+    p.delivered(record, Ok(()), t0 + Duration::from_secs(60));
+    assert_eq!(p.anomalies(), 0);
+
+    // Meanwhile the next decisions go unlogged: nothing is sent for them,
+    // nothing holds their offsets.
+    let later = t0 + Duration::from_secs(50);
+    let (_, second) = two_part_trace(2, false);
+    p.handle(message(2, &second[0]), later);
+    p.handle(message(3, &second[1]), later);
+    p.decide_due(later + Duration::from_secs(11));
+    p.advance();
+    let sent = p
+        .commands()
+        .into_iter()
+        .filter(|c| matches!(c, Command::Send { .. }))
+        .count();
+    assert_eq!(sent, 0);
+    assert_eq!(offsets.last(), Some(4));
+    assert_eq!(p.unlogged(), 2);
+
+    // Once the pause is over, decisions are logged again.
+    let after = later + Duration::from_secs(11) + timeout;
+    let (_, third) = two_part_trace(3, false);
+    p.handle(message(4, &third[0]), after);
+    p.handle(message(5, &third[1]), after);
+    p.decide_due(after + Duration::from_secs(11));
+    p.advance();
+    let records = p
+        .commands()
+        .into_iter()
+        .filter(|c| {
+            matches!(c, Command::Send { message, .. } if message.destination == Destination::Decisions(0))
+        })
+        .count();
+    assert_eq!(records, 1);
+    assert_eq!(offsets.last(), Some(4), "held by its record again");
+}

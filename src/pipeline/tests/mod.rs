@@ -201,6 +201,7 @@ fn config() -> WorkerConfig {
         epoch: Epoch::now(),
         decided_ttl: Duration::from_secs(600),
         remembered_bytes: 1 << 26,
+        decision_log_timeout: Duration::from_secs(30),
         decision_log: false,
         max_in_flight: 100,
         dead_letter: false,

@@ -168,6 +168,10 @@ impl Sim {
             epoch: self.epoch,
             decided_ttl: Duration::from_secs(3600),
             remembered_bytes: 1 << 26,
+            // Records are never given up here: the model checks that no
+            // offset passes an unacknowledged one (giving up has tests of
+            // its own, in pipeline/tests/decision_log.rs).
+            decision_log_timeout: Duration::from_secs(365 * 24 * 3600),
             decision_log: self.case.decision_log,
             max_in_flight: self.case.max_in_flight,
             dead_letter: self.case.dead_letter,
