@@ -12,10 +12,12 @@ pub const MESSAGES_RECEIVED: &str = "tailgate_messages_received_total";
 pub const SPANS_RECEIVED: &str = "tailgate_spans_received_total";
 /// Rejected messages or spans, by `reason` (see `DecodeErrorKind`).
 pub const DECODE_ERRORS: &str = "tailgate_decode_errors_total";
-/// Message timestamps the partitions' stream clocks clamped, by `reason`:
-/// `ahead` (further ahead of wall-clock time than `decision.clock_ahead`),
-/// `behind` (further behind than `decision.clock_behind`), `missing` (no
-/// timestamp: wall-clock time taken).
+/// Message timestamps the partitions' stream clocks did not take as they
+/// were, by `reason` (see `clock::Clamp`): `ahead` (further ahead of
+/// wall-clock time than `decision.clock_ahead`), `behind` (further behind
+/// than `decision.clock_behind`: none), `missing` (no timestamp), `outlier`
+/// (over `clock_ahead` from its partition's clock: it moved nothing),
+/// `jump` (the stamp that confirmed a move of the clock).
 pub const CLOCK_CLAMPED: &str = "tailgate_clock_clamped_total";
 /// Traces decided, by `rule`, `decision` (keep|drop) and `reason` (wait|after_root|max_age|memory).
 pub const TRACES_DECIDED: &str = "tailgate_traces_decided_total";

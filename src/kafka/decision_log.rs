@@ -6,7 +6,8 @@
 //! [`crate::pipeline::Destination::Decisions`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -23,7 +24,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use super::producer::OutputProducer;
 use super::ClientEvents;
 use crate::config::KafkaSettings;
-use crate::pipeline::{DecisionSource, LoggedDecision, Recalled};
+use crate::pipeline::{DecisionSource, LatestRecords, LoggedDecision, Recalled};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -52,6 +53,13 @@ fn reader(settings: &KafkaSettings, exactly_once: bool) -> Result<BaseConsumer, 
         // what is left, not skip to the end.
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false")
+        // Read back a little at a time: librdkafka's default prefetch
+        // (64 MiB a partition) is outside every budget, and twelve
+        // partitions assigned at once would each hold it.
+        .set("queued.max.messages.kbytes", "1024")
+        .set("queued.min.messages", "1000")
+        .set("fetch.max.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "1048576")
         .set(
             "isolation.level",
             if exactly_once {
@@ -221,22 +229,34 @@ impl DecisionTopic {
             self.grow(has, needs)?;
         }
         // The producer learns of the partitions now, not at its next
-        // periodic metadata refresh.
+        // periodic metadata refresh. Best effort: a producer that cannot
+        // reach its brokers now (an outage of the output) learns of them at
+        // its next refresh, and until then the records of the new
+        // partitions are retried or counted as unlogged.
         let deadline = Instant::now() + TIMEOUT;
-        let seen = loop {
-            let seen = partitions(self.producer.client(), &self.name)?.unwrap_or(0);
-            if seen >= needs || Instant::now() > deadline {
-                break seen;
+        loop {
+            match partitions(self.producer.client(), &self.name) {
+                Ok(Some(seen)) if seen >= needs => break,
+                Err(e) => {
+                    tracing::warn!(
+                        topic = self.name,
+                        "the producer cannot see the decision topic's partitions yet: {e}"
+                    );
+                    break;
+                }
+                Ok(seen) if Instant::now() > deadline => {
+                    tracing::warn!(
+                        topic = self.name,
+                        needs,
+                        sees = seen.unwrap_or(0),
+                        "the producer does not see all of the decision topic's partitions yet"
+                    );
+                    break;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        if seen < needs {
-            return Err(CoverError::Other(format!(
-                "the producer does not see the {needs} partitions of {} yet (it sees {seen})",
-                self.name
-            )));
         }
-        self.known.fetch_max(seen, Ordering::Relaxed);
+        self.known.fetch_max(needs, Ordering::Relaxed);
         Ok(())
     }
 
@@ -331,10 +351,17 @@ impl KafkaDecisionLog {
         }
     }
 
-    /// The latest record of each trace in `partition`, from the first made
-    /// at or after `since_ms` to the partition's end (in exactly-once mode,
-    /// its last committed transaction). Blocking.
-    fn read(&self, partition: i32, since_ms: i64) -> Result<Vec<Recalled>, String> {
+    /// The records of `partition`, from the first made at or after
+    /// `since_ms` to the partition's end (in exactly-once mode, its last
+    /// committed transaction), the latest `at_most` of them. Blocking; ends
+    /// early, with an error, once `cancel` is set.
+    fn read(
+        &self,
+        partition: i32,
+        since_ms: i64,
+        at_most: usize,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<Recalled>, String> {
         let consumer = reader(&self.settings, self.exactly_once).map_err(|e| e.to_string())?;
         let topic = self.topic.as_str();
         let mut tpl = TopicPartitionList::new();
@@ -371,17 +398,20 @@ impl KafkaDecisionLog {
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
         // In offset order: a trace's later record is remembered over its
         // earlier one. Compact, with the rule names interned.
-        let mut read = Vec::new();
+        let mut read = LatestRecords::new(at_most);
         let mut rules = HashMap::new();
         // Bounded: a stalled broker does not hold the partition forever.
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(format!("reading {topic}/{partition} back was cancelled"));
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "reading {topic}/{partition} from offset {start} did not reach its end within 300 s"
                 ));
             }
-            match consumer.poll(Duration::from_millis(500)) {
+            match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(format!("reading {topic}/{partition}: {e}")),
@@ -389,7 +419,9 @@ impl KafkaDecisionLog {
                     let done = m.offset() + 1 >= high;
                     if let Some(d) = m.payload().and_then(LoggedDecision::decode) {
                         if d.decided_at_ms >= since_ms {
-                            read.extend(d.recalled(&mut rules));
+                            if let Some(r) = d.recalled(&mut rules) {
+                                read.push(r);
+                            }
                         }
                     }
                     if done && !self.exactly_once {
@@ -398,7 +430,25 @@ impl KafkaDecisionLog {
                 }
             }
         }
-        Ok(read)
+        if read.dropped > 0 {
+            metrics::counter!(crate::metrics::DECISIONS_FORGOTTEN).increment(read.dropped);
+            tracing::warn!(
+                partition,
+                dropped = read.dropped,
+                kept = at_most,
+                "the decision log holds more decisions of the last decided_ttl than decision.remembered_bytes remembers: the oldest are forgotten"
+            );
+        }
+        Ok(read.into_vec())
+    }
+}
+
+/// Sets its flag when dropped: the read-back it belongs to stops.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -407,10 +457,14 @@ impl DecisionSource for KafkaDecisionLog {
         &self,
         partition: i32,
         since_ms: i64,
+        at_most: usize,
     ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
         let log = self.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let guard = CancelOnDrop(cancel.clone());
         async move {
-            tokio::task::spawn_blocking(move || log.read(partition, since_ms))
+            let _guard = guard;
+            tokio::task::spawn_blocking(move || log.read(partition, since_ms, at_most, &cancel))
                 .await
                 .map_err(|e| e.to_string())?
         }

@@ -196,6 +196,12 @@ impl Partition {
         self.decisions.len()
     }
 
+    /// How many decisions read back the partition can remember: reading
+    /// back keeps no more.
+    pub fn remember_capacity(&self) -> usize {
+        self.decisions.capacity()
+    }
+
     /// The stream time the partition resumes at, if its first message
     /// (read at `now`) is stamped `timestamp` (`None` when there is none, or
     /// nothing to read): where its clock will stand.

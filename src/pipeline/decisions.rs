@@ -229,6 +229,11 @@ impl Decisions {
             + self.rules.iter().map(|r| r.len() + 16).sum::<usize>()
     }
 
+    /// How many decisions it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.max_len
+    }
+
     /// The byte budget.
     pub fn max_bytes(&self) -> usize {
         self.max_bytes

@@ -36,7 +36,7 @@ pub use ports::{
     ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
     DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
-pub use record::{LoggedDecision, Recalled, RECORD_VERSION};
+pub use record::{LatestRecords, LoggedDecision, Recalled, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{PartitionWorker, Stopped};
 

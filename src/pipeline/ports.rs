@@ -191,11 +191,14 @@ pub trait Transaction: Send + Sync + 'static {
 /// Where a partition's earlier decisions are read back from when its worker
 /// starts: the decision log (`kafka.decision_topic`).
 pub trait DecisionSource: Send + Sync {
-    /// The latest record of each trace decided on `partition` at or after
-    /// `since_ms` (milliseconds since the Unix epoch).
+    /// The records of `partition` made at or after `since_ms` (milliseconds
+    /// since the Unix epoch), in the order written, the latest `at_most` of
+    /// them (the older ones are counted as forgotten). Dropping the future
+    /// cancels the read.
     fn load(
         &self,
         partition: i32,
         since_ms: i64,
+        at_most: usize,
     ) -> BoxFuture<'static, Result<Vec<super::Recalled>, String>>;
 }

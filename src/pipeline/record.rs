@@ -129,6 +129,40 @@ impl LoggedDecision {
     }
 }
 
+/// The latest records read back, at most as many as a partition's share of
+/// `decision.remembered_bytes` remembers: reading back never holds more
+/// than the store it fills (about 56 bytes a record), however long the
+/// window.
+#[derive(Debug)]
+pub struct LatestRecords {
+    at_most: usize,
+    records: std::collections::VecDeque<Recalled>,
+    /// Older records let go for lack of room.
+    pub dropped: u64,
+}
+
+impl LatestRecords {
+    pub fn new(at_most: usize) -> Self {
+        Self {
+            at_most: at_most.max(1),
+            records: std::collections::VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    pub fn push(&mut self, r: Recalled) {
+        if self.records.len() == self.at_most {
+            self.records.pop_front();
+            self.dropped += 1;
+        }
+        self.records.push_back(r);
+    }
+
+    pub fn into_vec(self) -> Vec<Recalled> {
+        self.records.into()
+    }
+}
+
 /// A decision read back from the log: what a late span of its trace needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recalled {
@@ -143,6 +177,25 @@ pub struct Recalled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_back_keeps_only_the_latest_records_that_fit() {
+        let rule: Arc<str> = Arc::from("r");
+        let mut latest = LatestRecords::new(3);
+        for n in 0..10u8 {
+            latest.push(Recalled {
+                trace: TraceId([n; 16]),
+                keep: true,
+                rule: rule.clone(),
+                probability: 1.0,
+                stream_ms: i64::from(n),
+            });
+        }
+        assert_eq!(latest.dropped, 7);
+        let kept: Vec<i64> = latest.into_vec().iter().map(|r| r.stream_ms).collect();
+        assert_eq!(kept, vec![7, 8, 9], "the latest, in order");
+        assert!(std::mem::size_of::<Recalled>() <= 56);
+    }
 
     #[test]
     fn a_record_reads_back_as_written_and_other_versions_are_skipped() {

@@ -110,17 +110,32 @@ impl PartitionWorker {
     /// before where it resumes — at its first message, stamped `first` —
     /// read back from the decision log, so that late spans of traces its
     /// earlier workers decided follow those decisions, however long ago by
-    /// the wall they were made. Retried for about half a minute; if the log
-    /// cannot be read, the worker goes on without (their late spans are
-    /// then decided anew), saying so.
-    async fn load_decisions(&mut self, log: &dyn DecisionSource, first: Option<i64>) {
+    /// the wall they were made; at most as many as the partition remembers.
+    /// Retried for about half a minute; if the log cannot be read, the
+    /// worker goes on without (their late spans are then decided anew),
+    /// saying so. Given up at once, the read cancelled, if the partition
+    /// goes meanwhile (`input` closed: a revoke, a shutdown).
+    async fn load_decisions(
+        &mut self,
+        log: &dyn DecisionSource,
+        first: Option<i64>,
+        input: &mpsc::Receiver<Input>,
+    ) {
         let partition = self.pipeline.partition();
         let started = Instant::now();
         let resume = self.pipeline.resume_at(first, now());
         let since = self.pipeline.remembered_since(resume);
+        let at_most = self.pipeline.remember_capacity();
         let mut wait = Duration::from_millis(500);
         for attempt in 1..=6 {
-            match log.load(partition, since).await {
+            let loaded = tokio::select! {
+                loaded = log.load(partition, since, at_most) => loaded,
+                () = closed(input) => {
+                    tracing::info!(partition, "the partition went while its decisions were read back: read cancelled");
+                    return;
+                }
+            };
+            match loaded {
                 Ok(records) => {
                     let read = records.len();
                     let remembered = self.pipeline.remember(records, resume, now());
@@ -138,7 +153,10 @@ impl PartitionWorker {
                 }
                 Err(e) if attempt < 6 => {
                     tracing::warn!(partition, attempt, "cannot read the decision log yet: {e}");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = closed(input) => return,
+                    }
                     wait *= 2;
                 }
                 Err(e) => tracing::error!(
@@ -182,7 +200,7 @@ impl PartitionWorker {
                     Input::Message(msg) => msg.timestamp,
                     Input::CaughtUp => None,
                 };
-                self.load_decisions(log.as_ref(), stamp).await;
+                self.load_decisions(log.as_ref(), stamp, &input).await;
                 if let Input::Message(msg) = &first {
                     fault::before(self.pipeline.partition(), msg.offset);
                 }
@@ -315,6 +333,13 @@ impl PartitionWorker {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Resolves once `input` is closed (its partition revoked, or shutdown).
+async fn closed(input: &mpsc::Receiver<Input>) {
+    while !input.is_closed() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

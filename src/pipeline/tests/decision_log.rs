@@ -235,3 +235,137 @@ fn a_decision_log_that_cannot_be_written_never_holds_the_input() {
     assert_eq!(records, 1);
     assert_eq!(offsets.last(), Some(4), "held by its record again");
 }
+
+/// A decision log that answers with `records` after `delay` (never, if
+/// `None`), noting what it was asked and whether its read was dropped.
+struct SlowLog {
+    delay: Option<Duration>,
+    records: Vec<Recalled>,
+    asked: Mutex<Vec<(i64, usize)>>,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FlagOnDrop(Arc<std::sync::atomic::AtomicBool>, bool);
+
+impl Drop for FlagOnDrop {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl DecisionSource for SlowLog {
+    fn load(
+        &self,
+        _partition: i32,
+        since_ms: i64,
+        at_most: usize,
+    ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
+        self.asked.lock().unwrap().push((since_ms, at_most));
+        let (delay, records) = (self.delay, self.records.clone());
+        let guard = FlagOnDrop(self.cancelled.clone(), false);
+        async move {
+            // The whole guard goes into the future: dropped with it.
+            let mut guard = guard;
+            match delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => futures::future::pending::<()>().await,
+            }
+            guard.1 = true;
+            drop(guard);
+            Ok(records)
+        }
+        .boxed()
+    }
+}
+
+fn worker_with_log(
+    log: Arc<SlowLog>,
+    remembered_bytes: usize,
+) -> (mpsc::Sender<Input>, tokio::task::JoinHandle<Stopped>) {
+    let (_tx, rules) = rules();
+    let config = WorkerConfig {
+        remembered_bytes,
+        ..with_log(true)
+    };
+    let worker = PartitionWorker::new(
+        0,
+        config,
+        rules,
+        Arc::new(MemoryOutput::default()),
+        Arc::new(MemoryOffsets::default()),
+        None,
+    )
+    .with_decision_log(log);
+    let (tx, rx) = mpsc::channel(16);
+    (tx, tokio::spawn(worker.run(rx, watch::channel(false).1)))
+}
+
+/// Issue 20, item 6: a revoke or a shutdown while a partition's decisions
+/// are read back does not wait for the read (nor the drain timeout): the
+/// read is cancelled and the worker ends.
+#[tokio::test(start_paused = true)]
+async fn a_partition_that_goes_during_its_read_back_cancels_it() {
+    let log = Arc::new(SlowLog {
+        delay: None,
+        records: Vec::new(),
+        asked: Mutex::default(),
+        cancelled: Arc::default(),
+    });
+    let (tx, task) = worker_with_log(log.clone(), 1 << 20);
+    let (_, parts) = two_part_trace(1, false);
+    tx.send(message(0, &parts[0]).into()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(log.asked.lock().unwrap().len(), 1, "reading back");
+    drop(tx);
+    let stopped = tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the worker ends within a second of its input closing")
+        .unwrap();
+    // Its first message stays undecided: uncommitted, read again by the
+    // partition's next owner.
+    assert!(stopped.undecided_traces <= 1);
+    assert!(
+        log.cancelled.load(Ordering::SeqCst),
+        "the read was cancelled, not left running"
+    );
+}
+
+/// Issue 20, item 6: reading back asks for no more records than the
+/// partition's share of `decision.remembered_bytes` holds, from where its
+/// first message puts the clock.
+#[tokio::test(start_paused = true)]
+async fn a_read_back_asks_for_no_more_than_the_partition_remembers() {
+    let log = Arc::new(SlowLog {
+        delay: Some(Duration::from_millis(10)),
+        records: Vec::new(),
+        asked: Mutex::default(),
+        cancelled: Arc::default(),
+    });
+    let (tx, task) = worker_with_log(log.clone(), 64 * 1000);
+    let (_, parts) = two_part_trace(1, false);
+    // A minute behind the wall: a backlog the clock trusts.
+    let jan = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000;
+    tx.send(
+        InputMessage {
+            timestamp: Some(jan),
+            ..message(0, &parts[0])
+        }
+        .into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(tx);
+    task.await.unwrap();
+    let asked = log.asked.lock().unwrap().clone();
+    let ttl = with_log(true).decided_ttl.as_millis() as i64;
+    let ahead = with_log(true).clock.ahead.as_millis() as i64;
+    assert_eq!(asked, vec![(jan - ttl - ahead, 1000)]);
+    assert!(!log.cancelled.load(Ordering::SeqCst));
+}
