@@ -106,7 +106,11 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
         if core.status().1.traces == 0 {
             break;
         }
+        // Half a minute, then longer (spans placed at a stamp far ahead
+        // wait for the clock to get there).
         now += 30 * S;
+        settle(&mut core, now);
+        now += 600 * S;
         settle(&mut core, now);
     }
     assert_eq!(core.status().1.traces, 0, "everything decided in the end");
@@ -447,4 +451,80 @@ fn one_stamp_ten_minutes_ahead_changes_no_decision_of_the_others() {
     assert_eq!(others(&got), others(&whole));
     assert_eq!(whole.0.len(), 6, "{:?}", whole.0);
     assert!(whole.0.iter().all(|d| d.3 == 3), "each trace whole");
+}
+
+/// By hand (`cargo test --lib fault_figures -- --ignored --nocapture`): the
+/// decisions with and without wrong stamps on the same inputs — 300
+/// generated backlogs, a fault on every fourth message — for the closing
+/// note of issue 20.
+#[test]
+#[ignore]
+fn fault_figures() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let inputs: Vec<Vec<InputFact>> = (0..300)
+        .map(|_| {
+            good_facts()
+                .new_tree(&mut runner)
+                .expect("input")
+                .current()
+                .0
+        })
+        .collect();
+    let fast = Schedule {
+        reads: vec![(usize::MAX, 0)],
+    };
+    let kinds: [(&str, Fault); 6] = [
+        ("10 min ahead", Fault::Ahead(600_000)),
+        ("a day ahead", Fault::Ahead(86_400_000)),
+        ("an hour behind", Fault::Behind(3_600_000)),
+        ("missing", Fault::Missing),
+        ("zero", Fault::Zero),
+        ("microseconds", Fault::Micros),
+    ];
+    eprintln!("| fault on every 4th message | traces | untouched by it: decided alike | untouched: with more spans / fewer | touched: decided alike | touched: more spans / fewer |");
+    for (name, f) in kinds {
+        let mut traces = 0;
+        // [untouched, touched] × [alike, more spans, fewer spans]
+        let mut n = [[0usize; 3]; 2];
+        for good in &inputs {
+            let mut bad = good.clone();
+            let mut faulted = std::collections::HashSet::new();
+            for (i, fact) in bad.iter_mut().enumerate() {
+                if i % 4 == 1 {
+                    fact.message.timestamp = with_fault(fact.message.timestamp, f);
+                    faulted.extend(fact.spans.iter().map(|(t, _)| *t));
+                }
+            }
+            let a = decide_on(good, &fast, ClockMode::Stream);
+            let b = decide_on(&bad, &fast, ClockMode::Stream);
+            // Spans in each trace's first decision (the rest followed it).
+            let first = |d: &Decisions| {
+                let mut m: HashMap<TraceId, usize> = HashMap::new();
+                for x in &d.0 {
+                    m.entry(x.0).or_insert(x.3);
+                }
+                m
+            };
+            let (ma, mb) = (first(&a), first(&b));
+            for (t, spans) in &ma {
+                traces += 1;
+                let row = usize::from(faulted.contains(t));
+                let got = mb.get(t).copied().unwrap_or(0);
+                n[row][match got.cmp(spans) {
+                    std::cmp::Ordering::Equal => 0,
+                    std::cmp::Ordering::Greater => 1,
+                    std::cmp::Ordering::Less => 2,
+                }] += 1;
+            }
+        }
+        eprintln!(
+            "| {name} | {traces} | {} | {} / {} | {} | {} / {} |",
+            n[0][0], n[0][1], n[0][2], n[1][0], n[1][1], n[1][2]
+        );
+    }
 }
