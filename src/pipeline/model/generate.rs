@@ -85,6 +85,9 @@ pub(super) struct Case {
     pub(super) max_bytes: usize,
     pub(super) max_message_bytes: usize,
     pub(super) max_in_flight: usize,
+    /// `kafka.decision_log_timeout`: decision records not acknowledged
+    /// within it are given up (`None`: never, within a history).
+    pub(super) record_timeout: Option<Duration>,
     pub(super) traces: Vec<GenTrace>,
     pub(super) order: Vec<u32>,
     pub(super) messages: Vec<GenMessage>,
@@ -193,6 +196,7 @@ pub(super) fn case() -> impl Strategy<Value = Case> {
         proptest::collection::vec(any::<u32>(), 48),
         proptest::collection::vec(gen_message(any_stamp()), 48),
         proptest::collection::vec(step(), 1..100),
+        prop_oneof![2 => Just(None), 1 => (5u64..40).prop_map(|s| Some(Duration::from_secs(s)))],
     )
         .prop_map(
             |(
@@ -208,6 +212,7 @@ pub(super) fn case() -> impl Strategy<Value = Case> {
                 order,
                 messages,
                 steps,
+                record_timeout,
             )| Case {
                 exactly_once,
                 decision_log,
@@ -215,6 +220,7 @@ pub(super) fn case() -> impl Strategy<Value = Case> {
                 max_bytes,
                 max_message_bytes,
                 max_in_flight,
+                record_timeout,
                 traces,
                 order,
                 messages,

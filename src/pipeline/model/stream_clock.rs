@@ -132,6 +132,7 @@ fn good_input() -> impl Strategy<Value = Vec<InputFact>> {
                 max_bytes: 1 << 30,
                 max_message_bytes: 1 << 20,
                 max_in_flight: 1 << 20,
+                record_timeout: None,
                 traces,
                 order,
                 messages,
@@ -173,6 +174,7 @@ fn on_the_wall_clock_a_pause_in_reading_splits_a_trace() {
         max_bytes: 1 << 30,
         max_message_bytes: 1 << 20,
         max_in_flight: 1 << 20,
+        record_timeout: None,
         // One trace: root and two children, an error in the last.
         traces: vec![GenTrace {
             pads: vec![10, 10, 10],
@@ -276,6 +278,7 @@ fn good_facts() -> impl Strategy<Value = (Vec<InputFact>, HashMap<Key, bool>)> {
                 max_bytes: 1 << 30,
                 max_message_bytes: 1 << 20,
                 max_in_flight: 1 << 20,
+                record_timeout: None,
                 traces,
                 order,
                 messages,
@@ -410,6 +413,7 @@ fn one_stamp_ten_minutes_ahead_changes_no_decision_of_the_others() {
         max_bytes: 1 << 30,
         max_message_bytes: 1 << 20,
         max_in_flight: 1 << 20,
+        record_timeout: None,
         traces: (0..6)
             .map(|i| GenTrace {
                 pads: vec![10, 10, 10],

@@ -67,6 +67,15 @@ struct Incarnation {
     /// Traces whose decision record is in the decision log (acknowledged,
     /// or written into the transaction), or was given up on for good.
     logged: HashSet<TraceId>,
+    /// At-least-once: decision records not yet acknowledged, by payload,
+    /// with their trace and when they were first sent: given up
+    /// `record_timeout` after that.
+    records_pending: HashMap<Bytes, (TraceId, Instant)>,
+    /// When records were last given up: for a while after, decisions go
+    /// on unlogged.
+    last_give_up: Option<Instant>,
+    /// Decided in this pass, no record seen for them yet.
+    unrecorded: HashSet<TraceId>,
 }
 
 struct Sim {
@@ -168,10 +177,10 @@ impl Sim {
             epoch: self.epoch,
             decided_ttl: Duration::from_secs(3600),
             remembered_bytes: 1 << 26,
-            // Records are never given up here: the model checks that no
-            // offset passes an unacknowledged one (giving up has tests of
-            // its own, in pipeline/tests/decision_log.rs).
-            decision_log_timeout: Duration::from_secs(365 * 24 * 3600),
+            decision_log_timeout: self
+                .case
+                .record_timeout
+                .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
             decision_log: self.case.decision_log,
             max_in_flight: self.case.max_in_flight,
             dead_letter: self.case.dead_letter,

@@ -173,6 +173,7 @@ impl Sim {
 
     /// A decision record is in the log (or given up on).
     fn logged(&mut self, message: &Outgoing) -> Result<(), String> {
+        self.now_.records_pending.remove(&message.payload);
         let record = self.decision_record(message)?;
         if let Some(trace) = record.trace() {
             self.now_.logged.insert(trace);
@@ -192,7 +193,18 @@ impl Sim {
                         self.output_spans(&message)?;
                     }
                     Destination::Decisions(_) => {
-                        self.decision_record(&message)?;
+                        let record = self.decision_record(&message)?;
+                        if let Some(trace) = record.trace() {
+                            self.now_.unrecorded.remove(&trace);
+                            // Given up `record_timeout` after the decision.
+                            let made = self.epoch.instant
+                                + Duration::from_millis(record.decided_at_ms as u64)
+                                    .saturating_sub(self.epoch.since_unix);
+                            self.now_
+                                .records_pending
+                                .entry(message.payload.clone())
+                                .or_insert((trace, made));
+                        }
                     }
                     Destination::DeadLetter => {}
                 }
@@ -237,6 +249,11 @@ impl Sim {
                 self.now_
                     .remembered
                     .insert(d.trace_id, (d.keep, annotation.clone()));
+                if self.case.decision_log && !self.case.exactly_once {
+                    // Its record follows in this pass, unless the log was
+                    // given up on a moment ago.
+                    self.now_.unrecorded.insert(d.trace_id);
+                }
                 let encoding = self.spans[&part[0]].encoding;
                 for key in part {
                     self.decided(key, d.keep);

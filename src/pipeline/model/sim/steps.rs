@@ -163,6 +163,48 @@ impl Sim {
         }
     }
 
+    /// At-least-once with the decision log: records not acknowledged within
+    /// `record_timeout` of their decision are given up by the worker's pass
+    /// at `now` — their traces count as logged — and a decision made without
+    /// a record must come after such a give-up.
+    fn records_given_up(&mut self, now: Instant) -> Result<(), String> {
+        let unrecorded: Vec<TraceId> = self.now_.unrecorded.drain().collect();
+        let Some(timeout) = self.case.record_timeout else {
+            return match unrecorded.first() {
+                Some(t) => Err(format!("{t} decided without a decision record")),
+                None => Ok(()),
+            };
+        };
+        if !self.case.decision_log || self.case.exactly_once {
+            return Ok(());
+        }
+        let due: Vec<Bytes> = self
+            .now_
+            .records_pending
+            .iter()
+            .filter(|(_, (_, since))| *since + timeout <= now)
+            .map(|(payload, _)| payload.clone())
+            .collect();
+        if !due.is_empty() {
+            self.now_.last_give_up = Some(now);
+        }
+        for payload in due {
+            if let Some((trace, _)) = self.now_.records_pending.remove(&payload) {
+                self.log.push(format!("  (record of {trace} given up)"));
+                self.now_.logged.insert(trace);
+            }
+        }
+        for trace in unrecorded {
+            if self.now_.last_give_up.is_none() {
+                return Err(format!(
+                    "{trace} decided without a decision record, though no record was given up"
+                ));
+            }
+            self.now_.logged.insert(trace);
+        }
+        Ok(())
+    }
+
     /// After every step, as the worker task does: decide what is due,
     /// advance; then the commands, and every check.
     pub(super) fn settle(&mut self) -> Result<(), String> {
@@ -181,6 +223,7 @@ impl Sim {
             self.core().advance();
         }
         self.now_.reading.clear();
+        self.records_given_up(now)?;
         self.check_stored()?;
         self.check_memory()
     }
