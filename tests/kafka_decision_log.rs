@@ -206,6 +206,80 @@ async fn late_spans_follow_their_decision_after_their_partition_moved() {
     late_spans_follow_their_decision_after(Gone::Moved, 23).await;
 }
 
+/// Issue 20, item 1, as the issue confirmed it on 037c4e0: `decided_ttl`
+/// 20 s, the instance that decided gone for 25 s (by the wall), and each
+/// trace's late span written a second (of message time) after its trace —
+/// while tailgate was down. Late in the stream by a second, it follows its
+/// trace's decision however long the outage: kept traces whole (037c4e0
+/// left them at 6 of 7 spans and decided the late spans anew), dropped
+/// traces' late spans not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_their_decision_after_an_outage_longer_than_decided_ttl() {
+    let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
+    create_topic(&input, 2).await;
+    create_topic(&output, 1).await;
+    let (early, late, kept) = traces(24);
+    let started_ms = now_ms();
+    produce_traces(&input, &early, |_| Encoding::OtlpProto).await;
+    let yaml = settings(&group, &input, &output, RULES, "2s", None).replace(
+        "max_trace_age: 30s",
+        "max_trace_age: 30s\n  decided_ttl: 20s",
+    );
+    let dir = policy_dir(&yaml);
+    let mut a = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "a.log");
+    a.wait_ready(Duration::from_secs(60));
+    let mut reader = OutputReader::new(&output);
+    let spans_of = |o: &Output, id: &TraceId| o.spans.get(id).map_or(0, |s| s.len());
+    let decided = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 6)
+    });
+    assert!(decided, "kept traces not produced:\n{}", a.log_text());
+    wait_committed_to_end(&group, &input, 2, Duration::from_secs(30), || a.log_text());
+    assert!(a.terminate(Duration::from_secs(60)).success());
+    // The late spans were written during the outage, a second after their
+    // traces' other spans (about when those were decided: 2 s of wait).
+    produce_traces_stamped(
+        &input,
+        &late,
+        |_| Encoding::OtlpProto,
+        Some(started_ms + 3_000),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let mut b = Tailgate::start(tailgate_bin!(), dir.path(), free_port(), "b.log");
+    b.wait_ready(Duration::from_secs(60));
+    let complete = reader.until(Duration::from_secs(60), |o| {
+        kept.iter().all(|id| spans_of(o, id) == 7)
+    });
+    reader.poll(Duration::from_secs(3));
+    let short = kept
+        .iter()
+        .filter(|id| spans_of(&reader.output, id) != 7)
+        .count();
+    assert!(
+        complete,
+        "{short} of {} kept traces incomplete after an outage longer than decided_ttl\n{}",
+        kept.len(),
+        b.log_text()
+    );
+    let got: HashSet<TraceId> = reader.output.spans.keys().copied().collect();
+    assert_eq!(got, kept, "a dropped trace's late span was kept alone");
+    let metrics = b.metrics().expect("metrics");
+    assert_eq!(
+        metrics.sum("tailgate_traces_decided_total", &[]),
+        0.0,
+        "no late span decided anew"
+    );
+    assert!(b.terminate(Duration::from_secs(60)).success());
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
+
 /// Messages of `per_message` root spans each, every span a trace of its
 /// own: decided soon, one decision each.
 fn filler(messages: u64, per_message: u64) -> Vec<(String, Vec<u8>)> {

@@ -40,7 +40,7 @@ pub use process::Process;
 pub use prometheus_text::{Metrics, Sample};
 pub use topics::{
     add_partitions, create_topic, create_topic_with, partition_count, produce_in_order,
-    produce_raw, produce_to, produce_traces, producer,
+    produce_raw, produce_to, produce_traces, produce_traces_stamped, producer,
 };
 pub use workload::Workload;
 

@@ -92,6 +92,18 @@ pub async fn produce_traces(
     traces: &[GeneratedTrace],
     encoding_of: impl Fn(usize) -> Encoding,
 ) {
+    produce_traces_stamped(topic, traces, encoding_of, None).await
+}
+
+/// [`produce_traces`] with every message's timestamp set to `stamp_ms`
+/// (milliseconds since the Unix epoch; `None`: when it is produced) — a
+/// producer that wrote them then, or one whose clock says so.
+pub async fn produce_traces_stamped(
+    topic: &str,
+    traces: &[GeneratedTrace],
+    encoding_of: impl Fn(usize) -> Encoding,
+    stamp_ms: Option<i64>,
+) {
     let p = producer();
     let mut pending = Vec::new();
     for (i, t) in traces.iter().enumerate() {
@@ -102,12 +114,13 @@ pub async fn produce_traces(
             let key = key.clone();
             let topic = topic.to_string();
             pending.push(tokio::spawn(async move {
-                p.send(
-                    FutureRecord::to(&topic).key(&key).payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
+                let mut record = FutureRecord::to(&topic).key(&key).payload(&payload);
+                if let Some(ms) = stamp_ms {
+                    record = record.timestamp(ms);
+                }
+                p.send(record, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| e)
             }));
         }
     }
