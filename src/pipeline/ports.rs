@@ -104,16 +104,23 @@ pub enum ProduceErrorKind {
     InvalidRecord,
     /// A dead letter, but no `kafka.dead_letter_topic`.
     NoDeadLetterTopic,
+    /// The producer is in librdkafka's fatal state (fenced by another
+    /// producer with its transactional id, or its idempotent identity
+    /// refused): nothing it holds or is given is ever delivered. Neither
+    /// retried nor released: the offsets stay uncommitted, and the process
+    /// stops so that a new producer takes over.
+    Fatal,
 }
 
 impl ProduceErrorKind {
-    pub const ALL: [ProduceErrorKind; 6] = [
+    pub const ALL: [ProduceErrorKind; 7] = [
         Self::Transient,
         Self::MessageTooLarge,
         Self::UnknownTopic,
         Self::Authorization,
         Self::InvalidRecord,
         Self::NoDeadLetterTopic,
+        Self::Fatal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,12 +131,14 @@ impl ProduceErrorKind {
             Self::Authorization => "authorization",
             Self::InvalidRecord => "invalid_record",
             Self::NoDeadLetterTopic => "no_dead_letter_topic",
+            Self::Fatal => "fatal",
         }
     }
 
-    /// No retry can fix it.
+    /// No retry can fix it, and the message is given up (dead-lettered
+    /// where it can be, released) so that the partition goes on.
     pub fn permanent(self) -> bool {
-        self != Self::Transient
+        !matches!(self, Self::Transient | Self::Fatal)
     }
 }
 
