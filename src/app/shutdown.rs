@@ -312,6 +312,11 @@ async fn final_commit(consumer: &Arc<InputConsumer>, within: Duration) {
         };
         match consumer::routine(commit) {
             Ok(()) => return,
+            // Fenced (librdkafka's fatal state): no retry commits anything.
+            Err(e) if consumer.client().fatal_error().is_some() => {
+                tracing::warn!("final commit failed: {e}; the consumer is in a fatal state, so the partitions' next reader reads again from the last commit");
+                return;
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::info!("final commit: {e}; letting the rebalance finish, then again");
                 let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
