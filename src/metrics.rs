@@ -80,6 +80,12 @@ pub const KAFKA_ERROR_KINDS: [&str; 5] = [
     "authentication",
     "other",
 ];
+/// Kafka clients found in librdkafka's fatal state (fenced, or refused
+/// their idempotent or transactional identity), by `client`: the process
+/// becomes not ready and stops, exit 1.
+pub const KAFKA_FATAL_ERRORS: &str = "tailgate_kafka_fatal_errors_total";
+/// The `client` label values of [`KAFKA_FATAL_ERRORS`].
+pub const KAFKA_FATAL_CLIENTS: [&str; 2] = ["producer", "consumer"];
 /// Input partitions currently assigned to this instance.
 pub const PARTITIONS_ASSIGNED: &str = "tailgate_partitions_assigned";
 /// Consumer-group rebalances seen, by `kind` (assign|revoke).

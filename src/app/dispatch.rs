@@ -62,19 +62,34 @@ impl<'a> Dispatch<'a> {
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown => return None,
-                why = transaction_failed(&mut failed) => Err(why),
+                why = transaction_failed(&mut failed) => Err(match self.fatal_client() {
+                    // Fenced: the transaction failed because the producer is.
+                    Some((client, reason)) => self.fatal(client, &reason).context(why),
+                    None => why,
+                }),
                 Some(event) = self.t.rebalances.recv() => {
                     self.rebalanced(event);
                     Ok(())
                 }
                 Some(room) = self.t.rooms.recv() => self.room(room).await,
                 _ = tick.tick() => self.tick().await,
-                read = consumer.recv() => match input(read) {
-                    Some((partition, input)) => self.dispatch(partition, input).await,
-                    None => Ok(()),
+                read = consumer.recv() => match read {
+                    Err(KafkaError::MessageConsumptionFatal(code)) => {
+                        let reason = consumer
+                            .client()
+                            .fatal_error()
+                            .map_or_else(|| format!("{code:?}"), |(c, r)| format!("{c:?}: {r}"));
+                        Err(self.fatal("consumer", &reason))
+                    }
+                    read => match input(read) {
+                        Some((partition, input)) => self.dispatch(partition, input).await,
+                        None => Ok(()),
+                    },
                 },
             };
             if let Err(why) = step {
+                // Stopping: not ready from now on.
+                self.health.set_failed();
                 return Some(why);
             }
         }
@@ -136,9 +151,41 @@ impl<'a> Dispatch<'a> {
         Ok(())
     }
 
-    /// Every 50 ms: workers that died with nothing more to read for them,
-    /// and the memory budget.
+    /// A Kafka client in librdkafka's fatal state: nothing it does succeeds
+    /// again (a fenced producer delivers nothing, a fenced consumer commits
+    /// nothing), so the run stops rather than retry forever: not ready from
+    /// now on, counted, said once; the staged shutdown then hands over what
+    /// it safely can (offsets stored only past delivered data; no
+    /// transaction is committed), and the process exits non-zero for the
+    /// orchestrator to start a new one.
+    fn fatal(&self, client: &'static str, reason: &str) -> Failure {
+        self.health.set_failed();
+        metrics::counter!(m::KAFKA_FATAL_ERRORS, "client" => client).increment(1);
+        tracing::error!(
+            client,
+            "kafka: the {client} is in a fatal state ({reason}); not ready, stopping without committing past undelivered data"
+        );
+        anyhow::anyhow!("the Kafka {client} is in a fatal state: {reason}")
+    }
+
+    /// librdkafka's fatal state of the producer or the consumer, if either
+    /// is in it.
+    fn fatal_client(&self) -> Option<(&'static str, String)> {
+        use rdkafka::producer::Producer;
+        let producer = self.t.output.producer().client().fatal_error();
+        let consumer = self.t.consumer.client().fatal_error();
+        producer
+            .map(|f| ("producer", f))
+            .or(consumer.map(|f| ("consumer", f)))
+            .map(|(client, (code, reason))| (client, format!("{code:?}: {reason}")))
+    }
+
+    /// Every 50 ms: a client in a fatal state, workers that died with
+    /// nothing more to read for them, and the memory budget.
     async fn tick(&mut self) -> Result<(), Failure> {
+        if let Some((client, reason)) = self.fatal_client() {
+            return Err(self.fatal(client, &reason));
+        }
         for (partition, dead) in self.t.partitions.reap() {
             if let Dispatched::Dead {
                 resume_from,

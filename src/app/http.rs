@@ -48,6 +48,9 @@ pub fn register_rare() {
     for kind in m::KAFKA_ERROR_KINDS {
         metrics::counter!(m::KAFKA_ERRORS, "kind" => kind).increment(0);
     }
+    for client in m::KAFKA_FATAL_CLIENTS {
+        metrics::counter!(m::KAFKA_FATAL_ERRORS, "client" => client).increment(0);
+    }
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -91,6 +94,8 @@ pub fn install() -> PrometheusHandle {
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// A Kafka client is in a fatal state: never ready again.
+    failed: AtomicBool,
 }
 
 impl Health {
@@ -99,8 +104,18 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// The run cannot go on (a Kafka client in a fatal state): not ready
+    /// from now on, whatever is assigned.
+    pub fn set_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.is_failed()
     }
 }
 
@@ -128,6 +143,11 @@ pub async fn serve(
             get(|State(s): State<HttpState>| async move {
                 if s.health.is_ready() {
                     (StatusCode::OK, "ready\n")
+                } else if s.health.is_failed() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "a Kafka client is in a fatal state; stopping\n",
+                    )
                 } else {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,

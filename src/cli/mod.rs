@@ -175,6 +175,10 @@ impl Failure {
     }
 }
 
+/// How long the runtime waits, once a command is done, for blocking calls
+/// still running; then the process exits without them.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -235,6 +239,10 @@ pub fn main() -> ExitCode {
             encoding,
         } => demo::generate(&runtime, brokers, file, &topic, traces, seed, &encoding),
     };
+    // A blocking call left behind by a stage of the shutdown abandoned at
+    // its bound (a librdkafka call that does not keep its timeout) must not
+    // hold the process: dropping the runtime would wait for it without end.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, message }) => {

@@ -215,9 +215,32 @@ pub fn classify(e: &KafkaError) -> ProduceError {
         Some(
             C::InvalidRecord | C::PolicyViolation | C::InvalidTimestamp | C::InvalidRequiredAcks,
         ) => ProduceErrorKind::InvalidRecord,
+        // librdkafka's fatal state, and what puts an idempotent or
+        // transactional producer there: no retry delivers anything again.
+        Some(
+            C::Fatal
+            | C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::OutOfOrderSequenceNumber
+            | C::UnknownProducerId
+            | C::InvalidProducerIdMapping,
+        ) => ProduceErrorKind::Fatal,
         _ => ProduceErrorKind::Transient,
     };
     ProduceError::new(kind, e.to_string())
+}
+
+/// [`classify`], unless the producer is in librdkafka's fatal state: then
+/// whatever the message's own error says, it is [`ProduceErrorKind::Fatal`].
+pub fn classify_for(producer: &OutputProducer, e: &KafkaError) -> ProduceError {
+    use rdkafka::producer::Producer;
+    match producer.client().fatal_error() {
+        Some((code, reason)) => ProduceError::new(
+            ProduceErrorKind::Fatal,
+            format!("{e} (the producer is in a fatal state: {code:?}: {reason})"),
+        ),
+        None => classify(e),
+    }
 }
 
 impl Output for KafkaOutput {
@@ -233,8 +256,34 @@ impl Output for KafkaOutput {
                 .send(record(&topic, &message), rdkafka::util::Timeout::Never)
                 .await
                 .map(|_| ())
-                .map_err(|(e, _)| classify(&e))
+                .map_err(|(e, _)| classify_for(&producer, &e))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka's fatal state, and the broker errors that put an
+    /// idempotent or transactional producer there, are neither transient
+    /// (retried forever) nor permanent (given up, offsets released).
+    #[test]
+    fn fatal_producer_errors_are_classified_fatal() {
+        for code in [
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+            RDKafkaErrorCode::OutOfOrderSequenceNumber,
+        ] {
+            let kind = classify(&KafkaError::MessageProduction(code)).kind;
+            assert_eq!(kind, ProduceErrorKind::Fatal, "{code:?}");
+            assert!(!kind.permanent(), "{code:?}: not given up");
+        }
+        let away = classify(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ));
+        assert_eq!(away.kind, ProduceErrorKind::Transient);
     }
 }

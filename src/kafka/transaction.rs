@@ -95,6 +95,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_FOR: Duration = Duration::from_secs(120);
 /// A commit that takes longer is logged (the writers wait for it).
 const SLOW_COMMIT: Duration = Duration::from_secs(2);
+/// The most a commit's blocking calls may take in all before the
+/// transaction is given up: the retries and one call's timeout past them.
+/// librdkafka does not always keep its own timeouts: with the group
+/// coordinator gone (a broker fenced by its controller),
+/// `send_offsets_to_transaction` waits without end (librdkafka #5456).
+pub const COMMIT_BOUND: Duration =
+    Duration::from_secs(RETRY_FOR.as_secs() + CALL_TIMEOUT.as_secs());
 
 /// A decision record refused before it was enqueued because its topic or
 /// partition is unknown: given up alone (counted), not the transaction.
@@ -232,7 +239,7 @@ impl Transactions {
         let topic = self.input_topic.clone();
         let timeout = self.timeout;
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
+        let blocking = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
             // Retriable errors (a broker away) are retried for a while, the
             // writers held back meanwhile; then the transaction is given up
             // (aborted, the process stops) rather than hang a shutdown.
@@ -271,9 +278,19 @@ impl Transactions {
             producer
                 .begin_transaction()
                 .map_err(|e| (false, format!("beginning the next transaction: {e}")))
-        })
-        .await
-        .unwrap_or_else(|e| Err((false, e.to_string())));
+        });
+        // A call stuck past its timeout is left behind on its thread (the
+        // producer is not aborted: a second call would wait on the first).
+        let result = match tokio::time::timeout(COMMIT_BOUND, blocking).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err((false, e.to_string()))),
+            Err(_) => Err((
+                false,
+                format!(
+                    "the commit did not return within {}",
+                    humantime::format_duration(COMMIT_BOUND)
+                ),
+            )),
+        };
         let took = started.elapsed();
         if took >= SLOW_COMMIT {
             // The writers were held back all this time.
@@ -386,11 +403,18 @@ impl Transactions {
                 return Err(e);
             };
             let mut record = producer::record(&topic, message);
+            // The gate is held while the queue is full (the message and its
+            // offset must not be split by a commit), so the wait is bounded
+            // like a commit's retries: then the transaction is given up, and
+            // the process stops.
+            let queue_full_since = tokio::time::Instant::now();
             loop {
                 match self.output.producer().send_result(record) {
                     // Delivery is confirmed by the commit, which fails if it failed.
                     Ok(_delivery) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                        if queue_full_since.elapsed() < RETRY_FOR =>
+                    {
                         record = r;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }

@@ -402,6 +402,16 @@ impl Partition {
             Err(e) => e,
         };
         self.telemetry.produce_errors[&e.kind].increment(1);
+        if e.kind == ProduceErrorKind::Fatal {
+            // The producer will never deliver it, and it must not be given
+            // up either: it is dropped with its pins, so the watermark never
+            // passes its offsets, and the process stops (it sees the
+            // producer's fatal state) for a new producer to deliver it.
+            if self.failure_log.allow(e.kind, now).is_some() {
+                tracing::error!(partition = self.partition, destination = ?flight.message.destination, "produce failed for good, the producer is in a fatal state: not retried, its offsets stay uncommitted: {e}");
+            }
+            return;
+        }
         if !e.kind.permanent() {
             // Retried with backoff; the offsets it pins hold the watermark
             // until it is delivered.

@@ -108,10 +108,16 @@ pub enum ProduceErrorKind {
     /// was revoked since it started (its lease ended): refused, and the
     /// worker stops; the partition's owner reads those messages again.
     Fenced,
+    /// The producer is in librdkafka's fatal state (fenced by another
+    /// producer with its transactional id, or its idempotent identity
+    /// refused): nothing it holds or is given is ever delivered. Neither
+    /// retried nor released: the offsets stay uncommitted, and the process
+    /// stops so that a new producer takes over.
+    Fatal,
 }
 
 impl ProduceErrorKind {
-    pub const ALL: [ProduceErrorKind; 7] = [
+    pub const ALL: [ProduceErrorKind; 8] = [
         Self::Transient,
         Self::MessageTooLarge,
         Self::UnknownTopic,
@@ -119,6 +125,7 @@ impl ProduceErrorKind {
         Self::InvalidRecord,
         Self::NoDeadLetterTopic,
         Self::Fenced,
+        Self::Fatal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,12 +137,14 @@ impl ProduceErrorKind {
             Self::InvalidRecord => "invalid_record",
             Self::NoDeadLetterTopic => "no_dead_letter_topic",
             Self::Fenced => "fenced",
+            Self::Fatal => "fatal",
         }
     }
 
-    /// No retry can fix it.
+    /// No retry can fix it, and the message is given up (dead-lettered
+    /// where it can be, released) so that the partition goes on.
     pub fn permanent(self) -> bool {
-        self != Self::Transient
+        !matches!(self, Self::Transient | Self::Fatal)
     }
 }
 

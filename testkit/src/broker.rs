@@ -42,11 +42,28 @@ impl Broker {
     }
 
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A private broker with `properties` (`name=value`) added to its
+    /// server.properties.
+    pub fn start_with(properties: &[&str]) -> Self {
         let mut b = Self {
             state: tempfile::tempdir().expect("tempdir"),
             address: String::new(),
         };
-        b.address = b.run("start");
+        let out = Command::new(kafka_script())
+            .arg("start")
+            .env("KAFKA_STATE_DIR", b.state.path())
+            .env("KAFKA_EXTRA_PROPERTIES", properties.join("\n"))
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        b.address = String::from_utf8_lossy(&out.stdout).trim().to_string();
         b
     }
 }

@@ -282,3 +282,47 @@ async fn an_output_message_refused_as_too_large_is_split_again() {
     }
     assert_eq!(h.offsets.last(), Some(2), "released");
 }
+
+/// Issue 20, item 4: a producer in librdkafka's fatal state (fenced, or its
+/// idempotent identity refused) delivers nothing ever again. Its failures
+/// are not retried (a retry loop would stop every worker at
+/// `max_in_flight` for good), nor given up (dead-lettered or released: the
+/// offsets would be committed past kept spans never delivered): the
+/// watermark stays behind them, and the worker stops at once when its input
+/// closes, so the process can stop and a new producer deliver them.
+#[tokio::test(start_paused = true)]
+async fn a_fatal_produce_error_is_neither_retried_nor_released() {
+    for dead_letter in [true, false] {
+        let h = start_opts(Opts {
+            dead_letter,
+            refuse: Some(ProduceErrorKind::Fatal),
+            ..Opts::default()
+        });
+        let (_, kept) = two_part_trace(21, true);
+        let (_, dropped) = two_part_trace(22, false);
+        send(&h, 0, payload(&kept[0])).await;
+        send(&h, 1, payload(&kept[1])).await;
+        send(&h, 2, payload(&dropped[0])).await;
+        send(&h, 3, payload(&dropped[1])).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            h.output.attempts.load(Ordering::SeqCst),
+            1,
+            "dead letter {dead_letter}: tried once, never again, nothing dead-lettered"
+        );
+        assert!(h.output.dead_letters.lock().unwrap().is_empty());
+        assert!(h.output.sent.lock().unwrap().is_empty());
+        assert_eq!(
+            h.offsets.last(),
+            Some(0),
+            "dead letter {dead_letter}: nothing stored past the kept trace, not even the dropped one after it"
+        );
+        let Harness { tx, task, .. } = h;
+        drop(tx);
+        let stopped = tokio::time::timeout(Duration::from_secs(1), task).await;
+        assert!(
+            matches!(stopped, Ok(Ok(_))),
+            "dead letter {dead_letter}: the worker stops at once, not after a drain timeout"
+        );
+    }
+}
