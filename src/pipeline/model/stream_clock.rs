@@ -119,27 +119,7 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
 }
 
 fn good_input() -> impl Strategy<Value = Vec<InputFact>> {
-    (
-        proptest::collection::vec(gen_trace(), 1..12),
-        proptest::collection::vec(any::<u32>(), 48),
-        proptest::collection::vec(gen_message(Just(Stamp::Good)), 48),
-    )
-        .prop_map(|(traces, order, messages)| {
-            let case = Case {
-                exactly_once: false,
-                decision_log: false,
-                dead_letter: false,
-                max_bytes: 1 << 30,
-                max_message_bytes: 1 << 20,
-                max_in_flight: 1 << 20,
-                record_timeout: None,
-                traces,
-                order,
-                messages,
-                steps: Vec::new(),
-            };
-            input(&case).0
-        })
+    good_facts().prop_map(|(input, _)| input)
 }
 
 proptest! {

@@ -75,6 +75,17 @@ fn sends(p: &mut Partition) -> Vec<(DeliveryId, Outgoing)> {
         .collect()
 }
 
+/// What the partition decided since it was last asked.
+fn decisions(p: &mut Partition) -> Vec<DecisionRecord> {
+    p.commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Decided(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Spans in the kept output among `sent`.
 fn kept_spans(sent: &[(DeliveryId, Outgoing)]) -> usize {
     sent.iter()
@@ -192,14 +203,7 @@ fn a_message_stamped_far_ahead_decides_no_other_trace() {
     p.handle(stamped(3, JAN + 800, &kept.1[2]), t0);
     p.decide_due(t0);
     p.advance();
-    let decided: Vec<DecisionRecord> = p
-        .commands()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Decided(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let decided = decisions(&mut p);
     assert!(decided.is_empty(), "nothing due yet: {decided:?}");
     // The stream goes on: K is decided whole, after its quiet period.
     let more = three_part_trace(3, false);
@@ -208,14 +212,7 @@ fn a_message_stamped_far_ahead_decides_no_other_trace() {
     }
     p.decide_due(t0);
     p.advance();
-    let decided: Vec<DecisionRecord> = p
-        .commands()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::Decided(d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let decided = decisions(&mut p);
     assert_eq!(decided.len(), 1, "{decided:?}");
     assert_eq!(
         (decided[0].trace_id, decided[0].keep, decided[0].spans),
