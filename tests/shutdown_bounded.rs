@@ -92,6 +92,7 @@ metrics:
 decision:
   wait: 1s
   after_root: 200ms
+  clock_ahead: 100ms
   max_trace_age: 5s
 rules: [{{name: all, sample: keep}}]
 ",

@@ -127,6 +127,7 @@ decision:
   clock: {clock}
   wait: {wait}
   after_root: {after_root}
+  clock_ahead: {clock_ahead}
   max_trace_age: {max_age}
 metrics:
   listen: 127.0.0.1:{port}
@@ -141,6 +142,8 @@ rules: {RULES}
             },
             wait = ms(s.wait),
             after_root = ms(s.after_root),
+            // Shorter than the waits it protects, whatever `--after-root-ms`.
+            clock_ahead = ms(s.after_root.min(s.wait) / 4),
             max_age = ms(s.max_trace_age),
         );
         let file = dir.join("bench.yaml");
