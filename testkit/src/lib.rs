@@ -10,6 +10,7 @@
 //!   running `tailgate run` with its metrics endpoint;
 //! - [`output`], [`offsets`]: what an output topic holds, and how far a
 //!   group has committed;
+//! - [`log_dump`]: how the broker stored a topic's batches (their codecs);
 //! - [`http`], [`prometheus_text`]: one GET, and the one reader of
 //!   Prometheus text (`/metrics`).
 //!
@@ -20,6 +21,7 @@
 pub mod broker;
 pub mod http;
 pub mod instance;
+pub mod log_dump;
 pub mod names;
 pub mod offsets;
 pub mod output;
@@ -32,6 +34,7 @@ pub mod workload;
 pub use broker::{bootstrap, Broker};
 pub use http::http_get;
 pub use instance::{redelivery_logged, Tailgate};
+pub use log_dump::batch_codecs;
 pub use names::{free_port, unique};
 pub use offsets::{committed_and_end, wait_committed_to_end, OffsetReader};
 pub use output::{missing, read_with_headers, Output, OutputReader};
