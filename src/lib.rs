@@ -23,6 +23,7 @@ pub mod clock;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod route;
 pub mod rules;
 pub(crate) mod watermark;
 

@@ -12,6 +12,17 @@ pub const MESSAGES_RECEIVED: &str = "tailgate_messages_received_total";
 pub const SPANS_RECEIVED: &str = "tailgate_spans_received_total";
 /// Rejected messages or spans, by `reason` (see `DecodeErrorKind`).
 pub const DECODE_ERRORS: &str = "tailgate_decode_errors_total";
+/// Input messages not keyed by the trace id of their spans, by `why`:
+/// `no_key`, `several_traces` (spans of more than one trace in the message),
+/// `other_key` (see `otlp::keying`). Such input is decided in fragments
+/// unless `tailgate route` keys it first.
+pub const UNKEYED_MESSAGES: &str = "tailgate_unkeyed_messages_total";
+/// `tailgate route`: input messages that were not OTLP, forwarded unchanged
+/// to the spans topic (where `tailgate run` counts and dead-letters them).
+/// Route's other counts are `run`'s names: messages and spans received,
+/// messages and spans produced (one message per trace and input message),
+/// decode, produce and unkeyed counts.
+pub const ROUTE_FORWARDED: &str = "tailgate_route_forwarded_total";
 /// Message timestamps the partitions' stream clocks did not take as they
 /// were, by `reason` (see `clock::Clamp`): `ahead` (further ahead of
 /// wall-clock time than `decision.clock_ahead`), `behind` (further behind

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("metrics", &[]),
     ("otlp", &[]),
     ("rules", &["otlp"]),
+    ("route", &["otlp"]),
     ("buffer", &["clock", "otlp"]),
     (
         "pipeline",
@@ -51,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "otlp",
             "pipeline",
             "reload",
+            "route",
             "rules",
             "watermark",
         ],
@@ -76,6 +78,7 @@ const CORE: &[&str] = &[
     "rules",
     "buffer",
     "pipeline",
+    "route",
 ];
 const EDGE_CRATES: &[&str] = &["rdkafka", "axum", "notify", "clap", "indicatif"];
 

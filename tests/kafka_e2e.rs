@@ -151,6 +151,16 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
         let n = metrics.sum("tailgate_decode_errors_total", &[("reason", reason)]);
         assert!(n >= 1.0, "decode errors for {reason}: {n}\n{metrics}");
     }
+    // The 20 batches of ten traces are seen for what they are; every other
+    // message is keyed by its one trace.
+    assert_eq!(
+        metrics.sum(
+            "tailgate_unkeyed_messages_total",
+            &[("why", "several_traces")]
+        ),
+        20.0
+    );
+    assert_eq!(metrics.sum("tailgate_unkeyed_messages_total", &[]), 20.0);
     let kept = metrics.sum("tailgate_traces_decided_total", &[("decision", "keep")]);
     assert_eq!(kept as usize, expected.len());
     let decided = metrics.sum("tailgate_traces_decided_total", &[]);

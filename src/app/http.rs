@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::clock::Clamp;
 use crate::metrics as m;
+use crate::otlp::keying::Unkeyed;
 use crate::pipeline::{undeliverable_reasons, ProduceErrorKind};
 
 /// Registers the series that only move on rare events, so that dashboards and
@@ -33,6 +34,9 @@ pub fn register_rare() {
         metrics::counter!(m::DEAD_LETTERS, "source" => source).increment(0);
     }
     metrics::counter!(m::REDELIVERED_SPANS).increment(0);
+    for why in Unkeyed::ALL {
+        metrics::counter!(m::UNKEYED_MESSAGES, "why" => why.as_str()).increment(0);
+    }
     for clamp in Clamp::ALL {
         metrics::counter!(m::CLOCK_CLAMPED, "reason" => clamp.as_str()).increment(0);
     }

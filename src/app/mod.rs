@@ -20,6 +20,7 @@ mod handover;
 pub mod http;
 mod partitions;
 mod pressure;
+pub mod route;
 mod shutdown;
 mod topology;
 

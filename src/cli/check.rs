@@ -1,9 +1,11 @@
-//! `tailgate check`: validates every environment's settings and rules.
+//! `tailgate check`: validates every environment's settings and rules; with
+//! `--sample N`, reads the input topic's latest messages and reports what
+//! they are.
 
 use std::path::Path;
 
 use super::Failure;
-use crate::config::{Settings, Sources};
+use crate::config::{KafkaSettings, Settings, Sources};
 
 /// Checks every environment file in `dir` (or those named), each layered over
 /// `default.yaml` as `run` would read it.
@@ -56,6 +58,52 @@ pub(super) fn check(dir: &Path, envs: &[String]) -> Result<(), Failure> {
         return Err(Failure::failed(format!(
             "{failed} of {} policy files have mistakes",
             names.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Samples the latest `n` messages of the input topic (of `--env`'s
+/// settings, or `--topic`) and prints what they are. Exit 1 when they are
+/// not keyed by trace id: tailgate would decide fragments of their traces.
+pub(super) fn sample(
+    dir: &Path,
+    envs: &[String],
+    n: u64,
+    brokers: Option<String>,
+    topic: Option<String>,
+) -> Result<(), Failure> {
+    let env = envs.first().map_or("default", String::as_str);
+    let mut sources = Sources::for_env(dir, env, None);
+    if let Some(b) = &brokers {
+        sources.overrides.push(("kafka.brokers".into(), b.clone()));
+    }
+    // The settings give the topic and the client options (TLS, SASL); a
+    // command line that names brokers and topic needs no policy files.
+    let kafka = match Settings::load(&sources) {
+        Ok(l) => l.settings.kafka,
+        Err(e) if brokers.is_some() && topic.is_some() => {
+            tracing::debug!("no settings for {env} ({e}); sampling with a plain client");
+            KafkaSettings::default()
+        }
+        Err(e) => return Err(Failure::usage(e)),
+    };
+    let brokers = brokers.unwrap_or(kafka.brokers.clone());
+    let topic = topic.unwrap_or(kafka.input_topic.clone());
+    let options: Vec<(String, String)> = KafkaSettings::options(&kafka.librdkafka_options)
+        .map_err(Failure::usage)?
+        .into_iter()
+        .chain(KafkaSettings::options(&kafka.consumer_options).map_err(Failure::usage)?)
+        .collect();
+    eprintln!("reading the latest {n} messages of {topic} from {brokers}...");
+    let s = crate::kafka::sample::sample(&brokers, &topic, n, &options)
+        .map_err(|e| Failure::failed(format!("{e:#}")))?;
+    print!("{}", s.report());
+    if s.unkeyed() > 0 {
+        return Err(Failure::failed(format!(
+            "{} of {} sampled messages are not keyed by trace id",
+            s.unkeyed(),
+            s.messages
         )));
     }
     Ok(())

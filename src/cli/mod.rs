@@ -1,5 +1,5 @@
-//! The `tailgate` command line: `run`, `check`, `explain`, `replay`, `why`,
-//! `demo` and `gen`, one module each. The binary (`src/main.rs`) only calls [`main`].
+//! The `tailgate` command line: `run`, `route`, `check`, `explain`, `replay`,
+//! `why`, `demo` and `gen`, one module each. The binary (`src/main.rs`) only calls [`main`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,14 +50,41 @@ pub enum Command {
         #[arg(long)]
         brokers: Option<String>,
     },
-    /// Validate settings and rule files; non-zero exit on any mistake.
+    /// Key unkeyed input: read route.from_topic (batches of many traces, as
+    /// the Collector's Kafka exporter writes without partition_traces_by_id),
+    /// split every message by trace and produce each keyed by trace id to
+    /// kafka.input_topic, for `run` to read whole.
+    Route {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Kafka bootstrap servers (overrides kafka.brokers).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// The unkeyed topic to read (overrides route.from_topic).
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Validate settings and rule files; non-zero exit on any mistake. With
+    /// --sample, read the latest messages of the input topic instead and
+    /// report their encoding, compression, keying, spans and traces.
     Check {
         /// Directory of policy files; every `*.yaml` in it is checked over `default.yaml`.
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
-        /// Check only these environments (default: all files in the directory).
+        /// Check only these environments (default: all files in the directory;
+        /// with --sample, the first, or `default`).
         #[arg(long)]
         env: Vec<String>,
+        /// Read this many of the input topic's latest messages and report
+        /// what they are; exit 1 if they are not keyed by trace id.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+        /// Kafka bootstrap servers (overrides kafka.brokers), with --sample.
+        #[arg(long, requires = "sample")]
+        brokers: Option<String>,
+        /// The topic to sample (default: kafka.input_topic), with --sample.
+        #[arg(long, requires = "sample")]
+        topic: Option<String>,
     },
     /// Show which rule decides each trace in an OTLP file, and why, with the
     /// trace's critical path.
@@ -195,7 +222,24 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run { policy, brokers } => run::run(&runtime, &policy, brokers),
-        Command::Check { policies, env } => check::check(&policies, &env),
+        Command::Route {
+            policy,
+            brokers,
+            from,
+        } => run::route(&runtime, &policy, brokers, from),
+        Command::Check {
+            policies,
+            env,
+            sample: None,
+            ..
+        } => check::check(&policies, &env),
+        Command::Check {
+            policies,
+            env,
+            sample: Some(n),
+            brokers,
+            topic,
+        } => check::sample(&policies, &env, n, brokers, topic),
         Command::Explain {
             policy,
             trace,

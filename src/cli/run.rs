@@ -1,4 +1,5 @@
-//! `tailgate run`: the pipeline, until SIGTERM or Ctrl-C.
+//! `tailgate run`: the pipeline, until SIGTERM or Ctrl-C; and `tailgate
+//! route`, the stage that keys unkeyed input before it.
 
 use super::{Failure, PolicyArgs};
 use crate::config::{Settings, Sources};
@@ -15,6 +16,34 @@ pub(super) fn run(
     let loaded = Settings::load(&sources).map_err(Failure::usage)?;
     runtime
         .block_on(crate::app::run(
+            loaded,
+            shutdown_signal(),
+            Default::default(),
+        ))
+        .map_err(|e| Failure::failed(format!("{e:#}")))
+}
+
+pub(super) fn route(
+    runtime: &tokio::runtime::Runtime,
+    policy: &PolicyArgs,
+    brokers: Option<String>,
+    from: Option<String>,
+) -> Result<(), Failure> {
+    let mut sources = Sources::for_env(&policy.policies, &policy.env, policy.config.as_deref());
+    if let Some(b) = brokers {
+        sources.overrides.push(("kafka.brokers".into(), b));
+    }
+    if let Some(f) = from {
+        sources.overrides.push(("route.from_topic".into(), f));
+    }
+    let loaded = Settings::load(&sources).map_err(Failure::usage)?;
+    if loaded.settings.route.from_topic.is_none() {
+        return Err(Failure::usage(
+            "route.from_topic is not set: name the unkeyed topic the Collector writes to (settings, or --from)",
+        ));
+    }
+    runtime
+        .block_on(crate::app::route::route(
             loaded,
             shutdown_signal(),
             Default::default(),

@@ -20,12 +20,14 @@ mod buffer;
 mod decision;
 mod kafka;
 mod metrics;
+mod route;
 mod sources;
 
 pub use buffer::BufferSettings;
 pub use decision::DecisionSettings;
 pub use kafka::{Compression, KafkaSettings};
 pub use metrics::MetricsSettings;
+pub use route::RouteSettings;
 pub use sources::Sources;
 use sources::{check_file, rule_line};
 
@@ -51,6 +53,9 @@ pub struct Settings {
     /// The HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
     #[serde(default)]
     pub metrics: MetricsSettings,
+    /// `tailgate route`: where unkeyed input is read from.
+    #[serde(default)]
+    pub route: RouteSettings,
 }
 
 /// A mistake in a settings or rule file.
@@ -157,6 +162,7 @@ impl Settings {
         self.decision.validate()?;
         self.buffer.validate()?;
         self.kafka.validate()?;
+        self.route.validate(&self.kafka)?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod decision_log;
 pub mod producer;
 pub mod range;
+pub mod sample;
 pub mod transaction;
 
 use std::sync::{Mutex, PoisonError};

@@ -9,6 +9,7 @@ pub mod attributes;
 pub mod decode;
 pub mod encode;
 mod json;
+pub mod keying;
 pub mod wire;
 
 use std::fmt;

@@ -189,6 +189,7 @@ pub struct Partition {
     bad_input_log: RateLimited<otlp::DecodeErrorKind>,
     failure_log: RateLimited<ProduceErrorKind>,
     forgotten_log: RateLimited<()>,
+    unkeyed_log: RateLimited<()>,
     /// Watermark pins released that were not held: a bug, counted so the
     /// model test sees it.
     anomalies: u64,
@@ -228,6 +229,7 @@ impl Partition {
             bad_input_log: RateLimited::new(LOG_INTERVAL),
             failure_log: RateLimited::new(LOG_INTERVAL),
             forgotten_log: RateLimited::new(LOG_INTERVAL),
+            unkeyed_log: RateLimited::new(LOG_INTERVAL),
             anomalies: 0,
             store_refused: false,
             unlogged: 0,

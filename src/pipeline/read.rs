@@ -40,6 +40,10 @@ impl Partition {
         for e in &decoded.rejected {
             self.rejected(msg.offset, e, now);
         }
+        let traces = decoded.spans.iter().map(|(id, _)| id);
+        if let Some(why) = otlp::keying::unkeyed(msg.key.as_deref(), traces) {
+            self.unkeyed(msg.offset, why, now);
+        }
         self.telemetry.spans.increment(decoded.spans.len() as u64);
         let encoding = decoded.encoding;
         // Protobuf spans are slices of the message, which the edge reads into
@@ -66,6 +70,22 @@ impl Partition {
                 suppressed,
                 "skipping bad input: {}",
                 e.detail
+            );
+        }
+    }
+
+    /// Counts a message not keyed by its trace id, and says (once per
+    /// interval) what it costs and which setting of the Collector's Kafka
+    /// exporter fixes it.
+    fn unkeyed(&mut self, offset: i64, why: otlp::keying::Unkeyed, now: Time) {
+        self.telemetry.unkeyed[&why].increment(1);
+        if let Some(suppressed) = self.unkeyed_log.allow((), now.wall) {
+            tracing::warn!(
+                partition = self.partition,
+                offset,
+                why = why.as_str(),
+                suppressed,
+                "input not keyed by trace id: the spans of one trace may reach several partitions, and each decides a fragment of it; set `partition_traces_by_id: true` in the Collector's Kafka exporter, or run `tailgate route` in front (docs/operations.md)"
             );
         }
     }

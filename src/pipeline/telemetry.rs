@@ -13,6 +13,7 @@ use super::ports::ProduceErrorKind;
 use crate::buffer::{Occupancy, Reason};
 use crate::clock::Clamp;
 use crate::metrics as m;
+use crate::otlp::keying::Unkeyed;
 use crate::otlp::DecodeErrorKind;
 use crate::rules::RuleSet;
 
@@ -72,6 +73,8 @@ pub(super) struct Telemetry {
     pub messages: Counter,
     pub spans: Counter,
     pub decode_errors: HashMap<DecodeErrorKind, Counter>,
+    /// Messages not keyed by their trace id, by why.
+    pub unkeyed: HashMap<Unkeyed, Counter>,
     /// Message timestamps the stream clock did not take as they were.
     pub clamped: HashMap<Clamp, Counter>,
     pub decided: HashMap<(usize, bool, Reason), Counter>,
@@ -111,6 +114,10 @@ impl Telemetry {
             decode_errors: DecodeErrorKind::ALL
                 .iter()
                 .map(|k| (*k, counter!(m::DECODE_ERRORS, "reason" => k.as_str())))
+                .collect(),
+            unkeyed: Unkeyed::ALL
+                .iter()
+                .map(|u| (*u, counter!(m::UNKEYED_MESSAGES, "why" => u.as_str())))
                 .collect(),
             clamped: Clamp::ALL
                 .iter()

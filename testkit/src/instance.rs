@@ -32,8 +32,26 @@ impl Tailgate {
         log_name: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_command(bin, "run", policies, metrics_port, log_name, env)
+    }
+
+    /// `bin route --env test --policies <policies>`: the stage that keys
+    /// unkeyed input (its settings' `route.from_topic`), otherwise as
+    /// [`Tailgate::start`].
+    pub fn start_route(bin: &Path, policies: &Path, metrics_port: u16, log_name: &str) -> Self {
+        Self::start_command(bin, "route", policies, metrics_port, log_name, &[])
+    }
+
+    fn start_command(
+        bin: &Path,
+        command: &str,
+        policies: &Path,
+        metrics_port: u16,
+        log_name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(bin);
-        cmd.args(["run", "--env", "test", "--policies"])
+        cmd.args([command, "--env", "test", "--policies"])
             .arg(policies)
             .env("RUST_LOG", "info,tailgate=debug")
             .env(
@@ -41,7 +59,7 @@ impl Tailgate {
                 format!("127.0.0.1:{metrics_port}"),
             )
             .envs(env.iter().copied());
-        let label = format!("tailgate ({log_name})");
+        let label = format!("tailgate {command} ({log_name})");
         let process =
             Process::spawn(cmd, policies.join(log_name), &label).unwrap_or_else(|e| panic!("{e}"));
         Self::attach(process, metrics_port)
