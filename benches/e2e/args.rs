@@ -6,13 +6,14 @@ use std::time::Duration;
 use crate::{BOOTSTRAP_ENV, STAMP_RATE, THROUGHPUT_AFTER_ROOT};
 
 pub const USAGE: &str = "usage: cargo bench --bench e2e -- [--quick] [--traces N] [--seed S] \
-[--only throughput,partitions,buffer,memory] [--clock-pairs N] [--after-root-ms MS] [--stamp-rate R] [--brokers HOST:PORT] [--report FILE] [--keep-topics]
+[--only throughput,partitions,buffer,memory,route] [--clock-pairs N] [--after-root-ms MS] [--stamp-rate R] [--brokers HOST:PORT] [--report FILE] [--keep-topics]
 
   --quick        a shortened workload (20 000 traces), as CI runs it
   --traces N     traces in the workload (default 200 000; 7 spans each)
   --only LIST    phases to run (default all): throughput (4 partitions, copy and
                  tailgate), partitions (1, 4 and 16), buffer (N / 10 and N traces
-                 buffered at once), memory (RSS per buffered span)
+                 buffered at once), memory (RSS per buffered span), route
+                 (`tailgate route` on the workload as unkeyed batches of 12 messages)
   --clock-pairs N  tailgate runs on each topic of the throughput and partitions
                  phases: N with the stream clock and N with `decision.clock: wall`,
                  in alternating order (the stream clock's cost); default 2, with
@@ -35,6 +36,8 @@ pub struct Args {
     pub partitions: bool,
     pub buffer: bool,
     pub memory: bool,
+    /// `tailgate route` on the workload as unkeyed batches.
+    pub route: bool,
     /// Pairs of tailgate runs, stream clock and `decision.clock: wall`, on
     /// each topic of the throughput and partitions phases (0: one run, with
     /// the stream clock).
@@ -59,6 +62,7 @@ impl Args {
             partitions: true,
             buffer: true,
             memory: true,
+            route: true,
             clock_pairs: 0,
             after_root: THROUGHPUT_AFTER_ROOT,
             stamp_rate: STAMP_RATE,
@@ -125,12 +129,14 @@ impl Args {
                     a.partitions = false;
                     a.buffer = false;
                     a.memory = false;
+                    a.route = false;
                     for phase in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         match phase {
                             "throughput" => a.throughput = true,
                             "partitions" => a.partitions = true,
                             "buffer" => a.buffer = true,
                             "memory" => a.memory = true,
+                            "route" => a.route = true,
                             other => return Err(format!("--only: unknown phase {other:?}")),
                         }
                     }

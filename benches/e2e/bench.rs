@@ -144,6 +144,9 @@ impl Bench {
         if self.args.memory {
             self.memory_phase(w)?;
         }
+        if self.args.route {
+            self.route_phase(w)?;
+        }
         Ok(())
     }
 

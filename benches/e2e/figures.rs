@@ -214,6 +214,8 @@ pub struct Results {
     /// N / 10 and N traces in the topic, all buffered: (traces, wait, figures).
     pub buffer: Vec<(usize, Duration, TailgateFigures)>,
     pub memory: Option<Memory>,
+    /// `tailgate route` on the unkeyed batches: (batches, figures).
+    pub route: Option<(usize, Figures)>,
     /// tailgate's CPU seconds from start until a second after its
     /// partitions of an empty topic are assigned.
     pub startup_cpu_s: Option<f64>,

@@ -68,6 +68,7 @@ mod copy;
 mod figures;
 mod kafka;
 mod report;
+mod route;
 mod runs;
 mod workload;
 

@@ -17,7 +17,7 @@ use crate::{COMMIT_INTERVAL, MIB, ROLE_ENV, RULES, SCRAPE_EVERY};
 
 /// Starts `cmd` (its standard error in `log`) without what the harness was
 /// started with: the programs get their settings from the harness alone.
-fn spawn(mut cmd: Command, log: PathBuf, label: &str) -> Result<Process, String> {
+pub fn spawn(mut cmd: Command, log: PathBuf, label: &str) -> Result<Process, String> {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("TAILGATE__") {
             cmd.env_remove(&k);

@@ -134,6 +134,7 @@ impl Bench {
         }
         self.report_buffer(&mut r);
         self.report_memory(&mut r, w);
+        self.report_route(&mut r);
 
         let _ = writeln!(r, "\n## Correctness\n");
         let _ = writeln!(r, "| run | check | passed | detail |\n|---|---|---|---|");

@@ -257,4 +257,47 @@ impl Bench {
             );
         }
     }
+
+    pub(super) fn report_route(&self, r: &mut String) {
+        let Some((batches, route)) = &self.results.route else {
+            return;
+        };
+        let _ = writeln!(r, "\n## tailgate route\n");
+        let _ = writeln!(
+            r,
+            "`tailgate route` on the workload as the Collector's exporter writes it without \
+             `partition_traces_by_id`: {batches} unkeyed batches of {} messages, round-robin over 4 \
+             partitions; every batch split into one message per trace, keyed by trace id, to a topic of 4 \
+             partitions. Measured from start until its group committed the end of every partition.\n",
+            crate::route::BATCH
+        );
+        let _ = writeln!(
+            r,
+            "| program | CPU s | spans / CPU-s | drain wall s | peak RSS |\n|---|---|---|---|---|"
+        );
+        let copy = self.main_run().map(|(c, _, _)| c);
+        for (name, f) in [
+            ("raw copy, 4 partitions", copy),
+            ("tailgate route", Some(route)),
+        ] {
+            if let Some(f) = f {
+                let _ = writeln!(
+                    r,
+                    "| {name} | {:.2} | {:.0} | {:.1} | {} |",
+                    f.cpu_s,
+                    f.spans_per_cpu_s(),
+                    f.drain_s,
+                    mib(f.peak_rss as f64)
+                );
+            }
+        }
+        if let Some(c) = copy {
+            let _ = writeln!(
+                r,
+                "\nroute ÷ raw copy, spans per CPU-second: **{}** (the copy forwards a tenth of the \
+                 messages unchanged; route decodes every message and writes every span).",
+                ratio(route.spans_per_cpu_s(), c.spans_per_cpu_s())
+            );
+        }
+    }
 }
