@@ -21,8 +21,12 @@ pub const UNKEYED_MESSAGES: &str = "tailgate_unkeyed_messages_total";
 /// to the spans topic (where `tailgate run` counts and dead-letters them).
 /// Route's other counts are `run`'s names: messages and spans received,
 /// messages and spans produced (one message per trace and input message),
-/// decode, produce and unkeyed counts.
+/// decode and produce errors.
 pub const ROUTE_FORWARDED: &str = "tailgate_route_forwarded_total";
+/// `tailgate route`: its input messages by keying, as
+/// [`UNKEYED_MESSAGES`] counts `run`'s (there unkeyed input is expected;
+/// a name of its own keeps it out of the `TailgateInputUnkeyed` alert).
+pub const ROUTE_UNKEYED: &str = "tailgate_route_unkeyed_messages_total";
 /// Message timestamps the partitions' stream clocks did not take as they
 /// were, by `reason` (see `clock::Clamp`): `ahead` (further ahead of
 /// wall-clock time than `decision.clock_ahead`), `behind` (further behind

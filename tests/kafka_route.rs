@@ -159,7 +159,10 @@ async fn route_makes_unkeyed_collector_batches_whole_traces_for_run() {
     // Route saw every batch unkeyed; what it wrote, run found keyed.
     let routed = route.metrics().expect("route metrics");
     assert_eq!(
-        routed.sum("tailgate_unkeyed_messages_total", &[("why", "no_key")]) as usize,
+        routed.sum(
+            "tailgate_route_unkeyed_messages_total",
+            &[("why", "no_key")]
+        ) as usize,
         batches.len()
     );
     let spans: usize = expected.values().sum::<usize>();

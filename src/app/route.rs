@@ -166,7 +166,7 @@ pub async fn route(
 fn register() {
     metrics::counter!(m::ROUTE_FORWARDED).increment(0);
     for why in Unkeyed::ALL {
-        metrics::counter!(m::UNKEYED_MESSAGES, "why" => why.as_str()).increment(0);
+        metrics::counter!(m::ROUTE_UNKEYED, "why" => why.as_str()).increment(0);
     }
 }
 
@@ -300,7 +300,7 @@ impl Router {
                     );
                 }
                 if let Some(why) = unkeyed {
-                    metrics::counter!(m::UNKEYED_MESSAGES, "why" => why.as_str()).increment(1);
+                    metrics::counter!(m::ROUTE_UNKEYED, "why" => why.as_str()).increment(1);
                     if !self.unkeyed_log {
                         self.unkeyed_log = true;
                         tracing::info!(why = why.as_str(), "the input is not keyed by trace id, as expected of route's input; each trace leaves keyed");
