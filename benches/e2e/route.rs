@@ -54,6 +54,8 @@ route:
   group_id: {group}
 metrics:
   listen: 127.0.0.1:{port}
+# Route decides nothing; the settings file is the one `run` reads, rules and all.
+rules: [{{name: all, sample: keep}}]
 ",
             brokers = self.kafka.brokers,
             to = spans_topic.name,
