@@ -239,3 +239,61 @@ fn replay_reports_per_rule_what_the_rules_decide() {
         "{text}"
     );
 }
+
+/// `tailgate route` says what is missing or wrong before it touches Kafka:
+/// no unkeyed topic to read, or one that is a topic of `run`'s.
+#[test]
+fn route_names_a_missing_or_clashing_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.yaml"),
+        "kafka:\n  brokers: 127.0.0.1:1\n  input_topic: spans\nrules:\n  - name: all\n    sample: keep\n",
+    )
+    .unwrap();
+    let route = |extra: &[&str]| {
+        let out = tailgate()
+            .args(["route", "--policies"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = route(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("route.from_topic is not set"), "{err}");
+    let (code, err) = route(&["--from", "spans"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("route.from_topic: must differ from kafka.input_topic (spans)"),
+        "{err}"
+    );
+}
+
+/// `tailgate check --sample` against a broker that is not there fails
+/// with the reason, bounded, exit 1.
+#[test]
+fn check_sample_without_a_broker_says_so() {
+    let out = tailgate()
+        .args([
+            "check",
+            "--sample",
+            "10",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "spans",
+        ])
+        .args(["--policies", "/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot read the metadata of spans from 127.0.0.1:1"),
+        "{err}"
+    );
+}
