@@ -253,6 +253,106 @@ proptest! {
 
 }
 
+/// Every key of a JSON value in camelCase to snake_case, where `pick` says.
+fn snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Rewrites canonical OTLP JSON (what tailgate's encoder writes: camelCase,
+/// enums as numbers, 64-bit integers as strings, lowercase hex) into the
+/// other forms the Collector's reader accepts, each choice drawn from
+/// `pick`: snake_case keys, enum names, integers as numbers, doubles as
+/// strings, uppercase hex ids.
+fn other_forms(v: &mut serde_json::Value, pick: &mut impl FnMut() -> bool) {
+    use serde_json::Value;
+    const KINDS: [&str; 6] = [
+        "SPAN_KIND_UNSPECIFIED",
+        "SPAN_KIND_INTERNAL",
+        "SPAN_KIND_SERVER",
+        "SPAN_KIND_CLIENT",
+        "SPAN_KIND_PRODUCER",
+        "SPAN_KIND_CONSUMER",
+    ];
+    const CODES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(|i| other_forms(i, pick)),
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (key, mut value) in old {
+                let name = |i: &Value, names: &[&str]| {
+                    i.as_u64()
+                        .and_then(|n| names.get(n as usize))
+                        .map(|n| Value::String(n.to_string()))
+                };
+                match key.as_str() {
+                    "kind" if pick() => value = name(&value, &KINDS).unwrap_or(value),
+                    "code" if pick() => value = name(&value, &CODES).unwrap_or(value),
+                    "startTimeUnixNano" | "endTimeUnixNano" | "timeUnixNano" | "intValue"
+                        if pick() =>
+                    {
+                        if let Some(n) = value.as_str().and_then(|t| t.parse::<i64>().ok()) {
+                            value = Value::from(n);
+                        }
+                    }
+                    "doubleValue" if pick() => {
+                        if let Some(f) = value.as_f64() {
+                            value = Value::String(format!("{f:e}"));
+                        }
+                    }
+                    "traceId" | "spanId" | "parentSpanId" if pick() => {
+                        if let Some(h) = value.as_str() {
+                            value = Value::String(h.to_uppercase());
+                        }
+                    }
+                    _ => other_forms(&mut value, pick),
+                }
+                let key = if pick() { snake(&key) } else { key };
+                map.insert(key, value);
+            }
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Differential: a valid message written in the other forms the
+    /// Collector's reader accepts decodes to exactly the spans of its
+    /// canonical JSON (and of its protobuf), byte for byte, and passes the
+    /// fuzz target's checks.
+    #[test]
+    fn every_json_form_reads_as_the_canonical_one((message, spans) in valid_message(), seed in any::<u64>()) {
+        use rand::{Rng, SeedableRng};
+        let canonical = encode(&message, Encoding::OtlpJson);
+        let mut value: serde_json::Value = serde_json::from_slice(&canonical).expect("canonical JSON");
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        other_forms(&mut value, &mut || rng.random_bool(0.5));
+        let variant = serde_json::to_vec(&value).expect("JSON");
+        let read = |payload: &[u8]| {
+            tailgate::otlp::decode(bytes::Bytes::copy_from_slice(payload))
+                .map(|d| d.spans.into_iter().map(|(id, s)| (id, s.encoded)).collect::<Vec<_>>())
+        };
+        let want = read(&canonical).expect("canonical decodes");
+        let got = read(&variant);
+        prop_assert!(got.is_ok(), "{:?}\n{}", got.err(), String::from_utf8_lossy(&variant));
+        prop_assert_eq!(got.ok(), Some(want.clone()), "{}", String::from_utf8_lossy(&variant));
+        prop_assert_eq!(want.len(), spans);
+        let [_, json, _] = all_checks(&variant, true);
+        prop_assert_eq!(json.spans, spans);
+        prop_assert_eq!(json.rejected, 0);
+    }
+}
+
 proptest! {
     #![proptest_config(config(2048))]
 

@@ -514,6 +514,9 @@ fn representable_as_json<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) ->
             finite(&p.attributes)
                 && p.events.iter().all(|e| finite(&e.attributes))
                 && p.links.iter().all(|l| finite(&l.attributes))
+                && p.links
+                    .iter()
+                    .all(|l| matches!(l.trace_id.len(), 0 | 16) && matches!(l.span_id.len(), 0 | 8))
         }) && Resource::decode(s.scope.resource()).is_ok_and(|r| finite(&r.attributes))
             && InstrumentationScope::decode(s.scope.scope()).is_ok_and(|i| finite(&i.attributes))
             && std::str::from_utf8(s.scope.part(Part::ResourceSchemaUrl)).is_ok()

@@ -314,7 +314,8 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
                 let span = Span::decode(bytes.as_slice()).ok()?;
                 let carried = json_carries(&span.attributes)
                     && span.events.iter().all(|e| json_carries(&e.attributes))
-                    && span.links.iter().all(|l| json_carries(&l.attributes));
+                    && span.links.iter().all(|l| json_carries(&l.attributes))
+                    && span.links.iter().all(link_ids_in_json);
                 if !carried {
                     return None;
                 }
@@ -348,6 +349,14 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
         });
     }
     serde_json::to_vec(&TracesData { resource_spans }).ok()
+}
+
+/// Whether a link's ids can be written as OTLP JSON that the Collector
+/// reads: hex of their exact length (16 and 8 bytes) or empty. The
+/// protobuf reader does not check links' ids; a link with another length
+/// would make the JSON output unreadable, so its span leaves as protobuf.
+fn link_ids_in_json(link: &opentelemetry_proto::tonic::trace::v1::span::Link) -> bool {
+    matches!(link.trace_id.len(), 0 | 16) && matches!(link.span_id.len(), 0 | 8)
 }
 
 /// Whether OTLP JSON carries these attributes' values unchanged. A double

@@ -220,3 +220,44 @@ fn a_double_that_json_cannot_carry_leaves_as_protobuf() {
         }
     }
 }
+
+/// A link whose ids are not of their length (the protobuf reader does not
+/// check links) cannot be written as JSON the Collector reads — its reader
+/// rejects such an id, and with it the whole message — so its span leaves
+/// as protobuf, unchanged. (Found when the JSON reader came to reject what
+/// the Collector's rejects.)
+#[test]
+fn a_link_id_json_cannot_carry_leaves_as_protobuf() {
+    use opentelemetry_proto::tonic::trace::v1::span::Link;
+    for (trace_id, span_id, json) in [
+        (vec![1; 25], vec![2; 8], false),
+        (vec![1; 16], vec![2; 3], false),
+        (vec![1; 16], vec![2; 8], true),
+        (Vec::new(), Vec::new(), true),
+    ] {
+        let mut data = single(SpanSpec::new("a", "x", None, 0, 5), &[7; 16], &[1; 8]);
+        data.resource_spans[0].scope_spans[0].spans[0]
+            .links
+            .push(Link {
+                trace_id,
+                span_id,
+                ..Default::default()
+            });
+        let spans: Vec<_> = decode(proto(&data))
+            .expect("proto")
+            .spans
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let (out, used) = encode_trace(&spans, &Annotation::none(), Encoding::OtlpJson);
+        let want = if json {
+            Encoding::OtlpJson
+        } else {
+            Encoding::OtlpProto
+        };
+        assert_eq!(used, want);
+        let again = decode(Bytes::from(out)).expect("output decodes");
+        assert!(again.rejected.is_empty());
+        assert_eq!(again.spans[0].1.encoded, spans[0].encoded);
+    }
+}

@@ -1,6 +1,11 @@
-//! OTLP JSON: each resource, scope and span parsed with the
-//! `opentelemetry-proto` types on its own and re-encoded as protobuf once,
-//! then read by the same code as protobuf input.
+//! OTLP JSON: each resource, scope and span parsed on its own, in every
+//! form the Collector's own reader accepts ([`forms`]), into the
+//! `opentelemetry-proto` types, and re-encoded as protobuf once, then read
+//! by the same code as protobuf input.
+
+mod forms;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -15,10 +20,18 @@ use super::{Encoding, Scope};
 
 /// The envelope of an OTLP JSON `TracesData`, read without its contents:
 /// resources, scopes and spans stay raw JSON until each is decoded on its
-/// own, so one that is invalid is skipped alone.
+/// own, so one that is invalid is skipped alone. Field names in camelCase
+/// or snake_case, `null` for an absent list or string, as the Collector
+/// reads them.
 #[derive(serde::Deserialize)]
 struct JsonTracesData<'a> {
-    #[serde(rename = "resourceSpans", default, borrow)]
+    #[serde(
+        rename = "resourceSpans",
+        alias = "resource_spans",
+        default,
+        borrow,
+        deserialize_with = "list"
+    )]
     resource_spans: Vec<JsonResourceSpans<'a>>,
 }
 
@@ -26,9 +39,30 @@ struct JsonTracesData<'a> {
 struct JsonResourceSpans<'a> {
     #[serde(default, borrow)]
     resource: Option<&'a RawValue>,
-    #[serde(rename = "scopeSpans", default, borrow)]
+    #[serde(
+        rename = "scopeSpans",
+        alias = "scope_spans",
+        default,
+        borrow,
+        deserialize_with = "list"
+    )]
     scope_spans: Vec<JsonScopeSpans<'a>>,
-    #[serde(rename = "schemaUrl", default)]
+    /// Read where `scopeSpans` are absent (the Collector's migration of
+    /// the field's former number).
+    #[serde(
+        rename = "deprecatedScopeSpans",
+        alias = "deprecated_scope_spans",
+        default,
+        borrow,
+        deserialize_with = "list"
+    )]
+    deprecated_scope_spans: Vec<JsonScopeSpans<'a>>,
+    #[serde(
+        rename = "schemaUrl",
+        alias = "schema_url",
+        default,
+        deserialize_with = "text"
+    )]
     schema_url: String,
 }
 
@@ -36,10 +70,27 @@ struct JsonResourceSpans<'a> {
 struct JsonScopeSpans<'a> {
     #[serde(default, borrow)]
     scope: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "list")]
     spans: Vec<&'a RawValue>,
-    #[serde(rename = "schemaUrl", default)]
+    #[serde(
+        rename = "schemaUrl",
+        alias = "schema_url",
+        default,
+        deserialize_with = "text"
+    )]
     schema_url: String,
+}
+
+/// A list, `null` for an empty one.
+fn list<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(<Option<Vec<T>> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A string, `null` for an empty one.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(<Option<String> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A byte range in the buffer a JSON message is re-encoded into.
@@ -62,6 +113,11 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::Span;
+    let resource_of =
+        |raw: &RawValue| serde_json::from_str::<forms::JResource>(raw.get()).map(Resource::from);
+    let scope_of = |raw: &RawValue| {
+        serde_json::from_str::<forms::JScope>(raw.get()).map(InstrumentationScope::from)
+    };
     let text = std::str::from_utf8(payload).map_err(|e| {
         err(
             DecodeErrorKind::NotOtlp,
@@ -81,10 +137,7 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
     // Per span: its scope and its bytes.
     let mut spans: Vec<(usize, Range)> = Vec::new();
     for rs in &data.resource_spans {
-        let resource = match rs
-            .resource
-            .map(|r| serde_json::from_str::<Resource>(r.get()))
-        {
+        let resource = match rs.resource.map(resource_of) {
             None => (0, 0),
             Some(Ok(r)) => append(&mut buf, &r.encode_to_vec()),
             Some(Err(e)) => {
@@ -96,11 +149,13 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             }
         };
         let resource_schema = append(&mut buf, rs.schema_url.as_bytes());
-        for ss in &rs.scope_spans {
-            let scope = match ss
-                .scope
-                .map(|s| serde_json::from_str::<InstrumentationScope>(s.get()))
-            {
+        let scope_spans = if rs.scope_spans.is_empty() {
+            &rs.deprecated_scope_spans
+        } else {
+            &rs.scope_spans
+        };
+        for ss in scope_spans {
+            let scope = match ss.scope.map(scope_of) {
                 None => (0, 0),
                 Some(Ok(s)) => append(&mut buf, &s.encode_to_vec()),
                 Some(Err(e)) => {
@@ -114,7 +169,7 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             let scope_schema = append(&mut buf, ss.schema_url.as_bytes());
             scopes.push([resource, resource_schema, scope, scope_schema]);
             for raw in &ss.spans {
-                match serde_json::from_str::<Span>(raw.get()) {
+                match serde_json::from_str::<forms::JSpan>(raw.get()).map(Span::from) {
                     Ok(s) => spans.push((scopes.len() - 1, append(&mut buf, &s.encode_to_vec()))),
                     Err(e) => out.rejected.push(json_span_error(raw.get(), &e)),
                 }
@@ -157,10 +212,23 @@ fn json_span_error(raw: &str, e: &serde_json::Error) -> DecodeError {
             .is_some_and(|s| s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
     };
     let value: Option<serde_json::Value> = serde_json::from_str(raw).ok();
-    let field = |name: &str| value.as_ref().and_then(|v| v.get(name));
-    let kind = if bad_hex(field("traceId")) {
+    // Either spelling of the field, as the Collector reads both.
+    let field = |camel: &str, snake: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(camel).or_else(|| v.get(snake)))
+    };
+    let bad_id = |v: Option<&serde_json::Value>, len: usize| {
+        bad_hex(v)
+            || v.is_some_and(|v| {
+                !v.is_string() || v.as_str().is_some_and(|s| !s.is_empty() && s.len() != len)
+            })
+    };
+    let kind = if bad_id(field("traceId", "trace_id"), 32) {
         DecodeErrorKind::BadTraceId
-    } else if bad_hex(field("spanId")) || bad_hex(field("parentSpanId")) {
+    } else if bad_id(field("spanId", "span_id"), 16)
+        || bad_id(field("parentSpanId", "parent_span_id"), 16)
+    {
         DecodeErrorKind::BadSpanId
     } else {
         DecodeErrorKind::MalformedSpan
