@@ -123,14 +123,22 @@ impl KafkaSettings {
         format!("{}-{host}", self.group_id)
     }
 
-    /// Parses `name=value` option lists.
+    /// Parses `name=value` option lists, with each value's `${env:NAME}`
+    /// (an environment variable) and `${file:PATH}` (a file's contents,
+    /// without its trailing line break) put in — so that a secret such as
+    /// `sasl.password` comes from a Kubernetes Secret mounted as a file or
+    /// an environment variable, never written in a settings file. A
+    /// variable that is not set or a file that cannot be read is an error
+    /// naming it (never its value).
     pub fn options(list: &[String]) -> Result<BTreeMap<String, String>, String> {
         list.iter()
             .map(|o| match o.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => {
-                    Ok((k.trim().to_string(), v.trim().to_string()))
+                    let k = k.trim();
+                    let v = expand(v.trim()).map_err(|e| format!("{k}: {e}"))?;
+                    Ok((k.to_string(), v))
                 }
-                _ => Err(format!("{o:?} is not `name=value`")),
+                _ => Err(format!("{:?} is not `name=value`", redacted(o))),
             })
             .collect()
     }
@@ -183,6 +191,59 @@ impl KafkaSettings {
             Self::options(list).map_err(|e| format!("{name}: {e}"))?;
         }
         Ok(())
+    }
+}
+
+/// `value` with every `${env:NAME}` and `${file:PATH}` replaced; `$${`
+/// writes a literal `${`.
+fn expand(value: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        if rest[..at].ends_with('$') {
+            // `$${`: a literal `${`.
+            out.push_str(&rest[..at - 1]);
+            out.push_str("${");
+            rest = &rest[at + 2..];
+            continue;
+        }
+        out.push_str(&rest[..at]);
+        let inner = &rest[at + 2..];
+        let end = inner
+            .find('}')
+            .ok_or_else(|| format!("an unclosed `${{` in {value:?}"))?;
+        let (what, arg) = inner[..end]
+            .split_once(':')
+            .ok_or_else(|| format!("`${{{}}}` is neither `${{env:NAME}}` nor `${{file:PATH}}`", &inner[..end]))?;
+        match what {
+            "env" => out.push_str(&std::env::var(arg).map_err(|_| {
+                format!("the environment variable {arg} (named by ${{env:{arg}}}) is not set")
+            })?),
+            "file" => {
+                let text = std::fs::read_to_string(arg)
+                    .map_err(|e| format!("cannot read {arg} (named by ${{file:{arg}}}): {e}"))?;
+                out.push_str(text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t)));
+            }
+            other => {
+                return Err(format!(
+                    "`${{{other}:…}}`: only `${{env:NAME}}` and `${{file:PATH}}` are expanded"
+                ))
+            }
+        }
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// An option as it may be shown: a value of a name that holds a secret is
+/// not.
+fn redacted(option: &str) -> String {
+    let secret = |s: &str| s.contains("password") || s.contains("secret");
+    match option.split_once('=') {
+        Some((k, _)) if secret(k) => format!("{k}=…"),
+        None if secret(option) => "an option about a password or secret (not shown)".into(),
+        _ => option.to_string(),
     }
 }
 

@@ -289,3 +289,38 @@ fn documented(docs: &str, section: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A secret comes from the environment or a file, never written in a
+/// settings file: `${env:NAME}` and `${file:PATH}` are put into option
+/// values; `$${` is a literal `${`; what is missing is named, its value
+/// never shown.
+#[test]
+fn option_values_expand_environment_variables_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    // SAFETY: this test alone sets this variable; nothing reads it concurrently.
+    unsafe { std::env::set_var("TAILGATE_TEST_SASL_USER", "svc-tailgate") };
+    let m = KafkaSettings::options(&[
+        "sasl.username=${env:TAILGATE_TEST_SASL_USER}".into(),
+        format!("sasl.password=${{file:{}}}", secret.display()),
+        "client.id=a-${env:TAILGATE_TEST_SASL_USER}-b".into(),
+        "literal=$${env:NOT_EXPANDED}".into(),
+    ])
+    .unwrap();
+    assert_eq!(m["sasl.username"], "svc-tailgate");
+    assert_eq!(m["sasl.password"], "s3cret", "the trailing line break is not part of it");
+    assert_eq!(m["client.id"], "a-svc-tailgate-b");
+    assert_eq!(m["literal"], "${env:NOT_EXPANDED}");
+    for (option, want) in [
+        ("sasl.password=${env:TAILGATE_TEST_NOT_SET}", "the environment variable TAILGATE_TEST_NOT_SET"),
+        ("sasl.password=${file:/nonexistent/pw}", "cannot read /nonexistent/pw"),
+        ("sasl.password=${vault:x}", "only `${env:NAME}` and `${file:PATH}`"),
+        ("sasl.password=${env:X", "an unclosed `${`"),
+    ] {
+        let e = KafkaSettings::options(&[option.into()]).unwrap_err();
+        assert!(e.starts_with("sasl.password: ") && e.contains(want), "{option}: {e}");
+    }
+    let e = KafkaSettings::options(&["sasl.password s3cret".into()]).unwrap_err();
+    assert!(!e.contains("s3cret") && e.contains("is not `name=value`"), "{e}");
+}

@@ -161,6 +161,9 @@ nonRuleSettings:
 {{- if $sasl.enabled }}
 {{- if not $sasl.secretName }}{{ fail "kafkaSASL.enabled needs kafkaSASL.secretName" }}{{ end }}
 {{- $opts = append $opts (printf "sasl.mechanism=%s" $sasl.mechanism) }}
+{{- /* From the pod's environment (the Secret), put in by tailgate when it reads its settings. */}}
+{{- $opts = append $opts "sasl.username=${env:TAILGATE_SASL_USERNAME}" }}
+{{- $opts = append $opts "sasl.password=${env:TAILGATE_SASL_PASSWORD}" }}
 {{- end }}
 {{- $opts | toJson }}
 {{- end }}
@@ -194,7 +197,8 @@ kafka:
 {{ toYaml $kafka | indent 2 }}
 {{- end }}
 {{- if $renderOptions }}
-  # Last in the file: with kafkaSASL, an init container appends the credentials here.
+  # With kafkaSASL, the credentials are `${env:…}` references to the pod's
+  # environment, filled from the Secret; tailgate expands them at start.
   librdkafka_options:{{ if not $options }} []{{ end }}
 {{- range $options }}
     - {{ . | toJson }}
@@ -205,7 +209,7 @@ kafka:
 
 {{/* Where the pods read settings.yaml. */}}
 {{- define "tailgate.settingsPath" -}}
-{{- if .Values.kafkaSASL.enabled }}/run/tailgate/settings.yaml{{ else }}/etc/tailgate/settings/settings.yaml{{ end }}
+/etc/tailgate/settings/settings.yaml
 {{- end }}
 
 {{/*
