@@ -88,11 +88,12 @@ pub const OUTPUT_PENDING_BYTES: &str = "tailgate_output_pending_bytes";
 /// Kafka client errors (broker unreachable, transport failures), by `kind`.
 pub const KAFKA_ERRORS: &str = "tailgate_kafka_errors_total";
 /// The `kind` label values of [`KAFKA_ERRORS`].
-pub const KAFKA_ERROR_KINDS: [&str; 5] = [
+pub const KAFKA_ERROR_KINDS: [&str; 6] = [
     "all_brokers_down",
     "broker_transport_failure",
     "resolve",
     "authentication",
+    "tls",
     "other",
 ];
 /// Kafka clients found in librdkafka's fatal state (fenced, or refused

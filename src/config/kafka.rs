@@ -212,9 +212,12 @@ fn expand(value: &str) -> Result<String, String> {
         let end = inner
             .find('}')
             .ok_or_else(|| format!("an unclosed `${{` in {value:?}"))?;
-        let (what, arg) = inner[..end]
-            .split_once(':')
-            .ok_or_else(|| format!("`${{{}}}` is neither `${{env:NAME}}` nor `${{file:PATH}}`", &inner[..end]))?;
+        let (what, arg) = inner[..end].split_once(':').ok_or_else(|| {
+            format!(
+                "`${{{}}}` is neither `${{env:NAME}}` nor `${{file:PATH}}`",
+                &inner[..end]
+            )
+        })?;
         match what {
             "env" => out.push_str(&std::env::var(arg).map_err(|_| {
                 format!("the environment variable {arg} (named by ${{env:{arg}}}) is not set")
@@ -222,7 +225,10 @@ fn expand(value: &str) -> Result<String, String> {
             "file" => {
                 let text = std::fs::read_to_string(arg)
                     .map_err(|e| format!("cannot read {arg} (named by ${{file:{arg}}}): {e}"))?;
-                out.push_str(text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t)));
+                out.push_str(
+                    text.strip_suffix('\n')
+                        .map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t)),
+                );
             }
             other => {
                 return Err(format!(

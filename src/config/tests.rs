@@ -309,18 +309,36 @@ fn option_values_expand_environment_variables_and_files() {
     ])
     .unwrap();
     assert_eq!(m["sasl.username"], "svc-tailgate");
-    assert_eq!(m["sasl.password"], "s3cret", "the trailing line break is not part of it");
+    assert_eq!(
+        m["sasl.password"], "s3cret",
+        "the trailing line break is not part of it"
+    );
     assert_eq!(m["client.id"], "a-svc-tailgate-b");
     assert_eq!(m["literal"], "${env:NOT_EXPANDED}");
     for (option, want) in [
-        ("sasl.password=${env:TAILGATE_TEST_NOT_SET}", "the environment variable TAILGATE_TEST_NOT_SET"),
-        ("sasl.password=${file:/nonexistent/pw}", "cannot read /nonexistent/pw"),
-        ("sasl.password=${vault:x}", "only `${env:NAME}` and `${file:PATH}`"),
+        (
+            "sasl.password=${env:TAILGATE_TEST_NOT_SET}",
+            "the environment variable TAILGATE_TEST_NOT_SET",
+        ),
+        (
+            "sasl.password=${file:/nonexistent/pw}",
+            "cannot read /nonexistent/pw",
+        ),
+        (
+            "sasl.password=${vault:x}",
+            "only `${env:NAME}` and `${file:PATH}`",
+        ),
         ("sasl.password=${env:X", "an unclosed `${`"),
     ] {
         let e = KafkaSettings::options(&[option.into()]).unwrap_err();
-        assert!(e.starts_with("sasl.password: ") && e.contains(want), "{option}: {e}");
+        assert!(
+            e.starts_with("sasl.password: ") && e.contains(want),
+            "{option}: {e}"
+        );
     }
     let e = KafkaSettings::options(&["sasl.password s3cret".into()]).unwrap_err();
-    assert!(!e.contains("s3cret") && e.contains("is not `name=value`"), "{e}");
+    assert!(
+        !e.contains("s3cret") && e.contains("is not `name=value`"),
+        "{e}"
+    );
 }

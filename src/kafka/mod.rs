@@ -49,6 +49,9 @@ impl ClientEvents {
             Some(Code::BrokerTransportFailure) => "broker_transport_failure",
             Some(Code::Resolve) => "resolve",
             Some(Code::Authentication) => "authentication",
+            // A TLS handshake that failed: an untrusted broker certificate,
+            // a wrong CA file, a protocol mismatch.
+            Some(Code::SSL) => "tls",
             _ => "other",
         }
     }

@@ -76,3 +76,49 @@ impl Drop for Broker {
             .output();
     }
 }
+
+/// The SASL_SSL listener of the broker `scripts/test` started
+/// (`KAFKA_SASL_SSL=1`; `scripts/kafka sasl` prints it): SCRAM-SHA-512 over
+/// TLS, with a certificate signed by `ca`.
+#[derive(Debug, Clone)]
+pub struct SaslListener {
+    pub address: String,
+    /// The CA that signed the broker's certificate.
+    pub ca: String,
+    /// A CA that signed nothing of the broker's.
+    pub other_ca: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl SaslListener {
+    /// librdkafka options for a client of this listener, trusting `ca`
+    /// and logging in with `password`.
+    pub fn options(&self, ca: &str, password: &str) -> Vec<String> {
+        vec![
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanism=SCRAM-SHA-512".into(),
+            format!("sasl.username={}", self.user),
+            format!("sasl.password={password}"),
+            format!("ssl.ca.location={ca}"),
+        ]
+    }
+}
+
+/// The SASL_SSL listener `scripts/test` exported in `TAILGATE_TEST_SASL`.
+pub fn sasl() -> SaslListener {
+    let line = std::env::var("TAILGATE_TEST_SASL").expect(
+        "TAILGATE_TEST_SASL is not set: run these tests with scripts/test, which starts the broker with a SASL_SSL listener",
+    );
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [address, ca, other_ca, user, password] = parts[..] else {
+        panic!("TAILGATE_TEST_SASL: {line:?} is not `address ca other_ca user password`");
+    };
+    SaslListener {
+        address: address.into(),
+        ca: ca.into(),
+        other_ca: other_ca.into(),
+        user: user.into(),
+        password: password.into(),
+    }
+}

@@ -42,7 +42,9 @@ impl Tailgate {
         Self::start_command(bin, "route", policies, metrics_port, log_name, &[])
     }
 
-    fn start_command(
+    /// `bin <command> --env test --policies <policies>` with more
+    /// environment variables, otherwise as [`Tailgate::start`].
+    pub fn start_command(
         bin: &Path,
         command: &str,
         policies: &Path,

@@ -31,7 +31,7 @@ pub mod prometheus_text;
 pub mod topics;
 pub mod workload;
 
-pub use broker::{bootstrap, Broker};
+pub use broker::{bootstrap, sasl, Broker, SaslListener};
 pub use http::http_get;
 pub use instance::{redelivery_logged, Tailgate};
 pub use log_dump::batch_codecs;
