@@ -18,6 +18,13 @@ app.kubernetes.io/name: {{ include "tailgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The route tier's pods: a name of their own, so that neither the main
+Deployment, its Service nor its PodDisruptionBudget select them. */}}
+{{- define "tailgate.routeSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "tailgate.name" . }}-route
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "tailgate.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ include "tailgate.selectorLabels" . }}
