@@ -100,6 +100,11 @@ async fn route_and_run_work_through_sasl_ssl() {
     let got: HashSet<_> = reader.output.spans.keys().copied().collect();
     let want: HashSet<_> = expected.keys().copied().collect();
     assert_eq!(got, want);
+    // run commits through the listener too: every span route wrote, once
+    // its trace is decided (the dropped ones as well).
+    wait_committed_to_end(&group, &spans, 2, Duration::from_secs(30), || {
+        run.log_text()
+    });
     for t in [&mut route, &mut run] {
         let status = t.terminate(Duration::from_secs(40));
         assert!(status.success(), "exit {status}:\n{}", t.log_text());
