@@ -39,7 +39,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reload", &["config", "metrics", "rules"]),
     (
         "replay",
-        &["buffer", "clock", "config", "kafka", "otlp", "rules"],
+        &[
+            "buffer", "clock", "config", "kafka", "otlp", "pipeline", "rules",
+        ],
     ),
     (
         "app",

@@ -1,6 +1,7 @@
 //! `tailgate explain`: which rule decides each trace of an OTLP file, and why.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::{load, Failure, PolicyArgs};
 
@@ -21,6 +22,13 @@ pub(super) fn explain(
             .add_file(f)
             .map_err(|e| Failure::usage(format!("{e:#}")))?;
     }
+    // What a running tailgate decides of each trace (its rules loaded
+    // afresh: the samplers' state is the replay's own).
+    let decided = crate::replay::decisions(
+        Arc::new(load(policy)?.rules),
+        super::replay::replay_config(&loaded.settings),
+        capture.clone(),
+    );
     let (traces, rejected) = capture.into_traces();
     for (reason, n) in &rejected {
         eprintln!("warning: {n} messages or spans rejected: {reason}");
@@ -34,6 +42,10 @@ pub(super) fn explain(
             println!();
         }
         print!("{}", crate::replay::explain(&loaded.rules, id, &spans));
+        print!(
+            "{}",
+            crate::replay::as_decided(decided.get(&id).map_or(&[], Vec::as_slice))
+        );
         shown += 1;
     }
     if shown == 0 {

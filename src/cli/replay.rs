@@ -2,11 +2,13 @@
 //! range of a Kafka topic; a report per rule of what would be kept.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{load, Failure, PolicyArgs};
 use crate::kafka::range::{Range, Start};
+use crate::replay::ReplayConfig;
 
 pub(super) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
@@ -18,6 +20,17 @@ pub(super) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+/// What `tailgate run` would decide with, for replay.
+pub(super) fn replay_config(settings: &crate::config::Settings) -> ReplayConfig {
+    ReplayConfig {
+        buffer: settings.buffer_config(1),
+        clock: settings.clock_config(),
+        decided_ttl: settings.decision.decided_ttl,
+        remembered_bytes: settings.decision.remembered_bytes as usize,
+        ..ReplayConfig::new(settings.buffer_config(1))
+    }
 }
 
 pub(super) fn replay(
@@ -55,6 +68,7 @@ pub(super) fn replay(
                     capture.add(
                         m.partition,
                         m.timestamp,
+                        m.key.map(Bytes::copy_from_slice),
                         Bytes::copy_from_slice(m.payload.unwrap_or_default()),
                     );
                     bar.inc(1);
@@ -62,6 +76,7 @@ pub(super) fn replay(
             );
             bar.finish_and_clear();
             read.map_err(|e| Failure::failed(format!("{e:#}")))?;
+            capture.read_now();
         }
         None => {
             if files.is_empty() {
@@ -81,8 +96,8 @@ pub(super) fn replay(
         }
     }
     let bar = progress_bar(capture.messages, "deciding");
-    let buffer = loaded.settings.buffer_config(1);
-    let report = crate::replay::replay(&loaded.rules, buffer, capture, |n| {
+    let config = replay_config(&loaded.settings);
+    let report = crate::replay::replay(Arc::new(loaded.rules), config, capture, |n| {
         if n % 1024 == 0 {
             bar.set_position(n)
         }

@@ -2,7 +2,6 @@
 //! memory budget calls it early); a kept trace goes to delivery, a dropped
 //! one releases its offsets.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use metrics::histogram;
@@ -17,14 +16,6 @@ use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::metrics as m;
 use crate::rules::TraceSummary;
-
-/// The decision clock handed to the rules: time since the first decision in
-/// this process, the same for every worker (the `limit` and `dynamic`
-/// samplers are per instance).
-fn decision_clock(now: Instant) -> Duration {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*ORIGIN.get_or_init(|| now))
-}
 
 impl Partition {
     /// Decides every trace whose deadline has passed.
@@ -65,9 +56,12 @@ impl Partition {
     /// its offsets are released.
     pub(super) fn decide(&mut self, t: ReadyTrace, now: Time) {
         self.refresh_rules();
+        // The samplers (`limit`, `dynamic`, per instance) count rates in
+        // stream time, calendar seconds comparable across partitions: the
+        // same input gives the same decisions however fast it is read.
         let decision = self.rules.decide(
             &TraceSummary::of(t.trace_id, &t.spans),
-            decision_clock(now.wall),
+            self.clock.unix(now.stream),
         );
         let annotation = decision.keep.then(|| self.rules.annotation(&decision));
         let rule = self.rules.names()[decision.rule].clone();

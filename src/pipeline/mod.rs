@@ -129,6 +129,15 @@ pub enum Command {
     /// log on, a record of it is also sent, as a [`Command::Send`] or in a
     /// [`Command::Write`], to [`Destination::Decisions`]).
     Decided(DecisionRecord),
+    /// Late spans of a trace decided earlier followed its decision (kept
+    /// ones are also sent). Nothing for the edges to do; what `replay`
+    /// and the tests read.
+    Followed {
+        trace_id: TraceId,
+        keep: bool,
+        rule: Arc<str>,
+        spans: usize,
+    },
     /// Exactly-once mode: enqueue `messages` into the open transaction
     /// together with `next_offset`, in one step; then report it with
     /// [`Partition::written`]. Writes must be carried out in order.
@@ -148,6 +157,15 @@ pub struct DecisionRecord {
     pub rule: Arc<str>,
     pub reason: crate::buffer::Reason,
     pub spans: usize,
+}
+
+/// What a partition has read: its messages, their valid spans, and what
+/// was rejected (whole messages and single spans, each counted once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    pub messages: u64,
+    pub spans: u64,
+    pub rejected: u64,
 }
 
 /// What a transactional write carried, for the counters once it is done.
@@ -202,6 +220,7 @@ pub struct Partition {
     log_paused_until: Option<Instant>,
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
+    read: ReadCounts,
     ready: Vec<ReadyTrace>,
 }
 
@@ -235,6 +254,7 @@ impl Partition {
             unlogged: 0,
             log_paused_until: None,
             commands: Vec::new(),
+            read: ReadCounts::default(),
             ready: Vec::new(),
         }
     }
@@ -258,6 +278,11 @@ impl Partition {
     pub fn can_read(&self) -> bool {
         self.in_flight.len() < self.config.max_in_flight
             && self.in_flight.bytes() < self.config.buffer.max_bytes
+    }
+
+    /// What the partition has read so far.
+    pub fn read_counts(&self) -> ReadCounts {
+        self.read
     }
 
     /// Produces awaiting their result.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::telemetry::decision_label;
-use super::{InputMessage, Partition};
+use super::{Command, InputMessage, Partition};
 use crate::clock::Time;
 use crate::metrics as m;
 use crate::otlp::{self, Encoding, SpanRecord, TraceId};
@@ -16,6 +16,7 @@ impl Partition {
     /// after their trace's earlier decision).
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
         self.telemetry.messages.increment(1);
+        self.read.messages += 1;
         let reading = self.clock.read(msg.timestamp, now);
         if let Some(clamp) = reading.clamp {
             self.telemetry.clamped[&clamp].increment(1);
@@ -30,6 +31,7 @@ impl Partition {
         let decoded = match otlp::decode(msg.payload) {
             Ok(d) => d,
             Err(e) => {
+                self.read.rejected += 1;
                 self.rejected(msg.offset, &e, now);
                 if self.config.dead_letter {
                     self.dead_letter_input(msg.offset, msg.key, original, &e);
@@ -37,6 +39,8 @@ impl Partition {
                 return;
             }
         };
+        self.read.rejected += decoded.rejected.len() as u64;
+        self.read.spans += decoded.spans.len() as u64;
         for e in &decoded.rejected {
             self.rejected(msg.offset, e, now);
         }
@@ -113,6 +117,12 @@ impl Partition {
                     .increment(spans.len() as u64);
                 metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
                     .increment(spans.len() as u64);
+                self.commands.push(Command::Followed {
+                    trace_id: id,
+                    keep: decided.keep,
+                    rule: decided.rule.clone(),
+                    spans: spans.len(),
+                });
                 if let Some(annotation) = decided.annotation() {
                     self.watermark.pin(offset, 1);
                     self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);

@@ -296,7 +296,7 @@ impl PartitionWorker {
                         (id, output.send(message).await)
                     }));
                 }
-                Command::Decided(_) => {}
+                Command::Decided(_) | Command::Followed { .. } => {}
                 Command::Write {
                     messages,
                     next_offset,

@@ -15,6 +15,7 @@ pub(super) struct Captured {
     pub partition: i32,
     /// Milliseconds since the Unix epoch, if it has a timestamp.
     pub timestamp: Option<i64>,
+    pub key: Option<Bytes>,
     pub payload: Bytes,
 }
 
@@ -22,24 +23,52 @@ pub(super) struct Captured {
 pub type Traces = Vec<(TraceId, Vec<SpanRecord>, Encoding)>;
 
 /// Captured messages, in the order they were read.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Capture {
     pub(super) captured: Vec<Captured>,
     pub messages: u64,
     pub bytes_in: u64,
+    /// When it was read (since the Unix epoch), if it was read from a
+    /// topic: where replay's wall clock stands.
+    pub(super) read_at: Option<std::time::Duration>,
 }
 
 impl Capture {
-    /// Adds one message payload of `partition`, stamped `timestamp`
-    /// (milliseconds since the Unix epoch) if it has one.
-    pub fn add(&mut self, partition: i32, timestamp: Option<i64>, payload: Bytes) {
+    /// Adds one message of `partition` with its key, stamped `timestamp`
+    /// (milliseconds since the Unix epoch) if it has one. One without is
+    /// stamped with the latest end of its spans, as the Collector's
+    /// exporter would stamp it soon after.
+    pub fn add(
+        &mut self,
+        partition: i32,
+        timestamp: Option<i64>,
+        key: Option<Bytes>,
+        payload: Bytes,
+    ) {
         self.messages += 1;
         self.bytes_in += payload.len() as u64;
+        let timestamp = timestamp.filter(|t| *t > 0).or_else(|| {
+            let decoded = otlp::decode(payload.clone()).ok()?;
+            decoded
+                .spans
+                .iter()
+                .map(|(_, s)| (s.end_ns / 1_000_000) as i64)
+                .max()
+        });
         self.captured.push(Captured {
             partition,
             timestamp,
+            key,
             payload,
         });
+    }
+
+    /// The capture was read from a topic now: replay reads it as a
+    /// running tailgate would read it as a backlog at this moment.
+    pub fn read_now(&mut self) {
+        self.read_at = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .ok();
     }
 
     /// Reads an OTLP file: OTLP JSON (one `TracesData` object, or one per
@@ -50,7 +79,7 @@ impl Capture {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if first != Some(b'{') {
-            self.add(0, None, Bytes::from(data));
+            self.add(0, None, None, Bytes::from(data));
             return Ok(());
         }
         // One JSON document (skimmed, not built), or one per line.
@@ -61,12 +90,12 @@ impl Capture {
                 .iter()
                 .all(u8::is_ascii_whitespace);
         if one {
-            self.add(0, None, Bytes::from(data));
+            self.add(0, None, None, Bytes::from(data));
             return Ok(());
         }
         for line in data.split(|b| *b == b'\n') {
             if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                self.add(0, None, Bytes::copy_from_slice(line));
+                self.add(0, None, None, Bytes::copy_from_slice(line));
             }
         }
         Ok(())

@@ -246,3 +246,33 @@ impl fmt::Display for Explained {
         )
     }
 }
+
+/// What replay decided of one trace, as `tailgate explain` prints it under
+/// the rules' view of the whole trace: the decision a running tailgate
+/// makes when the trace's deadline comes on its partition's stream clock,
+/// and any late spans that followed it.
+pub fn as_decided(outcomes: &[super::Outcome]) -> String {
+    let mut out = String::from("as tailgate decides it, reading the input in order:");
+    if outcomes.is_empty() {
+        out.push_str(" not decided (no valid span)\n");
+        return out;
+    }
+    out.push('\n');
+    for o in outcomes {
+        let verdict = if o.keep { "KEEP" } else { "DROP" };
+        match o.reason {
+            Some(reason) => out.push_str(&format!(
+                "    {verdict} by rule {:?} over {} spans (partition {}, {})\n",
+                &*o.rule,
+                o.spans,
+                o.partition,
+                reason.as_str()
+            )),
+            None => out.push_str(&format!(
+                "    then {} late spans followed it ({verdict} by rule {:?})\n",
+                o.spans, &*o.rule
+            )),
+        }
+    }
+    out
+}

@@ -2,30 +2,42 @@
 //! traffic, producing nothing.
 //!
 //! A capture is a sequence of Kafka messages (from OTLP files, or a range of
-//! a topic read by [`crate::kafka::range`]). `replay` decides them as a
-//! running tailgate would: each partition's messages in order, buffered and
-//! decided at the deadlines of `decision.wait` and `decision.after_root` on
-//! the partition's stream clock (its messages' timestamps, see
-//! [`crate::clock`]; a file's lines have none, so each line is stamped with
-//! the latest end of its spans, as the Collector's exporter would stamp it
-//! soon after). Spans that arrive after their trace's decision follow it, as
-//! in production, and the report counts such traces as decided in more than
-//! one part. Partitions are merged by timestamp, and the `limit` and
-//! `dynamic` samplers see stream time, so they see the traffic's recorded
-//! rate. What replay leaves out: the memory budget (nothing is decided
-//! early for memory) and `max_trace_age` (a wall-clock bound).
+//! a topic read by [`crate::kafka::range`]). `replay` hands each partition's
+//! messages, in order, to the production pipeline itself — a
+//! [`Partition`], the code `tailgate run` runs — through in-memory ports
+//! that acknowledge every produce at once, and reads its decisions off the
+//! commands it gives. So replay decides as production does by
+//! construction: the same stream clock (with its clamping of timestamps
+//! that cannot be trusted), the same buffer deadlines, the same late spans
+//! following remembered decisions, the same samplers on stream time.
+//!
+//! What it models is a running tailgate reading the capture as a backlog at
+//! the moment it was captured (a topic range: when it was read; files: the
+//! latest stamp), then catching up: the wall clock stands while the
+//! messages are read, and runs on at the end until everything is decided.
+//! A file's lines have no Kafka timestamps, so each is stamped with the
+//! latest end of its spans, as the Collector's exporter would stamp it soon
+//! after. Partitions are merged by timestamp. What replay leaves out: the
+//! memory budget (nothing is decided early for memory), `max_trace_age` (a
+//! wall-clock bound), and the decision log and dead letters (nothing is
+//! produced).
 //!
 //! `explain` looks at whole traces: every span of the capture with the
-//! trace's id, whatever its arrival.
+//! trace's id, whatever its arrival, beside what replay decided of it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::buffer::{BufferConfig, ReadyTrace, TraceBuffer};
-use crate::clock::Time;
-use crate::otlp::{self, Annotation, TraceId};
-use crate::rules::{RuleSet, TraceSummary};
+use tokio::sync::watch;
+
+use crate::buffer::{BufferConfig, Reason};
+use crate::clock::{ClockConfig, Epoch};
+use crate::otlp::TraceId;
+use crate::pipeline::{
+    Command, Destination, InputMessage, MessageLimits, OffsetStore, Partition, WorkerConfig,
+};
+use crate::rules::RuleSet;
 
 mod capture;
 mod explain;
@@ -34,152 +46,263 @@ mod report;
 use capture::Captured;
 pub use capture::{Capture, Traces};
 pub use explain::{
-    explain, explained, CheckPart, Explained, PathParts, PathStep, RuleTried, SpanName, Verdict,
+    as_decided, explain, explained, CheckPart, Explained, PathParts, PathStep, RuleTried, SpanName,
+    Verdict,
 };
 pub use report::{Report, RuleStats};
 
-/// A decision, for the trace's late spans.
-struct Remembered {
-    rule: usize,
-    annotation: Option<Arc<Annotation>>,
-    split: bool,
+/// The settings of `tailgate run` that decide what replay decides.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayConfig {
+    /// `decision.wait` and `decision.after_root` (the byte budget and
+    /// `max_trace_age` are left out).
+    pub buffer: BufferConfig,
+    /// `decision.clock`, `clock_ahead`, `clock_behind`.
+    pub clock: ClockConfig,
+    pub decided_ttl: Duration,
+    /// `decision.remembered_bytes`, shared by the capture's partitions as
+    /// by an instance's.
+    pub remembered_bytes: usize,
+    /// The largest output message (kept traces are split to fit), for the
+    /// bytes the output would take.
+    pub max_message_bytes: usize,
 }
 
-/// One partition's replay: its buffer and its stream clock.
+impl ReplayConfig {
+    /// `buffer` with the other settings at their defaults.
+    pub fn new(buffer: BufferConfig) -> Self {
+        Self {
+            buffer,
+            clock: ClockConfig::default(),
+            decided_ttl: Duration::from_secs(600),
+            remembered_bytes: 64 << 20,
+            max_message_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One decision replay saw the pipeline make: over a trace's spans when
+/// its deadline came, or over late spans that followed an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub trace_id: TraceId,
+    pub partition: i32,
+    pub keep: bool,
+    pub rule: Arc<str>,
+    pub spans: usize,
+    /// Why the trace was decided then; `None` for late spans that
+    /// followed its earlier decision.
+    pub reason: Option<Reason>,
+}
+
+/// The watermark goes nowhere: replay commits nothing.
+struct Nowhere;
+
+impl OffsetStore for Nowhere {
+    fn store(&self, _partition: i32, _next_offset: i64) -> bool {
+        true
+    }
+}
+
+/// One partition of the capture: the production pipeline, its messages
+/// still to read, and its own wall clock.
 struct Lane {
-    buffer: TraceBuffer,
-    /// The stream clock: the largest timestamp read (ms since the Unix epoch).
-    clock: Option<i64>,
+    partition: Partition,
+    queue: VecDeque<Captured>,
+    next_offset: i64,
+    wall: Instant,
 }
 
-/// The replay of a whole capture.
-struct Replayer<'a> {
-    rules: &'a RuleSet,
+/// What replay makes of the pipeline's commands.
+struct Tally<F> {
     report: Report,
-    decided: HashMap<TraceId, Remembered>,
-    /// Where stream time 0 sits on the `Instant` line the buffers use.
-    origin: Instant,
-    /// The capture's first timestamp: stream time 0.
-    first: Option<i64>,
-    ready: Vec<ReadyTrace>,
+    /// The report's row of each rule name.
+    rows: HashMap<Arc<str>, usize>,
+    traces: HashSet<TraceId>,
+    split: HashSet<TraceId>,
+    observe: F,
 }
 
-impl Replayer<'_> {
-    fn instant(&self, ms: i64) -> Instant {
-        let since = ms.saturating_sub(self.first.unwrap_or(ms)).max(0);
-        self.origin + Duration::from_millis(since as u64)
+impl<F: FnMut(Outcome)> Tally<F> {
+    fn row(&mut self, rule: &Arc<str>) -> usize {
+        if let Some(&r) = self.rows.get(rule) {
+            return r;
+        }
+        // A rule the report does not list (none: the rules do not change).
+        self.report.rules.push(RuleStats {
+            rule: rule.to_string(),
+            ..RuleStats::default()
+        });
+        let r = self.report.rules.len() - 1;
+        self.rows.insert(rule.clone(), r);
+        r
     }
 
-    /// One message of `lane`: what its time makes due is decided, then its
-    /// spans are buffered, or follow their trace's decision.
-    fn message(&mut self, lane: &mut Lane, m: Captured) {
-        let decoded = match otlp::decode(m.payload.clone()) {
-            Ok(d) => d,
-            Err(_) => {
-                self.report.rejected += 1;
-                return;
+    /// Carries out the lane's commands: every produce succeeds at once.
+    fn carry_out(&mut self, lane: &mut Lane) {
+        // The rule of the decision the next output messages carry.
+        let mut current = None;
+        loop {
+            let commands = lane.partition.commands();
+            if commands.is_empty() {
+                break;
             }
-        };
-        self.report.rejected += decoded.rejected.len() as u64;
-        self.report.spans += decoded.spans.len() as u64;
-        // A file's line is stamped with the latest end of its spans.
-        let stamp = m.timestamp.filter(|t| *t > 0).or_else(|| {
-            decoded
-                .spans
-                .iter()
-                .map(|(_, s)| (s.end_ns / 1_000_000) as i64)
-                .max()
-        });
-        if let Some(t) = stamp {
-            self.first.get_or_insert(t);
-            lane.clock = Some(lane.clock.map_or(t, |c| c.max(t)));
-        }
-        let now = self.instant(lane.clock.unwrap_or(0));
-        self.due(lane, now);
-        for (id, group) in otlp::by_trace(decoded.spans) {
-            if !lane.buffer.contains(&id) {
-                if let Some(r) = self.decided.get_mut(&id) {
-                    // Late: it follows the decision.
-                    let n = group.len() as u64;
-                    self.report.late_spans += n;
-                    if !r.split {
-                        r.split = true;
-                        self.report.split_traces += 1;
-                    }
-                    let stats = &mut self.report.rules[r.rule];
-                    match &r.annotation {
-                        Some(a) => {
-                            stats.spans_kept += n;
-                            stats.bytes_out +=
-                                otlp::encode_trace(&group, a, decoded.encoding).0.len() as u64;
+            for c in commands {
+                match c {
+                    Command::Decided(d) => {
+                        let row = self.row(&d.rule);
+                        let stats = &mut self.report.rules[row];
+                        if d.keep {
+                            stats.traces_kept += 1;
+                            stats.spans_kept += d.spans as u64;
+                        } else {
+                            stats.traces_dropped += 1;
+                            stats.spans_dropped += d.spans as u64;
                         }
-                        None => stats.spans_dropped += n,
+                        current = Some(row);
+                        self.traces.insert(d.trace_id);
+                        (self.observe)(Outcome {
+                            trace_id: d.trace_id,
+                            partition: lane.partition.partition(),
+                            keep: d.keep,
+                            rule: d.rule,
+                            spans: d.spans,
+                            reason: Some(d.reason),
+                        });
                     }
-                    continue;
+                    Command::Followed {
+                        trace_id,
+                        keep,
+                        rule,
+                        spans,
+                    } => {
+                        let row = self.row(&rule);
+                        let stats = &mut self.report.rules[row];
+                        if keep {
+                            stats.spans_kept += spans as u64;
+                        } else {
+                            stats.spans_dropped += spans as u64;
+                        }
+                        self.report.late_spans += spans as u64;
+                        if self.split.insert(trace_id) {
+                            self.report.split_traces += 1;
+                        }
+                        current = Some(row);
+                        (self.observe)(Outcome {
+                            trace_id,
+                            partition: lane.partition.partition(),
+                            keep,
+                            rule,
+                            spans,
+                            reason: None,
+                        });
+                    }
+                    Command::Send { id, message, .. } => {
+                        if message.destination == Destination::Sampled {
+                            if let Some(row) = current {
+                                self.report.rules[row].bytes_out += message.payload.len() as u64;
+                            }
+                        }
+                        lane.partition.delivered(id, Ok(()), lane.wall);
+                    }
+                    // At-least-once: nothing is written into a transaction.
+                    Command::Write { .. } => {}
                 }
             }
-            let len = m.payload.len();
-            lane.buffer.insert(id, group, 0, len, decoded.encoding, now);
         }
-    }
-
-    /// Decides what is due on `lane` at stream time `now`.
-    fn due(&mut self, lane: &mut Lane, now: Instant) {
-        let mut ready = std::mem::take(&mut self.ready);
-        lane.buffer.pop_due(now, &mut ready);
-        for t in ready.drain(..) {
-            self.decide(t, now);
-        }
-        self.ready = ready;
-    }
-
-    fn decide(&mut self, t: ReadyTrace, now: Instant) {
-        let summary = TraceSummary::of(t.trace_id, &t.spans);
-        let d = self
-            .rules
-            .decide(&summary, now.saturating_duration_since(self.origin));
-        let stats = &mut self.report.rules[d.rule];
-        let n = t.spans.len() as u64;
-        let annotation = d.keep.then(|| self.rules.annotation(&d));
-        match &annotation {
-            Some(a) => {
-                stats.traces_kept += 1;
-                stats.spans_kept += n;
-                stats.bytes_out += otlp::encode_trace(&t.spans, a, t.encoding).0.len() as u64;
-            }
-            None => {
-                stats.traces_dropped += 1;
-                stats.spans_dropped += n;
-            }
-        }
-        self.decided.insert(
-            t.trace_id,
-            Remembered {
-                rule: d.rule,
-                annotation,
-                split: false,
-            },
-        );
+        lane.partition.advance();
     }
 }
 
-/// Decides the messages of `capture` as tailgate would, with `buffer`'s
-/// `wait` and `after_root` on each partition's stream clock;
-/// `progress` is told after each message.
+/// Decides the messages of `capture` as `tailgate run` would with
+/// `config`; `progress` is told after each message.
 pub fn replay(
-    rules: &RuleSet,
-    buffer: BufferConfig,
+    rules: Arc<RuleSet>,
+    config: ReplayConfig,
+    capture: Capture,
+    progress: impl FnMut(u64),
+) -> Report {
+    replay_observed(rules, config, capture, progress, |_| {})
+}
+
+/// [`replay`], telling `observe` of each decision as it is made.
+pub fn replay_observed(
+    rules: Arc<RuleSet>,
+    config: ReplayConfig,
     capture: Capture,
     mut progress: impl FnMut(u64),
+    observe: impl FnMut(Outcome),
 ) -> Report {
-    // Nothing is decided for memory or age: the capture's own times decide.
-    let buffer = BufferConfig {
-        max_bytes: usize::MAX,
-        max_trace_age: Duration::from_secs(100 * 365 * 24 * 3600),
-        ..buffer
+    // The pipeline's own logs (bad input, unkeyed messages) are for a
+    // running instance; the report counts what they say.
+    let quiet = tracing::subscriber::NoSubscriber::default();
+    let _quiet = tracing::subscriber::set_default(quiet);
+    let read_at = capture.read_at.unwrap_or_else(|| {
+        capture
+            .captured
+            .iter()
+            .filter_map(|m| m.timestamp.filter(|t| *t > 0))
+            .max()
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+            })
+    });
+    let origin = Instant::now();
+    let epoch = Epoch {
+        instant: origin,
+        since_unix: read_at,
     };
-    let mut r = Replayer {
-        rules,
+    let (_rules_tx, rules_rx) = watch::channel(rules.clone());
+    let mut by_partition: HashMap<i32, VecDeque<Captured>> = HashMap::new();
+    let stamps = capture
+        .captured
+        .iter()
+        .filter_map(|m| m.timestamp.filter(|t| *t > 0));
+    let (first, last) = stamps.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), t| {
+        (
+            Some(lo.map_or(t, |l| l.min(t))),
+            Some(hi.map_or(t, |h| h.max(t))),
+        )
+    });
+    for m in capture.captured {
+        by_partition.entry(m.partition).or_default().push_back(m);
+    }
+    let partitions = by_partition.len().max(1);
+    let worker = WorkerConfig {
+        buffer: BufferConfig {
+            // Nothing is decided for memory or age: the capture's own
+            // times decide.
+            max_bytes: usize::MAX / 2,
+            max_trace_age: Duration::from_secs(10 * 365 * 24 * 3600),
+            ..config.buffer
+        },
+        clock: config.clock,
+        epoch,
+        decided_ttl: config.decided_ttl,
+        remembered_bytes: config.remembered_bytes / partitions,
+        max_in_flight: usize::MAX,
+        dead_letter: false,
+        decision_log: false,
+        decision_log_timeout: Duration::from_secs(30),
+        limits: MessageLimits::new(config.max_message_bytes),
+        usage: Arc::default(),
+        exactly_once: false,
+    };
+    let mut numbers: Vec<i32> = by_partition.keys().copied().collect();
+    numbers.sort_unstable();
+    let mut lanes: Vec<Lane> = numbers
+        .into_iter()
+        .map(|p| Lane {
+            partition: Partition::new(p, worker.clone(), rules_rx.clone(), Arc::new(Nowhere)),
+            queue: by_partition.remove(&p).unwrap_or_default(),
+            next_offset: 0,
+            wall: origin,
+        })
+        .collect();
+    let mut tally = Tally {
         report: Report {
             messages: capture.messages,
             bytes_in: capture.bytes_in,
@@ -193,60 +316,66 @@ pub fn replay(
                 .collect(),
             ..Report::default()
         },
-        decided: HashMap::new(),
-        origin: Instant::now(),
-        first: None,
-        ready: Vec::new(),
+        rows: rules
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect(),
+        traces: HashSet::new(),
+        split: HashSet::new(),
+        observe,
     };
-    // Each partition in its own order; partitions merged by timestamp.
-    let mut by_partition: HashMap<i32, VecDeque<Captured>> = HashMap::new();
-    for m in capture.captured {
-        by_partition.entry(m.partition).or_default().push_back(m);
-    }
-    let mut lanes: Vec<(Lane, VecDeque<Captured>)> = by_partition
-        .into_values()
-        .map(|q| {
-            (
-                Lane {
-                    buffer: TraceBuffer::new(buffer),
-                    clock: None,
-                },
-                q,
-            )
-        })
-        .collect();
+    // Read: each partition in its own order, partitions merged by timestamp.
     let mut done = 0u64;
     loop {
         let next = lanes
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, q))| q.front().map(|m| (m.timestamp.unwrap_or(i64::MIN), i)))
+            .filter_map(|(i, l)| {
+                l.queue
+                    .front()
+                    .map(|m| (m.timestamp.unwrap_or(i64::MIN), i))
+            })
             .min();
         let Some((_, i)) = next else { break };
-        let (lane, queue) = &mut lanes[i];
-        if let Some(m) = queue.pop_front() {
-            r.message(lane, m);
+        let lane = &mut lanes[i];
+        if let Some(m) = lane.queue.pop_front() {
+            let message = InputMessage {
+                offset: lane.next_offset,
+                timestamp: m.timestamp,
+                key: m.key,
+                payload: m.payload,
+            };
+            lane.next_offset += 1;
+            lane.partition.handle(message, lane.wall);
+            lane.partition.decide_due(lane.wall);
+            tally.carry_out(lane);
         }
         done += 1;
         progress(done);
     }
-    // The end of the capture: every partition's clock runs on until all is decided.
-    let mut last = r.first.unwrap_or(0);
-    for (lane, _) in &mut lanes {
-        last = last.max(lane.clock.unwrap_or(0));
-        while let Some(d) = lane.buffer.next_deadline() {
-            r.due(lane, d);
-        }
-        // (`max_trace_age` is out of reach, so nothing is left.)
-        let far = Time::from(r.origin + Duration::from_secs(200 * 365 * 24 * 3600));
-        let mut rest = Vec::new();
-        lane.buffer.pop_due(far, &mut rest);
-        for t in rest {
-            r.decide(t, far.stream);
+    // Caught up: each partition's clock runs on with the wall until all
+    // its traces are decided.
+    for lane in &mut lanes {
+        lane.partition.caught_up(lane.wall);
+        while let Some(due) = lane.partition.next_deadline(lane.wall) {
+            lane.wall = if due > lane.wall {
+                due
+            } else {
+                lane.wall + Duration::from_millis(1)
+            };
+            lane.partition.decide_due(lane.wall);
+            tally.carry_out(lane);
         }
     }
-    let mut report = r.report;
-    report.traces = r.decided.len() as u64;
+    let mut report = tally.report;
+    for lane in &lanes {
+        let read = lane.partition.read_counts();
+        report.spans += read.spans;
+        report.rejected += read.rejected;
+    }
+    report.traces = tally.traces.len() as u64;
     for s in &report.rules {
         report.traces_kept += s.traces_kept;
         report.spans_kept += s.spans_kept;
@@ -255,11 +384,30 @@ pub fn replay(
     if report.bytes_in > 0 {
         report.reduction = 1.0 - report.bytes_out as f64 / report.bytes_in as f64;
     }
-    report.captured_seconds = last.saturating_sub(r.first.unwrap_or(last)) as f64 / 1e3;
+    if let (Some(first), Some(last)) = (first, last) {
+        report.captured_seconds = last.saturating_sub(first) as f64 / 1e3;
+    }
     if report.captured_seconds > 0.0 {
         report.bytes_out_per_second = report.bytes_out as f64 / report.captured_seconds;
     }
     report
+}
+
+/// What replay decided of each trace of `capture`, in the order decided.
+pub fn decisions(
+    rules: Arc<RuleSet>,
+    config: ReplayConfig,
+    capture: Capture,
+) -> HashMap<TraceId, Vec<Outcome>> {
+    let mut out: HashMap<TraceId, Vec<Outcome>> = HashMap::new();
+    replay_observed(
+        rules,
+        config,
+        capture,
+        |_| {},
+        |o| out.entry(o.trace_id).or_default().push(o),
+    );
+    out
 }
 
 #[cfg(test)]

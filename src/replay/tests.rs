@@ -1,7 +1,8 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::otlp::{Encoding, SpanRecord};
+use crate::otlp::{self, Encoding, SpanRecord};
+use crate::rules::TraceSummary;
 use crate::workload::{encode, ShopWorkload};
 
 fn buffer() -> BufferConfig {
@@ -13,49 +14,165 @@ fn buffer() -> BufferConfig {
     }
 }
 
-/// Issue 15: replay decides on the stream clock, as production does: a
-/// trace's part that came after its quiet period follows the decision
-/// on the rest, and is counted as a trace decided in more than one part.
+/// Replay decides on the stream clock, as production does: a trace's part
+/// that came after its quiet period follows the decision on the rest, and
+/// is counted as a trace decided in more than one part.
 #[test]
 fn replay_decides_on_the_stream_clock_as_production_does() {
-    use crate::workload::{build_trace, SpanSpec};
-    let r = rules(
-        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]",
-    );
+    let yaml =
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
+    let base = 1_767_225_600_000i64;
     // A root in one message, an erring asynchronous hop in another,
-    // stamped `gap_ms` later; on two partitions, interleaved with a
-    // second trace whose messages come close together.
-    let report = |gap_ms: i64| {
+    // stamped `gap_ms` later, on partition 0 among a steady stream of
+    // other traces (one every 200 ms, so its clock moves); on partition 1
+    // a trace whose messages come close together.
+    let capture = |gap_ms: i64| {
         let mut capture = Capture::default();
-        let base = 1_767_225_600_000i64;
         for (p, n) in [(0, 1u8), (1, 2u8)] {
-            let id = TraceId([n; 16]);
-            let mut hop = SpanSpec::new("notifier", "orders process", Some(0), 50, 10);
-            hop.error = true;
-            let parts = build_trace(
-                id,
-                &[[1; 8], [2; 8]],
-                base as u64 * 1_000_000,
-                &[SpanSpec::new("gateway", "POST /checkout", None, 0, 40), hop],
-            );
             let gap = if p == 0 { gap_ms } else { 100 };
-            for (i, data) in parts.iter().enumerate() {
-                let payload = Bytes::from(prost::Message::encode_to_vec(data));
-                capture.add(p, Some(base + 40 + i as i64 * gap), payload);
+            for (i, payload) in root_and_failing_hop(TraceId([n; 16]), base)
+                .into_iter()
+                .enumerate()
+            {
+                capture.add(p, Some(base + 40 + i as i64 * gap), None, payload);
             }
         }
-        replay(&r, buffer(), capture, |_| {})
+        for k in 0..50 {
+            capture.add(
+                0,
+                Some(base + 200 * k),
+                None,
+                filler(k as u64, base + 200 * k),
+            );
+        }
+        // In the order a partition holds them.
+        capture.captured.sort_by_key(|m| m.timestamp);
+        capture
     };
-    let whole = report(4_000);
-    assert_eq!((whole.traces, whole.traces_kept), (2, 2));
+    let of = |gap_ms: i64| {
+        let d = decisions(
+            Arc::new(rules(yaml)),
+            ReplayConfig::new(buffer()),
+            capture(gap_ms),
+        );
+        let r = replay(
+            Arc::new(rules(yaml)),
+            ReplayConfig::new(buffer()),
+            capture(gap_ms),
+            |_| {},
+        );
+        (d, r)
+    };
+    let (d, whole) = of(4_000);
+    let parts = |d: &HashMap<TraceId, Vec<Outcome>>, n: u8| {
+        d[&TraceId([n; 16])]
+            .iter()
+            .map(|o| (o.keep, &*o.rule == "errors", o.spans, o.reason.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(parts(&d, 1), [(true, true, 2, true)]);
+    assert_eq!(parts(&d, 2), [(true, true, 2, true)]);
+    assert_eq!((whole.traces, whole.traces_kept), (52, 2));
     assert_eq!((whole.split_traces, whole.late_spans), (0, 0));
     // Six seconds after the root, past its 5 s quiet period: the root
     // alone was dropped, and the error followed the drop.
-    let split = report(6_000);
-    assert_eq!((split.traces, split.traces_kept), (2, 1));
+    let (d, split) = of(6_000);
+    assert_eq!(
+        parts(&d, 1),
+        [(false, false, 1, true), (false, false, 1, false)]
+    );
+    assert_eq!(parts(&d, 2), [(true, true, 2, true)]);
+    assert_eq!((split.traces, split.traces_kept), (52, 1));
     assert_eq!((split.split_traces, split.late_spans), (1, 1));
-    assert_eq!(split.rules[1].spans_dropped, 2, "{split:?}");
+    assert_eq!(split.rules[1].spans_dropped, 52, "{split:?}");
     assert!(split.to_string().contains("more than one part: 1 traces"));
+}
+
+/// A root span and, in a second message, a failing hop 50 ms into it.
+fn root_and_failing_hop(id: TraceId, base_ms: i64) -> Vec<Bytes> {
+    use crate::workload::{build_trace, SpanSpec};
+    let mut hop = SpanSpec::new("notifier", "orders process", Some(0), 50, 10);
+    hop.error = true;
+    build_trace(
+        id,
+        &[[1; 8], [2; 8]],
+        base_ms as u64 * 1_000_000,
+        &[SpanSpec::new("gateway", "POST /checkout", None, 0, 40), hop],
+    )
+    .iter()
+    .map(|data| Bytes::from(prost::Message::encode_to_vec(data)))
+    .collect()
+}
+
+/// A one-span trace of its own, numbered `k`.
+fn filler(k: u64, at_ms: i64) -> Bytes {
+    use crate::workload::{build_trace, SpanSpec};
+    let mut id = [0xf0; 16];
+    id[8..].copy_from_slice(&k.to_be_bytes());
+    let parts = build_trace(
+        TraceId(id),
+        &[[3; 8]],
+        at_ms as u64 * 1_000_000,
+        &[SpanSpec::new("gateway", "GET /health", None, 0, 1)],
+    );
+    Bytes::from(prost::Message::encode_to_vec(&parts[0]))
+}
+
+/// One message stamped ten minutes ahead (a producer's clock is wrong)
+/// decides no other trace early in replay, as in production: replay runs
+/// the pipeline's own clock, which takes it as an outlier.
+#[test]
+fn a_message_stamped_far_ahead_decides_no_other_trace_early_in_replay() {
+    let yaml =
+        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: rest, sample: drop}]";
+    let base = 1_767_225_600_000i64;
+    let capture = |fault: bool| {
+        let mut capture = Capture::default();
+        // Traces whose failing hop comes 3 s after the root (within the
+        // 5 s quiet period), one every 200 ms.
+        for k in 0..40u8 {
+            let t = base + 200 * k as i64;
+            let [root, hop] = <[Bytes; 2]>::try_from(root_and_failing_hop(TraceId([k + 1; 16]), t))
+                .expect("two messages");
+            capture.add(0, Some(t), None, root);
+            let stamp = if fault && k == 10 {
+                t + 600_000
+            } else {
+                t + 3_000
+            };
+            capture.add(0, Some(stamp), None, hop);
+        }
+        // Sorted by stamp as the partition would hold them (the faulty
+        // one where its producer wrote it).
+        capture.captured.sort_by_key(|m| {
+            if m.timestamp.unwrap_or(0) > base + 100_000 {
+                base + 200 * 10 + 3_000
+            } else {
+                m.timestamp.unwrap_or(0)
+            }
+        });
+        capture
+    };
+    let decided = |fault: bool| {
+        decisions(
+            Arc::new(rules(yaml)),
+            ReplayConfig::new(buffer()),
+            capture(fault),
+        )
+    };
+    let (clean, faulty) = (decided(false), decided(true));
+    for k in 0..40u8 {
+        let id = TraceId([k + 1; 16]);
+        let whole = |d: &HashMap<TraceId, Vec<Outcome>>| {
+            d[&id].iter().map(|o| (o.keep, o.spans)).collect::<Vec<_>>()
+        };
+        assert_eq!(whole(&clean), [(true, 2)], "trace {k} without the fault");
+        assert_eq!(
+            whole(&faulty),
+            [(true, 2)],
+            "trace {k} with one stamp 10 min ahead"
+        );
+    }
 }
 
 fn rules(yaml: &str) -> RuleSet {
@@ -66,9 +183,8 @@ fn rules(yaml: &str) -> RuleSet {
 /// Replay agrees with deciding each generated trace directly.
 #[test]
 fn replay_counts_match_direct_decisions() {
-    let r = rules(
-        "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: slow, when: {trace: {duration: {gt: 2s}}}, sample: keep}, {name: baseline, sample: {rate: 0.1}}]",
-    );
+    let yaml = "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: slow, when: {trace: {duration: {gt: 2s}}}, sample: keep}, {name: baseline, sample: {rate: 0.1}}]";
+    let r = rules(yaml);
     let mut w = ShopWorkload::new(5);
     let mut capture = Capture::default();
     let mut expected = HashMap::<usize, (u64, u64)>::new();
@@ -78,7 +194,7 @@ fn replay_counts_match_direct_decisions() {
         for m in &t.messages {
             let bytes = Bytes::from(encode(m, Encoding::OtlpProto));
             spans.extend(otlp::decode(bytes.clone()).expect("decodes").spans);
-            capture.add(0, None, bytes);
+            capture.add(0, None, None, bytes);
         }
         let spans: Vec<SpanRecord> = spans.into_iter().map(|(_, s)| s).collect();
         let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
@@ -89,9 +205,14 @@ fn replay_counts_match_direct_decisions() {
             e.1 += 1;
         }
     }
-    capture.add(0, None, Bytes::from_static(b"garbage"));
+    capture.add(0, None, None, Bytes::from_static(b"garbage"));
     let mut seen = 0;
-    let report = replay(&r, buffer(), capture, |n| seen = n);
+    let report = replay(
+        Arc::new(rules(yaml)),
+        ReplayConfig::new(buffer()),
+        capture,
+        |n| seen = n,
+    );
     assert_eq!(seen, report.messages);
     assert_eq!(
         (report.traces, report.spans, report.rejected),

@@ -54,7 +54,10 @@ impl Limit {
             Per::Spans(n) => (spans as f64, n),
         };
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let index = now.as_secs();
+        // The partitions' clocks agree only to within `decision.clock_ahead`:
+        // a decision a moment behind the window counts in it, rather than
+        // opening an old window again.
+        let index = now.as_secs().max(w.index);
         if index != w.index {
             w.previous = if index == w.index + 1 && w.seen > 0 {
                 Some((w.seen, w.kept))
@@ -109,6 +112,17 @@ mod tests {
         assert!(!l.decide(4, secs(1.2)).0, "8 + 4 spans exceed 10");
         assert!(l.decide(2, secs(1.3)).0, "8 + 2 fit");
         assert!(!l.decide(11, secs(7.0)).0, "larger than the allowance");
+    }
+
+    #[test]
+    fn a_decision_from_a_clock_a_moment_behind_counts_in_the_current_window() {
+        let l = Limit::new(Per::Traces(2.0));
+        assert!(l.decide(1, secs(10.1)).0);
+        assert!(l.decide(1, secs(9.9)).0, "a partition slightly behind");
+        assert!(
+            !l.decide(1, secs(10.2)).0,
+            "the window's allowance is used up"
+        );
     }
 
     #[test]

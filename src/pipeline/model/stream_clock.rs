@@ -84,6 +84,7 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
                     }
                     core.delivered(id, Ok(()), now);
                 }
+                Command::Followed { .. } => {}
                 Command::Write { .. } => unreachable!("at-least-once"),
             }
         }
@@ -358,6 +359,7 @@ proptest! {
                         );
                     }
                     Command::Send { id, .. } => core.delivered(id, Ok(()), now0),
+                    Command::Followed { .. } => {}
                     Command::Write { .. } => unreachable!("at-least-once"),
                 }
             }

@@ -210,6 +210,18 @@ impl Sim {
                 }
                 self.in_flight.push((id, message));
             }
+            Command::Followed { trace_id, keep, .. } => {
+                // Late spans follow what this worker remembers.
+                match self.now_.remembered.get(&trace_id) {
+                    Some((k, _)) if *k == keep => {}
+                    other => {
+                        return Err(format!(
+                            "late spans of {trace_id} followed keep={keep}, but the model remembers {:?}",
+                            other.map(|(k, _)| k)
+                        ))
+                    }
+                }
+            }
             Command::Decided(d) => {
                 let Some(mut part) = self.now_.open.remove(&d.trace_id) else {
                     return Err(format!(
@@ -337,6 +349,12 @@ fn describe(c: &Command) -> String {
             d.reason.as_str(),
             d.spans
         ),
+        Command::Followed {
+            trace_id,
+            keep,
+            rule,
+            spans,
+        } => format!("{spans} late spans of {trace_id} followed keep={keep} by {rule}"),
         Command::Write {
             messages,
             next_offset,
