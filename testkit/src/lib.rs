@@ -37,7 +37,7 @@ pub use instance::{redelivery_logged, Tailgate};
 pub use log_dump::batch_codecs;
 pub use names::{free_port, unique};
 pub use offsets::{committed_and_end, wait_committed_to_end, OffsetReader};
-pub use output::{missing, read_with_headers, Output, OutputReader};
+pub use output::{missing, read_topic, read_with_headers, Output, OutputReader, TopicRecord};
 pub use policy::{policy_dir, settings, RULES};
 pub use process::Process;
 pub use prometheus_text::{Metrics, Sample};

@@ -185,3 +185,65 @@ pub fn read_with_headers(
     }
     out
 }
+
+/// One record of a topic, as [`read_topic`] returns it.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// Every record of `topic`'s `partitions`, from the beginning to the end
+/// each has now, each partition in order; gives up after `within`.
+pub fn read_topic(topic: &str, partitions: i32, within: Duration) -> Vec<TopicRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("topic-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let mut ends = HashMap::new();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        if high > low {
+            ends.insert(p, high);
+            list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&list).expect("assign");
+    let deadline = Instant::now() + within;
+    while !ends.is_empty() && Instant::now() < deadline {
+        let Some(r) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = r.expect("message");
+        if m.offset() + 1 >= ends.get(&m.partition()).copied().unwrap_or(0) {
+            ends.remove(&m.partition());
+        }
+        out.push(TopicRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    assert!(
+        ends.is_empty(),
+        "{topic}: not read to its end within {within:?}"
+    );
+    out
+}
