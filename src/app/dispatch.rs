@@ -114,8 +114,8 @@ impl<'a> Dispatch<'a> {
                 if self.pressure.paused() {
                     // New partitions join the pause until memory is back under the low mark.
                     self.flow(Flow::Pause, &self.assigned);
-                    metrics::gauge!(m::PARTITIONS_PAUSED).set(self.assigned.len() as f64);
                 }
+                self.show_paused();
                 tracing::info!(partitions = ?self.assigned, "partitions assigned");
             }
             RebalanceEvent::Revoked(ps) => {
@@ -123,9 +123,7 @@ impl<'a> Dispatch<'a> {
                 self.assigned.retain(|p| !ps.contains(p));
                 self.blocked.retain(|p| !ps.contains(p));
                 metrics::gauge!(m::PARTITIONS_ASSIGNED).set(self.assigned.len() as f64);
-                if self.pressure.paused() {
-                    metrics::gauge!(m::PARTITIONS_PAUSED).set(self.assigned.len() as f64);
-                }
+                self.show_paused();
                 tracing::info!(revoked = ?ps, "partitions revoked");
             }
         }
@@ -139,8 +137,8 @@ impl<'a> Dispatch<'a> {
                 self.blocked.retain(|p| *p != partition);
                 if !self.pressure.paused() && self.assigned.contains(&partition) {
                     self.flow(Flow::Resume, &[partition]);
-                    metrics::gauge!(m::PARTITIONS_PAUSED).set(self.blocked.len() as f64);
                 }
+                self.show_paused();
             }
             Dispatched::Dead {
                 resume_from,
@@ -208,7 +206,7 @@ impl<'a> Dispatch<'a> {
                 );
                 self.flow(Flow::Pause, &self.assigned);
                 self.t.input_paused.send_replace(true);
-                metrics::gauge!(m::PARTITIONS_PAUSED).set(self.assigned.len() as f64);
+                self.show_paused();
             }
             Some(Flow::Resume) => {
                 tracing::info!(
@@ -226,7 +224,7 @@ impl<'a> Dispatch<'a> {
                     .collect();
                 self.flow(Flow::Resume, &free);
                 self.t.input_paused.send_replace(false);
-                metrics::gauge!(m::PARTITIONS_PAUSED).set(self.blocked.len() as f64);
+                self.show_paused();
             }
             None => {}
         }
@@ -243,9 +241,7 @@ impl<'a> Dispatch<'a> {
                     self.blocked.push(partition);
                 }
                 self.flow(Flow::Pause, &[partition]);
-                if !self.pressure.paused() {
-                    metrics::gauge!(m::PARTITIONS_PAUSED).set(self.blocked.len() as f64);
-                }
+                self.show_paused();
             }
             Dispatched::Dead {
                 resume_from,
@@ -277,7 +273,23 @@ impl<'a> Dispatch<'a> {
         if !self.pressure.paused() {
             self.flow(Flow::Resume, &[partition]);
         }
+        self.show_paused();
         Ok(())
+    }
+
+    /// Input partitions paused now: all assigned ones while memory is
+    /// short, else those whose worker is full. The one place the gauge is
+    /// set, after every change of either (a revoke, a dead worker replaced).
+    fn show_paused(&self) {
+        let paused = if self.pressure.paused() {
+            self.assigned.len()
+        } else {
+            self.blocked
+                .iter()
+                .filter(|p| self.assigned.contains(p))
+                .count()
+        };
+        metrics::gauge!(m::PARTITIONS_PAUSED).set(paused as f64);
     }
 
     /// Pauses or resumes input partitions.
