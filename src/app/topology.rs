@@ -22,7 +22,9 @@ use crate::kafka::decision_log::{CoverError, DecisionTopic, KafkaDecisionLog};
 use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
-use crate::pipeline::{DecisionSource, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig};
+use crate::pipeline::{
+    DecisionSource, Edges, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig,
+};
 use crate::rules::RuleSet;
 
 /// Everything a run holds, from start to the last stage of its shutdown.
@@ -319,18 +321,17 @@ fn worker_factory(parts: WorkerParts) -> Start {
             decision_log_timeout: s.kafka.decision_log_timeout,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
-            exactly_once: parts.transactions.is_some(),
         };
-        let mut worker = PartitionWorker::new(
-            partition,
-            config,
-            parts.rules.clone(),
-            parts.output.clone(),
-            parts.offsets.clone(),
+        let edges = match &parts.transactions {
             // Started on the partition's first message, after its
             // assignment: the lease of that assignment.
-            parts.transactions.as_ref().map(|t| t.lease(partition)),
-        );
+            Some(t) => Edges::ExactlyOnce(t.lease(partition)),
+            None => Edges::AtLeastOnce {
+                output: parts.output.clone(),
+                offsets: parts.offsets.clone(),
+            },
+        };
+        let mut worker = PartitionWorker::new(partition, config, parts.rules.clone(), edges);
         if let Some(log) = &parts.decision_log {
             worker = worker.with_decision_log(log.clone());
         }

@@ -143,8 +143,7 @@ impl Partition {
             payload: Bytes::from(record.encode()),
             headers: Vec::new(),
         };
-        let give_up_at =
-            (!self.config.exactly_once).then(|| now + self.config.decision_log_timeout);
+        let give_up_at = (!self.exactly_once()).then(|| now + self.config.decision_log_timeout);
         self.pin_and_send_until(message, &t.offsets, 0, give_up_at);
     }
 

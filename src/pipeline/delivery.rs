@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::ports::*;
 use super::telemetry::SPAN_TOO_LARGE;
-use super::{trace_key, Command, Partition};
+use super::{trace_key, Command, Mode, Partition};
 use crate::otlp::{self, Annotation, Encoding, SpanRecord, TraceId};
 
 /// Names one produce while it is in flight.
@@ -346,8 +346,8 @@ impl Partition {
             }
             return self.given_up(flight, e);
         }
-        if self.config.exactly_once {
-            self.hold(flight);
+        if let Mode::ExactlyOnce { held } = &mut self.mode {
+            held.hold(flight);
             return;
         }
         let id = self.in_flight.id();

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::delivery::{DeliveryId, InFlight};
 use super::ports::Destination;
-use super::{Command, Partition, Written};
+use super::{Command, Mode, Partition, Written};
+use crate::watermark::Watermark;
 
 /// Messages decided but not yet in the transaction.
 #[derive(Default)]
@@ -40,43 +41,41 @@ impl Held {
     }
 }
 
-impl Partition {
+impl Held {
     /// Holds a message (with the pins on its offsets) until its turn.
-    pub(super) fn hold(&mut self, flight: InFlight) {
-        let held = &mut self.held;
-        held.next += 1;
-        let id = held.next;
+    pub fn hold(&mut self, flight: InFlight) {
+        self.next += 1;
+        let id = self.next;
         for o in &flight.offsets {
-            *held.pins.entry(*o).or_default() += 1;
-            held.by_offset.entry(*o).or_default().push(id);
+            *self.pins.entry(*o).or_default() += 1;
+            self.by_offset.entry(*o).or_default().push(id);
         }
-        held.bytes += flight.message.payload.len();
-        held.flights.insert(id, flight);
+        self.bytes += flight.message.payload.len();
+        self.flights.insert(id, flight);
     }
 
     /// The held messages that cover a prefix of the pinned offsets: walking
     /// the pinned offsets from the lowest, as long as every pin on them is a
     /// held message's, the messages met are taken, and the walk may stop
     /// wherever it has passed the last offset of each of them.
-    fn turn(&self) -> Vec<DeliveryId> {
-        let held = &self.held;
+    fn turn(&self, watermark: &Watermark) -> Vec<DeliveryId> {
         let mut batch: Vec<DeliveryId> = Vec::new();
         let mut taken: HashSet<DeliveryId> = HashSet::new();
         let mut reach = i64::MIN;
         let mut whole = 0;
         let mut blocked = false;
-        for (offset, pins) in self.watermark.pinned() {
+        for (offset, pins) in watermark.pinned() {
             if offset > reach {
                 whole = batch.len();
             }
-            if held.pins.get(&offset) != Some(&pins) {
+            if self.pins.get(&offset) != Some(&pins) {
                 blocked = true;
                 break;
             }
-            for id in held.by_offset.get(&offset).into_iter().flatten() {
+            for id in self.by_offset.get(&offset).into_iter().flatten() {
                 if taken.insert(*id) {
                     batch.push(*id);
-                    if let Some(last) = held.flights.get(id).and_then(InFlight::last_offset) {
+                    if let Some(last) = self.flights.get(id).and_then(InFlight::last_offset) {
                         reach = reach.max(last);
                     }
                 }
@@ -89,33 +88,45 @@ impl Partition {
         batch
     }
 
+    /// Takes the held messages whose turn has come (their pins here go
+    /// with them), in offset order.
+    fn take_turn(&mut self, watermark: &Watermark) -> Vec<InFlight> {
+        let mut ready: Vec<InFlight> = Vec::new();
+        for id in self.turn(watermark) {
+            let Some(flight) = self.flights.remove(&id) else {
+                continue;
+            };
+            for o in &flight.offsets {
+                if let Some(n) = self.pins.get_mut(o) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.pins.remove(o);
+                    }
+                }
+                if let Some(ids) = self.by_offset.get_mut(o) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.by_offset.remove(o);
+                    }
+                }
+            }
+            self.bytes -= flight.message.payload.len();
+            ready.push(flight);
+        }
+        ready.sort_by_key(InFlight::last_offset);
+        ready
+    }
+}
+
+impl Partition {
     /// Writes the held messages whose turn has come, in offset order, into
     /// the transaction with the offset the watermark reaches past them; or
     /// that offset alone if it moved and nothing is due.
     pub(super) fn release_held(&mut self) {
-        let mut ready: Vec<InFlight> = Vec::new();
-        for id in self.turn() {
-            let Some(flight) = self.held.flights.remove(&id) else {
-                continue;
-            };
-            for o in &flight.offsets {
-                if let Some(n) = self.held.pins.get_mut(o) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.held.pins.remove(o);
-                    }
-                }
-                if let Some(ids) = self.held.by_offset.get_mut(o) {
-                    ids.retain(|i| *i != id);
-                    if ids.is_empty() {
-                        self.held.by_offset.remove(o);
-                    }
-                }
-            }
-            self.held.bytes -= flight.message.payload.len();
-            ready.push(flight);
-        }
-        ready.sort_by_key(InFlight::last_offset);
+        let Mode::ExactlyOnce { held } = &mut self.mode else {
+            return;
+        };
+        let ready = held.take_turn(&self.watermark);
         for flight in &ready {
             for o in &flight.offsets {
                 self.release(*o);
@@ -165,6 +176,9 @@ impl Partition {
 
     /// Messages held for the transaction.
     pub fn held(&self) -> usize {
-        self.held.len()
+        match &self.mode {
+            Mode::ExactlyOnce { held } => held.len(),
+            Mode::AtLeastOnce { .. } => 0,
+        }
     }
 }

@@ -38,7 +38,7 @@ pub use ports::{
 };
 pub use record::{LatestRecords, LoggedDecision, Recalled, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
-pub use worker::{PartitionWorker, Stopped};
+pub use worker::{Edges, PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
 use crate::clock::{ClockConfig, Epoch, StreamClock};
@@ -82,9 +82,33 @@ pub struct WorkerConfig {
     pub limits: Arc<MessageLimits>,
     /// Bytes buffered by all workers of the process, for back-pressure.
     pub usage: Arc<AtomicUsize>,
-    /// Exactly-once mode: produce through the transaction instead of the
-    /// output, in offset order (see `exactly_once.rs`).
-    pub exactly_once: bool,
+}
+
+/// How a partition's progress is committed: the mode, with what each
+/// needs. The one place the mode is chosen; nothing else asks.
+pub enum Commit {
+    /// At-least-once: kept spans are produced, and the watermark (the
+    /// offset below which everything is decided and delivered) is stored
+    /// here, for the consumer to commit.
+    Offsets(Arc<dyn OffsetStore>),
+    /// Exactly-once: decided messages are held and written into the open
+    /// Kafka transaction, in offset order, together with the offset they
+    /// let the partition commit (see `exactly_once.rs`).
+    Transaction,
+}
+
+/// The state of the commit mode.
+enum Mode {
+    AtLeastOnce {
+        offsets: Arc<dyn OffsetStore>,
+        /// The last store was refused: to be tried again soon, not only
+        /// when something next happens.
+        store_refused: bool,
+    },
+    ExactlyOnce {
+        /// Messages decided but not yet in the transaction.
+        held: Held,
+    },
 }
 
 /// The largest payload a message may have, per destination: the producer's
@@ -197,12 +221,10 @@ pub struct Partition {
     watermark: Watermark,
     /// Decisions of recently decided traces, followed by their late spans.
     decisions: Decisions,
-    /// Where the watermark is stored (at-least-once mode).
-    offsets: Arc<dyn OffsetStore>,
+    /// How progress is committed.
+    mode: Mode,
     /// Produces awaiting their result.
     in_flight: InFlightSet,
-    /// Exactly-once mode: messages decided but not yet in the transaction.
-    held: Held,
     telemetry: Telemetry,
     bad_input_log: RateLimited<otlp::DecodeErrorKind>,
     failure_log: RateLimited<ProduceErrorKind>,
@@ -211,9 +233,6 @@ pub struct Partition {
     /// Watermark pins released that were not held: a bug, counted so the
     /// model test sees it.
     anomalies: u64,
-    /// The last store was refused: to be tried again soon, not only when
-    /// something next happens.
-    store_refused: bool,
     /// Decision records given up or not written (the log was unwritable).
     unlogged: u64,
     /// After records were given up, decisions go unlogged until then.
@@ -229,7 +248,7 @@ impl Partition {
         partition: i32,
         config: WorkerConfig,
         mut rules_updates: Rules,
-        offsets: Arc<dyn OffsetStore>,
+        commit: Commit,
     ) -> Self {
         let rules = rules_updates.borrow_and_update().clone();
         Self {
@@ -242,15 +261,21 @@ impl Partition {
             rules,
             rules_updates,
             watermark: Watermark::new(),
-            offsets,
+            mode: match commit {
+                Commit::Offsets(offsets) => Mode::AtLeastOnce {
+                    offsets,
+                    store_refused: false,
+                },
+                Commit::Transaction => Mode::ExactlyOnce {
+                    held: Held::default(),
+                },
+            },
             in_flight: InFlightSet::default(),
-            held: Held::default(),
             bad_input_log: RateLimited::new(LOG_INTERVAL),
             failure_log: RateLimited::new(LOG_INTERVAL),
             forgotten_log: RateLimited::new(LOG_INTERVAL),
             unkeyed_log: RateLimited::new(LOG_INTERVAL),
             anomalies: 0,
-            store_refused: false,
             unlogged: 0,
             log_paused_until: None,
             commands: Vec::new(),
@@ -331,7 +356,18 @@ impl Partition {
     /// The last store of the watermark was refused: [`Partition::advance`]
     /// should run again soon even if nothing else happens.
     pub fn store_refused(&self) -> bool {
-        self.store_refused
+        matches!(
+            self.mode,
+            Mode::AtLeastOnce {
+                store_refused: true,
+                ..
+            }
+        )
+    }
+
+    /// Exactly-once mode: decided messages go into the transaction.
+    pub(super) fn exactly_once(&self) -> bool {
+        matches!(self.mode, Mode::ExactlyOnce { .. })
     }
 
     /// The offset it is safe to commit now, and what the buffer holds.
@@ -343,17 +379,23 @@ impl Partition {
     /// go into the transaction; the watermark is stored if it moved; the
     /// gauges follow.
     pub fn advance(&mut self) {
-        if self.config.exactly_once {
+        match &mut self.mode {
             // The offset travels with the transaction's messages (or alone).
-            self.release_held();
-        } else if let Some(next) = self.watermark.advance() {
-            self.store_refused = !self.offsets.store(self.partition, next);
-            if self.store_refused {
-                // Not stored (not assigned at this moment): try again next time.
-                self.watermark.unstored();
-            } else {
-                self.telemetry.offsets_stored.increment(1);
-                self.in_flight.committed(next);
+            Mode::ExactlyOnce { .. } => self.release_held(),
+            Mode::AtLeastOnce {
+                offsets,
+                store_refused,
+            } => {
+                if let Some(next) = self.watermark.advance() {
+                    *store_refused = !offsets.store(self.partition, next);
+                    if *store_refused {
+                        // Not stored (not assigned at this moment): try again next time.
+                        self.watermark.unstored();
+                    } else {
+                        self.telemetry.offsets_stored.increment(1);
+                        self.in_flight.committed(next);
+                    }
+                }
             }
         }
         self.show();
@@ -364,7 +406,11 @@ impl Partition {
         let now = Shown {
             buffer: self.buffer.occupancy(),
             offsets_pending: self.watermark.pending(),
-            output_bytes: self.in_flight.bytes() + self.held.bytes(),
+            output_bytes: self.in_flight.bytes()
+                + match &self.mode {
+                    Mode::ExactlyOnce { held } => held.bytes(),
+                    Mode::AtLeastOnce { .. } => 0,
+                },
             remembered: self.decisions.len(),
             remembered_bytes: self.decisions.bytes(),
         };

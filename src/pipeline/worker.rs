@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::ports::{
     DecisionSource, Input, OffsetStore, Output, ProduceError, ProduceErrorKind, Transaction,
 };
-use super::{Command, DeliveryId, Partition, Rules, WorkerConfig};
+use super::{Command, Commit, DeliveryId, Partition, Rules, WorkerConfig};
 use crate::metrics as m;
 
 /// How a worker left its partition.
@@ -40,12 +40,29 @@ const RECEIVE_BATCH: usize = 256;
 
 type Flight = BoxFuture<'static, (DeliveryId, Result<(), ProduceError>)>;
 
+/// Where a worker's results go: the commit mode, with its ports.
+pub enum Edges {
+    /// At-least-once: kept spans (and dead letters, and decision records)
+    /// are produced to `output`; the watermark is stored in `offsets`.
+    AtLeastOnce {
+        output: Arc<dyn Output>,
+        offsets: Arc<dyn OffsetStore>,
+    },
+    /// Exactly-once: all of it, with the partition's offset, is written
+    /// into the transaction.
+    ExactlyOnce(Arc<dyn Transaction>),
+}
+
+/// What the worker sends through, as its mode has it.
+enum Out {
+    Output(Arc<dyn Output>),
+    Transaction(Arc<dyn Transaction>),
+}
+
 /// One partition's worker.
 pub struct PartitionWorker {
     pipeline: Partition,
-    output: Arc<dyn Output>,
-    /// Exactly-once mode: where held messages are written.
-    transaction: Option<Arc<dyn Transaction>>,
+    out: Out,
     in_flight: FuturesUnordered<Flight>,
     /// The offset last stored (or written with the transaction) for this
     /// partition, `-1` before the first: where a replacement resumes if
@@ -77,23 +94,21 @@ impl OffsetStore for Recorded {
 }
 
 impl PartitionWorker {
-    pub fn new(
-        partition: i32,
-        config: WorkerConfig,
-        rules: Rules,
-        output: Arc<dyn Output>,
-        offsets: Arc<dyn OffsetStore>,
-        transaction: Option<Arc<dyn Transaction>>,
-    ) -> Self {
+    pub fn new(partition: i32, config: WorkerConfig, rules: Rules, edges: Edges) -> Self {
         let stored = Arc::new(AtomicI64::new(-1));
-        let offsets = Arc::new(Recorded {
-            inner: offsets,
-            stored: stored.clone(),
-        });
+        let (commit, out) = match edges {
+            Edges::AtLeastOnce { output, offsets } => {
+                let offsets = Arc::new(Recorded {
+                    inner: offsets,
+                    stored: stored.clone(),
+                });
+                (Commit::Offsets(offsets), Out::Output(output))
+            }
+            Edges::ExactlyOnce(transaction) => (Commit::Transaction, Out::Transaction(transaction)),
+        };
         Self {
-            pipeline: Partition::new(partition, config, rules, offsets),
-            output,
-            transaction,
+            pipeline: Partition::new(partition, config, rules, commit),
+            out,
             in_flight: FuturesUnordered::new(),
             stored,
             decision_log: None,
@@ -288,7 +303,12 @@ impl PartitionWorker {
         for command in self.pipeline.commands() {
             match command {
                 Command::Send { id, message, delay } => {
-                    let output = self.output.clone();
+                    let Out::Output(output) = &self.out else {
+                        // A partition committing through the transaction
+                        // writes everything into it.
+                        unreachable!("a produce outside the transaction in exactly-once mode");
+                    };
+                    let output = output.clone();
                     self.in_flight.push(Box::pin(async move {
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
@@ -302,12 +322,11 @@ impl PartitionWorker {
                     next_offset,
                     receipt,
                 } => {
-                    let Some(transaction) = self.transaction.clone() else {
-                        tracing::error!(
-                            "a transactional write without a transaction; this is a bug"
-                        );
-                        continue;
+                    let Out::Transaction(transaction) = &self.out else {
+                        // A partition that stores offsets produces.
+                        unreachable!("a transactional write in at-least-once mode");
                     };
+                    let transaction = transaction.clone();
                     let partition = self.pipeline.partition();
                     match transaction.write(partition, messages, next_offset).await {
                         Ok(()) => {

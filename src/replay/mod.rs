@@ -35,7 +35,7 @@ use crate::buffer::{BufferConfig, Reason};
 use crate::clock::{ClockConfig, Epoch};
 use crate::otlp::TraceId;
 use crate::pipeline::{
-    Command, Destination, InputMessage, MessageLimits, OffsetStore, Partition, WorkerConfig,
+    Command, Commit, Destination, InputMessage, MessageLimits, OffsetStore, Partition, WorkerConfig,
 };
 use crate::rules::RuleSet;
 
@@ -289,14 +289,18 @@ pub fn replay_observed(
         decision_log_timeout: Duration::from_secs(30),
         limits: MessageLimits::new(config.max_message_bytes),
         usage: Arc::default(),
-        exactly_once: false,
     };
     let mut numbers: Vec<i32> = by_partition.keys().copied().collect();
     numbers.sort_unstable();
     let mut lanes: Vec<Lane> = numbers
         .into_iter()
         .map(|p| Lane {
-            partition: Partition::new(p, worker.clone(), rules_rx.clone(), Arc::new(Nowhere)),
+            partition: Partition::new(
+                p,
+                worker.clone(),
+                rules_rx.clone(),
+                Commit::Offsets(Arc::new(Nowhere)),
+            ),
             queue: by_partition.remove(&p).unwrap_or_default(),
             next_offset: 0,
             wall: origin,

@@ -66,9 +66,13 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
         dead_letter: false,
         limits: MessageLimits::new(1 << 20),
         usage: Arc::default(),
-        exactly_once: false,
     };
-    let mut core = Partition::new(0, config, rules, Arc::new(Stored::default()));
+    let mut core = Partition::new(
+        0,
+        config,
+        rules,
+        Commit::Offsets(Arc::new(Stored::default())),
+    );
     let mut out: Decisions = (Vec::new(), Vec::new());
     let mut now = now0;
     let mut settle = |core: &mut Partition, now: Instant| {
@@ -319,9 +323,13 @@ proptest! {
             dead_letter: false,
             limits: MessageLimits::new(1 << 20),
             usage: Arc::default(),
-            exactly_once: false,
-        };
-        let mut core = Partition::new(0, config, rules, Arc::new(Stored::default()));
+            };
+        let mut core = Partition::new(
+        0,
+        config,
+        rules,
+        Commit::Offsets(Arc::new(Stored::default())),
+    );
         // The true stream: the latest true stamp read; each trace's true
         // first and last stamps and whether its root came.
         let mut stream = 0i64;

@@ -16,7 +16,12 @@ fn partition(decision_log: bool) -> (Partition, Arc<MemoryOffsets>) {
     let (_tx, rules) = rules();
     let offsets = Arc::new(MemoryOffsets::default());
     (
-        Partition::new(0, with_log(decision_log), rules, offsets.clone()),
+        Partition::new(
+            0,
+            with_log(decision_log),
+            rules,
+            Commit::Offsets(offsets.clone()),
+        ),
         offsets,
     )
 }
@@ -293,9 +298,10 @@ fn worker_with_log(
         0,
         config,
         rules,
-        Arc::new(MemoryOutput::default()),
-        Arc::new(MemoryOffsets::default()),
-        None,
+        Edges::AtLeastOnce {
+            output: Arc::new(MemoryOutput::default()),
+            offsets: Arc::new(MemoryOffsets::default()),
+        },
     )
     .with_decision_log(log);
     let (tx, rx) = mpsc::channel(16);

@@ -32,7 +32,7 @@ fn partition(t0: Instant, max_in_flight: usize) -> Partition {
         0,
         settings(t0, max_in_flight),
         rules,
-        Arc::new(MemoryOffsets::default()),
+        Commit::Offsets(Arc::new(MemoryOffsets::default())),
     )
 }
 

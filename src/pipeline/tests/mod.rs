@@ -160,17 +160,16 @@ fn start_opts(o: Opts) -> Harness {
     let config = WorkerConfig {
         dead_letter,
         limits,
-        exactly_once: transaction.is_some(),
         ..config()
     };
-    let worker = PartitionWorker::new(
-        0,
-        config,
-        rules,
-        output.clone(),
-        offsets.clone(),
-        transaction,
-    );
+    let edges = match transaction {
+        Some(t) => Edges::ExactlyOnce(t),
+        None => Edges::AtLeastOnce {
+            output: output.clone(),
+            offsets: offsets.clone(),
+        },
+    };
+    let worker = PartitionWorker::new(0, config, rules, edges);
     let (tx, rx) = mpsc::channel(16);
     Harness {
         tx,
@@ -206,7 +205,6 @@ fn config() -> WorkerConfig {
         max_in_flight: 100,
         dead_letter: false,
         limits: MessageLimits::new(1_000_000),
-        exactly_once: false,
         usage: Default::default(),
     }
 }

@@ -79,7 +79,12 @@ async fn a_worker_that_ends_releases_its_memory_usage() {
         usage: usage.clone(),
         ..config()
     };
-    let mut p = Partition::new(0, config, rules, Arc::new(MemoryOffsets::default()));
+    let mut p = Partition::new(
+        0,
+        config,
+        rules,
+        Commit::Offsets(Arc::new(MemoryOffsets::default())),
+    );
     let (_, parts) = two_part_trace(40, false);
     p.handle(
         InputMessage {

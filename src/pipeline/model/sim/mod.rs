@@ -186,7 +186,6 @@ impl Sim {
             dead_letter: self.case.dead_letter,
             limits: self.limits.clone(),
             usage: self.usage.clone(),
-            exactly_once: self.case.exactly_once,
         }
     }
 
@@ -209,7 +208,11 @@ impl Sim {
             0,
             self.config(),
             self.rules_tx.subscribe(),
-            self.stored.clone(),
+            if self.case.exactly_once {
+                Commit::Transaction
+            } else {
+                Commit::Offsets(self.stored.clone())
+            },
         );
         self.core = Some(core);
         // A new worker starts from what the pause watch says.
