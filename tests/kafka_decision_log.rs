@@ -402,16 +402,17 @@ async fn reading_a_million_decisions_back() {
         id[..8].copy_from_slice(&n.to_le_bytes());
         id[8..].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
         let id = TraceId(id);
-        let record = LoggedDecision::new(
-            id,
-            n % 10 == 0,
-            if n % 10 == 0 { "errors" } else { "rest" },
-            tailgate::buffer::Reason::AfterRoot,
-            1.0,
-            now_ms - 1_000,
-            0,
-            7,
-        );
+        let record = LoggedDecision {
+            trace_id: id.to_hex(),
+            keep: (n % 10 == 0),
+            rule: (if n % 10 == 0 { "errors" } else { "rest" }).to_string(),
+            reason: tailgate::buffer::Reason::AfterRoot.as_str().to_string(),
+            probability: 1.0,
+            decided_at_ms: (now_ms - 1_000),
+            partition: 0,
+            spans: 7,
+            ..LoggedDecision::default()
+        };
         let (key, value) = (id.to_hex(), record.encode());
         let mut r = BaseRecord::to(&log).key(&key).payload(&value).partition(0);
         loop {

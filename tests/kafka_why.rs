@@ -114,57 +114,86 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         .map(|(i, t)| {
             let (spans, rule, keep) = &truth[&t.truth.trace_id];
             let id = t.truth.trace_id;
-            LoggedDecision::new(
-                id,
-                *keep,
-                rule,
-                Reason::Wait,
-                1.0,
-                now,
-                i as i32 % 3,
-                *spans,
-            )
+            LoggedDecision {
+                trace_id: id.to_hex(),
+                keep: (*keep),
+                rule: rule.to_string(),
+                reason: Reason::Wait.as_str().to_string(),
+                probability: 1.0,
+                decided_at_ms: now,
+                partition: (i as i32 % 3),
+                spans: (*spans) as u64,
+                ..LoggedDecision::default()
+            }
         })
         .collect();
     let kept_spans = truth[&kept_id].0;
     let dropped_spans = truth[&dropped_id].0;
     let (wait, after_root) = (Reason::Wait, Reason::AfterRoot);
     records.extend([
-        LoggedDecision::new(
-            kept_id, true, "errors", after_root, 1.0, now, PARTITION, kept_spans,
-        ),
-        LoggedDecision::new(
-            dropped_id,
-            false,
-            "baseline",
-            wait,
-            0.1,
-            now,
-            PARTITION,
-            dropped_spans,
-        ),
+        LoggedDecision {
+            trace_id: kept_id.to_hex(),
+            keep: true,
+            rule: ("errors").to_string(),
+            reason: after_root.as_str().to_string(),
+            probability: 1.0,
+            decided_at_ms: now,
+            partition: PARTITION,
+            spans: kept_spans as u64,
+            ..LoggedDecision::default()
+        },
+        LoggedDecision {
+            trace_id: dropped_id.to_hex(),
+            keep: false,
+            rule: ("baseline").to_string(),
+            reason: wait.as_str().to_string(),
+            probability: 0.1,
+            decided_at_ms: now,
+            partition: PARTITION,
+            spans: dropped_spans as u64,
+            ..LoggedDecision::default()
+        },
     ]);
     let twice = w.traces[300].truth.trace_id;
     records.extend([
-        LoggedDecision::new(
-            twice,
-            false,
-            "baseline",
-            Reason::Memory,
-            0.1,
-            now - 5_000,
-            1,
-            3,
-        ),
-        LoggedDecision::new(twice, true, "slow", after_root, 1.0, now, 1, 9),
+        LoggedDecision {
+            trace_id: twice.to_hex(),
+            keep: false,
+            rule: ("baseline").to_string(),
+            reason: Reason::Memory.as_str().to_string(),
+            probability: 0.1,
+            decided_at_ms: (now - 5_000),
+            partition: 1,
+            spans: 3,
+            ..LoggedDecision::default()
+        },
+        LoggedDecision {
+            trace_id: twice.to_hex(),
+            keep: true,
+            rule: ("slow").to_string(),
+            reason: after_root.as_str().to_string(),
+            probability: 1.0,
+            decided_at_ms: now,
+            partition: 1,
+            spans: 9,
+            ..LoggedDecision::default()
+        },
     ]);
     let gone = w.traces[301].truth.trace_id;
     let ids: std::collections::HashSet<_> = [kept_id, dropped_id, twice, gone].into();
     assert_eq!(ids.len(), 4, "four different traces");
     let day_ago = now - 86_400_000;
-    records.push(LoggedDecision::new(
-        gone, true, "errors", wait, 1.0, day_ago, 0, 5,
-    ));
+    records.push(LoggedDecision {
+        trace_id: gone.to_hex(),
+        keep: true,
+        rule: ("errors").to_string(),
+        reason: wait.as_str().to_string(),
+        probability: 1.0,
+        decided_at_ms: day_ago,
+        partition: 0,
+        spans: 5,
+        ..LoggedDecision::default()
+    });
     log(&decisions, &records).await;
 
     let dir = policy_dir(&settings(

@@ -122,7 +122,7 @@ impl KafkaOutput {
     pub fn topic(&self, destination: Destination) -> Option<Arc<str>> {
         match destination {
             Destination::Sampled => Some(self.topic.clone()),
-            Destination::DeadLetter => self.dead_letter_topic.clone(),
+            Destination::DeadLetter(_) => self.dead_letter_topic.clone(),
             Destination::Decisions(_) => self.decision_topic.clone(),
         }
     }

@@ -126,17 +126,18 @@ impl Partition {
         }
         self.log_paused_until = None;
         let at = self.config.epoch.at(now).as_millis() as i64;
-        let record = LoggedDecision::new(
-            t.trace_id,
-            decided.keep,
-            &decided.rule,
-            t.reason,
-            decided.probability,
-            at,
-            self.partition,
-            t.spans.len(),
-        )
-        .in_stream_at(stream.as_millis() as i64);
+        let record = LoggedDecision {
+            trace_id: t.trace_id.to_hex(),
+            keep: decided.keep,
+            rule: decided.rule.to_string(),
+            reason: t.reason.as_str().to_string(),
+            probability: decided.probability,
+            decided_at_ms: at,
+            stream_ms: Some(stream.as_millis() as i64),
+            partition: self.partition,
+            spans: t.spans.len() as u64,
+            ..LoggedDecision::default()
+        };
         let message = Outgoing {
             destination: Destination::Decisions(self.partition),
             key: Some(trace_key(t.trace_id)),
@@ -144,7 +145,7 @@ impl Partition {
             headers: Vec::new(),
         };
         let give_up_at = (!self.exactly_once()).then(|| now + self.config.decision_log_timeout);
-        self.pin_and_send_until(message, &t.offsets, 0, give_up_at);
+        self.pin_and_send_until(message, &t.offsets, None, give_up_at);
     }
 
     /// Remembered decisions were forgotten before their TTL: counted, and

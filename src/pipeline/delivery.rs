@@ -25,8 +25,11 @@ pub(super) struct InFlight {
     pub message: Outgoing,
     /// Input offsets it pins until it is acknowledged or given up.
     pub offsets: Vec<i64>,
-    /// Kept spans it carries (none for a malformed input's copy).
+    /// Kept spans it carries (none for a dead letter or a decision record).
     pub spans: usize,
+    /// The trace whose kept spans it carries: what a dead letter of them
+    /// names, and what a re-split is keyed by.
+    pub trace: Option<TraceId>,
     /// Failed attempts so far.
     pub attempt: u32,
     /// A decision record (at-least-once mode) is given up at this instant
@@ -181,7 +184,7 @@ impl Partition {
                 payload: Bytes::from(m.payload),
                 headers: Vec::new(),
             };
-            self.pin_and_send(message, offsets, m.spans);
+            self.pin_and_send(message, offsets, Some((id, m.spans)));
         }
         for span in split.oversized {
             self.undeliverable(SPAN_TOO_LARGE, 1);
@@ -207,13 +210,20 @@ impl Partition {
                         limit
                     ),
                 );
-                self.pin_and_send(message, offsets, 0);
+                self.pin_and_send(message, offsets, None);
             }
         }
     }
 
-    pub(super) fn pin_and_send(&mut self, message: Outgoing, offsets: &[i64], spans: usize) {
-        self.pin_and_send_until(message, offsets, spans, None);
+    /// Sends `message`, pinning `offsets` until it is acknowledged or given
+    /// up; `kept`: the trace whose kept spans it carries, and how many.
+    pub(super) fn pin_and_send(
+        &mut self,
+        message: Outgoing,
+        offsets: &[i64],
+        kept: Option<(TraceId, usize)>,
+    ) {
+        self.pin_and_send_until(message, offsets, kept, None);
     }
 
     /// As [`Partition::pin_and_send`], given up at `give_up_at` if still not
@@ -222,7 +232,7 @@ impl Partition {
         &mut self,
         message: Outgoing,
         offsets: &[i64],
-        spans: usize,
+        kept: Option<(TraceId, usize)>,
         give_up_at: Option<Instant>,
     ) {
         for o in offsets {
@@ -231,7 +241,8 @@ impl Partition {
         self.send(InFlight {
             message,
             offsets: offsets.to_vec(),
-            spans,
+            spans: kept.map_or(0, |(_, n)| n),
+            trace: kept.map(|(t, _)| t),
             attempt: 0,
             give_up_at,
         });
@@ -281,7 +292,7 @@ impl Partition {
         e: &otlp::DecodeError,
     ) {
         let message = Outgoing {
-            destination: Destination::DeadLetter,
+            destination: Destination::DeadLetter(DeadLetterOf::Input),
             key,
             payload,
             headers: vec![
@@ -291,7 +302,7 @@ impl Partition {
                 (DLQ_OFFSET_HEADER, offset.to_string()),
             ],
         };
-        self.pin_and_send(message, &[offset], 0);
+        self.pin_and_send(message, &[offset], None);
     }
 
     /// The dead-letter copy of kept spans that cannot reach the output.
@@ -305,7 +316,7 @@ impl Partition {
     ) -> Outgoing {
         let lowest = offsets.iter().min().copied().unwrap_or(-1);
         Outgoing {
-            destination: Destination::DeadLetter,
+            destination: Destination::DeadLetter(DeadLetterOf::Output),
             key: Some(trace_key(id)),
             payload,
             headers: vec![
@@ -392,9 +403,7 @@ impl Partition {
                             self.in_flight.delivered(last, flight.spans as u64);
                         }
                     }
-                    Destination::DeadLetter => self.telemetry.dead_letters
-                        [usize::from(flight.message.from_output())]
-                    .increment(1),
+                    Destination::DeadLetter(of) => self.telemetry.dead_letter(of).increment(1),
                     Destination::Decisions(_) => self.telemetry.decisions_written.increment(1),
                 }
                 return self.release_all(flight.offsets);
@@ -464,7 +473,7 @@ impl Partition {
                 );
                 if copy {
                     let message = self.output_dead_letter(
-                        key_trace(&flight.message),
+                        flight.trace.unwrap_or(TraceId([0; 16])),
                         &flight.offsets,
                         flight.message.payload,
                         e.kind.as_str(),
@@ -475,12 +484,13 @@ impl Partition {
                         message,
                         offsets: flight.offsets,
                         spans: 0,
+                        trace: None,
                         attempt: 0,
                         give_up_at: None,
                     });
                 }
             }
-            Destination::DeadLetter => {
+            Destination::DeadLetter(_) => {
                 tracing::error!(
                     partition = self.partition,
                     kind = e.kind.as_str(),
@@ -521,7 +531,7 @@ impl Partition {
         // The spans carry their annotation already.
         let none = Annotation::none();
         let split = otlp::encode_within(&spans, &none, decoded.encoding, limit);
-        let id = key_trace(&flight.message);
+        let id = flight.trace.unwrap_or(TraceId([0; 16]));
         self.send_split(id, split, &none, decoded.encoding, &flight.offsets, limit);
         self.release_all(flight.offsets);
     }
@@ -531,13 +541,4 @@ impl Partition {
             self.release(o);
         }
     }
-}
-
-/// The trace an output message is keyed by.
-fn key_trace(message: &Outgoing) -> TraceId {
-    message
-        .key
-        .as_deref()
-        .and_then(|k| TraceId::from_hex(std::str::from_utf8(k).ok()?))
-        .unwrap_or(TraceId([0; 16]))
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::delivery::{DeliveryId, InFlight};
-use super::ports::Destination;
+use super::ports::{DeadLetterOf, Destination};
 use super::{Command, Mode, Partition, Written};
 use crate::watermark::Watermark;
 
@@ -147,9 +147,8 @@ impl Partition {
                     receipt.sampled += 1;
                     receipt.spans += flight.spans as u64;
                 }
-                Destination::DeadLetter => {
-                    receipt.dead_letters[usize::from(flight.message.from_output())] += 1
-                }
+                Destination::DeadLetter(DeadLetterOf::Input) => receipt.input_dead_letters += 1,
+                Destination::DeadLetter(DeadLetterOf::Output) => receipt.output_dead_letters += 1,
                 Destination::Decisions(_) => receipt.decisions += 1,
             }
             messages.push(flight.message);
@@ -166,8 +165,10 @@ impl Partition {
         let t = &self.telemetry;
         t.produced_messages.increment(receipt.sampled);
         t.produced_spans.increment(receipt.spans);
-        t.dead_letters[0].increment(receipt.dead_letters[0]);
-        t.dead_letters[1].increment(receipt.dead_letters[1]);
+        t.dead_letter(DeadLetterOf::Input)
+            .increment(receipt.input_dead_letters);
+        t.dead_letter(DeadLetterOf::Output)
+            .increment(receipt.output_dead_letters);
         t.decisions_written.increment(receipt.decisions);
         if receipt.stored {
             t.offsets_stored.increment(1);

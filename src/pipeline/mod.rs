@@ -32,9 +32,9 @@ use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
 pub use ports::{
-    DecisionSource, Destination, Input, InputMessage, OffsetStore, Outgoing, Output, ProduceError,
-    ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
-    DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
+    DeadLetterOf, DecisionSource, Destination, Input, InputMessage, OffsetStore, Outgoing, Output,
+    ProduceError, ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER,
+    DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
 pub use record::{LatestRecords, LoggedDecision, Recalled, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
@@ -132,7 +132,9 @@ impl MessageLimits {
     pub fn of(&self, destination: Destination) -> usize {
         match destination {
             Destination::Sampled => self.output.load(std::sync::atomic::Ordering::Relaxed),
-            Destination::DeadLetter => self.dead_letter.load(std::sync::atomic::Ordering::Relaxed),
+            Destination::DeadLetter(_) => {
+                self.dead_letter.load(std::sync::atomic::Ordering::Relaxed)
+            }
             // A record is a few hundred bytes: any topic takes it.
             Destination::Decisions(_) => self.output.load(std::sync::atomic::Ordering::Relaxed),
         }
@@ -198,8 +200,10 @@ pub struct Written {
     /// Output messages and their spans.
     pub sampled: u64,
     pub spans: u64,
-    /// Dead letters of input and of output.
-    pub dead_letters: [u64; 2],
+    /// Dead letters of malformed input.
+    pub input_dead_letters: u64,
+    /// Dead letters of kept spans.
+    pub output_dead_letters: u64,
     /// Decision records.
     pub decisions: u64,
     /// It carries the partition's next offset.

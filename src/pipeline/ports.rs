@@ -54,7 +54,7 @@ pub enum Destination {
     Sampled,
     /// The dead-letter topic: malformed input unchanged, or kept spans that
     /// can never reach the output topic.
-    DeadLetter,
+    DeadLetter(DeadLetterOf),
     /// The decision log, on this partition number (the input partition's).
     Decisions(i32),
 }
@@ -68,11 +68,23 @@ pub struct Outgoing {
     pub headers: Vec<(&'static str, String)>,
 }
 
-impl Outgoing {
-    /// A dead letter of kept spans (which carries their trace id), not of
-    /// malformed input.
-    pub fn from_output(&self) -> bool {
-        self.headers.iter().any(|(k, _)| *k == DLQ_TRACE_HEADER)
+/// What a dead letter is a copy of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterOf {
+    /// A malformed input message, unchanged.
+    Input,
+    /// Kept spans that can never reach the output topic (they carry their
+    /// trace id in a header).
+    Output,
+}
+
+impl DeadLetterOf {
+    /// The `source` label of `tailgate_dead_letters_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Input => "input",
+            Self::Output => "output",
+        }
     }
 }
 

@@ -113,7 +113,8 @@ impl Partition {
             // the message's own stamp (which may be an outlier).
             if let Some(decided) = self.decisions.get(&id, self.clock.unix(now.stream)) {
                 // A late span: follow the trace's decision.
-                self.telemetry.late[usize::from(decided.from_log)][usize::from(decided.keep)]
+                self.telemetry
+                    .late(decided.keep, decided.from_log)
                     .increment(spans.len() as u64);
                 metrics::counter!(m::SPANS_DECIDED, "rule" => decided.rule.to_string(), "decision" => decision_label(decided.keep))
                     .increment(spans.len() as u64);

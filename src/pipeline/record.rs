@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::buffer::Reason;
 use crate::otlp::TraceId;
 
 /// The format's version; a reader skips records of another.
@@ -54,38 +53,25 @@ pub struct LoggedDecision {
     pub spans: u64,
 }
 
-impl LoggedDecision {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        trace_id: TraceId,
-        keep: bool,
-        rule: &str,
-        reason: Reason,
-        probability: f64,
-        decided_at_ms: i64,
-        partition: i32,
-        spans: usize,
-    ) -> Self {
+impl Default for LoggedDecision {
+    /// A record of this version, its fields to be named.
+    fn default() -> Self {
         Self {
             v: RECORD_VERSION,
-            trace_id: trace_id.to_hex(),
-            keep,
-            rule: rule.to_string(),
-            reason: reason.as_str().to_string(),
-            probability,
-            decided_at_ms,
+            trace_id: String::new(),
+            keep: false,
+            rule: String::new(),
+            reason: String::new(),
+            probability: 1.0,
+            decided_at_ms: 0,
             stream_ms: None,
-            partition,
-            spans: spans as u64,
+            partition: 0,
+            spans: 0,
         }
     }
+}
 
-    /// Made at stream time `ms` (milliseconds since the Unix epoch).
-    pub fn in_stream_at(mut self, ms: i64) -> Self {
-        self.stream_ms = Some(ms);
-        self
-    }
-
+impl LoggedDecision {
     /// The stream time it was made at (`decided_at_ms` for an older record).
     pub fn stream_ms(&self) -> i64 {
         self.stream_ms.unwrap_or(self.decided_at_ms)
@@ -177,6 +163,7 @@ pub struct Recalled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::Reason;
 
     #[test]
     fn reading_back_keeps_only_the_latest_records_that_fit() {
@@ -200,16 +187,17 @@ mod tests {
     #[test]
     fn a_record_reads_back_as_written_and_other_versions_are_skipped() {
         let id = TraceId([7; 16]);
-        let d = LoggedDecision::new(
-            id,
-            true,
-            "errors",
-            Reason::AfterRoot,
-            0.25,
-            1_700_000_000_123,
-            3,
-            7,
-        );
+        let d = LoggedDecision {
+            trace_id: id.to_hex(),
+            keep: true,
+            rule: ("errors").to_string(),
+            reason: Reason::AfterRoot.as_str().to_string(),
+            probability: 0.25,
+            decided_at_ms: 1_700_000_000_123,
+            partition: 3,
+            spans: 7,
+            ..LoggedDecision::default()
+        };
         let bytes = d.encode();
         assert_eq!(LoggedDecision::decode(&bytes), Some(d.clone()));
         assert_eq!(d.trace(), Some(id));

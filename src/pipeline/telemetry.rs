@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, Counter, Gauge};
 
-use super::ports::ProduceErrorKind;
+use super::ports::{DeadLetterOf, ProduceErrorKind};
 use crate::buffer::{Occupancy, Reason};
 use crate::clock::Clamp;
 use crate::metrics as m;
@@ -79,8 +79,12 @@ pub(super) struct Telemetry {
     pub clamped: HashMap<Clamp, Counter>,
     pub decided: HashMap<(usize, bool, Reason), Counter>,
     pub spans_decided: HashMap<(usize, bool), Counter>,
-    /// Late spans by `[from_log][keep]`.
-    pub late: [[Counter; 2]; 2],
+    /// Late spans that followed a decision made here, kept and dropped.
+    late_kept: Counter,
+    late_dropped: Counter,
+    /// Late spans that followed a decision read back from the log.
+    late_kept_from_log: Counter,
+    late_dropped_from_log: Counter,
     /// Decisions forgotten before their TTL for lack of room.
     pub forgotten: Counter,
     /// Decision records acknowledged by the decision log.
@@ -91,8 +95,9 @@ pub(super) struct Telemetry {
     /// Kept spans given up on, by reason (a permanent produce error's kind,
     /// or [`SPAN_TOO_LARGE`]).
     pub undeliverable: HashMap<&'static str, Counter>,
-    /// Dead letters acknowledged: `[input, output]`.
-    pub dead_letters: [Counter; 2],
+    /// Dead letters acknowledged, of input and of output.
+    input_dead_letters: Counter,
+    output_dead_letters: Counter,
     pub redelivered: Counter,
     pub offsets_stored: Counter,
     traces_buffered: Gauge,
@@ -106,6 +111,25 @@ pub(super) struct Telemetry {
 }
 
 impl Telemetry {
+    /// Late spans that followed a decision to keep (or drop) them, made
+    /// here or read back from the decision log.
+    pub fn late(&self, keep: bool, from_log: bool) -> &Counter {
+        match (keep, from_log) {
+            (true, false) => &self.late_kept,
+            (false, false) => &self.late_dropped,
+            (true, true) => &self.late_kept_from_log,
+            (false, true) => &self.late_dropped_from_log,
+        }
+    }
+
+    /// Dead letters acknowledged, by what they are copies of.
+    pub fn dead_letter(&self, of: DeadLetterOf) -> &Counter {
+        match of {
+            DeadLetterOf::Input => &self.input_dead_letters,
+            DeadLetterOf::Output => &self.output_dead_letters,
+        }
+    }
+
     pub fn new(rules: &RuleSet) -> Self {
         let (decided, spans_decided) = rule_counters(rules);
         Self {
@@ -125,11 +149,10 @@ impl Telemetry {
                 .collect(),
             decided,
             spans_decided,
-            late: ["memory", "log"].map(|source| {
-                ["drop", "keep"].map(
-                    |decision| counter!(m::LATE_SPANS, "decision" => decision, "source" => source),
-                )
-            }),
+            late_kept: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "memory"),
+            late_dropped: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "memory"),
+            late_kept_from_log: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "log"),
+            late_dropped_from_log: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "log"),
             forgotten: counter!(m::DECISIONS_FORGOTTEN),
             decisions_written: counter!(m::DECISIONS_WRITTEN),
             produced_messages: counter!(m::MESSAGES_PRODUCED),
@@ -141,10 +164,8 @@ impl Telemetry {
             undeliverable: undeliverable_reasons()
                 .map(|r| (r, counter!(m::UNDELIVERABLE_SPANS, "reason" => r)))
                 .collect(),
-            dead_letters: [
-                counter!(m::DEAD_LETTERS, "source" => "input"),
-                counter!(m::DEAD_LETTERS, "source" => "output"),
-            ],
+            input_dead_letters: counter!(m::DEAD_LETTERS, "source" => DeadLetterOf::Input.as_str()),
+            output_dead_letters: counter!(m::DEAD_LETTERS, "source" => DeadLetterOf::Output.as_str()),
             redelivered: counter!(m::REDELIVERED_SPANS),
             offsets_stored: counter!(m::OFFSETS_STORED),
             traces_buffered: gauge!(m::TRACES_BUFFERED),

@@ -8,7 +8,17 @@ fn logged(partition: i32, offset: i64, at: i64, keep: bool, rule: &str) -> Logge
     Logged {
         partition,
         offset,
-        decision: LoggedDecision::new(ID, keep, rule, Reason::Wait, 0.1, at, partition, 4),
+        decision: LoggedDecision {
+            trace_id: ID.to_hex(),
+            keep,
+            rule: rule.to_string(),
+            reason: Reason::Wait.as_str().to_string(),
+            probability: 0.1,
+            decided_at_ms: at,
+            partition,
+            spans: 4,
+            ..LoggedDecision::default()
+        },
     }
 }
 

@@ -97,41 +97,44 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
     let (kept, kept_parts) = two_part_trace(2, true);
     let (dropped, dropped_parts) = two_part_trace(3, false);
     let mut records = vec![
-        LoggedDecision::new(
-            kept,
-            true,
-            "errors",
-            crate::buffer::Reason::AfterRoot,
-            1.0,
-            ms(t0),
-            0,
-            1,
-        ),
-        LoggedDecision::new(
-            dropped,
-            false,
-            "baseline",
-            crate::buffer::Reason::Wait,
-            0.1,
-            ms(t0),
-            0,
-            1,
-        ),
+        LoggedDecision {
+            trace_id: kept.to_hex(),
+            keep: true,
+            rule: ("errors").to_string(),
+            reason: crate::buffer::Reason::AfterRoot.as_str().to_string(),
+            probability: 1.0,
+            decided_at_ms: (ms(t0)),
+            partition: 0,
+            spans: 1,
+            ..LoggedDecision::default()
+        },
+        LoggedDecision {
+            trace_id: dropped.to_hex(),
+            keep: false,
+            rule: ("baseline").to_string(),
+            reason: crate::buffer::Reason::Wait.as_str().to_string(),
+            probability: 0.1,
+            decided_at_ms: (ms(t0)),
+            partition: 0,
+            spans: 1,
+            ..LoggedDecision::default()
+        },
     ];
     for n in 0..150_000u64 {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&n.to_le_bytes());
         b[8] = 0xee;
-        records.push(LoggedDecision::new(
-            TraceId(b),
-            n % 3 == 0,
-            "baseline",
-            crate::buffer::Reason::Wait,
-            0.1,
-            ms(t0),
-            0,
-            1,
-        ));
+        records.push(LoggedDecision {
+            trace_id: (TraceId(b)).to_hex(),
+            keep: (n % 3 == 0),
+            rule: ("baseline").to_string(),
+            reason: crate::buffer::Reason::Wait.as_str().to_string(),
+            probability: 0.1,
+            decided_at_ms: (ms(t0)),
+            partition: 0,
+            spans: 1,
+            ..LoggedDecision::default()
+        });
     }
     let now = t0 + Duration::from_secs(120);
     let mut names = std::collections::HashMap::new();

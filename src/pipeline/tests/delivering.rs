@@ -277,8 +277,10 @@ async fn an_output_message_refused_as_too_large_is_split_again() {
     let dl = h.output.dead_letters.lock().unwrap().clone();
     assert_eq!(dl.len(), 2, "each span alone, dead-lettered");
     for d in &dl {
-        assert!(d.from_output());
+        assert_eq!(d.destination, Destination::DeadLetter(DeadLetterOf::Output));
         assert_eq!(d.key.as_deref(), Some(id.to_hex().as_bytes()));
+        let trace = d.headers.iter().find(|(k, _)| *k == DLQ_TRACE_HEADER);
+        assert_eq!(trace.map(|(_, v)| v.as_str()), Some(id.to_hex().as_str()));
     }
     assert_eq!(h.offsets.last(), Some(2), "released");
 }

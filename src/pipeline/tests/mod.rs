@@ -49,7 +49,7 @@ impl Output for MemoryOutput {
                     let key = String::from_utf8(message.key.unwrap_or_default().to_vec()).unwrap();
                     self.sent.lock().unwrap().push((key, message.payload));
                 }
-                Destination::DeadLetter => self.dead_letters.lock().unwrap().push(message),
+                Destination::DeadLetter(_) => self.dead_letters.lock().unwrap().push(message),
                 Destination::Decisions(_) => self.decisions.lock().unwrap().push(message),
             }
             Ok(())

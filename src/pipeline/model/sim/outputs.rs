@@ -27,7 +27,7 @@ impl Sim {
                             *self.delivered.entry(key).or_default() += 1;
                         }
                     }
-                    Destination::DeadLetter => self.dead_letter_done(&message),
+                    Destination::DeadLetter(_) => self.dead_letter_done(&message),
                     Destination::Decisions(_) => self.logged(&message)?,
                 }
                 Ok(())
@@ -45,7 +45,7 @@ impl Sim {
                             }
                         }
                     }
-                    Destination::DeadLetter => self.dead_letter_done(&message),
+                    Destination::DeadLetter(_) => self.dead_letter_done(&message),
                     // Given up: released, the decision stands unlogged.
                     Destination::Decisions(_) => self.logged(&message)?,
                 }
@@ -90,7 +90,12 @@ impl Sim {
     /// A kept span that can never reach the output: given up once its
     /// dead-letter copy (of `bytes`) is done, if there is one to be made.
     pub(super) fn given_up(&mut self, key: Key, bytes: usize) {
-        if self.case.dead_letter && bytes <= self.limits.of(Destination::DeadLetter) {
+        if self.case.dead_letter
+            && bytes
+                <= self
+                    .limits
+                    .of(Destination::DeadLetter(DeadLetterOf::Output))
+        {
             self.now_.awaiting_copy.insert(key);
         } else {
             self.now_.undeliverable.insert(key);
@@ -98,7 +103,7 @@ impl Sim {
     }
 
     fn dead_letter_done(&mut self, message: &Outgoing) {
-        if message.from_output() {
+        if message.destination == Destination::DeadLetter(DeadLetterOf::Output) {
             let keys: Vec<Key> = otlp::decode(message.payload.clone())
                 .map(|d| d.spans.iter().map(|(id, s)| (*id, s.span_id)).collect())
                 .unwrap_or_default();
@@ -206,7 +211,7 @@ impl Sim {
                                 .or_insert((trace, made));
                         }
                     }
-                    Destination::DeadLetter => {}
+                    Destination::DeadLetter(_) => {}
                 }
                 self.in_flight.push((id, message));
             }
@@ -293,7 +298,7 @@ impl Sim {
                             let keys = self.output_spans(m)?;
                             self.now_.written.extend(keys);
                         }
-                        Destination::DeadLetter => self.dead_letter_done(m),
+                        Destination::DeadLetter(_) => self.dead_letter_done(m),
                         Destination::Decisions(_) => self.logged(m)?,
                     }
                 }
