@@ -51,7 +51,7 @@ pub(super) fn replay(
             let options: Vec<(String, String)> =
                 crate::config::KafkaSettings::options(&loaded.settings.kafka.librdkafka_options)
                     .map(|m| m.into_iter().collect())
-                    .unwrap_or_default();
+                    .map_err(|e| Failure::usage(format!("kafka.librdkafka_options: {e}")))?;
             let bar = progress_bar(0, "reading");
             let mut range = Range::from(match from_offset {
                 Some(o) => Start::Offset(o),

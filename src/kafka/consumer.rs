@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::ClientEvents;
+use super::{ClientBase, ClientEvents};
 use crate::config::KafkaSettings;
 use crate::metrics as m;
 use crate::pipeline::OffsetStore;
@@ -168,35 +168,33 @@ pub fn subscribe(
     settings: &KafkaSettings,
 ) -> KafkaResult<(Arc<InputConsumer>, mpsc::UnboundedReceiver<RebalanceEvent>)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", &settings.group_id)
-        // In exactly-once mode offsets are committed by the transactions.
-        .set("enable.auto.commit", (!settings.exactly_once).to_string())
-        .set(
-            "auto.commit.interval.ms",
-            settings.commit_interval.as_millis().to_string(),
-        )
-        // Offsets are stored only from the workers' watermarks.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): the
-        // workers' queues and the buffers hold the rest, and the prefetched
-        // messages are resident memory outside `buffer.max_bytes`.
-        .set("queued.max.messages.kbytes", "16384")
-        // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
-        .set("statistics.interval.ms", "5000")
-        // Partitions added to the input topic (scaling out) are seen within
-        // this, and the group rebalances to read them; librdkafka's default
-        // (5 min) left them unread that long.
-        .set("topic.metadata.refresh.interval.ms", "30000");
-    if let Some(id) = &settings.group_instance_id {
-        config.set("group.instance.id", id);
-    }
-    super::apply(&mut config, &settings.librdkafka_options);
-    super::apply(&mut config, &settings.consumer_options);
+    let mut config = ClientBase::of(settings, &settings.consumer_options)?.config(|config| {
+        config
+            .set("group.id", &settings.group_id)
+            // In exactly-once mode offsets are committed by the transactions.
+            .set("enable.auto.commit", (!settings.exactly_once).to_string())
+            .set(
+                "auto.commit.interval.ms",
+                settings.commit_interval.as_millis().to_string(),
+            )
+            // Offsets are stored only from the workers' watermarks.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Prefetch at most 16 MiB (librdkafka's default is 64 MiB): the
+            // workers' queues and the buffers hold the rest, and the prefetched
+            // messages are resident memory outside `buffer.max_bytes`.
+            .set("queued.max.messages.kbytes", "16384")
+            // Statistics carry the consumer lag per partition (`tailgate_consumer_lag_messages`).
+            .set("statistics.interval.ms", "5000")
+            // Partitions added to the input topic (scaling out) are seen within
+            // this, and the group rebalances to read them; librdkafka's default
+            // (5 min) left them unread that long.
+            .set("topic.metadata.refresh.interval.ms", "30000");
+        if let Some(id) = &settings.group_instance_id {
+            config.set("group.instance.id", id);
+        }
+    });
     // Each time the consumer reaches the end of a partition it says so: the
     // partition's stream clock then runs with wall-clock time. Without it a
     // quiet partition's traces would wait for `max_trace_age`, so no option

@@ -19,10 +19,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::producer::OutputProducer;
-use super::ClientEvents;
+use super::{ClientBase, ClientEvents};
 use crate::config::KafkaSettings;
 use crate::pipeline::{DecisionSource, LatestRecords, LoggedDecision, Recalled};
 
@@ -43,32 +43,31 @@ fn partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Optio
 }
 
 fn reader(settings: &KafkaSettings, exactly_once: bool) -> Result<BaseConsumer, KafkaError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.brokers)
-        .set("group.id", format!("{}-decision-log", settings.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        // An offset found by time and gone by retention since: read from
-        // what is left, not skip to the end.
-        .set("auto.offset.reset", "earliest")
-        .set("allow.auto.create.topics", "false")
-        // Read back a little at a time: librdkafka's default prefetch
-        // (64 MiB a partition) is outside every budget, and twelve
-        // partitions assigned at once would each hold it.
-        .set("queued.max.messages.kbytes", "1024")
-        .set("queued.min.messages", "1000")
-        .set("fetch.max.bytes", "1048576")
-        .set("max.partition.fetch.bytes", "1048576")
-        .set(
-            "isolation.level",
-            if exactly_once {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        );
-    super::apply(&mut config, &settings.librdkafka_options);
+    let config = ClientBase::of(settings, &[])?.config(|config| {
+        config
+            .set("group.id", format!("{}-decision-log", settings.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            // An offset found by time and gone by retention since: read from
+            // what is left, not skip to the end.
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
+            // Read back a little at a time: librdkafka's default prefetch
+            // (64 MiB a partition) is outside every budget, and twelve
+            // partitions assigned at once would each hold it.
+            .set("queued.max.messages.kbytes", "1024")
+            .set("queued.min.messages", "1000")
+            .set("fetch.max.bytes", "1048576")
+            .set("max.partition.fetch.bytes", "1048576")
+            .set(
+                "isolation.level",
+                if exactly_once {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            );
+    });
     config.create()
 }
 
@@ -125,13 +124,13 @@ impl DecisionTopic {
         ttl: Duration,
         producer: OutputProducer,
     ) -> Result<Self, String> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            // Reading the topic's metadata must not create it with the
-            // broker's default partition count.
-            .set("allow.auto.create.topics", "false");
-        super::apply(&mut config, &settings.librdkafka_options);
+        let config = ClientBase::of(settings, &[])
+            .map_err(|e| e.to_string())?
+            .config(|config| {
+                // Reading the topic's metadata must not create it with the
+                // broker's default partition count.
+                config.set("allow.auto.create.topics", "false");
+            });
         let admin: AdminClient<ClientEvents> = config
             .create_with_context(ClientEvents::new("admin"))
             .map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{ClientConfig, ClientContext};
 
@@ -89,12 +89,55 @@ impl ClientEvents {
     }
 }
 
-/// Applies `name=value` options (validated when settings load).
-fn apply(config: &mut ClientConfig, options: &[String]) {
-    if let Ok(map) = KafkaSettings::options(options) {
-        for (k, v) in map {
+/// Where every Kafka client's configuration starts: the brokers and the
+/// user's options (`kafka.librdkafka_options` — TLS, SASL, ... — and the
+/// client's own list), expanded once. The one place a client is
+/// configured, so none misses the shared options; the user's options are
+/// set over tailgate's own settings for the client.
+pub struct ClientBase {
+    brokers: String,
+    options: Vec<(String, String)>,
+}
+
+impl ClientBase {
+    /// `settings`' brokers and `librdkafka_options`, then `own` (the
+    /// consumer's or the producer's options). An option whose `${env:…}`
+    /// or `${file:…}` cannot be read now (it could at start) is an error
+    /// naming it: a client must not go on without, say, its TLS settings.
+    pub fn of(settings: &KafkaSettings, own: &[String]) -> KafkaResult<Self> {
+        let mut options = Vec::new();
+        for (name, list) in [
+            ("kafka.librdkafka_options", &settings.librdkafka_options[..]),
+            ("own options", own),
+        ] {
+            let map = KafkaSettings::options(list)
+                .map_err(|e| KafkaError::ClientCreation(format!("{name}: {e}")))?;
+            options.extend(map);
+        }
+        Ok(Self {
+            brokers: settings.brokers.clone(),
+            options,
+        })
+    }
+
+    /// Options given already expanded (the command-line tools).
+    pub fn given(brokers: &str, options: &[(String, String)]) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            options: options.to_vec(),
+        }
+    }
+
+    /// A client's configuration: `bootstrap.servers`, then what `ours`
+    /// sets for this client, then the user's options over them.
+    pub fn config(&self, ours: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        ours(&mut config);
+        for (k, v) in &self.options {
             config.set(k, v);
         }
+        config
     }
 }
 
@@ -126,6 +169,28 @@ mod tests {
     }
 
     use rdkafka::ClientConfig;
+
+    #[test]
+    fn every_client_gets_the_users_options_over_its_own_and_an_unreadable_secret_is_an_error() {
+        let mut s = KafkaSettings {
+            librdkafka_options: vec!["linger.ms=50".into()],
+            ..KafkaSettings::default()
+        };
+        let c = ClientBase::of(&s, &["acks=1".into()])
+            .expect("options")
+            .config(|c| {
+                c.set("linger.ms", "5").set("acks", "all").set("retries", "3");
+            });
+        assert_eq!(c.get("bootstrap.servers"), Some(s.brokers.as_str()));
+        assert_eq!(c.get("linger.ms"), Some("50"), "the shared options win");
+        assert_eq!(c.get("acks"), Some("1"), "the client's own options win");
+        assert_eq!(c.get("retries"), Some("3"));
+        // A secret file gone since start: no client without its TLS/SASL settings.
+        s.librdkafka_options
+            .push("sasl.password=${file:/nonexistent/tailgate-secret}".into());
+        let e = ClientBase::of(&s, &[]).err().expect("an error");
+        assert!(e.to_string().contains("sasl.password"), "{e}");
+    }
 
     /// librdkafka is built with TLS, so the SASL/TLS settings the Helm chart
     /// passes through (SCRAM over SASL_SSL) are accepted. No broker is

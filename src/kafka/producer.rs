@@ -9,9 +9,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 
-use super::ClientEvents;
+use super::{ClientBase, ClientEvents};
 use crate::config::KafkaSettings;
 use crate::pipeline::{Destination, Outgoing, Output, ProduceError, ProduceErrorKind};
 
@@ -44,19 +43,17 @@ pub struct KafkaOutput {
 
 impl KafkaOutput {
     pub fn new(settings: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("compression.type", settings.compression.as_str())
-            .set("linger.ms", "5")
-            // Idempotence: retries inside librdkafka never duplicate or reorder.
-            .set("enable.idempotence", "true")
-            .set("acks", "all");
-        if settings.exactly_once {
-            config.set("transactional.id", settings.transactional_id());
-        }
-        super::apply(&mut config, &settings.librdkafka_options);
-        super::apply(&mut config, &settings.producer_options);
+        let config = ClientBase::of(settings, &settings.producer_options)?.config(|config| {
+            config
+                .set("compression.type", settings.compression.as_str())
+                .set("linger.ms", "5")
+                // Idempotence: retries inside librdkafka never duplicate or reorder.
+                .set("enable.idempotence", "true")
+                .set("acks", "all");
+            if settings.exactly_once {
+                config.set("transactional.id", settings.transactional_id());
+            }
+        });
         let max_message_bytes = config
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
@@ -142,9 +139,9 @@ async fn topic_message_limit(
     topic: &str,
 ) -> Result<Option<usize>, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers);
-    super::apply(&mut config, &settings.librdkafka_options);
+    let config = ClientBase::of(settings, &[])
+        .map_err(|e| e.to_string())?
+        .config(|_| {});
     let admin: AdminClient<ClientEvents> = config
         .create_with_context(ClientEvents::new("admin"))
         .map_err(|e| e.to_string())?;

@@ -8,8 +8,10 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::ClientBase;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// Where in each partition to start.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,15 +98,12 @@ pub fn read(
     total: impl FnOnce(u64),
     mut each: impl FnMut(&Record<'_>),
 ) -> anyhow::Result<Scan> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "tailgate-replay")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    let mut config = ClientBase::given(brokers, options).config(|config| {
+        config
+            .set("group.id", "tailgate-replay")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+    });
     config.set("isolation.level", "read_committed");
     let consumer: BaseConsumer = config.create()?;
     let timeout = Duration::from_secs(15);

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::ClientBase;
 use crate::otlp::{self, keying, Encoding};
 
 /// What a sample of a topic holds.
@@ -183,15 +184,12 @@ pub fn sample(
     n: u64,
     options: &[(String, String)],
 ) -> anyhow::Result<Sample> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "tailgate-check")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    for (k, v) in options {
-        config.set(k, v);
-    }
+    let mut config = ClientBase::given(brokers, options).config(|config| {
+        config
+            .set("group.id", "tailgate-check")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+    });
     // librdkafka filters its log by the client's level (the rdkafka crate
     // sets it from the `log` crate's, off here): the fetch lines are debug.
     config.set_log_level(RDKafkaLogLevel::Debug);

@@ -46,7 +46,7 @@ pub(super) fn why(
     let options: Vec<(String, String)> =
         crate::config::KafkaSettings::options(&settings.kafka.librdkafka_options)
             .map(|m| m.into_iter().collect())
-            .unwrap_or_default();
+            .map_err(|e| Failure::usage(format!("kafka.librdkafka_options: {e}")))?;
 
     let (seen, log_read) = search_log(&brokers, &topic, id, &options).map_err(|e| {
         Failure::failed(format!(
