@@ -363,7 +363,7 @@ async fn reread(
         ));
     }
     let (consumer, topic) = (consumer.clone(), topic.to_string());
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
+    tokio::task::spawn_blocking(move || -> Result<(), Failure> {
         let offset = match resume_from {
             Some(o) => rdkafka::Offset::Offset(o),
             None => {
@@ -371,7 +371,7 @@ async fn reread(
                 tpl.add_partition(&topic, partition);
                 let committed = consumer
                     .committed_offsets(tpl, Duration::from_secs(10))
-                    .map_err(|e| format!("partition {partition}: cannot read its committed offset after its worker stopped ({e}); stopping, so the restart reads it from there"))?;
+                    .map_err(|e| anyhow::anyhow!("partition {partition}: cannot read its committed offset after its worker stopped ({e}); stopping, so the restart reads it from there"))?;
                 match committed.find_partition(&topic, partition).map(|e| e.offset()) {
                     Some(rdkafka::Offset::Offset(o)) => rdkafka::Offset::Offset(o),
                     // Nothing committed: where a new reader starts (auto.offset.reset).
@@ -382,7 +382,7 @@ async fn reread(
         consumer
             .seek(&topic, partition, offset, Duration::from_secs(10))
             .map_err(|e| {
-                format!(
+                anyhow::anyhow!(
                     "partition {partition}: cannot read it again from {offset:?} after its worker stopped ({e}); stopping, so the restart reads it from the committed offset"
                 )
             })?;
@@ -391,7 +391,6 @@ async fn reread(
     })
     .await
     .map_err(anyhow::Error::from)?
-    .map_err(anyhow::Error::msg)
 }
 
 /// Resolves with the reason once the exactly-once transactions failed; never

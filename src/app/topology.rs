@@ -96,8 +96,7 @@ impl Topology {
                     DecisionTopic::ensure(&kafka, &topic, ttl, producer)
                 })
                 .await
-                .map_err(anyhow::Error::from)?
-                .map_err(anyhow::Error::msg)?;
+                .map_err(anyhow::Error::from)??;
                 tracing::info!(
                     topic = ready.name(),
                     "decision log: every decision is written there, and read back when a partition is assigned"

@@ -24,16 +24,83 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::producer::OutputProducer;
 use super::{ClientBase, ClientEvents};
 use crate::config::KafkaSettings;
-use crate::pipeline::{DecisionSource, LatestRecords, LoggedDecision, Recalled};
+use crate::pipeline::{
+    DecisionSource, LatestRecords, LoadError, LoadErrorKind, LoggedDecision, Recalled,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long reading a partition's records back may take.
+const READ_BACK_LIMIT: Duration = Duration::from_secs(300);
+
+/// What went wrong with the decision log on Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionLogError {
+    /// A client could not be made, or the broker could not be asked (or
+    /// did not answer, or answered with an error).
+    #[error("{what}: {source}")]
+    Kafka {
+        what: String,
+        #[source]
+        source: KafkaError,
+    },
+    /// An answer the log cannot go by.
+    #[error("{0}")]
+    Unexpected(String),
+    /// The input topic does not exist: the log needs its partition count.
+    #[error("the input topic {0} does not exist (the decision log needs its partition count)")]
+    NoInputTopic(String),
+    /// The broker refused to create the topic.
+    #[error("cannot create kafka.decision_topic {topic} ({code}): create it with {partitions} partitions, cleanup.policy=compact,delete and retention.ms={retention_ms}, or set kafka.decision_log: false")]
+    NotCreated {
+        topic: String,
+        code: RDKafkaErrorCode,
+        partitions: usize,
+        retention_ms: String,
+    },
+    /// Reading back was cancelled: its partition went.
+    #[error("reading {topic}/{partition} back was cancelled")]
+    Cancelled { topic: String, partition: i32 },
+    /// Reading back did not reach the partition's end in time.
+    #[error("reading {topic}/{partition} from offset {from} did not reach its end within {} s", READ_BACK_LIMIT.as_secs())]
+    TooSlow {
+        topic: String,
+        partition: i32,
+        from: i64,
+    },
+}
+
+impl DecisionLogError {
+    fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Self {
+        let what = what.into();
+        move |source| Self::Kafka { what, source }
+    }
+
+    /// What the core's port is told.
+    fn load_error(self) -> LoadError {
+        let kind = match &self {
+            Self::Cancelled { .. } => LoadErrorKind::Cancelled,
+            Self::TooSlow { .. } => LoadErrorKind::TooSlow,
+            _ => LoadErrorKind::Unavailable,
+        };
+        LoadError {
+            kind,
+            detail: self.to_string(),
+        }
+    }
+}
+
 /// Partitions of `topic` as `client` sees them (its metadata is refreshed),
 /// or `None` if it does not exist.
-fn partitions<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<Option<usize>, String> {
+fn partitions<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+) -> Result<Option<usize>, DecisionLogError> {
     let metadata = client
         .fetch_metadata(Some(topic), TIMEOUT)
-        .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
+        .map_err(DecisionLogError::kafka(format!(
+            "cannot read the metadata of {topic}"
+        )))?;
     Ok(metadata
         .topics()
         .iter()
@@ -123,9 +190,9 @@ impl DecisionTopic {
         topic: &str,
         ttl: Duration,
         producer: OutputProducer,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DecisionLogError> {
         let config = ClientBase::of(settings, &[])
-            .map_err(|e| e.to_string())?
+            .map_err(DecisionLogError::kafka("the admin client's options"))?
             .config(|config| {
                 // Reading the topic's metadata must not create it with the
                 // broker's default partition count.
@@ -133,7 +200,7 @@ impl DecisionTopic {
             });
         let admin: AdminClient<ClientEvents> = config
             .create_with_context(ClientEvents::new("admin"))
-            .map_err(|e| e.to_string())?;
+            .map_err(DecisionLogError::kafka("cannot make the admin client"))?;
         let retention_ms = ttl
             .max(Duration::from_secs(24 * 3600))
             .as_millis()
@@ -147,12 +214,9 @@ impl DecisionTopic {
             producer,
             known: AtomicUsize::new(0),
         };
-        let input = this.input_partitions()?.ok_or_else(|| {
-            format!(
-                "the input topic {} does not exist (the decision log needs its partition count)",
-                settings.input_topic
-            )
-        })?;
+        let input = this
+            .input_partitions()?
+            .ok_or_else(|| DecisionLogError::NoInputTopic(settings.input_topic.clone()))?;
         match this.partitions(&this.name)? {
             Some(_) => {}
             None => this.create(input)?,
@@ -171,22 +235,25 @@ impl DecisionTopic {
     }
 
     /// Partitions of `topic`, or `None` if it does not exist.
-    fn partitions(&self, topic: &str) -> Result<Option<usize>, String> {
+    fn partitions(&self, topic: &str) -> Result<Option<usize>, DecisionLogError> {
         partitions(self.admin.inner(), topic)
     }
 
-    fn input_partitions(&self) -> Result<Option<usize>, String> {
+    fn input_partitions(&self) -> Result<Option<usize>, DecisionLogError> {
         self.partitions(&self.input)
     }
 
-    fn create(&self, count: usize) -> Result<(), String> {
+    fn create(&self, count: usize) -> Result<(), DecisionLogError> {
         let new = NewTopic::new(&self.name, count as i32, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact,delete")
             .set("retention.ms", &self.retention_ms);
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         // The admin client's own thread drives the request.
         let results = futures::executor::block_on(self.admin.create_topics([&new], &options))
-            .map_err(|e| format!("cannot create kafka.decision_topic {}: {e}", self.name))?;
+            .map_err(DecisionLogError::kafka(format!(
+                "cannot create kafka.decision_topic {}",
+                self.name
+            )))?;
         for result in results {
             match result {
                 Ok(_) => tracing::info!(
@@ -196,11 +263,13 @@ impl DecisionTopic {
                     "created the decision log's topic (cleanup.policy=compact,delete)"
                 ),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, e)) => {
-                    return Err(format!(
-                        "cannot create kafka.decision_topic {} ({e}): create it with {count} partitions, cleanup.policy=compact,delete and retention.ms={}, or set kafka.decision_log: false",
-                        self.name, self.retention_ms
-                    ))
+                Err((_, code)) => {
+                    return Err(DecisionLogError::NotCreated {
+                        topic: self.name.clone(),
+                        code,
+                        partitions: count,
+                        retention_ms: self.retention_ms.clone(),
+                    })
                 }
             }
         }
@@ -323,14 +392,8 @@ pub enum CoverError {
     #[error(transparent)]
     Lacking(#[from] Lacking),
     /// The broker could not be asked (or did not answer).
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<String> for CoverError {
-    fn from(e: String) -> Self {
-        Self::Other(e)
-    }
+    #[error(transparent)]
+    Other(#[from] DecisionLogError),
 }
 
 /// Reads a partition's decisions back from the log.
@@ -360,60 +423,74 @@ impl KafkaDecisionLog {
         since_ms: i64,
         at_most: usize,
         cancel: &AtomicBool,
-    ) -> Result<Vec<Recalled>, String> {
-        let consumer = reader(&self.settings, self.exactly_once).map_err(|e| e.to_string())?;
+    ) -> Result<Vec<Recalled>, DecisionLogError> {
         let topic = self.topic.as_str();
+        let consumer = reader(&self.settings, self.exactly_once).map_err(
+            DecisionLogError::kafka("cannot make the decision log's reader"),
+        )?;
+        let finding = || format!("cannot find where {topic}/{partition} reaches {since_ms}");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(since_ms))
-            .map_err(|e| e.to_string())?;
-        let found = consumer.offsets_for_times(tpl, TIMEOUT).map_err(|e| {
-            format!("cannot find where {topic}/{partition} reaches {since_ms}: {e}")
+            .map_err(DecisionLogError::kafka(finding()))?;
+        let found = consumer
+            .offsets_for_times(tpl, TIMEOUT)
+            .map_err(DecisionLogError::kafka(finding()))?;
+        let entry = found.find_partition(topic, partition).ok_or_else(|| {
+            DecisionLogError::Unexpected(format!("no answer for {topic}/{partition}"))
         })?;
-        let entry = found
-            .find_partition(topic, partition)
-            .ok_or_else(|| format!("no answer for {topic}/{partition}"))?;
-        entry.error().map_err(|e| {
-            format!("cannot find where {topic}/{partition} reaches {since_ms}: {e}")
-        })?;
+        entry.error().map_err(DecisionLogError::kafka(finding()))?;
         let start = match entry.offset() {
             Offset::Offset(o) => o,
             // No record that recent.
             Offset::End => return Ok(Vec::new()),
             other => {
-                return Err(format!(
+                return Err(DecisionLogError::Unexpected(format!(
                     "{topic}/{partition}: the offset for {since_ms} is {other:?}"
-                ))
+                )))
             }
         };
         let (_, high) = consumer
             .fetch_watermarks(topic, partition, TIMEOUT)
-            .map_err(|e| format!("cannot read the offsets of {topic}/{partition}: {e}"))?;
+            .map_err(DecisionLogError::kafka(format!(
+                "cannot read the offsets of {topic}/{partition}"
+            )))?;
         if start >= high {
             return Ok(Vec::new());
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(start))
-            .map_err(|e| e.to_string())?;
-        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(DecisionLogError::kafka(format!(
+                "cannot read {topic}/{partition} from {start}"
+            )))?;
         // In offset order: a trace's later record is remembered over its
         // earlier one. Compact, with the rule names interned.
         let mut read = LatestRecords::new(at_most);
         let mut rules = HashMap::new();
         // Bounded: a stalled broker does not hold the partition forever.
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let deadline = Instant::now() + READ_BACK_LIMIT;
         loop {
             if cancel.load(Ordering::Relaxed) {
-                return Err(format!("reading {topic}/{partition} back was cancelled"));
+                return Err(DecisionLogError::Cancelled {
+                    topic: topic.to_string(),
+                    partition,
+                });
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "reading {topic}/{partition} from offset {start} did not reach its end within 300 s"
-                ));
+                return Err(DecisionLogError::TooSlow {
+                    topic: topic.to_string(),
+                    partition,
+                    from: start,
+                });
             }
             match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => return Err(format!("reading {topic}/{partition}: {e}")),
+                Some(Err(e)) => {
+                    return Err(DecisionLogError::kafka(format!(
+                        "reading {topic}/{partition}"
+                    ))(e))
+                }
                 Some(Ok(m)) => {
                     let done = m.offset() + 1 >= high;
                     if let Some(d) = m.payload().and_then(LoggedDecision::decode) {
@@ -457,7 +534,7 @@ impl DecisionSource for KafkaDecisionLog {
         partition: i32,
         since_ms: i64,
         at_most: usize,
-    ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<Recalled>, LoadError>> {
         let log = self.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancel.clone());
@@ -465,7 +542,11 @@ impl DecisionSource for KafkaDecisionLog {
             let _guard = guard;
             tokio::task::spawn_blocking(move || log.read(partition, since_ms, at_most, &cancel))
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| LoadError {
+                    kind: LoadErrorKind::Unavailable,
+                    detail: e.to_string(),
+                })?
+                .map_err(DecisionLogError::load_error)
         }
         .boxed()
     }

@@ -179,7 +179,9 @@ mod tests {
         let c = ClientBase::of(&s, &["acks=1".into()])
             .expect("options")
             .config(|c| {
-                c.set("linger.ms", "5").set("acks", "all").set("retries", "3");
+                c.set("linger.ms", "5")
+                    .set("acks", "all")
+                    .set("retries", "3");
             });
         assert_eq!(c.get("bootstrap.servers"), Some(s.brokers.as_str()));
         assert_eq!(c.get("linger.ms"), Some("50"), "the shared options win");

@@ -137,14 +137,11 @@ fn payload_within(limit: usize) -> usize {
 async fn topic_message_limit(
     settings: &KafkaSettings,
     topic: &str,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<usize>, KafkaError> {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    let config = ClientBase::of(settings, &[])
-        .map_err(|e| e.to_string())?
-        .config(|_| {});
-    let admin: AdminClient<ClientEvents> = config
-        .create_with_context(ClientEvents::new("admin"))
-        .map_err(|e| e.to_string())?;
+    let config = ClientBase::of(settings, &[])?.config(|_| {});
+    let admin: AdminClient<ClientEvents> =
+        config.create_with_context(ClientEvents::new("admin"))?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let topic = ResourceSpecifier::Topic(topic);
     let results = tokio::time::timeout(
@@ -152,13 +149,12 @@ async fn topic_message_limit(
         admin.describe_configs([&topic], &options),
     )
     .await
-    .map_err(|_| "no answer within 15 s".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut))??;
     let resource = results
         .into_iter()
         .next()
-        .ok_or("no result")?
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| KafkaError::AdminOpCreation("no result".into()))?
+        .map_err(KafkaError::AdminOp)?;
     Ok(resource
         .get("max.message.bytes")
         .and_then(|e| e.value.as_deref()?.parse().ok()))

@@ -89,6 +89,16 @@ impl TransactionError {
     }
 }
 
+/// Why a commit did not go through, and so what is left to do.
+enum CommitFailure {
+    /// Sending the offsets or committing failed: the transaction is still
+    /// open, and is aborted.
+    Open(String),
+    /// The transaction is over, or a call is stuck on the producer: an
+    /// abort would fail, or wait on the stuck call.
+    Stuck(String),
+}
+
 /// How long one transactional call may take before it is retried or fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a commit retries retriable errors before the transaction is given up.
@@ -239,7 +249,7 @@ impl Transactions {
         let topic = self.input_topic.clone();
         let timeout = self.timeout;
         let started = std::time::Instant::now();
-        let blocking = tokio::task::spawn_blocking(move || -> Result<(), (bool, String)> {
+        let blocking = tokio::task::spawn_blocking(move || -> Result<(), CommitFailure> {
             // Retriable errors (a broker away) are retried for a while, the
             // writers held back meanwhile; then the transaction is given up
             // (aborted, the process stops) rather than hang a shutdown.
@@ -261,35 +271,33 @@ impl Transactions {
                 }
             };
             if !offsets.is_empty() {
-                let metadata = consumer
-                    .group_metadata()
-                    .ok_or((true, "the consumer has no group metadata".to_string()))?;
+                let metadata = consumer.group_metadata().ok_or(CommitFailure::Open(
+                    "the consumer has no group metadata".to_string(),
+                ))?;
                 let mut tpl = TopicPartitionList::with_capacity(offsets.len());
                 for (p, o) in &offsets {
                     tpl.add_partition_offset(&topic, *p, rdkafka::Offset::Offset(*o))
-                        .map_err(|e| (true, e.to_string()))?;
+                        .map_err(|e| CommitFailure::Open(e.to_string()))?;
                 }
                 call("sending the offsets", &|| {
                     producer.send_offsets_to_transaction(&tpl, &metadata, left())
                 })
-                .map_err(|e| (true, e))?;
+                .map_err(CommitFailure::Open)?;
             }
-            call("committing", &|| producer.commit_transaction(left())).map_err(|e| (true, e))?;
+            call("committing", &|| producer.commit_transaction(left()))
+                .map_err(CommitFailure::Open)?;
             producer
                 .begin_transaction()
-                .map_err(|e| (false, format!("beginning the next transaction: {e}")))
+                .map_err(|e| CommitFailure::Stuck(format!("beginning the next transaction: {e}")))
         });
         // A call stuck past its timeout is left behind on its thread (the
         // producer is not aborted: a second call would wait on the first).
         let result = match tokio::time::timeout(COMMIT_BOUND, blocking).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err((false, e.to_string()))),
-            Err(_) => Err((
-                false,
-                format!(
-                    "the commit did not return within {}",
-                    humantime::format_duration(COMMIT_BOUND)
-                ),
-            )),
+            Ok(joined) => joined.unwrap_or_else(|e| Err(CommitFailure::Stuck(e.to_string()))),
+            Err(_) => Err(CommitFailure::Stuck(format!(
+                "the commit did not return within {}",
+                humantime::format_duration(COMMIT_BOUND)
+            ))),
         };
         let took = started.elapsed();
         if took >= SLOW_COMMIT {
@@ -306,17 +314,21 @@ impl Transactions {
                 metrics::counter!(m::TRANSACTIONS, "result" => "committed").increment(1);
                 Ok(())
             }
-            Err((abort, why)) => {
-                if abort {
-                    let producer = self.output.producer().clone();
-                    let aborted = tokio::task::spawn_blocking(move || {
-                        producer.abort_transaction(CALL_TIMEOUT)
-                    })
-                    .await;
-                    if let Ok(Err(e)) = aborted {
-                        tracing::warn!("exactly-once: abort failed: {e}");
+            Err(failure) => {
+                let why = match failure {
+                    CommitFailure::Open(why) => {
+                        let producer = self.output.producer().clone();
+                        let aborted = tokio::task::spawn_blocking(move || {
+                            producer.abort_transaction(CALL_TIMEOUT)
+                        })
+                        .await;
+                        if let Ok(Err(e)) = aborted {
+                            tracing::warn!("exactly-once: abort failed: {e}");
+                        }
+                        why
                     }
-                }
+                    CommitFailure::Stuck(why) => why,
+                };
                 metrics::counter!(m::TRANSACTIONS, "result" => "aborted").increment(1);
                 let why = TransactionError::Aborted(why);
                 self.fail(why.clone());

@@ -32,9 +32,9 @@ use tokio::sync::watch;
 
 pub use delivery::DeliveryId;
 pub use ports::{
-    DeadLetterOf, DecisionSource, Destination, Input, InputMessage, OffsetStore, Outgoing, Output,
-    ProduceError, ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER, DLQ_OFFSET_HEADER,
-    DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
+    DeadLetterOf, DecisionSource, Destination, Input, InputMessage, LoadError, LoadErrorKind,
+    OffsetStore, Outgoing, Output, ProduceError, ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER,
+    DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
 pub use record::{LatestRecords, LoggedDecision, Recalled, RECORD_VERSION};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};

@@ -221,5 +221,26 @@ pub trait DecisionSource: Send + Sync {
         partition: i32,
         since_ms: i64,
         at_most: usize,
-    ) -> BoxFuture<'static, Result<Vec<super::Recalled>, String>>;
+    ) -> BoxFuture<'static, Result<Vec<super::Recalled>, LoadError>>;
+}
+
+/// What kind of failure reading the decision log back is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadErrorKind {
+    /// The log could not be read now (a broker away, a timeout): worth
+    /// trying again.
+    Unavailable,
+    /// The read was cancelled: its partition went.
+    Cancelled,
+    /// The read did not reach the partition's end in its time: trying
+    /// again would hold the partition as long again.
+    TooSlow,
+}
+
+/// Why the decision log could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct LoadError {
+    pub kind: LoadErrorKind,
+    pub detail: String,
 }

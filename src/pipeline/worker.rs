@@ -12,7 +12,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use super::ports::{
-    DecisionSource, Input, OffsetStore, Output, ProduceError, ProduceErrorKind, Transaction,
+    DecisionSource, Input, LoadErrorKind, OffsetStore, Output, ProduceError, ProduceErrorKind,
+    Transaction,
 };
 use super::{Command, Commit, DeliveryId, Partition, Rules, WorkerConfig};
 use crate::metrics as m;
@@ -166,7 +167,14 @@ impl PartitionWorker {
                     );
                     return;
                 }
-                Err(e) if attempt < 6 => {
+                Err(e) if e.kind == LoadErrorKind::Cancelled => {
+                    tracing::info!(
+                        partition,
+                        "reading the partition's decisions back was cancelled: {e}"
+                    );
+                    return;
+                }
+                Err(e) if e.kind == LoadErrorKind::Unavailable && attempt < 6 => {
                     tracing::warn!(partition, attempt, "cannot read the decision log yet: {e}");
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
@@ -174,10 +182,13 @@ impl PartitionWorker {
                     }
                     wait *= 2;
                 }
-                Err(e) => tracing::error!(
-                    partition,
-                    "cannot read the decision log ({e}); going on without it: late spans of traces decided before this worker started are decided anew"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        partition,
+                        "cannot read the decision log ({e}); going on without it: late spans of traces decided before this worker started are decided anew"
+                    );
+                    return;
+                }
             }
         }
     }

@@ -251,6 +251,8 @@ struct SlowLog {
     records: Vec<Recalled>,
     asked: Mutex<Vec<(i64, usize)>>,
     cancelled: Arc<std::sync::atomic::AtomicBool>,
+    /// Fails with this instead of answering.
+    fail: Option<LoadErrorKind>,
 }
 
 struct FlagOnDrop(Arc<std::sync::atomic::AtomicBool>, bool);
@@ -269,9 +271,9 @@ impl DecisionSource for SlowLog {
         _partition: i32,
         since_ms: i64,
         at_most: usize,
-    ) -> BoxFuture<'static, Result<Vec<Recalled>, String>> {
+    ) -> BoxFuture<'static, Result<Vec<Recalled>, LoadError>> {
         self.asked.lock().unwrap().push((since_ms, at_most));
-        let (delay, records) = (self.delay, self.records.clone());
+        let (delay, records, fail) = (self.delay, self.records.clone(), self.fail);
         let guard = FlagOnDrop(self.cancelled.clone(), false);
         async move {
             // The whole guard goes into the future: dropped with it.
@@ -282,7 +284,13 @@ impl DecisionSource for SlowLog {
             }
             guard.1 = true;
             drop(guard);
-            Ok(records)
+            match fail {
+                Some(kind) => Err(LoadError {
+                    kind,
+                    detail: format!("{kind:?}"),
+                }),
+                None => Ok(records),
+            }
         }
         .boxed()
     }
@@ -321,6 +329,7 @@ async fn a_partition_that_goes_during_its_read_back_cancels_it() {
         records: Vec::new(),
         asked: Mutex::default(),
         cancelled: Arc::default(),
+        fail: None,
     });
     let (tx, task) = worker_with_log(log.clone(), 1 << 20);
     let (_, parts) = two_part_trace(1, false);
@@ -351,6 +360,7 @@ async fn a_read_back_asks_for_no_more_than_the_partition_remembers() {
         records: Vec::new(),
         asked: Mutex::default(),
         cancelled: Arc::default(),
+        fail: None,
     });
     let (tx, task) = worker_with_log(log.clone(), 64 * 1000);
     let (_, parts) = two_part_trace(1, false);
@@ -377,4 +387,30 @@ async fn a_read_back_asks_for_no_more_than_the_partition_remembers() {
     let ahead = with_log(true).clock.ahead.as_millis() as i64;
     assert_eq!(asked, vec![(jan - ttl - ahead, 1000)]);
     assert!(!log.cancelled.load(Ordering::SeqCst));
+}
+
+/// A decision log that cannot be read now is asked again (six times in
+/// all, backing off); one whose read took its whole time is not, since it
+/// would hold the partition as long again. Either way the worker then goes
+/// on without it, and decides.
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_log_is_asked_again_and_a_too_slow_one_is_not() {
+    for (kind, times) in [(LoadErrorKind::Unavailable, 6), (LoadErrorKind::TooSlow, 1)] {
+        let log = Arc::new(SlowLog {
+            delay: Some(Duration::from_millis(10)),
+            records: Vec::new(),
+            asked: Mutex::default(),
+            cancelled: Arc::default(),
+            fail: Some(kind),
+        });
+        let (tx, task) = worker_with_log(log.clone(), 1 << 20);
+        let (_, parts) = two_part_trace(1, false);
+        tx.send(message(0, &parts[0]).into()).await.unwrap();
+        tx.send(Input::CaughtUp).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(log.asked.lock().unwrap().len(), times, "{kind:?}");
+        drop(tx);
+        let stopped = task.await.unwrap();
+        assert_eq!(stopped.undecided_traces, 0, "{kind:?}: went on and decided");
+    }
 }
