@@ -23,6 +23,43 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::action::Sampler;
+use super::sampler::RateSampler;
+use super::TraceSummary;
+
+const fn default_interval() -> Duration {
+    Duration::from_secs(15)
+}
+const fn default_max_keys() -> usize {
+    1000
+}
+const fn default_smoothing() -> f64 {
+    0.5
+}
+
+/// `{ dynamic: { key: [...], target_per_second: N } }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicSpec {
+    /// Fields whose values, read from the root span (or the first span when
+    /// the root is missing), make the key: attribute names (span, then scope,
+    /// then resource), or `span.name`, `span.kind`, `span.status`, `trace.error`.
+    pub key: Vec<String>,
+    /// Traces per second this rule aims to keep, per instance.
+    pub target_per_second: f64,
+    /// How often the per-key rates are recomputed.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Distinct keys tracked; further keys share one bucket.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// Weight of the latest interval in the moving average, in (0, 1].
+    #[serde(default = "default_smoothing")]
+    pub smoothing: f64,
+}
+
 /// How often rates are recomputed during the first interval.
 const WARM_UP_STEP: Duration = Duration::from_millis(100);
 
@@ -156,6 +193,56 @@ impl Dynamic {
         };
         s.rates.get(key).copied().unwrap_or(1.0)
     }
+}
+
+/// A `dynamic` rule's sampler: [`Dynamic`] over the key its fields make.
+pub(super) struct ByKey {
+    pub sampler: Dynamic,
+    /// The fields that make a trace's key.
+    pub key: Vec<String>,
+}
+
+impl Sampler for ByKey {
+    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, f64) {
+        let p = self.sampler.probability(&dynamic_key(t, &self.key), now);
+        (RateSampler::new(p).keeps(&t.trace_id), p)
+    }
+
+    fn fixed_probability(&self) -> Option<f64> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "dynamic by [{}], {} traces per second; the probability depends on the traffic around the trace",
+            self.key.join(", "),
+            self.sampler.config().target_per_second
+        )
+    }
+}
+
+/// The `dynamic` key of a trace: the values of `fields`, joined.
+pub fn dynamic_key(t: &TraceSummary<'_>, fields: &[String]) -> String {
+    let mut key = String::new();
+    let span = t.key_span();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        match (f.as_str(), span) {
+            ("trace.error", _) => key.push_str(if t.error { "true" } else { "false" }),
+            (_, None) => {}
+            ("span.name", Some(s)) => key.push_str(&s.name()),
+            ("span.kind", Some(s)) => key.push_str(s.kind_name()),
+            ("span.status", Some(s)) => key.push_str(s.status_name()),
+            (attr, Some(s)) => match s.attribute(attr) {
+                Some(crate::otlp::AttrValue::Str(v)) => key.push_str(v),
+                Some(v) => key.push_str(&v.to_string()),
+                None => {}
+            },
+        }
+    }
+    key
 }
 
 #[cfg(test)]

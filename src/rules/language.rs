@@ -6,7 +6,6 @@
 //! with a line and column rather than a rule that silently matches everything.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -251,143 +250,72 @@ impl<'de> Deserialize<'de> for ValueSpec {
     }
 }
 
-/// What a rule does with the traces it matches.
+/// What a rule does with the traces it matches: a sampler's name and what
+/// follows it — `keep`, `drop`, `{ rate: 0.1 }`, `{ limit: {...} }`,
+/// `{ dynamic: {...} }`. Which samplers there are, and what each reads
+/// from its settings, is the sampler table's (`rules/action.rs`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Sample {
-    /// Keep every matching trace.
-    Keep,
-    /// Drop every matching trace.
-    Drop,
-    /// Keep this fraction of matching traces, in (0, 1], chosen by trace id so
-    /// that every instance and every restart makes the same choice.
-    Rate(f64),
-    /// Keep at most so many traces (or spans) per second, per instance.
-    Limit(LimitSpec),
-    /// A per-key rate aimed at a target throughput.
-    Dynamic(DynamicSpec),
+pub struct Sample {
+    pub name: String,
+    /// What follows the name; `None` when it is written bare (`keep`).
+    pub settings: Option<serde_yaml::Value>,
 }
 
-/// `{ limit: { traces_per_second: N } }` or `{ limit: { spans_per_second: N } }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitSpec {
-    #[serde(default)]
-    pub traces_per_second: Option<f64>,
-    #[serde(default)]
-    pub spans_per_second: Option<f64>,
-}
-
-const fn default_interval() -> Duration {
-    Duration::from_secs(15)
-}
-const fn default_max_keys() -> usize {
-    1000
-}
-const fn default_smoothing() -> f64 {
-    0.5
-}
-
-/// `{ dynamic: { key: [...], target_per_second: N } }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DynamicSpec {
-    /// Fields whose values, read from the root span (or the first span when
-    /// the root is missing), make the key: attribute names (span, then scope,
-    /// then resource), or `span.name`, `span.kind`, `span.status`, `trace.error`.
-    pub key: Vec<String>,
-    /// Traces per second this rule aims to keep, per instance.
-    pub target_per_second: f64,
-    /// How often the per-key rates are recomputed.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Distinct keys tracked; further keys share one bucket.
-    #[serde(default = "default_max_keys")]
-    pub max_keys: usize,
-    /// Weight of the latest interval in the moving average, in (0, 1].
-    #[serde(default = "default_smoothing")]
-    pub smoothing: f64,
-}
-
-const SAMPLE_EXPECTED: &str =
-    "`keep`, `drop`, `{ rate: <probability> }`, `{ limit: {...} }` or `{ dynamic: {...} }`";
-
-impl<'de> Deserialize<'de> for Sample {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Sample;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(SAMPLE_EXPECTED)
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Sample, E> {
-                match v {
-                    "keep" => Ok(Sample::Keep),
-                    "drop" => Ok(Sample::Drop),
-                    other => Err(E::custom(format!(
-                        "unknown sampler `{other}`, expected {SAMPLE_EXPECTED}"
-                    ))),
-                }
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sample, A::Error> {
-                use serde::de::Error;
-                let Some(key) = map.next_key::<String>()? else {
-                    return Err(A::Error::custom(format!(
-                        "empty sampler, expected {SAMPLE_EXPECTED}"
-                    )));
-                };
-                let sample = match key.as_str() {
-                    "rate" => Sample::Rate(map.next_value::<RateValue>()?.0),
-                    "limit" => Sample::Limit(map.next_value()?),
-                    "dynamic" => Sample::Dynamic(map.next_value()?),
-                    other => {
-                        return Err(A::Error::custom(format!(
-                            "unknown sampler `{other}`, expected {SAMPLE_EXPECTED}"
-                        )))
-                    }
-                };
-                if let Some(extra) = map.next_key::<String>()? {
-                    return Err(A::Error::custom(format!(
-                        "a rule has one sampler; `{extra}` follows `{key}`"
-                    )));
-                }
-                Ok(sample)
-            }
+impl Sample {
+    /// A sampler written bare, as `keep` is.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            settings: None,
         }
-        d.deserialize_any(V)
+    }
+
+    /// A sampler written `{ name: settings }`.
+    pub fn with(name: &str, settings: impl Into<serde_yaml::Value>) -> Self {
+        Self {
+            name: name.to_string(),
+            settings: Some(settings.into()),
+        }
     }
 }
 
-/// A probability written as a number, or as a string holding one (what
-/// environment variables and some layered sources produce).
-struct RateValue(f64);
-
-impl<'de> Deserialize<'de> for RateValue {
+impl<'de> Deserialize<'de> for Sample {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = RateValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a probability in (0, 1]")
+        use serde::de::Error;
+        let known = |name: &str| super::action::SAMPLERS.iter().any(|k| k.name == name);
+        let unknown = |name: &str| {
+            D::Error::custom(format!(
+                "unknown sampler `{name}`, expected {}",
+                super::action::expected()
+            ))
+        };
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(name) if known(&name) => Ok(Self::named(&name)),
+            serde_yaml::Value::String(name) => Err(unknown(&name)),
+            serde_yaml::Value::Mapping(map) => {
+                let mut entries = map.into_iter();
+                let Some((key, settings)) = entries.next() else {
+                    return Err(D::Error::custom(format!(
+                        "empty sampler, expected {}",
+                        super::action::expected()
+                    )));
+                };
+                let name = key.as_str().unwrap_or_default().to_string();
+                if !known(&name) {
+                    return Err(unknown(&name));
+                }
+                if let Some((extra, _)) = entries.next() {
+                    return Err(D::Error::custom(format!(
+                        "a rule has one sampler; `{}` follows `{name}`",
+                        extra.as_str().unwrap_or("?")
+                    )));
+                }
+                Ok(Self::with(&name, settings))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RateValue, E> {
-                Ok(RateValue(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RateValue, E> {
-                Ok(RateValue(v as f64))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RateValue, E> {
-                Ok(RateValue(v as f64))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RateValue, E> {
-                v.trim()
-                    .parse()
-                    .map(RateValue)
-                    .map_err(|_| E::custom(format!("rate `{v}` is not a number")))
-            }
+            _ => Err(D::Error::custom(format!(
+                "expected {}",
+                super::action::expected()
+            ))),
         }
-        d.deserialize_any(V)
     }
 }

@@ -9,6 +9,21 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::action::Sampler;
+use super::TraceSummary;
+
+/// `{ limit: { traces_per_second: N } }` or `{ limit: { spans_per_second: N } }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    #[serde(default)]
+    pub traces_per_second: Option<f64>,
+    #[serde(default)]
+    pub spans_per_second: Option<f64>,
+}
+
 /// What the limit counts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Per {
@@ -80,6 +95,27 @@ impl Limit {
             _ => 1.0,
         };
         (keep, probability)
+    }
+}
+
+impl Sampler for Limit {
+    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, f64) {
+        Limit::decide(self, t.span_count, now)
+    }
+
+    fn fixed_probability(&self) -> Option<f64> {
+        None
+    }
+
+    fn describe(&self) -> String {
+        match self.per {
+            Per::Traces(n) => {
+                format!("limit {n} traces per second; depends on the traffic around the trace")
+            }
+            Per::Spans(n) => {
+                format!("limit {n} spans per second; depends on the traffic around the trace")
+            }
+        }
     }
 }
 

@@ -18,11 +18,11 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::otlp::{Annotation, SpanRecord, TraceId};
-pub use action::dynamic_key;
-use action::{action, describe_sample, Action};
+use action::Sampler;
 pub use condition::Check;
 use condition::Cond;
 pub use critical_path::CriticalPath;
+pub use dynamic::dynamic_key;
 pub use language::{RuleSpec, Sample};
 
 /// A rule that cannot be compiled, naming the rule and the field.
@@ -105,7 +105,7 @@ pub struct Decision {
 
 struct CompiledRule {
     when: Option<Cond>,
-    action: Action,
+    sampler: Box<dyn Sampler>,
 }
 
 /// Name of the implicit last rule: a trace that no rule matched is dropped.
@@ -200,11 +200,13 @@ impl RuleSet {
                 .map(|c| condition::compile(c, "when"))
                 .transpose()
                 .map_err(|(field, message)| fail(i, spec, &field, message))?;
-            let (action, rate) =
-                action(&spec.sample).map_err(|(field, message)| fail(i, spec, &field, message))?;
+            let sampler = action::compile(&spec.sample)
+                .map_err(|(field, message)| fail(i, spec, &field, message))?;
+            // Samplers whose probability varies state theirs per trace.
+            let rate = sampler.fixed_probability().unwrap_or(1.0);
             annotations.push(Arc::new(Annotation::new(&spec.name, 1.0 / rate)));
             names.push(Arc::from(spec.name.as_str()));
-            rules.push(CompiledRule { when, action });
+            rules.push(CompiledRule { when, sampler });
         }
         names.push(Arc::from(UNMATCHED));
         annotations.push(Arc::new(Annotation::new(UNMATCHED, 1.0)));
@@ -232,8 +234,8 @@ impl RuleSet {
     /// `dynamic`, whose rate varies.
     pub fn annotation(&self, d: &Decision) -> Arc<Annotation> {
         let i = d.rule.min(self.annotations.len() - 1);
-        match self.rules.get(i).map(|r| &r.action) {
-            Some(Action::Limit(_) | Action::Dynamic { .. }) => Arc::new(Annotation::new(
+        match self.rules.get(i).map(|r| r.sampler.fixed_probability()) {
+            Some(None) => Arc::new(Annotation::new(
                 &self.names[i],
                 1.0 / d.sample_rate.max(f64::MIN_POSITIVE),
             )),
@@ -246,7 +248,7 @@ impl RuleSet {
     pub fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> Decision {
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.when.as_ref().is_none_or(|c| c.holds(t)) {
-                return rule.action.decide(i, t, now);
+                return action::decide(&*rule.sampler, i, t, now);
             }
         }
         Decision {
@@ -273,8 +275,8 @@ impl RuleSet {
             if matched {
                 return Explanation {
                     rules,
-                    decision: rule.action.decide(i, t, now),
-                    sampler: describe_sample(&self.specs[i].sample),
+                    decision: action::decide(&*rule.sampler, i, t, now),
+                    sampler: rule.sampler.describe(),
                 };
             }
         }

@@ -38,6 +38,20 @@ impl RateSampler {
     }
 }
 
+impl super::action::Sampler for RateSampler {
+    fn decide(&self, t: &super::TraceSummary<'_>, _now: std::time::Duration) -> (bool, f64) {
+        (self.keeps(&t.trace_id), self.probability)
+    }
+
+    fn fixed_probability(&self) -> Option<f64> {
+        Some(self.probability)
+    }
+
+    fn describe(&self) -> String {
+        format!("rate {}", self.probability)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,9 @@ fn samplers_parse() {
         "[{name: a, sample: keep}, {name: b, sample: drop}, {name: c, sample: {rate: 0.5}}]",
     )
     .unwrap();
-    assert_eq!(specs[0].sample, Sample::Keep);
-    assert_eq!(specs[1].sample, Sample::Drop);
-    assert_eq!(specs[2].sample, Sample::Rate(0.5));
+    assert_eq!(specs[0].sample, Sample::named("keep"));
+    assert_eq!(specs[1].sample, Sample::named("drop"));
+    assert_eq!(specs[2].sample, Sample::with("rate", 0.5));
     for bad in [
         "{name: a, sample: maybe}",
         "{name: a, sample: {ratio: 0.5}}",
