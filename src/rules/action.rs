@@ -32,6 +32,9 @@ pub(super) trait Sampler: Send + Sync {
 /// is wrong with it.
 pub(super) type Invalid = (String, String);
 
+/// A sampler compiled from its settings.
+pub(super) type Compiled = Result<Box<dyn Sampler>, Invalid>;
+
 /// One sampler of the rule language.
 pub(super) struct Kind {
     /// Its name as written: `keep`, or the key of `{ rate: 0.1 }`.
@@ -40,7 +43,7 @@ pub(super) struct Kind {
     pub form: &'static str,
     /// Compiles it from what follows its name (`None` when it is written
     /// bare, as `keep` is).
-    pub compile: fn(Option<&Value>) -> Result<Box<dyn Sampler>, Invalid>,
+    pub compile: fn(Option<&Value>) -> Compiled,
 }
 
 /// Every sampler of the rule language, in the order the docs list them.
@@ -82,7 +85,7 @@ pub(super) fn expected() -> String {
 }
 
 /// Compiles a rule's sampler.
-pub(super) fn compile(sample: &super::Sample) -> Result<Box<dyn Sampler>, Invalid> {
+pub(super) fn compile(sample: &super::Sample) -> Compiled {
     match SAMPLERS.iter().find(|k| k.name == sample.name) {
         Some(kind) => (kind.compile)(sample.settings.as_ref()),
         None => Err((
@@ -127,7 +130,7 @@ impl Sampler for Fixed {
     }
 }
 
-fn rate(v: Option<&Value>) -> Result<Box<dyn Sampler>, Invalid> {
+fn rate(v: Option<&Value>) -> Compiled {
     let p = settings::<RateValue>("rate", v)?.0;
     if !(p > 0.0 && p <= 1.0) {
         return Err((
@@ -138,7 +141,7 @@ fn rate(v: Option<&Value>) -> Result<Box<dyn Sampler>, Invalid> {
     Ok(Box::new(RateSampler::new(p)))
 }
 
-fn limit(v: Option<&Value>) -> Result<Box<dyn Sampler>, Invalid> {
+fn limit(v: Option<&Value>) -> Compiled {
     let spec: LimitSpec = settings("limit", v)?;
     let per = match (spec.traces_per_second, spec.spans_per_second) {
         (Some(n), None) => Per::Traces(n),
@@ -157,7 +160,7 @@ fn limit(v: Option<&Value>) -> Result<Box<dyn Sampler>, Invalid> {
     Ok(Box::new(Limit::new(per)))
 }
 
-fn dynamic(v: Option<&Value>) -> Result<Box<dyn Sampler>, Invalid> {
+fn dynamic(v: Option<&Value>) -> Compiled {
     let d: DynamicSpec = settings("dynamic", v)?;
     let err = |f: &str, m: String| Err((f.to_string(), m));
     if d.key.is_empty() || d.key.iter().any(|k| k.trim().is_empty()) {
