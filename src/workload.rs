@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status, TracesData,
 };
-use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -186,10 +185,7 @@ fn make_lean(data: &mut TracesData) {
 
 /// Encodes `TracesData` in `encoding`.
 pub fn encode(data: &TracesData, encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::OtlpProto => data.encode_to_vec(),
-        Encoding::OtlpJson => serde_json::to_vec(data).expect("TracesData serializes"),
-    }
+    encoding.encode_data(data)
 }
 
 /// What the generator knows about a trace it made: the ground truth tests

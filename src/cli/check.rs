@@ -2,10 +2,32 @@
 //! `--sample N`, reads the input topic's latest messages and reports what
 //! they are.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Failure;
 use crate::config::{KafkaSettings, Settings, Sources};
+
+/// `tailgate check`'s arguments.
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Directory of policy files; every `*.yaml` in it is checked over `default.yaml`.
+    #[arg(long, default_value = "policies")]
+    pub policies: PathBuf,
+    /// Check only these environments (default: all files in the directory;
+    /// with --sample, the first, or `default`).
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// Read this many of the input topic's latest messages and report
+    /// what they are; exit 1 if they are not keyed by trace id.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<u64>,
+    /// Kafka bootstrap servers (overrides kafka.brokers), with --sample.
+    #[arg(long, requires = "sample")]
+    pub brokers: Option<String>,
+    /// The topic to sample (default: kafka.input_topic), with --sample.
+    #[arg(long, requires = "sample")]
+    pub topic: Option<String>,
+}
 
 /// Checks every environment file in `dir` (or those named), each layered over
 /// `default.yaml` as `run` would read it.

@@ -5,6 +5,19 @@ use std::sync::Arc;
 
 use super::{load, Failure, PolicyArgs};
 
+/// `tailgate explain`'s arguments.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Only this trace (32 hex characters).
+    #[arg(long)]
+    pub trace: Option<String>,
+    /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
 pub(super) fn explain(
     policy: &PolicyArgs,
     trace: Option<&str>,

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -43,137 +42,30 @@ pub struct PolicyArgs {
 #[derive(Subcommand)]
 pub enum Command {
     /// Consume spans, decide traces, produce the kept ones.
-    Run {
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// Kafka bootstrap servers (overrides kafka.brokers).
-        #[arg(long)]
-        brokers: Option<String>,
-    },
+    Run(run::RunArgs),
     /// Key unkeyed input: read route.from_topic (batches of many traces, as
     /// the Collector's Kafka exporter writes without partition_traces_by_id),
     /// split every message by trace and produce each keyed by trace id to
     /// kafka.input_topic, for `run` to read whole.
-    Route {
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// Kafka bootstrap servers (overrides kafka.brokers).
-        #[arg(long)]
-        brokers: Option<String>,
-        /// The unkeyed topic to read (overrides route.from_topic).
-        #[arg(long)]
-        from: Option<String>,
-    },
+    Route(run::RouteArgs),
     /// Validate settings and rule files; non-zero exit on any mistake. With
     /// --sample, read the latest messages of the input topic instead and
     /// report their encoding, compression, keying, spans and traces.
-    Check {
-        /// Directory of policy files; every `*.yaml` in it is checked over `default.yaml`.
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
-        /// Check only these environments (default: all files in the directory;
-        /// with --sample, the first, or `default`).
-        #[arg(long)]
-        env: Vec<String>,
-        /// Read this many of the input topic's latest messages and report
-        /// what they are; exit 1 if they are not keyed by trace id.
-        #[arg(long, value_name = "N")]
-        sample: Option<u64>,
-        /// Kafka bootstrap servers (overrides kafka.brokers), with --sample.
-        #[arg(long, requires = "sample")]
-        brokers: Option<String>,
-        /// The topic to sample (default: kafka.input_topic), with --sample.
-        #[arg(long, requires = "sample")]
-        topic: Option<String>,
-    },
+    Check(check::CheckArgs),
     /// Show which rule decides each trace in an OTLP file, and why, with the
     /// trace's critical path.
-    Explain {
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// Only this trace (32 hex characters).
-        #[arg(long)]
-        trace: Option<String>,
-        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    Explain(explain::ExplainArgs),
     /// Run the rules over captured traffic (OTLP files or a range of a Kafka
     /// topic) and report per rule what would be kept; nothing is produced.
-    Replay {
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
-        files: Vec<PathBuf>,
-        /// Read the capture from this Kafka cluster instead of files.
-        #[arg(long, requires = "topic")]
-        brokers: Option<String>,
-        /// The topic to read, every partition from the start (or --from-offset) to its current end.
-        #[arg(long, requires = "brokers")]
-        topic: Option<String>,
-        /// Start every partition at this offset instead of the beginning.
-        #[arg(long)]
-        from_offset: Option<i64>,
-        /// Read at most this many messages.
-        #[arg(long)]
-        max_messages: Option<u64>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Replay(replay::ReplayArgs),
     /// Why a trace is, or is not, in the backend: its decision in the
     /// decision log (kafka.decision_topic) and, from its spans in the input
     /// topic, each live rule tried on it.
-    Why {
-        /// The trace id: 32 hex characters.
-        #[arg(value_name = "TRACE_ID")]
-        trace: String,
-        #[command(flatten)]
-        policy: PolicyArgs,
-        /// Kafka bootstrap servers (overrides kafka.brokers).
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Print one JSON object (fields in docs/output.md).
-        #[arg(long)]
-        json: bool,
-        /// Only the decision: do not look for the trace's spans in the input topic.
-        #[arg(long)]
-        no_spans: bool,
-    },
+    Why(why::WhyArgs),
     /// A self-contained demo: in-process Kafka, a synthetic shop workload, tailgate on policies/demo.yaml.
-    Demo {
-        /// How long to run.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Traces generated per second.
-        #[arg(long, default_value_t = 200)]
-        rate: u32,
-        /// Address for /metrics during the demo.
-        #[arg(long, default_value = "127.0.0.1:9464")]
-        listen: std::net::SocketAddr,
-        /// Directory holding demo.yaml (the built-in copy is used if it is absent).
-        #[arg(long, default_value = "policies")]
-        policies: PathBuf,
-    },
+    Demo(demo::DemoArgs),
     /// Produce a synthetic shop workload to a Kafka topic, or write it to a file.
-    Gen {
-        /// Kafka bootstrap servers to produce to.
-        #[arg(long, required_unless_present = "file")]
-        brokers: Option<String>,
-        /// Write OTLP JSON lines to this file instead (for replay and explain).
-        #[arg(long, conflicts_with = "brokers")]
-        file: Option<PathBuf>,
-        #[arg(long, default_value = "otlp_spans")]
-        topic: String,
-        /// Number of traces.
-        #[arg(long, default_value_t = 10_000)]
-        traces: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// otlp_proto or otlp_json.
-        #[arg(long, default_value = "otlp_proto")]
-        encoding: String,
-    },
+    Gen(demo::GenArgs),
 }
 
 /// How a command failed: what is printed after `error: `, and the exit code.
@@ -221,67 +113,32 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run { policy, brokers } => run::run(&runtime, &policy, brokers),
-        Command::Route {
-            policy,
-            brokers,
-            from,
-        } => run::route(&runtime, &policy, brokers, from),
-        Command::Check {
-            policies,
-            env,
-            sample: None,
-            ..
-        } => check::check(&policies, &env),
-        Command::Check {
-            policies,
-            env,
-            sample: Some(n),
-            brokers,
-            topic,
-        } => check::sample(&policies, &env, n, brokers, topic),
-        Command::Explain {
-            policy,
-            trace,
-            files,
-        } => explain::explain(&policy, trace.as_deref(), &files),
-        Command::Replay {
-            policy,
-            files,
-            brokers,
-            topic,
-            from_offset,
-            max_messages,
-            json,
-        } => replay::replay(
-            &policy,
-            &files,
-            brokers.as_deref().zip(topic.as_deref()),
-            from_offset,
-            max_messages,
-            json,
+        Command::Run(a) => run::run(&runtime, &a.policy, a.brokers),
+        Command::Route(a) => run::route(&runtime, &a.policy, a.brokers, a.from),
+        Command::Check(a) => match a.sample {
+            None => check::check(&a.policies, &a.env),
+            Some(n) => check::sample(&a.policies, &a.env, n, a.brokers, a.topic),
+        },
+        Command::Explain(a) => explain::explain(&a.policy, a.trace.as_deref(), &a.files),
+        Command::Replay(a) => replay::replay(
+            &a.policy,
+            &a.files,
+            a.brokers.as_deref().zip(a.topic.as_deref()),
+            a.from_offset,
+            a.max_messages,
+            a.json,
         ),
-        Command::Why {
-            trace,
-            policy,
-            brokers,
-            json,
-            no_spans,
-        } => why::why(&policy, &trace, brokers.as_deref(), json, no_spans),
-        Command::Demo {
-            duration,
-            rate,
-            listen,
-            policies,
-        } => demo::demo(&runtime, duration, rate, listen, &policies),
-        Command::Gen {
-            brokers,
-            file,
-            topic,
-            traces,
-            seed,
-            encoding,
-        } => demo::generate(&runtime, brokers, file, &topic, traces, seed, &encoding),
+        Command::Why(a) => why::why(
+            &a.policy,
+            &a.trace,
+            a.brokers.as_deref(),
+            a.json,
+            a.no_spans,
+        ),
+        Command::Demo(a) => demo::demo(&runtime, a.duration, a.rate, a.listen, &a.policies),
+        Command::Gen(a) => demo::generate(
+            &runtime, a.brokers, a.file, &a.topic, a.traces, a.seed, a.encoding,
+        ),
     };
     // A blocking call left behind by a stage of the shutdown abandoned at
     // its bound (a librdkafka call that does not keep its timeout) must not

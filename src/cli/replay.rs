@@ -10,6 +10,30 @@ use super::{load, Failure, PolicyArgs};
 use crate::kafka::range::{Range, Start};
 use crate::replay::ReplayConfig;
 
+/// `tailgate replay`'s arguments.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// OTLP files: JSON (one object, or one per line) or protobuf `TracesData`.
+    pub files: Vec<PathBuf>,
+    /// Read the capture from this Kafka cluster instead of files.
+    #[arg(long, requires = "topic")]
+    pub brokers: Option<String>,
+    /// The topic to read, every partition from the start (or --from-offset) to its current end.
+    #[arg(long, requires = "brokers")]
+    pub topic: Option<String>,
+    /// Start every partition at this offset instead of the beginning.
+    #[arg(long)]
+    pub from_offset: Option<i64>,
+    /// Read at most this many messages.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub(super) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(

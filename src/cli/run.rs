@@ -4,6 +4,29 @@
 use super::{Failure, PolicyArgs};
 use crate::config::{Settings, Sources};
 
+/// `tailgate run`'s arguments.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+}
+
+/// `tailgate route`'s arguments.
+#[derive(clap::Args)]
+pub struct RouteArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// The unkeyed topic to read (overrides route.from_topic).
+    #[arg(long)]
+    pub from: Option<String>,
+}
+
 pub(super) fn run(
     runtime: &tokio::runtime::Runtime,
     policy: &PolicyArgs,

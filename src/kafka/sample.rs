@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::ClientBase;
-use crate::otlp::{self, keying, Encoding};
+use crate::otlp::{self, keying};
 
 /// What a sample of a topic holds.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -57,11 +57,10 @@ impl Sample {
         self.messages += 1;
         match otlp::decode(Bytes::copy_from_slice(payload)) {
             Ok(d) => {
-                let encoding = match d.encoding {
-                    Encoding::OtlpProto => "otlp_proto",
-                    Encoding::OtlpJson => "otlp_json",
-                };
-                *self.encodings.entry(encoding.into()).or_default() += 1;
+                *self
+                    .encodings
+                    .entry(d.encoding.as_str().into())
+                    .or_default() += 1;
                 let keyed = keying::unkeyed(key, d.spans.iter().map(|(id, _)| id))
                     .map_or("keyed", keying::Unkeyed::as_str);
                 *self.keying.entry(keyed.into()).or_default() += 1;
@@ -267,6 +266,7 @@ pub fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::Encoding;
 
     #[test]
     fn the_fetch_line_names_the_batch_codec() {

@@ -70,6 +70,44 @@ pub enum Encoding {
     OtlpJson,
 }
 
+/// What each encoding is: the one place a new one is described (its
+/// decoder is `decode`'s, its encoder `encode_trace`'s).
+impl Encoding {
+    pub const ALL: [Encoding; 2] = [Encoding::OtlpProto, Encoding::OtlpJson];
+
+    /// Its name: the Collector's `encoding` setting, and the CLI's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::OtlpProto => "otlp_proto",
+            Encoding::OtlpJson => "otlp_json",
+        }
+    }
+
+    /// The encoding named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
+    /// Whether decoded spans are slices of the message's buffer (so they
+    /// keep the whole of it alive, its key included when the edge reads
+    /// both into one buffer), rather than copies.
+    pub fn spans_slice_the_message(self) -> bool {
+        match self {
+            Encoding::OtlpProto => true,
+            Encoding::OtlpJson => false,
+        }
+    }
+
+    /// A whole `TracesData` in this encoding (the demo, the workload, tests).
+    pub fn encode_data(self, data: &opentelemetry_proto::tonic::trace::v1::TracesData) -> Vec<u8> {
+        match self {
+            Encoding::OtlpProto => prost::Message::encode_to_vec(data),
+            // A generated message of plain fields always serializes.
+            Encoding::OtlpJson => serde_json::to_vec(data).unwrap_or_default(),
+        }
+    }
+}
+
 /// The resource and instrumentation scope a span was emitted under, as encoded
 /// bytes, shared by all spans of one `ScopeSpans` in a message.
 #[derive(Debug, PartialEq, Eq)]

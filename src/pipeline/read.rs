@@ -53,9 +53,10 @@ impl Partition {
         // Protobuf spans are slices of the message, which the edge reads into
         // one buffer together with its key.
         let retained = decoded.retained
-            + match encoding {
-                Encoding::OtlpProto => msg.key.as_ref().map_or(0, Bytes::len),
-                Encoding::OtlpJson => 0,
+            + if encoding.spans_slice_the_message() {
+                msg.key.as_ref().map_or(0, Bytes::len)
+            } else {
+                0
             };
         for (id, group) in otlp::by_trace(decoded.spans) {
             self.buffer_spans(id, group, msg.offset, retained, encoding, now, own);

@@ -1,4 +1,5 @@
 use super::*;
+use prost::Message as _;
 
 #[test]
 fn shop_traces_have_seven_spans_over_five_resources() {

@@ -26,6 +26,25 @@ use crate::rules::RuleSet;
 /// `decision.max_trace_age` before it: producers' clocks and batching.
 const MARGIN_MS: i64 = 60_000;
 
+/// `tailgate why`'s arguments.
+#[derive(clap::Args)]
+pub struct WhyArgs {
+    /// The trace id: 32 hex characters.
+    #[arg(value_name = "TRACE_ID")]
+    pub trace: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Kafka bootstrap servers (overrides kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Print one JSON object (fields in docs/output.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Only the decision: do not look for the trace's spans in the input topic.
+    #[arg(long)]
+    pub no_spans: bool,
+}
+
 pub(super) fn why(
     policy: &PolicyArgs,
     trace: &str,
