@@ -55,7 +55,7 @@ pub enum ClockMode {
     /// The partition's stream clock (message timestamps).
     #[default]
     Stream,
-    /// Wall-clock time when each span is read (tailgate before 0.2): a
+    /// Wall-clock time when each span is read (as tailgate first decided): a
     /// backlog read fast or slow is decided differently.
     Wall,
 }

@@ -16,7 +16,7 @@
 //! files; [`metrics`] names every metric; [`workload`] generates the demo's
 //! synthetic shop traffic; [`demo`] runs it all on an in-process Kafka.
 
-// The pure core: no Kafka, no I/O, no clock of its own (tests/architecture.rs
+// The pure core: no Kafka, no I/O, no reading of time (tests/architecture.rs
 // keeps it so). Public: a library user can decode, buffer and decide with it.
 pub mod buffer;
 pub mod clock;

@@ -1,4 +1,4 @@
-//! The direction of dependencies between tailgate's modules (issue 13): the
+//! The direction of dependencies between tailgate's modules: the
 //! pure core — `clock`, `watermark`, `metrics` (names only), `otlp`,
 //! `rules`, `buffer`, `pipeline` — never names the Kafka edge, the app or
 //! an I/O crate; `kafka` implements the core's ports and names only the

@@ -1,4 +1,4 @@
-//! Issue 14 on a real broker: late spans follow their trace's decision
+//! Late spans follow their trace's decision
 //! after the process that decided it is gone — restarted with SIGTERM,
 //! killed with SIGKILL, or its partition moved to another instance — because
 //! every decision is in the decision log and a partition's new worker reads
@@ -206,7 +206,7 @@ async fn late_spans_follow_their_decision_after_their_partition_moved() {
     late_spans_follow_their_decision_after(Gone::Moved, 23).await;
 }
 
-/// Issue 20, item 1, as the issue confirmed it on 037c4e0: `decided_ttl`
+/// As confirmed on 037c4e0: `decided_ttl`
 /// 20 s, the instance that decided gone for 25 s (by the wall), and each
 /// trace's late span written a second (of message time) after its trace —
 /// while tailgate was down. Late in the stream by a second, it follows its
@@ -368,7 +368,7 @@ async fn late_spans_follow_their_decision_after_more_decisions_than_the_old_cach
     );
 }
 
-/// Issue 14's figure: how long a partition's new worker takes to read a
+/// The figure: how long a partition's new worker takes to read a
 /// million decisions back. Not a pass/fail test (timings are the
 /// benchmark's business): run it by hand, with the release binary for a
 /// figure worth quoting —

@@ -1,4 +1,4 @@
-//! The edges of "nothing lost" on the real broker (issue 11): traces bigger
+//! The edges of "nothing lost" on the real broker: traces bigger
 //! than an output message, a span too large for any, bytes that look like
 //! the other encoding, a malformed span beside good ones, exactly-once with
 //! undecided traces between a kept trace's messages, and a worker that stops.
@@ -86,7 +86,7 @@ fn metric(t: &Tailgate, name: &str, labels: &[(&str, &str)]) -> f64 {
     t.metrics().expect("metrics").sum(name, labels)
 }
 
-/// Issue 11, scenarios 1, 2 and 3 on one broker: an ERROR trace of 4 000
+/// On one broker: an ERROR trace of 4 000
 /// spans in one 900 KB message and one of 8 000 spans in 80 messages, with
 /// the output topic limited to 200 000 bytes, reach the output whole, split
 /// under the limit; a 300 KB span fits no output message and goes to the
@@ -227,7 +227,7 @@ async fn big_traces_odd_bytes_and_bad_neighbours_lose_nothing_and_stall_nothing(
     );
 }
 
-/// Issue 11, scenario 4 on the broker: in exactly-once mode, T's child at
+/// In exactly-once mode, T's child at
 /// offset 0, an undecided U at 1, T's ERROR root at 2; and a kept K over
 /// offsets 3, 5 and 7 with undecided V and W at 4 and 6. T and K are decided
 /// while U, V and W wait; a SIGKILL then; after the restart a read_committed
@@ -323,7 +323,7 @@ async fn exactly_once_never_commits_past_a_kept_trace_held_in_memory() {
     assert!(b.terminate(Duration::from_secs(40)).success());
 }
 
-/// Issue 11, scenario 5 on the broker: the partition's worker panics (a
+/// The partition's worker panics (a
 /// test-only fault) with a trace undecided in it; the partition is read
 /// again from its last stored offset by a new worker, and every kept trace
 /// reaches the output whole.
@@ -405,7 +405,7 @@ async fn a_worker_that_stops_is_replaced_without_losing_what_it_held() {
     assert!(t.terminate(Duration::from_secs(40)).success());
 }
 
-/// Issue 12, item 2, on the broker: one partition's worker cannot take
+/// One partition's worker cannot take
 /// input (a test-only fault stalls it); its queue fills and that partition
 /// alone is paused, while every kept trace of the other partitions arrives;
 /// SIGTERM is honoured; after a restart without the fault the stalled

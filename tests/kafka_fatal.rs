@@ -1,4 +1,4 @@
-//! Issue 20, item 4: a Kafka client in librdkafka's fatal state is not
+//! A Kafka client in librdkafka's fatal state is not
 //! retried forever. Two instances given one `kafka.group_instance_id` (a
 //! StatefulSet misconfigured, two pods with one name): the second to join
 //! fences the first as a static member (`FENCED_INSTANCE_ID`), which

@@ -272,7 +272,7 @@ async fn undeliverable_spans_hold_the_offset_until_they_are_delivered() {
     }
 }
 
-/// Issue 11, scenario 2: output that can never succeed — here every kept
+/// Output that can never succeed — here every kept
 /// span is over the output topic's `max.message.bytes` of 600 — used to be
 /// retried forever, freezing the partitions' offsets. Now it is counted,
 /// offered to the dead-letter topic (whose broker refuses it too: the same
@@ -354,7 +354,7 @@ fn long_session(group: &str, input: &str, output: &str, instance: Option<&str>) 
     }
 }
 
-/// Issue 12: an instance stopped with SIGTERM leaves the consumer group as
+/// An instance stopped with SIGTERM leaves the consumer group as
 /// it exits, so its partitions go to the others at once — before, the
 /// consumer was never closed, and they waited out `session.timeout.ms`
 /// (42 s measured), in every rolling restart, for every pod.
@@ -405,7 +405,7 @@ async fn a_stopped_instance_leaves_the_group_and_its_partitions_move_at_once() {
     );
 }
 
-/// Issue 12: with static membership (`kafka.group_instance_id`) an instance
+/// With static membership (`kafka.group_instance_id`) an instance
 /// that crashes and comes back within the session timeout gets its
 /// partitions back without a rebalance: the other instance's partitions are
 /// never revoked.

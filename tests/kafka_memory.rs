@@ -181,7 +181,7 @@ mod shapes {
     }
 }
 
-/// Issue 12: shapes that amplify memory — a large resource shared by
+/// Shapes that amplify memory — a large resource shared by
 /// thousands of scopes (OTLP JSON copied it per scope: five 750 KB messages
 /// took 2.7 GB against a 64 MiB budget), the same in protobuf, one span per
 /// trace from large batched messages, one trace bigger than the budget —

@@ -87,7 +87,7 @@ async fn a_thirty_second_broker_outage_loses_nothing() {
     readable_log(&tailgate.log_text(), reported);
 }
 
-/// Issue 12: the outage is one line per kind of error and client every
+/// The outage is one line per kind of error and client every
 /// 10 s at most — not librdkafka's log, rdkafka's, the consumer's and the
 /// app's line for each of hundreds of reconnects.
 fn readable_log(log: &str, reported: f64) {

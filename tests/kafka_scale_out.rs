@@ -1,4 +1,4 @@
-//! Issue 20, item 3, on a real broker: scaling out — partitions added to the
+//! Scaling out — partitions added to the
 //! input topic under a running group — needs no manual step and loses
 //! nothing. The running group picks the new partitions up, tailgate grows
 //! the decision topic to match before their workers log a decision, those

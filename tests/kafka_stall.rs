@@ -1,4 +1,4 @@
-//! Issue 12, item 4: a broker that hangs (SIGSTOP: connections stay open,
+//! A broker that hangs (SIGSTOP: connections stay open,
 //! every request waits) must not stall tailgate's runtime. The exactly-once
 //! commit, the final commit, the producer flush and closing the consumer are
 //! blocking librdkafka calls; run on a runtime thread they would hold it for

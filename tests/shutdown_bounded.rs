@@ -1,4 +1,4 @@
-//! Issue 20, item 8: every stage of the shutdown is bounded.
+//! Every stage of the shutdown is bounded.
 //!
 //! librdkafka does not always keep its own timeouts: with the consumer
 //! group's coordinator gone, `send_offsets_to_transaction` waits without end

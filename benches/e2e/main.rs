@@ -1,4 +1,4 @@
-//! End-to-end benchmark on a real Kafka broker (issue 6): tailgate against a
+//! End-to-end benchmark on a real Kafka broker: tailgate against a
 //! raw rdkafka copy, each measured as a whole process.
 //!
 //! One run fills input topics with a seeded, Collector-shaped workload (the

@@ -271,7 +271,7 @@ fn a_message_over_the_budget_decides_its_own_traces_not_the_older_ones() {
     assert_eq!(b.occupancy().traces, 10, "the older ones stay");
 }
 
-/// Issue 15: `wait` and `after_root` count on the stream clock, which may
+/// `wait` and `after_root` count on the stream clock, which may
 /// stand while wall-clock time passes; `max_trace_age` counts on the wall.
 #[test]
 fn deadlines_count_on_the_stream_clock_and_the_age_on_the_wall() {

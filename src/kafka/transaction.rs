@@ -479,7 +479,7 @@ mod tests {
         }
     }
 
-    /// Issue 20, item 7: a worker whose drain timed out on a revoke runs on,
+    /// A worker whose drain timed out on a revoke runs on,
     /// detached. Its partition comes back to this instance, to a new
     /// worker. The old worker's writes are refused — an error of kind
     /// `fenced`, never `Ok` with nothing written, and never accepted beside

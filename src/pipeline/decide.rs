@@ -20,6 +20,7 @@ use crate::rules::TraceSummary;
 impl Partition {
     /// Decides every trace whose deadline has passed.
     pub fn decide_due(&mut self, now: Instant) {
+        self.now = Some(now);
         self.give_up_overdue_records(now);
         self.sync_blocked(now);
         self.decide_due_at(self.clock.time(now));
@@ -169,6 +170,7 @@ impl Partition {
     /// resumes at ([`Partition::resume_at`]): what expired before it is not
     /// kept. Returns how many are remembered.
     pub fn remember(&mut self, records: Vec<Recalled>, resume: Duration, now: Instant) -> usize {
+        self.now = Some(now);
         let mut forgotten = 0;
         for r in records {
             let made = Duration::from_millis(r.stream_ms.max(0) as u64);

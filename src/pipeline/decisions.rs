@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(d.len(), 0);
     }
 
-    /// Issue 14: what one remembered decision costs. A million decisions,
+    /// What one remembered decision costs. A million decisions,
     /// the store's bytes as allocated (the ring and the index each just
     /// past a doubling: about the most it takes).
     #[test]

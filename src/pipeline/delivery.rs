@@ -377,6 +377,7 @@ impl Partition {
         result: Result<(), ProduceError>,
         now: std::time::Instant,
     ) {
+        self.now = Some(now);
         let Some(mut flight) = self.in_flight.remove(id) else {
             if self.in_flight.was_abandoned(id) {
                 // Given up already (its offsets released): written after all,
@@ -503,11 +504,11 @@ impl Partition {
                 // decides the trace's late spans anew. Counted; said once
                 // per 10 s.
                 metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(1);
-                if self
-                    .failure_log
-                    .allow(e.kind, std::time::Instant::now())
-                    .is_some()
-                {
+                let allowed = match self.now {
+                    Some(now) => self.failure_log.allow(e.kind, now).is_some(),
+                    None => true,
+                };
+                if allowed {
                     tracing::error!(
                         partition = self.partition,
                         kind = e.kind.as_str(),

@@ -2,7 +2,9 @@
 //! the watermark. The only place the stages meet.
 //!
 //! [`Partition`] is the whole of it as a synchronous state machine, with no
-//! I/O and no clock: input messages, the time and delivery results go in;
+//! I/O and no reading of time: input messages, the time (an `Instant`
+//! passed in with every call, from which its stream clock and its
+//! rate-limited logs count) and delivery results go in;
 //! [`Command`]s to produce (or, in exactly-once mode, to write into the
 //! transaction) come out, and the watermark is stored through the
 //! [`OffsetStore`] port. [`PartitionWorker`] runs it as a task against the
@@ -10,8 +12,10 @@
 //! (`pipeline/model/`) drives the real pipeline step by step, in any
 //! interleaving, without a runtime.
 //!
-//! The worker owns its buffer, watermark and remembered decisions; workers
-//! share nothing but the rule set and the producer.
+//! The worker owns its buffer, clock, watermark and remembered decisions;
+//! workers share the rule set (with the per-instance state of the `limit`
+//! and `dynamic` samplers), the producer, the message size limits and the
+//! count of bytes buffered (for back-pressure).
 
 mod decide;
 mod decisions;
@@ -244,6 +248,9 @@ pub struct Partition {
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     read: ReadCounts,
+    /// The latest wall-clock instant a call brought: what the rate-limited
+    /// logs of code reached from several entry points count from.
+    now: Option<Instant>,
     ready: Vec<ReadyTrace>,
 }
 
@@ -284,6 +291,7 @@ impl Partition {
             log_paused_until: None,
             commands: Vec::new(),
             read: ReadCounts::default(),
+            now: None,
             ready: Vec::new(),
         }
     }
@@ -340,12 +348,14 @@ impl Partition {
     /// The consumer reached the end of the partition: the clock runs with
     /// wall-clock time until the next message.
     pub fn caught_up(&mut self, now: Instant) {
+        self.now = Some(now);
         self.clock.caught_up(now);
     }
 
     /// The input is paused for memory (or resumed): while paused the clock
     /// runs with wall-clock time, so buffered traces are still decided.
     pub fn input_paused(&mut self, paused: bool, now: Instant) {
+        self.now = Some(now);
         self.clock.paused(paused, now);
     }
 

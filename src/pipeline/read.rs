@@ -15,6 +15,7 @@ impl Partition {
     /// Decode: one message's spans, grouped by trace, into the buffer (or
     /// after their trace's earlier decision).
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
+        self.now = Some(now);
         self.telemetry.messages.increment(1);
         self.read.messages += 1;
         let reading = self.clock.read(msg.timestamp, now);

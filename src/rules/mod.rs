@@ -1,7 +1,9 @@
 //! The rule set: ordered rules, first match wins.
 //!
-//! Pure code: a [`TraceSummary`] in, a [`Decision`] out. No Kafka, no clock;
-//! the same trace gets the same decision on any instance and after any restart.
+//! Pure code: a [`TraceSummary`] and the time in, a [`Decision`] out. No
+//! Kafka, no reading of time. `keep`, `drop` and `rate` give the same trace
+//! the same decision on any instance and after any restart; `limit` and
+//! `dynamic` count rates per instance, in the stream time they are given.
 
 mod action;
 pub mod condition;

@@ -115,7 +115,7 @@ fn stalled(go: Arc<tokio::sync::Notify>, read: Arc<std::sync::Mutex<Vec<(i32, i6
     })
 }
 
-/// Issue 12: a worker that cannot take input holds up its own partition
+/// A worker that cannot take input holds up its own partition
 /// only; what is read for it meanwhile waits, in order, and goes in once
 /// there is room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +179,7 @@ async fn stopping_a_full_worker_does_not_wait_for_room() {
     assert_eq!((handed.stopped, handed.timed_out), (1, 0));
 }
 
-/// Issue 11, scenario 5: a worker that stops by itself is replaced, and
+/// A worker that stops by itself is replaced, and
 /// the partition is read again from what it last stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_is_replaced_from_its_last_stored_offset() {

@@ -118,7 +118,7 @@ fn resource_with_raw_span(
     out
 }
 
-/// Issue 11, scenario 3: a span whose `attributes` field runs past the
+/// A span whose `attributes` field runs past the
 /// span's end, inside an intact frame, is rejected alone; the ERROR trace
 /// beside it in the same message is kept.
 #[test]

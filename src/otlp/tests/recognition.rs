@@ -32,7 +32,7 @@ fn resource_of_len(len: usize, trace: u8) -> opentelemetry_proto::tonic::trace::
     panic!("no resource of {len} bytes");
 }
 
-/// Issue 11, scenario 1: the second byte of a protobuf `TracesData` is its
+/// The second byte of a protobuf `TracesData` is its
 /// first resource's length; at 123 it is `{`, at 9, 10, 12, 13 and 32 a
 /// whitespace byte. Each of them is still protobuf, and its ERROR span is read.
 #[test]

@@ -1,4 +1,4 @@
-//! The model-based test of one partition's pipeline (issue 11).
+//! The model-based test of one partition's pipeline.
 //!
 //! A seeded generator makes a partition's input — traces spread over several
 //! messages, several traces per message, spans of one trace in both

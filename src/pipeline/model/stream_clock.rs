@@ -1,4 +1,4 @@
-//! Same input, same decisions (issue 15): on the stream clock, how fast
+//! Same input, same decisions: on the stream clock, how fast
 //! and in what batches a worker reads does not change what it decides.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use super::*;
 use crate::buffer::BufferConfig;
 use crate::clock::ClockMode;
 
-/// How a worker reads one input (issue 15): messages taken `batch` at a
+/// How a worker reads one input: messages taken `batch` at a
 /// time, after `pause_ms` of wall-clock time without reading.
 #[derive(Debug, Clone)]
 struct Schedule {
@@ -130,7 +130,7 @@ fn good_input() -> impl Strategy<Value = Vec<InputFact>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases() / 4, max_shrink_iters: 5_000, ..ProptestConfig::default() })]
 
-    /// Issue 15: on the stream clock, how the input is read — at once or a
+    /// On the stream clock, how the input is read — at once or a
     /// message at a time, with pauses in reading longer than the quiet
     /// period and the decision wait — does not change a single decision,
     /// nor the spans kept.
@@ -147,7 +147,7 @@ proptest! {
     }
 }
 
-/// The control: on the wall clock (tailgate before issue 15), a pause in
+/// The control: on the wall clock (as tailgate first decided), a pause in
 /// reading longer than the quiet period splits a trace — the property above
 /// fails without the stream clock.
 #[test]
@@ -200,7 +200,7 @@ fn on_the_wall_clock_a_pause_in_reading_splits_a_trace() {
     assert_ne!(wall.1.len(), 3, "and the trace is not kept whole");
 }
 
-/// A wrong timestamp (issue 20): what a producer with a bad clock, a
+/// A wrong timestamp: what a producer with a bad clock, a
 /// missing stamp or a unit mistake writes instead of the true one.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -281,7 +281,7 @@ fn good_facts() -> impl Strategy<Value = (Vec<InputFact>, HashMap<Key, bool>)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases() / 4, max_shrink_iters: 5_000, ..ProptestConfig::default() })]
 
-    /// Issue 20: a timestamp the clock cannot trust moves nothing that the
+    /// A timestamp the clock cannot trust moves nothing that the
     /// trace's own spans would not have moved. Wrong stamps — missing,
     /// zero, ahead or behind by up to a day, microseconds for milliseconds,
     /// one producer's constant skew — are put on some messages of a
@@ -391,7 +391,7 @@ proptest! {
     }
 }
 
-/// The control: before issue 20, one message stamped ten minutes ahead
+/// The control: on a clock that trusts every stamp, one message stamped ten minutes ahead
 /// moved the clock and decided the traces around it. Here the same input
 /// with and without that stamp decides the same.
 #[test]
@@ -450,7 +450,7 @@ fn one_stamp_ten_minutes_ahead_changes_no_decision_of_the_others() {
 /// By hand (`cargo test --lib fault_figures -- --ignored --nocapture`): the
 /// decisions with and without wrong stamps on the same inputs — 300
 /// generated backlogs, a fault on every fourth message — for the closing
-/// note of issue 20.
+/// note of the clock's work.
 #[test]
 #[ignore]
 fn fault_figures() {

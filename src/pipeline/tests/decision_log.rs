@@ -1,4 +1,4 @@
-//! The decision log (issue 14): each decision's record pins its trace's
+//! The decision log: each decision's record pins its trace's
 //! offsets until the log has it, and decisions read back from the log are
 //! followed by late spans, however many other decisions came since.
 
@@ -169,7 +169,7 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
     assert_eq!(p.status().1.traces, 1, "a new trace now");
 }
 
-/// Issue 20, item 5: a decision-log partition that cannot be written
+/// A decision-log partition that cannot be written
 /// (below `min.insync.replicas`: the producer retries without an answer)
 /// does not hold the input. A record not acknowledged within
 /// `kafka.decision_log_timeout` is given up — counted, its offsets
@@ -319,7 +319,7 @@ fn worker_with_log(
     (tx, tokio::spawn(worker.run(rx, watch::channel(false).1)))
 }
 
-/// Issue 20, item 6: a revoke or a shutdown while a partition's decisions
+/// A revoke or a shutdown while a partition's decisions
 /// are read back does not wait for the read (nor the drain timeout): the
 /// read is cancelled and the worker ends.
 #[tokio::test(start_paused = true)]
@@ -350,7 +350,7 @@ async fn a_partition_that_goes_during_its_read_back_cancels_it() {
     );
 }
 
-/// Issue 20, item 6: reading back asks for no more records than the
+/// Reading back asks for no more records than the
 /// partition's share of `decision.remembered_bytes` holds, from where its
 /// first message puts the clock.
 #[tokio::test(start_paused = true)]

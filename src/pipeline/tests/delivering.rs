@@ -119,7 +119,7 @@ fn output_spans(
     spans
 }
 
-/// Issue 11, scenario 2: a kept trace too big for one output message — 4 000
+/// A kept trace too big for one output message — 4 000
 /// spans in one input message, 8 000 over 80 — is split into messages under
 /// the limit, all of it delivered, and the watermark moves past it.
 #[tokio::test(start_paused = true)]
@@ -202,7 +202,7 @@ async fn a_span_too_large_for_any_message_is_dead_lettered_and_released() {
     assert_eq!(h.offsets.last(), Some(2), "released");
 }
 
-/// Issue 11, scenario 2: produce errors no retry can fix are not retried:
+/// Produce errors no retry can fix are not retried:
 /// the kept spans are copied to the dead-letter topic (or, without one,
 /// released), and the watermark moves on.
 #[tokio::test(start_paused = true)]
@@ -285,7 +285,7 @@ async fn an_output_message_refused_as_too_large_is_split_again() {
     assert_eq!(h.offsets.last(), Some(2), "released");
 }
 
-/// Issue 20, item 4: a producer in librdkafka's fatal state (fenced, or its
+/// A producer in librdkafka's fatal state (fenced, or its
 /// idempotent identity refused) delivers nothing ever again. Its failures
 /// are not retried (a retry loop would stop every worker at
 /// `max_in_flight` for good), nor given up (dead-lettered or released: the

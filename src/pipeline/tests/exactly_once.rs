@@ -72,7 +72,7 @@ async fn exactly_once_writes_a_kept_trace_with_its_offsets_once_nothing_before_i
     h.task.await.unwrap();
 }
 
-/// Issue 11, scenario 4, in the pipeline: T's child at offset 0, an
+/// T's child at offset 0, an
 /// undecided U at 1, T's ERROR root at 2. T decided must not let the offset
 /// pass 0 until T is in the transaction; and a kept trace over three
 /// messages with two undecided traces between them likewise.
@@ -138,7 +138,7 @@ async fn exactly_once_never_writes_an_offset_past_a_kept_trace_held_in_memory() 
 }
 
 /// A transaction that refuses every write as fenced: the worker's
-/// partition was revoked while it ran on (issue 20, item 7).
+/// partition was revoked while it ran on.
 struct Fenced;
 
 impl Transaction for Fenced {

@@ -1,4 +1,4 @@
-//! Issue 20, item 1: a late span follows its trace's decision when it is
+//! A late span follows its trace's decision when it is
 //! late *in the stream* — by the partition's message timestamps — however
 //! long reading was interrupted: a restart after an outage longer than
 //! `decision.decided_ttl`, or an outage of the output that held the worker
