@@ -9,6 +9,7 @@ use metrics::histogram;
 use bytes::Bytes;
 
 use super::decisions::Decided;
+use super::events::Event;
 use super::{
     trace_key, Command, DecisionRecord, Destination, LoggedDecision, Outgoing, Partition, Recalled,
 };
@@ -152,15 +153,12 @@ impl Partition {
     /// Remembered decisions were forgotten before their TTL: counted, and
     /// said at most once per 10 s.
     fn forgot(&mut self, n: u64, now: Instant) {
-        self.telemetry.forgotten.increment(n);
-        if self.forgotten_log.allow((), now).is_some() {
-            tracing::warn!(
-                partition = self.partition,
-                remembered = self.decisions.len(),
-                bytes = self.decisions.max_bytes(),
-                "decision.remembered_bytes is full: the oldest decisions are forgotten before decision.decided_ttl, and late spans of their traces are decided anew"
-            );
-        }
+        let event = Event::Forgotten {
+            n,
+            remembered: self.decisions.len(),
+            max_bytes: self.decisions.max_bytes(),
+        };
+        self.events.emit(&self.telemetry, event, Some(now));
     }
 
     /// Decisions read back from the decision log, made by the partition's

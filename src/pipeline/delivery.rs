@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::events::Event;
 use super::ports::*;
 use super::telemetry::SPAN_TOO_LARGE;
 use super::{trace_key, Command, Mode, Partition};
@@ -187,16 +188,14 @@ impl Partition {
             self.pin_and_send(message, offsets, Some((id, m.spans)));
         }
         for span in split.oversized {
-            self.undeliverable(SPAN_TOO_LARGE, 1);
-            tracing::error!(
-                partition = self.partition,
-                trace = %id,
-                span = %hex::encode(span.span_id),
-                bytes = span.encoded.len(),
+            let event = Event::SpanTooLarge {
+                trace: id,
+                span: span.span_id,
+                bytes: span.encoded.len(),
                 limit,
-                "a kept span fits no output message even alone; {}",
-                if self.config.dead_letter { "copying it to the dead-letter topic" } else { "releasing it (no dead-letter topic)" }
-            );
+                copied: self.config.dead_letter,
+            };
+            self.events.emit(&self.telemetry, event, self.now);
             if self.config.dead_letter {
                 let (payload, _) = otlp::encode_trace([span], annotation, encoding);
                 let message = self.output_dead_letter(
@@ -260,21 +259,13 @@ impl Partition {
             return;
         }
         let n = overdue.len() as u64;
-        metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(n);
         self.unlogged += n;
         self.log_paused_until = Some(now + self.config.decision_log_timeout);
-        if self
-            .failure_log
-            .allow(ProduceErrorKind::Transient, now)
-            .is_some()
-        {
-            tracing::error!(
-                partition = self.partition,
-                records = n,
-                timeout = ?self.config.decision_log_timeout,
-                "decision records not acknowledged within kafka.decision_log_timeout: given up (their decisions stand); this partition logs no decision for as long again"
-            );
-        }
+        let event = Event::RecordsGivenUp {
+            n,
+            timeout: self.config.decision_log_timeout,
+        };
+        self.events.emit(&self.telemetry, event, Some(now));
         for flight in overdue {
             for o in flight.offsets {
                 self.release(o);
@@ -329,12 +320,6 @@ impl Partition {
         }
     }
 
-    fn undeliverable(&mut self, reason: &'static str, spans: u64) {
-        if let Some(c) = self.telemetry.undeliverable.get(reason) {
-            c.increment(spans);
-        }
-    }
-
     /// Hands a message to the producer — or in exactly-once mode holds it
     /// for the transaction.
     pub(super) fn send(&mut self, flight: InFlight) {
@@ -350,7 +335,12 @@ impl Partition {
                     flight.message.destination
                 ),
             );
-            self.telemetry.produce_errors[&e.kind].increment(1);
+            let event = Event::ProduceFailed {
+                destination: flight.message.destination,
+                attempt: flight.attempt,
+                error: &e,
+            };
+            self.events.emit(&self.telemetry, event, self.now);
             if flight.message.destination == Destination::Sampled && flight.spans > 1 {
                 // Encoded before the limit was lowered: split it at the limit.
                 return self.split(flight, &e, limit);
@@ -411,23 +401,22 @@ impl Partition {
             }
             Err(e) => e,
         };
-        self.telemetry.produce_errors[&e.kind].increment(1);
+        let event = Event::ProduceFailed {
+            destination: flight.message.destination,
+            attempt: flight.attempt,
+            error: &e,
+        };
+        self.events.emit(&self.telemetry, event, Some(now));
         if e.kind == ProduceErrorKind::Fatal {
             // The producer will never deliver it, and it must not be given
             // up either: it is dropped with its pins, so the watermark never
             // passes its offsets, and the process stops (it sees the
             // producer's fatal state) for a new producer to deliver it.
-            if self.failure_log.allow(e.kind, now).is_some() {
-                tracing::error!(partition = self.partition, destination = ?flight.message.destination, "produce failed for good, the producer is in a fatal state: not retried, its offsets stay uncommitted: {e}");
-            }
             return;
         }
         if !e.kind.permanent() {
             // Retried with backoff; the offsets it pins hold the watermark
             // until it is delivered.
-            if self.failure_log.allow(e.kind, now).is_some() {
-                tracing::warn!(partition = self.partition, attempt = flight.attempt, destination = ?flight.message.destination, "produce failed, retrying: {e}");
-            }
             flight.attempt += 1;
             return self.send(flight);
         }
@@ -450,28 +439,22 @@ impl Partition {
                     .limits
                     .output
                     .fetch_min(lower, Ordering::Relaxed);
-                tracing::warn!(
-                    partition = self.partition,
-                    bytes = flight.message.payload.len(),
-                    "an output message was refused as too large ({e}); splitting at {} bytes from now on",
-                    was.min(lower)
-                );
+                let event = Event::LimitLowered {
+                    bytes: flight.message.payload.len(),
+                    to: was.min(lower),
+                    error: &e,
+                };
+                self.events.emit(&self.telemetry, event, self.now);
                 return self.split(flight, &e, was.min(lower));
             }
             Destination::Sampled => {
-                self.undeliverable(e.kind.as_str(), flight.spans as u64);
                 let copy = self.config.dead_letter;
-                tracing::error!(
-                    partition = self.partition,
-                    kind = e.kind.as_str(),
-                    spans = flight.spans,
-                    "kept spans can never reach the output topic: {e}; {}",
-                    if copy {
-                        "copying them to the dead-letter topic"
-                    } else {
-                        "releasing them (no dead-letter topic)"
-                    }
-                );
+                let event = Event::Undeliverable {
+                    spans: flight.spans as u64,
+                    error: &e,
+                    copied: copy,
+                };
+                self.events.emit(&self.telemetry, event, self.now);
                 if copy {
                     let message = self.output_dead_letter(
                         flight.trace.unwrap_or(TraceId([0; 16])),
@@ -492,29 +475,12 @@ impl Partition {
                 }
             }
             Destination::DeadLetter(_) => {
-                tracing::error!(
-                    partition = self.partition,
-                    kind = e.kind.as_str(),
-                    "a dead letter cannot be written: {e}; releasing it"
-                );
+                let event = Event::DeadLetterRefused { error: &e };
+                self.events.emit(&self.telemetry, event, self.now);
             }
             Destination::Decisions(_) => {
-                // The decision stands and is remembered here; only its
-                // record is missing, so a later owner of the partition
-                // decides the trace's late spans anew. Counted; said once
-                // per 10 s.
-                metrics::counter!(crate::metrics::DECISIONS_UNLOGGED).increment(1);
-                let allowed = match self.now {
-                    Some(now) => self.failure_log.allow(e.kind, now).is_some(),
-                    None => true,
-                };
-                if allowed {
-                    tracing::error!(
-                        partition = self.partition,
-                        kind = e.kind.as_str(),
-                        "a decision cannot be written to the decision log: {e}; going on without it"
-                    );
-                }
+                let event = Event::RecordRefused { error: &e };
+                self.events.emit(&self.telemetry, event, self.now);
             }
         }
         self.release_all(flight.offsets);
@@ -525,7 +491,12 @@ impl Partition {
     fn split(&mut self, flight: InFlight, e: &ProduceError, limit: usize) {
         let Ok(decoded) = otlp::decode(flight.message.payload.clone()) else {
             // Our own output always decodes; if not, it is given up as it is.
-            self.undeliverable(e.kind.as_str(), flight.spans as u64);
+            let event = Event::Undeliverable {
+                spans: flight.spans as u64,
+                error: e,
+                copied: false,
+            };
+            self.events.emit(&self.telemetry, event, self.now);
             return self.release_all(flight.offsets);
         };
         let spans: Vec<SpanRecord> = decoded.spans.into_iter().map(|(_, s)| s).collect();

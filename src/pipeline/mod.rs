@@ -20,6 +20,7 @@
 mod decide;
 mod decisions;
 mod delivery;
+mod events;
 mod exactly_once;
 mod ports;
 mod read;
@@ -46,11 +47,14 @@ pub use worker::{Edges, PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
 use crate::clock::{ClockConfig, Epoch, StreamClock};
-use crate::otlp::{self, TraceId};
+#[cfg(test)]
+use crate::otlp;
+use crate::otlp::TraceId;
 use crate::rules::RuleSet;
 use crate::watermark::Watermark;
 use decisions::Decisions;
 use delivery::InFlightSet;
+use events::Events;
 use exactly_once::Held;
 use telemetry::{Shown, Telemetry};
 
@@ -214,9 +218,6 @@ pub struct Written {
     pub stored: bool,
 }
 
-/// Interval of the rate-limited logs of bad input and failed deliveries.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
-
 /// One partition's pipeline.
 pub struct Partition {
     partition: i32,
@@ -234,10 +235,8 @@ pub struct Partition {
     /// Produces awaiting their result.
     in_flight: InFlightSet,
     telemetry: Telemetry,
-    bad_input_log: RateLimited<otlp::DecodeErrorKind>,
-    failure_log: RateLimited<ProduceErrorKind>,
-    forgotten_log: RateLimited<()>,
-    unkeyed_log: RateLimited<()>,
+    /// What the partition tells its operator: counters and log lines together.
+    events: Events,
     /// Watermark pins released that were not held: a bug, counted so the
     /// model test sees it.
     anomalies: u64,
@@ -282,10 +281,7 @@ impl Partition {
                 },
             },
             in_flight: InFlightSet::default(),
-            bad_input_log: RateLimited::new(LOG_INTERVAL),
-            failure_log: RateLimited::new(LOG_INTERVAL),
-            forgotten_log: RateLimited::new(LOG_INTERVAL),
-            unkeyed_log: RateLimited::new(LOG_INTERVAL),
+            events: Events::new(partition),
             anomalies: 0,
             unlogged: 0,
             log_paused_until: None,

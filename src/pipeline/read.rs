@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::events::Event;
 use super::telemetry::decision_label;
 use super::{Command, InputMessage, Partition};
 use crate::clock::Time;
@@ -33,7 +34,14 @@ impl Partition {
             Ok(d) => d,
             Err(e) => {
                 self.read.rejected += 1;
-                self.rejected(msg.offset, &e, now);
+                self.events.emit(
+                    &self.telemetry,
+                    Event::BadInput {
+                        offset: msg.offset,
+                        error: &e,
+                    },
+                    self.now,
+                );
                 if self.config.dead_letter {
                     self.dead_letter_input(msg.offset, msg.key, original, &e);
                 }
@@ -42,12 +50,20 @@ impl Partition {
         };
         self.read.rejected += decoded.rejected.len() as u64;
         self.read.spans += decoded.spans.len() as u64;
-        for e in &decoded.rejected {
-            self.rejected(msg.offset, e, now);
+        for error in &decoded.rejected {
+            let event = Event::BadInput {
+                offset: msg.offset,
+                error,
+            };
+            self.events.emit(&self.telemetry, event, self.now);
         }
         let traces = decoded.spans.iter().map(|(id, _)| id);
         if let Some(why) = otlp::keying::unkeyed(msg.key.as_deref(), traces) {
-            self.unkeyed(msg.offset, why, now);
+            let event = Event::Unkeyed {
+                offset: msg.offset,
+                why,
+            };
+            self.events.emit(&self.telemetry, event, self.now);
         }
         self.telemetry.spans.increment(decoded.spans.len() as u64);
         let encoding = decoded.encoding;
@@ -61,38 +77,6 @@ impl Partition {
             };
         for (id, group) in otlp::by_trace(decoded.spans) {
             self.buffer_spans(id, group, msg.offset, retained, encoding, now, own);
-        }
-    }
-
-    /// Counts and logs (rate-limited) rejected input.
-    fn rejected(&mut self, offset: i64, e: &otlp::DecodeError, now: Time) {
-        let now = now.wall;
-        self.telemetry.decode_errors[&e.kind].increment(1);
-        if let Some(suppressed) = self.bad_input_log.allow(e.kind, now) {
-            tracing::warn!(
-                partition = self.partition,
-                offset,
-                reason = e.kind.as_str(),
-                suppressed,
-                "skipping bad input: {}",
-                e.detail
-            );
-        }
-    }
-
-    /// Counts a message not keyed by its trace id, and says (once per
-    /// interval) what it costs and which setting of the Collector's Kafka
-    /// exporter fixes it.
-    fn unkeyed(&mut self, offset: i64, why: otlp::keying::Unkeyed, now: Time) {
-        self.telemetry.unkeyed[&why].increment(1);
-        if let Some(suppressed) = self.unkeyed_log.allow((), now.wall) {
-            tracing::warn!(
-                partition = self.partition,
-                offset,
-                why = why.as_str(),
-                suppressed,
-                "input not keyed by trace id: the spans of one trace may reach several partitions, and each decides a fragment of it; set `partition_traces_by_id: true` in the Collector's Kafka exporter, or run `tailgate route` in front (docs/operations.md)"
-            );
         }
     }
 
