@@ -357,11 +357,19 @@ impl StreamClock {
                     if run.stamps.len() >= CONFIRM as usize {
                         // Confirmed: the stream is there.
                         clamp = Some(Clamp::Jump);
-                        if ahead {
+                        run.stamps.sort_unstable();
+                        let to = run.stamps[(run.stamps.len() - 1) / 2];
+                        // The clock lands on the run's middle stamp; this
+                        // message, one of the run, is placed at its own
+                        // stamp if that is later — never earlier than its
+                        // time, whichever way the clock jumped (a jump back
+                        // to the middle of a run that reached past it would
+                        // place its spans seconds early, and decide their
+                        // trace before the stream reached its deadline).
+                        if t > to {
                             own = Some(t);
                         }
-                        run.stamps.sort_unstable();
-                        run.stamps[(run.stamps.len() - 1) / 2]
+                        to
                     } else {
                         self.run = Some(run);
                         clamp = clamp.or(Some(Clamp::Outlier));

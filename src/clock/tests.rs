@@ -182,6 +182,42 @@ fn a_first_stamp_far_ahead_is_outvoted_by_the_stamps_after_it() {
     assert_eq!(ms(&c, t0), JAN + 30, "back on the stream's own time");
 }
 
+/// Found by the model property (a backlog an hour behind the wall whose
+/// first message had no stamp): the clock started at the wall, and the
+/// backlog's stamps, a run behind it, confirmed a jump back to their middle
+/// one; the last message of the run, seconds past that middle, was placed
+/// at the clock — seconds before its own time — and its trace decided that
+/// much early. A message of a run is placed no earlier than its own stamp,
+/// whichever way the clock jumps.
+#[test]
+fn the_message_that_confirms_a_jump_back_is_placed_at_its_own_time() {
+    let (mut c, t0) = clock();
+    c.read(None, t0);
+    assert_eq!(ms(&c, t0), WALL, "no stamp: the wall's reading");
+    let stamps = [0, 0, 0, 1_682, 1_732, 4_278, 4_660, 7_265];
+    let mut last = None;
+    for s in stamps {
+        last = Some(c.read(Some(JAN + s), t0));
+    }
+    let r = last.expect("read");
+    assert_eq!(r.clamp, Some(Clamp::Jump));
+    assert_eq!(ms(&c, t0), JAN + 1_682, "at the middle one of them");
+    assert_eq!(
+        c.unix(r.own.stream).as_millis() as i64,
+        JAN + 7_265,
+        "its spans at their own time, not the middle one's"
+    );
+    // A run ahead places its last message at its own time as before.
+    let (mut c, t0) = clock();
+    c.read(Some(JAN), t0);
+    let mut last = None;
+    for i in 0..CONFIRM {
+        last = Some(c.read(Some(JAN + 300_000 + i64::from(i) * 100), t0));
+    }
+    let r = last.expect("read");
+    assert_eq!(c.unix(r.own.stream).as_millis() as i64, JAN + 300_700);
+}
+
 #[test]
 fn stamps_it_cannot_use_move_nothing() {
     let (mut c, t0) = clock();
