@@ -23,7 +23,9 @@
 //! - [`CONFIRM`] stamps in a row on the same side confirm each other: the
 //!   stream really moved (a gap in a backlog, the producers' clocks shifted
 //!   together), and the clock jumps to the middle one of them — counted as
-//!   a `jump`. A single producer that is wrong is outvoted by the others.
+//!   a `jump`; the message that confirms it places its own spans at its own
+//!   stamp if that is later. A single producer that is wrong is outvoted by
+//!   the others.
 //! - No stamp ever takes the clock further than `decision.clock_ahead`
 //!   ahead of wall-clock time; a stamp more than `decision.clock_behind`
 //!   behind it, or none at all, counts as no stamp: it moves nothing, and
