@@ -273,13 +273,6 @@ async fn late_spans_follow_their_decision_after_an_outage_longer_than_decided_tt
     assert!(b.terminate(Duration::from_secs(60)).success());
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
-}
-
 /// Messages of `per_message` root spans each, every span a trace of its
 /// own: decided soon, one decision each.
 fn filler(messages: u64, per_message: u64) -> Vec<(String, Vec<u8>)> {
@@ -404,11 +397,11 @@ async fn reading_a_million_decisions_back() {
         let id = TraceId(id);
         let record = LoggedDecision {
             trace_id: id.to_hex(),
-            keep: (n % 10 == 0),
-            rule: (if n % 10 == 0 { "errors" } else { "rest" }).to_string(),
+            keep: n % 10 == 0,
+            rule: (if n % 10 == 0 { "errors" } else { "rest" }).into(),
             reason: tailgate::buffer::Reason::AfterRoot.as_str().to_string(),
             probability: 1.0,
-            decided_at_ms: (now_ms - 1_000),
+            decided_at_ms: now_ms - 1_000,
             partition: 0,
             spans: 7,
             ..LoggedDecision::default()

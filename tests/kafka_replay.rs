@@ -9,9 +9,8 @@
 #![cfg(feature = "kafka-tests")]
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use tailgate::otlp::{Encoding, TraceId};
@@ -25,13 +24,6 @@ const TRACES: u64 = 240;
 
 /// One decision: trace, keep, rule, spans.
 type Part = (TraceId, bool, String, usize);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
-}
 
 /// The backlog: (key, stamp, payload) in the order produced. Trace `i`
 /// starts at `base + 40 i` ms; its messages are 5 ms apart, except that
@@ -202,26 +194,7 @@ async fn replay_of_a_topic_decides_what_run_decided_of_it() {
     assert_eq!(out, kept_spans, "the spans run produced, and replay kept");
 
     // The command line reads the topic and says the same.
-    let cli = Command::new(tailgate_bin!())
-        .args(["replay", "--policies"])
-        .arg(dir.path())
-        .args([
-            "--env",
-            "test",
-            "--brokers",
-            &bootstrap(),
-            "--topic",
-            &input,
-            "--json",
-        ])
-        .output()
-        .expect("replay runs");
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&cli.stdout).expect("json");
+    let report = replay_topic(tailgate_bin!(), dir.path(), "test", &input);
     assert_eq!(report["traces_kept"].as_u64(), Some(out.len() as u64));
     assert_eq!(report["split_traces"].as_u64(), Some(split as u64));
 }

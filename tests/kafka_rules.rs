@@ -197,18 +197,7 @@ async fn replay_reads_a_topic_range_and_reports_what_the_rules_keep() {
     .await;
     let kept = kept_by_rule(&w.traces, RULES);
     let dir = policy_dir(&format!("rules: {RULES}\n"));
-    let out = Command::new(tailgate_bin!())
-        .args(["replay", "--json", "--env", "test", "--policies"])
-        .arg(dir.path())
-        .args(["--brokers", &bootstrap(), "--topic", &input])
-        .output()
-        .expect("run replay");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let report = replay_topic(tailgate_bin!(), dir.path(), "test", &input);
     let messages: usize = w.traces.iter().map(|t| t.messages.len()).sum();
     assert_eq!(report["messages"], messages as u64);
     assert_eq!(report["traces"], 600);

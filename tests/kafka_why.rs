@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tailgate::buffer::Reason;
 use tailgate::otlp::{Encoding, TraceId};
@@ -16,13 +15,6 @@ use tailgate_testkit::*;
 
 /// The input partition the traces are read from, and their log partition.
 const PARTITION: i32 = 2;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as i64
-}
 
 /// `tailgate why` with the policy directory and the extra settings file.
 fn why(dir: &Path, extra: &Path, args: &[&str]) -> (Output, String, String) {
@@ -116,12 +108,12 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
             let id = t.truth.trace_id;
             LoggedDecision {
                 trace_id: id.to_hex(),
-                keep: (*keep),
+                keep: *keep,
                 rule: rule.to_string(),
                 reason: Reason::Wait.as_str().to_string(),
                 probability: 1.0,
                 decided_at_ms: now,
-                partition: (i as i32 % 3),
+                partition: i as i32 % 3,
                 spans: (*spans) as u64,
                 ..LoggedDecision::default()
             }
@@ -134,7 +126,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         LoggedDecision {
             trace_id: kept_id.to_hex(),
             keep: true,
-            rule: ("errors").to_string(),
+            rule: "errors".into(),
             reason: after_root.as_str().to_string(),
             probability: 1.0,
             decided_at_ms: now,
@@ -145,7 +137,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         LoggedDecision {
             trace_id: dropped_id.to_hex(),
             keep: false,
-            rule: ("baseline").to_string(),
+            rule: "baseline".into(),
             reason: wait.as_str().to_string(),
             probability: 0.1,
             decided_at_ms: now,
@@ -159,10 +151,10 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         LoggedDecision {
             trace_id: twice.to_hex(),
             keep: false,
-            rule: ("baseline").to_string(),
+            rule: "baseline".into(),
             reason: Reason::Memory.as_str().to_string(),
             probability: 0.1,
-            decided_at_ms: (now - 5_000),
+            decided_at_ms: now - 5_000,
             partition: 1,
             spans: 3,
             ..LoggedDecision::default()
@@ -170,7 +162,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         LoggedDecision {
             trace_id: twice.to_hex(),
             keep: true,
-            rule: ("slow").to_string(),
+            rule: "slow".into(),
             reason: after_root.as_str().to_string(),
             probability: 1.0,
             decided_at_ms: now,
@@ -186,7 +178,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
     records.push(LoggedDecision {
         trace_id: gone.to_hex(),
         keep: true,
-        rule: ("errors").to_string(),
+        rule: "errors".into(),
         reason: wait.as_str().to_string(),
         probability: 1.0,
         decided_at_ms: day_ago,

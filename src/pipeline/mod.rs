@@ -47,8 +47,6 @@ pub use worker::{Edges, PartitionWorker, Stopped};
 
 use crate::buffer::{BufferConfig, Occupancy, ReadyTrace, TraceBuffer};
 use crate::clock::{ClockConfig, Epoch, StreamClock};
-#[cfg(test)]
-use crate::otlp;
 use crate::otlp::TraceId;
 use crate::rules::RuleSet;
 use crate::watermark::Watermark;

@@ -190,7 +190,7 @@ mod tests {
         let d = LoggedDecision {
             trace_id: id.to_hex(),
             keep: true,
-            rule: ("errors").to_string(),
+            rule: "errors".into(),
             reason: Reason::AfterRoot.as_str().to_string(),
             probability: 0.25,
             decided_at_ms: 1_700_000_000_123,

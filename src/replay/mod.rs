@@ -237,18 +237,19 @@ pub fn replay_observed(
     // running instance; the report counts what they say.
     let quiet = tracing::subscriber::NoSubscriber::default();
     let _quiet = tracing::subscriber::set_default(quiet);
-    let read_at = capture.read_at.unwrap_or_else(|| {
+    // The capture's first and last timestamps.
+    let stamps = || {
         capture
             .captured
             .iter()
             .filter_map(|m| m.timestamp.filter(|t| *t > 0))
-            .max()
-            .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default()
-            })
+    };
+    let (first, last) = (stamps().min(), stamps().max());
+    let read_at = capture.read_at.unwrap_or_else(|| match last {
+        Some(ms) => Duration::from_millis(ms as u64),
+        None => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
     });
     let origin = Instant::now();
     let epoch = Epoch {
@@ -257,16 +258,6 @@ pub fn replay_observed(
     };
     let (_rules_tx, rules_rx) = watch::channel(rules.clone());
     let mut by_partition: HashMap<i32, VecDeque<Captured>> = HashMap::new();
-    let stamps = capture
-        .captured
-        .iter()
-        .filter_map(|m| m.timestamp.filter(|t| *t > 0));
-    let (first, last) = stamps.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), t| {
-        (
-            Some(lo.map_or(t, |l| l.min(t))),
-            Some(hi.map_or(t, |h| h.max(t))),
-        )
-    });
     for m in capture.captured {
         by_partition.entry(m.partition).or_default().push_back(m);
     }

@@ -175,3 +175,21 @@ pub fn redelivery_logged(log_text: &str) -> u64 {
         })
         .sum()
 }
+
+/// `tailgate replay --json` of `topic` on the test broker, with the policy
+/// directory `policies` and environment `env`: its report, or a panic with
+/// what it printed if it failed.
+pub fn replay_topic(bin: &Path, policies: &Path, env: &str, topic: &str) -> serde_json::Value {
+    let out = Command::new(bin)
+        .args(["replay", "--json", "--env", env, "--policies"])
+        .arg(policies)
+        .args(["--brokers", &crate::broker::bootstrap(), "--topic", topic])
+        .output()
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a json report")
+}

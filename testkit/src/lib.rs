@@ -33,9 +33,9 @@ pub mod workload;
 
 pub use broker::{bootstrap, sasl, Broker, SaslListener};
 pub use http::http_get;
-pub use instance::{redelivery_logged, Tailgate};
+pub use instance::{redelivery_logged, replay_topic, Tailgate};
 pub use log_dump::batch_codecs;
-pub use names::{free_port, unique};
+pub use names::{free_port, now_ms, unique};
 pub use offsets::{committed_and_end, wait_committed_to_end, OffsetReader};
 pub use output::{missing, read_topic, read_with_headers, Output, OutputReader, TopicRecord};
 pub use policy::{policy_dir, settings, RULES};

@@ -44,7 +44,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::otlp::{Encoding, SpanRecord, TraceId};
+use crate::otlp::{self, Encoding, SpanRecord, TraceId};
 use crate::rules::{RuleSet, RuleSpec, TraceSummary};
 use generate::case;
 use sim::run;

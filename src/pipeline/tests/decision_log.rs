@@ -100,10 +100,10 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
         LoggedDecision {
             trace_id: kept.to_hex(),
             keep: true,
-            rule: ("errors").to_string(),
+            rule: "errors".into(),
             reason: crate::buffer::Reason::AfterRoot.as_str().to_string(),
             probability: 1.0,
-            decided_at_ms: (ms(t0)),
+            decided_at_ms: ms(t0),
             partition: 0,
             spans: 1,
             ..LoggedDecision::default()
@@ -111,10 +111,10 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
         LoggedDecision {
             trace_id: dropped.to_hex(),
             keep: false,
-            rule: ("baseline").to_string(),
+            rule: "baseline".into(),
             reason: crate::buffer::Reason::Wait.as_str().to_string(),
             probability: 0.1,
-            decided_at_ms: (ms(t0)),
+            decided_at_ms: ms(t0),
             partition: 0,
             spans: 1,
             ..LoggedDecision::default()
@@ -126,11 +126,11 @@ fn late_spans_follow_decisions_read_back_after_many_others() {
         b[8] = 0xee;
         records.push(LoggedDecision {
             trace_id: (TraceId(b)).to_hex(),
-            keep: (n % 3 == 0),
-            rule: ("baseline").to_string(),
+            keep: n % 3 == 0,
+            rule: "baseline".into(),
             reason: crate::buffer::Reason::Wait.as_str().to_string(),
             probability: 0.1,
-            decided_at_ms: (ms(t0)),
+            decided_at_ms: ms(t0),
             partition: 0,
             spans: 1,
             ..LoggedDecision::default()
