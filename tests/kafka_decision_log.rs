@@ -370,14 +370,14 @@ async fn late_spans_follow_their_decision_after_more_decisions_than_the_old_cach
 #[ignore]
 async fn reading_a_million_decisions_back() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use tailgate::pipeline::LoggedDecision;
+    use tailgate::pipeline::{LoggedDecision, RecordBatch};
 
     const N: u64 = 1_000_000;
     let (input, output, group) = (unique("in"), unique("out"), unique("tailgate"));
     create_topic(&input, 1).await;
     create_topic(&output, 1).await;
     let log = format!("{input}_decisions");
-    create_topic_with(&log, 1, &[("cleanup.policy", "compact,delete")]).await;
+    create_topic(&log, 1).await;
     let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("linger.ms", "20")
@@ -390,12 +390,14 @@ async fn reading_a_million_decisions_back() {
         .unwrap()
         .as_millis() as i64;
     let started = std::time::Instant::now();
+    // In batches of a thousand, as a worker writes them under load.
+    let mut batch = Vec::with_capacity(1_000);
     for n in 0..N {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&n.to_le_bytes());
         id[8..].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
         let id = TraceId(id);
-        let record = LoggedDecision {
+        batch.push(LoggedDecision {
             trace_id: id.to_hex(),
             keep: n % 10 == 0,
             rule: (if n % 10 == 0 { "errors" } else { "rest" }).into(),
@@ -405,8 +407,12 @@ async fn reading_a_million_decisions_back() {
             partition: 0,
             spans: 7,
             ..LoggedDecision::default()
-        };
-        let (key, value) = (id.to_hex(), record.encode());
+        });
+        if batch.len() < 1_000 && n + 1 < N {
+            continue;
+        }
+        let (key, value) = (format!("0-{n}"), RecordBatch::of(&batch).expect("a batch"));
+        batch.clear();
         let mut r = BaseRecord::to(&log).key(&key).payload(&value).partition(0);
         loop {
             match producer.send(r) {

@@ -125,9 +125,10 @@ async fn replay_of_a_topic_decides_what_run_decided_of_it() {
     let within = Duration::from_secs(60);
     let mut logged = Vec::new();
     for r in read_topic(&decisions, PARTITIONS, within) {
-        let record = LoggedDecision::decode(&r.payload).expect("a decision record");
-        let id = record.trace().expect("a trace id");
-        logged.push((id, record.keep, record.rule, record.spans as usize));
+        for record in LoggedDecision::read(&r.payload).expect("a batch of decision records") {
+            let id = record.trace().expect("a trace id");
+            logged.push((id, record.keep, record.rule, record.spans as usize));
+        }
     }
     let mut capture = Capture::default();
     for r in read_topic(&input, PARTITIONS, within) {

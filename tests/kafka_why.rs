@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use tailgate::buffer::Reason;
 use tailgate::otlp::{Encoding, TraceId};
-use tailgate::pipeline::LoggedDecision;
+use tailgate::pipeline::{LoggedDecision, RecordBatch};
 use tailgate::workload::{encode, GeneratedTrace};
 use tailgate_testkit::*;
 
@@ -41,13 +41,22 @@ fn messages(t: &GeneratedTrace) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Decision records, each on its input partition, in order.
+/// Decision records, each on its input partition, in order: on partition
+/// 0 as an earlier tailgate wrote them (version 1, one JSON record keyed by
+/// its trace), on the others as batches (version 2), one each.
 async fn log(topic: &str, records: &[LoggedDecision]) {
     for p in 0..3 {
         let on: Vec<(String, Vec<u8>)> = records
             .iter()
             .filter(|d| d.partition == p)
-            .map(|d| (d.trace_id.clone(), d.encode()))
+            .enumerate()
+            .map(|(n, d)| match p {
+                0 => (d.trace_id.clone(), d.encode_json()),
+                _ => (
+                    format!("{p}-test-{n}"),
+                    RecordBatch::of(std::slice::from_ref(d)).expect("a batch"),
+                ),
+            })
             .collect();
         produce_to(topic, p, &on).await;
     }

@@ -51,7 +51,7 @@ pub enum DecisionLogError {
     #[error("the input topic {0} does not exist (the decision log needs its partition count)")]
     NoInputTopic(String),
     /// The broker refused to create the topic.
-    #[error("cannot create kafka.decision_topic {topic} ({code}): create it with {partitions} partitions, cleanup.policy=compact,delete and retention.ms={retention_ms}, or set kafka.decision_log: false")]
+    #[error("cannot create kafka.decision_topic {topic} ({code}): create it with {partitions} partitions, cleanup.policy=delete and retention.ms={retention_ms}, or set kafka.decision_log: false")]
     NotCreated {
         topic: String,
         code: RDKafkaErrorCode,
@@ -180,7 +180,7 @@ pub struct Lacking {
 impl DecisionTopic {
     /// Makes the decision topic ready, blocking (call it off the runtime):
     /// creates it if it does not exist — as many partitions as the input
-    /// topic, `cleanup.policy=compact,delete`, `retention.ms` the larger of
+    /// topic, `cleanup.policy=delete`, `retention.ms` the larger of
     /// `ttl` and a day — and grows one that exists to the input's partition
     /// count. An error only if the topic cannot be read or created; one
     /// that cannot be grown is logged with what to run (see [`Lacking`]),
@@ -245,7 +245,8 @@ impl DecisionTopic {
 
     fn create(&self, count: usize) -> Result<(), DecisionLogError> {
         let new = NewTopic::new(&self.name, count as i32, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact,delete")
+            // Batches are keyed uniquely: nothing to compact.
+            .set("cleanup.policy", "delete")
             .set("retention.ms", &self.retention_ms);
         let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         // The admin client's own thread drives the request.
@@ -260,7 +261,7 @@ impl DecisionTopic {
                     topic = self.name,
                     partitions = count,
                     retention_ms = %self.retention_ms,
-                    "created the decision log's topic (cleanup.policy=compact,delete)"
+                    "created the decision log's topic (cleanup.policy=delete)"
                 ),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
@@ -493,7 +494,8 @@ impl KafkaDecisionLog {
                 }
                 Some(Ok(m)) => {
                     let done = m.offset() + 1 >= high;
-                    if let Some(d) = m.payload().and_then(LoggedDecision::decode) {
+                    let decisions = m.payload().and_then(LoggedDecision::read);
+                    for d in decisions.into_iter().flatten() {
                         if d.decided_at_ms >= since_ms {
                             if let Some(r) = d.recalled(&mut rules) {
                                 read.push(r);

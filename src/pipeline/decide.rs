@@ -2,6 +2,7 @@
 //! memory budget calls it early); a kept trace goes to delivery, a dropped
 //! one releases its offsets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics::histogram;
@@ -9,14 +10,44 @@ use metrics::histogram;
 use bytes::Bytes;
 
 use super::decisions::Decided;
+use super::delivery::InFlight;
 use super::events::Event;
+use super::record::RecordBatch;
 use super::{
-    trace_key, Command, DecisionRecord, Destination, LoggedDecision, Outgoing, Partition, Recalled,
+    Command, DecisionRecord, Destination, Outgoing, Partition, Recalled, RECORD_BATCH_BYTES,
 };
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::metrics as m;
 use crate::rules::TraceSummary;
+
+/// Which worker of the process a partition is, for its batches' keys.
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+/// Decisions gathered for the decision log's next message.
+pub(super) struct PendingRecords {
+    batch: RecordBatch,
+    /// The input offsets of their traces, pinned until the batch is
+    /// acknowledged.
+    offsets: Vec<i64>,
+    /// When the first was added; `None` while there is none.
+    since: Option<Instant>,
+    /// Batches sent by this worker.
+    sent: u64,
+    worker: u64,
+}
+
+impl Default for PendingRecords {
+    fn default() -> Self {
+        Self {
+            batch: RecordBatch::default(),
+            offsets: Vec::new(),
+            since: None,
+            sent: 0,
+            worker: WORKERS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
 
 impl Partition {
     /// Decides every trace whose deadline has passed.
@@ -25,6 +56,8 @@ impl Partition {
         self.give_up_overdue_records(now);
         self.sync_blocked(now);
         self.decide_due_at(self.clock.time(now));
+        // The decisions of this wake-up go to the log in one message.
+        self.flush_records();
         // Deciding may have filled the produces in flight.
         self.sync_blocked(now);
     }
@@ -114,10 +147,11 @@ impl Partition {
         }
     }
 
-    /// Writes the decision's record to the decision log; it pins the
-    /// trace's offsets until it is acknowledged (or, exactly-once, written
-    /// with them into the transaction), so no offset is committed past a
-    /// decision the log does not hold.
+    /// Adds the decision's record to the partition's batch for the
+    /// decision log ([`Partition::flush_records`] sends it); it pins the
+    /// trace's offsets until the batch is acknowledged (or, exactly-once,
+    /// written with them into the transaction), so no offset is committed
+    /// past a decision the log does not hold.
     fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant, stream: Duration) {
         if self.log_paused_until.is_some_and(|until| now < until) {
             // The log could not be written a moment ago: this decision goes
@@ -127,27 +161,67 @@ impl Partition {
             return;
         }
         self.log_paused_until = None;
-        let at = self.config.epoch.at(now).as_millis() as i64;
-        let record = LoggedDecision {
-            trace_id: t.trace_id.to_hex(),
-            keep: decided.keep,
-            rule: decided.rule.to_string(),
-            reason: t.reason.as_str().to_string(),
-            probability: decided.probability,
-            decided_at_ms: at,
-            stream_ms: Some(stream.as_millis() as i64),
-            partition: self.partition,
-            spans: t.spans.len() as u64,
-            ..LoggedDecision::default()
+        for o in &t.offsets {
+            self.watermark.pin(*o, 1);
+        }
+        let pending = &mut self.records;
+        pending.offsets.extend_from_slice(&t.offsets);
+        pending.since.get_or_insert(now);
+        pending.batch.push(
+            t.trace_id,
+            decided.keep,
+            &decided.rule,
+            t.reason,
+            decided.probability,
+            stream.as_millis() as i64,
+            t.spans.len(),
+        );
+        if pending.batch.bytes() >= RECORD_BATCH_BYTES {
+            self.flush_records();
+        }
+    }
+
+    /// Sends the decisions gathered for the decision log as one message
+    /// (at the end of every wake-up: [`Partition::decide_due`] and
+    /// [`Partition::advance`] do). At-least-once, it is given up
+    /// `kafka.decision_log_timeout` after its first decision if not
+    /// acknowledged by then. True if there were any.
+    pub(super) fn flush_records(&mut self) -> bool {
+        let Some(since) = self.records.since.take() else {
+            return false;
         };
+        let decisions = self.records.batch.len();
+        let at = self.config.epoch.at(since).as_millis() as i64;
+        let payload = self.records.batch.finish(self.partition, at);
+        self.records.sent += 1;
+        // Unique, so that a compacted topic keeps every batch: the
+        // partition, the process (its start, in ns), the worker, the batch.
+        let key = format!(
+            "{}-{}-{}-{}",
+            self.partition,
+            self.config.epoch.since_unix.as_nanos(),
+            self.records.worker,
+            self.records.sent
+        );
         let message = Outgoing {
             destination: Destination::Decisions(self.partition),
-            key: Some(trace_key(t.trace_id)),
-            payload: Bytes::from(record.encode()),
+            key: Some(Bytes::from(key)),
+            payload: Bytes::from(payload),
             headers: Vec::new(),
         };
-        let give_up_at = (!self.exactly_once()).then(|| now + self.config.decision_log_timeout);
-        self.pin_and_send_until(message, &t.offsets, None, give_up_at);
+        let give_up_at = (!self.exactly_once()).then(|| since + self.config.decision_log_timeout);
+        // Its offsets were pinned as each decision was added.
+        let offsets = std::mem::take(&mut self.records.offsets);
+        self.send(InFlight {
+            message,
+            offsets,
+            spans: 0,
+            decisions,
+            trace: None,
+            attempt: 0,
+            give_up_at,
+        });
+        true
     }
 
     /// Remembered decisions were forgotten before their TTL: counted, and

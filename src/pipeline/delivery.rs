@@ -5,7 +5,7 @@
 //! message, a produce error no retry can fix — is counted, dead-lettered
 //! where possible and released, so it never freezes the partition.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub(super) struct InFlight {
     pub offsets: Vec<i64>,
     /// Kept spans it carries (none for a dead letter or a decision record).
     pub spans: usize,
+    /// Decisions it records (a batch for the decision log), else none.
+    pub decisions: usize,
     /// The trace whose kept spans it carries: what a dead letter of them
     /// names, and what a re-split is keyed by.
     pub trace: Option<TraceId>,
@@ -66,9 +68,9 @@ pub(super) struct InFlightSet {
     ahead: BTreeMap<i64, u64>,
     /// Decision records in flight by when they are given up.
     give_up: BTreeSet<(Instant, DeliveryId)>,
-    /// Records given up while still in the producer: their late results
-    /// are expected, not a bug.
-    abandoned: HashSet<DeliveryId>,
+    /// Records given up while still in the producer, with the decisions
+    /// each holds: their late results are expected, not a bug.
+    abandoned: HashMap<DeliveryId, usize>,
 }
 
 impl InFlightSet {
@@ -108,7 +110,7 @@ impl InFlightSet {
                 break;
             }
             if let Some(flight) = self.remove(id) {
-                self.abandoned.insert(id);
+                self.abandoned.insert(id, flight.decisions);
                 out.push(flight);
             } else {
                 self.give_up.remove(&(at, id));
@@ -117,8 +119,9 @@ impl InFlightSet {
         out
     }
 
-    /// A result for produce `id`, given up earlier: forget it. True if it was.
-    pub fn was_abandoned(&mut self, id: DeliveryId) -> bool {
+    /// A result for produce `id`, given up earlier: forget it. The
+    /// decisions it held, if it was.
+    pub fn was_abandoned(&mut self, id: DeliveryId) -> Option<usize> {
         self.abandoned.remove(&id)
     }
 
@@ -241,6 +244,7 @@ impl Partition {
             message,
             offsets: offsets.to_vec(),
             spans: kept.map_or(0, |(_, n)| n),
+            decisions: 0,
             trace: kept.map(|(t, _)| t),
             attempt: 0,
             give_up_at,
@@ -258,7 +262,7 @@ impl Partition {
         if overdue.is_empty() {
             return;
         }
-        let n = overdue.len() as u64;
+        let n = overdue.iter().map(|f| f.decisions as u64).sum();
         self.unlogged += n;
         self.log_paused_until = Some(now + self.config.decision_log_timeout);
         let event = Event::RecordsGivenUp {
@@ -369,11 +373,11 @@ impl Partition {
     ) {
         self.now = Some(now);
         let Some(mut flight) = self.in_flight.remove(id) else {
-            if self.in_flight.was_abandoned(id) {
+            if let Some(decisions) = self.in_flight.was_abandoned(id) {
                 // Given up already (its offsets released): written after all,
                 // or not.
                 if result.is_ok() {
-                    self.telemetry.decisions_written.increment(1);
+                    self.telemetry.decisions_written.increment(decisions as u64);
                 }
                 return;
             }
@@ -395,7 +399,10 @@ impl Partition {
                         }
                     }
                     Destination::DeadLetter(of) => self.telemetry.dead_letter(of).increment(1),
-                    Destination::Decisions(_) => self.telemetry.decisions_written.increment(1),
+                    Destination::Decisions(_) => self
+                        .telemetry
+                        .decisions_written
+                        .increment(flight.decisions as u64),
                 }
                 return self.release_all(flight.offsets);
             }
@@ -468,6 +475,7 @@ impl Partition {
                         message,
                         offsets: flight.offsets,
                         spans: 0,
+                        decisions: 0,
                         trace: None,
                         attempt: 0,
                         give_up_at: None,
@@ -479,7 +487,10 @@ impl Partition {
                 self.events.emit(&self.telemetry, event, self.now);
             }
             Destination::Decisions(_) => {
-                let event = Event::RecordRefused { error: &e };
+                let event = Event::RecordRefused {
+                    n: flight.decisions as u64,
+                    error: &e,
+                };
                 self.events.emit(&self.telemetry, event, self.now);
             }
         }

@@ -29,8 +29,9 @@ pub(super) enum Event<'a> {
     },
     /// Decision records not acknowledged in time, given up.
     RecordsGivenUp { n: u64, timeout: Duration },
-    /// A decision record refused for good: the decision stands unlogged.
-    RecordRefused { error: &'a ProduceError },
+    /// A batch of `n` decision records refused for good: the decisions
+    /// stand unlogged.
+    RecordRefused { n: u64, error: &'a ProduceError },
     /// A produce failed: retried (transient), or not (the producer is in
     /// its fatal state, or the error is permanent: given up after).
     ProduceFailed {
@@ -145,11 +146,11 @@ impl Events {
                     );
                 }
             }
-            Event::RecordRefused { error } => {
+            Event::RecordRefused { n, error } => {
                 // The decision stands and is remembered here; only its
                 // record is missing, so a later owner of the partition
                 // decides the trace's late spans anew.
-                metrics::counter!(m::DECISIONS_UNLOGGED).increment(1);
+                metrics::counter!(m::DECISIONS_UNLOGGED).increment(n);
                 if self
                     .allow("record_refused", error.kind.as_str(), now)
                     .is_some()

@@ -149,7 +149,7 @@ impl Partition {
                 }
                 Destination::DeadLetter(DeadLetterOf::Input) => receipt.input_dead_letters += 1,
                 Destination::DeadLetter(DeadLetterOf::Output) => receipt.output_dead_letters += 1,
-                Destination::Decisions(_) => receipt.decisions += 1,
+                Destination::Decisions(_) => receipt.decisions += flight.decisions as u64,
             }
             messages.push(flight.message);
         }

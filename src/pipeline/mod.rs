@@ -41,7 +41,9 @@ pub use ports::{
     OffsetStore, Outgoing, Output, ProduceError, ProduceErrorKind, Transaction, DLQ_DETAIL_HEADER,
     DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TRACE_HEADER,
 };
-pub use record::{LatestRecords, LoggedDecision, Recalled, RECORD_VERSION};
+pub use record::{
+    LatestRecords, LoggedDecision, Recalled, RecordBatch, JSON_RECORD_VERSION, RECORD_VERSION,
+};
 pub use telemetry::{undeliverable_reasons, RateLimited, SPAN_TOO_LARGE};
 pub use worker::{Edges, PartitionWorker, Stopped};
 
@@ -141,11 +143,16 @@ impl MessageLimits {
             Destination::DeadLetter(_) => {
                 self.dead_letter.load(std::sync::atomic::Ordering::Relaxed)
             }
-            // A record is a few hundred bytes: any topic takes it.
+            // A batch of records is at most `RECORD_BATCH_BYTES` and a
+            // record: any topic takes it.
             Destination::Decisions(_) => self.output.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
+
+/// A batch of decision records is sent once it reaches this size, if the
+/// wake-up it is gathered in has not ended before (about 1 600 records).
+pub const RECORD_BATCH_BYTES: usize = 64 * 1024;
 
 /// What the pipeline asks of its edges.
 #[derive(Debug)]
@@ -242,6 +249,8 @@ pub struct Partition {
     unlogged: u64,
     /// After records were given up, decisions go unlogged until then.
     log_paused_until: Option<Instant>,
+    /// Decisions for the decision log's next message.
+    records: decide::PendingRecords,
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     read: ReadCounts,
@@ -283,6 +292,7 @@ impl Partition {
             anomalies: 0,
             unlogged: 0,
             log_paused_until: None,
+            records: decide::PendingRecords::default(),
             commands: Vec::new(),
             read: ReadCounts::default(),
             now: None,
@@ -387,6 +397,14 @@ impl Partition {
     /// go into the transaction; the watermark is stored if it moved; the
     /// gauges follow.
     pub fn advance(&mut self) {
+        // Decisions not yet sent (made by `handle` since the last
+        // `decide_due`) go to the log now.
+        if self.flush_records() {
+            if let Some(now) = self.now {
+                // The batch may have filled the produces in flight.
+                self.sync_blocked(now);
+            }
+        }
         match &mut self.mode {
             // The offset travels with the transaction's messages (or alone).
             Mode::ExactlyOnce { .. } => self.release_held(),

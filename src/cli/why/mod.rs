@@ -1,8 +1,7 @@
 //! `tailgate why <trace-id>`: why a trace is, or is not, in the backend.
 //!
 //! Finds the trace's latest record in the decision log
-//! (`kafka.decision_topic`, read whole: it is compacted and bounded by
-//! retention), says what was decided, by which rule, for which reason, when
+//! (`kafka.decision_topic`, read whole: it is bounded by retention), says what was decided, by which rule, for which reason, when
 //! and where; then looks for the trace's spans in the input topic around
 //! that time, on the partition it was read from, and explains them with the
 //! live rules (as `tailgate explain` does), saying whether those would now
@@ -179,8 +178,8 @@ struct Found {
     unreadable: u64,
 }
 
-/// Picks what the log says: in each log partition the record with the
-/// highest offset (compaction keeps only it in the end; a tombstone there
+/// Picks what the log says: in each log partition the latest record (of a
+/// version 1 log, compaction keeps only it in the end; a tombstone there
 /// means none); of those, the one decided last (then the highest offset).
 fn latest(seen: Vec<Seen>) -> Found {
     let mut found = Found::default();
@@ -196,7 +195,8 @@ fn latest(seen: Vec<Seen>) -> Found {
             }
         };
         match last.iter_mut().find(|(p, _, _)| *p == partition) {
-            Some(entry) if entry.1 < offset => *entry = (partition, offset, decision),
+            // A later record of a batch (at the same offset) is the later decision.
+            Some(entry) if entry.1 <= offset => *entry = (partition, offset, decision),
             Some(_) => {}
             None => last.push((partition, offset, decision)),
         }
@@ -228,23 +228,35 @@ fn search_log(
         |n| bar.set_length(n),
         |m: &Record<'_>| {
             bar.inc(1);
-            if m.key != Some(key.as_bytes()) {
+            // A record of version 1 is keyed by its trace; a batch (version
+            // 2) is keyed by itself and holds the trace's id somewhere.
+            let keyed = m.key == Some(key.as_bytes());
+            let Some(value) = m.payload else {
+                if keyed {
+                    seen.push(Seen::Tombstone {
+                        partition: m.partition,
+                        offset: m.offset,
+                    });
+                }
+                return;
+            };
+            if !keyed && !value.windows(16).any(|w| w == id.0) {
                 return;
             }
-            seen.push(match m.payload {
-                None => Seen::Tombstone {
-                    partition: m.partition,
-                    offset: m.offset,
-                },
-                Some(value) => match LoggedDecision::decode(value) {
-                    Some(decision) if decision.trace() == Some(id) => Seen::Decision(Logged {
+            let mut found = false;
+            for decision in LoggedDecision::read(value).into_iter().flatten() {
+                if decision.trace() == Some(id) {
+                    found = true;
+                    seen.push(Seen::Decision(Logged {
                         partition: m.partition,
                         offset: m.offset,
                         decision,
-                    }),
-                    _ => Seen::Unreadable,
-                },
-            });
+                    }));
+                }
+            }
+            if keyed && !found {
+                seen.push(Seen::Unreadable);
+            }
         },
     );
     bar.finish_and_clear();

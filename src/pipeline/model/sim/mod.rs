@@ -67,10 +67,10 @@ struct Incarnation {
     /// Traces whose decision record is in the decision log (acknowledged,
     /// or written into the transaction), or was given up on for good.
     logged: HashSet<TraceId>,
-    /// At-least-once: decision records not yet acknowledged, by payload,
-    /// with their trace and when they were first sent: given up
-    /// `record_timeout` after that.
-    records_pending: HashMap<Bytes, (TraceId, Instant)>,
+    /// At-least-once: batches of decision records not yet acknowledged, by
+    /// payload, with their traces and when the first of them was decided:
+    /// given up `record_timeout` after that.
+    records_pending: HashMap<Bytes, (Vec<TraceId>, Instant)>,
     /// When records were last given up: for a while after, decisions go
     /// on unlogged.
     last_give_up: Option<Instant>,

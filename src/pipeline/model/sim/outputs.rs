@@ -149,39 +149,50 @@ impl Sim {
         Ok(out)
     }
 
-    /// A decision record: on the partition's number, keyed by its trace,
-    /// and saying what the worker decided.
-    fn decision_record(&self, message: &Outgoing) -> Result<LoggedDecision, String> {
+    /// A batch of decision records: on the partition's number, keyed, each
+    /// saying what the worker decided.
+    fn decision_records(&self, message: &Outgoing) -> Result<Vec<LoggedDecision>, String> {
         if !self.case.decision_log {
             return Err("a decision record with the decision log off".into());
         }
         if message.destination != Destination::Decisions(0) {
             return Err(format!("a decision record to {:?}", message.destination));
         }
-        let record = LoggedDecision::decode(&message.payload)
-            .ok_or_else(|| "a decision record that does not read back".to_string())?;
-        let trace = record.trace().ok_or("a record without a trace id")?;
-        if message.key.as_deref() != Some(trace.to_hex().as_bytes()) {
-            return Err(format!("the record of {trace} is not keyed by it"));
+        if message.key.as_ref().is_none_or(|k| k.is_empty()) {
+            return Err("a batch of decision records without a key".into());
         }
-        match self.now_.remembered.get(&trace) {
-            Some((keep, _)) if *keep == record.keep => Ok(record),
-            Some((keep, _)) => Err(format!(
-                "the record of {trace} says keep={}, the decision was keep={keep}",
-                record.keep
-            )),
-            None => Err(format!(
-                "a record of {trace}, which this worker did not decide"
-            )),
+        let records = LoggedDecision::read(&message.payload)
+            .ok_or_else(|| "a batch of decision records that does not read back".to_string())?;
+        if records.is_empty() {
+            return Err("an empty batch of decision records".into());
         }
+        for record in &records {
+            let trace = record.trace().ok_or("a record without a trace id")?;
+            match self.now_.remembered.get(&trace) {
+                Some((keep, _)) if *keep == record.keep => {}
+                Some((keep, _)) => {
+                    return Err(format!(
+                        "the record of {trace} says keep={}, the decision was keep={keep}",
+                        record.keep
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "a record of {trace}, which this worker did not decide"
+                    ))
+                }
+            }
+        }
+        Ok(records)
     }
 
-    /// A decision record is in the log (or given up on).
+    /// A batch of decision records is in the log (or given up on).
     fn logged(&mut self, message: &Outgoing) -> Result<(), String> {
         self.now_.records_pending.remove(&message.payload);
-        let record = self.decision_record(message)?;
-        if let Some(trace) = record.trace() {
-            self.now_.logged.insert(trace);
+        for record in self.decision_records(message)? {
+            if let Some(trace) = record.trace() {
+                self.now_.logged.insert(trace);
+            }
         }
         Ok(())
     }
@@ -198,18 +209,20 @@ impl Sim {
                         self.output_spans(&message)?;
                     }
                     Destination::Decisions(_) => {
-                        let record = self.decision_record(&message)?;
-                        if let Some(trace) = record.trace() {
-                            self.now_.unrecorded.remove(&trace);
-                            // Given up `record_timeout` after the decision.
-                            let made = self.epoch.instant
-                                + Duration::from_millis(record.decided_at_ms as u64)
-                                    .saturating_sub(self.epoch.since_unix);
-                            self.now_
-                                .records_pending
-                                .entry(message.payload.clone())
-                                .or_insert((trace, made));
+                        let records = self.decision_records(&message)?;
+                        let traces: Vec<TraceId> =
+                            records.iter().filter_map(LoggedDecision::trace).collect();
+                        for trace in &traces {
+                            self.now_.unrecorded.remove(trace);
                         }
+                        // Given up `record_timeout` after its first decision.
+                        let made = self.epoch.instant
+                            + Duration::from_millis(records[0].decided_at_ms as u64)
+                                .saturating_sub(self.epoch.since_unix);
+                        self.now_
+                            .records_pending
+                            .entry(message.payload.clone())
+                            .or_insert((traces, made));
                     }
                     Destination::DeadLetter(_) => {}
                 }

@@ -189,9 +189,11 @@ impl Sim {
             self.now_.last_give_up = Some(now);
         }
         for payload in due {
-            if let Some((trace, _)) = self.now_.records_pending.remove(&payload) {
-                self.log.push(format!("  (record of {trace} given up)"));
-                self.now_.logged.insert(trace);
+            if let Some((traces, _)) = self.now_.records_pending.remove(&payload) {
+                for trace in traces {
+                    self.log.push(format!("  (record of {trace} given up)"));
+                    self.now_.logged.insert(trace);
+                }
             }
         }
         for trace in unrecorded {
