@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -23,6 +24,10 @@ use crate::kafka::consumer::{InputConsumer, RebalanceEvent};
 use crate::kafka::transaction::TransactionError;
 use crate::metrics as m;
 use crate::pipeline::{Input, InputMessage};
+
+/// Messages the loop reads in one pass when the consumer has them ready,
+/// before it looks at shutdown, rebalances, rooms and its tick again.
+const READ_AT_ONCE: usize = 64;
 
 /// Why the loop ended early: the process stops with this error.
 pub(super) type Failure = anyhow::Error;
@@ -54,6 +59,9 @@ impl<'a> Dispatch<'a> {
     /// on (why).
     pub async fn until(mut self, shutdown: impl Future<Output = ()>) -> Option<Failure> {
         let consumer = self.t.consumer.clone();
+        // One stream for the whole run: `recv` makes (and registers a waker
+        // for) a stream per message.
+        let mut messages = consumer.stream();
         let mut failed = self.t.transactions.as_ref().map(|t| t.failed());
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -73,25 +81,47 @@ impl<'a> Dispatch<'a> {
                 }
                 Some(room) = self.t.rooms.recv() => self.room(room).await,
                 _ = tick.tick() => self.tick().await,
-                read = consumer.recv() => match read {
-                    Err(KafkaError::MessageConsumptionFatal(code)) => {
-                        let reason = consumer
-                            .client()
-                            .fatal_error()
-                            .map_or_else(|| format!("{code:?}"), |(c, r)| format!("{c:?}: {r}"));
-                        Err(self.fatal("consumer", &reason))
+                Some(read) = messages.next() => {
+                    // What else the consumer has ready goes in the same pass:
+                    // the other branches wait at most `READ_AT_ONCE` messages.
+                    let mut step = self.read(read).await;
+                    for _ in 1..READ_AT_ONCE {
+                        if step.is_err() {
+                            break;
+                        }
+                        let Some(Some(read)) = messages.next().now_or_never() else {
+                            break;
+                        };
+                        step = self.read(read).await;
                     }
-                    read => match input(read) {
-                        Some((partition, input)) => self.dispatch(partition, input).await,
-                        None => Ok(()),
-                    },
-                },
+                    step
+                }
             };
             if let Err(why) = step {
                 // Stopping: not ready from now on.
                 self.health.set_failed();
                 return Some(why);
             }
+        }
+    }
+
+    /// One read of the consumer: a message or the end of a partition for
+    /// its worker; the consumer's fatal state stops the run.
+    async fn read(&mut self, read: Result<BorrowedMessage<'_>, KafkaError>) -> Result<(), Failure> {
+        match read {
+            Err(KafkaError::MessageConsumptionFatal(code)) => {
+                let reason = self
+                    .t
+                    .consumer
+                    .client()
+                    .fatal_error()
+                    .map_or_else(|| format!("{code:?}"), |(c, r)| format!("{c:?}: {r}"));
+                Err(self.fatal("consumer", &reason))
+            }
+            read => match input(read) {
+                Some((partition, input)) => self.dispatch(partition, input).await,
+                None => Ok(()),
+            },
         }
     }
 

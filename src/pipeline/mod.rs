@@ -254,6 +254,8 @@ pub struct Partition {
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     read: ReadCounts,
+    /// What of `read` the metrics have counted.
+    read_shown: ReadCounts,
     /// The latest wall-clock instant a call brought: what the rate-limited
     /// logs of code reached from several entry points count from.
     now: Option<Instant>,
@@ -295,6 +297,7 @@ impl Partition {
             records: decide::PendingRecords::default(),
             commands: Vec::new(),
             read: ReadCounts::default(),
+            read_shown: ReadCounts::default(),
             now: None,
             ready: Vec::new(),
         }
@@ -427,8 +430,10 @@ impl Partition {
         self.show();
     }
 
-    /// Updates the gauges and the shared usage by this worker's change.
+    /// Updates the gauges and the shared usage by this worker's change,
+    /// and the counters of what was read since the last time.
     pub(super) fn show(&mut self) {
+        self.report_reads();
         let now = Shown {
             buffer: self.buffer.occupancy(),
             offsets_pending: self.watermark.pending(),
@@ -441,6 +446,16 @@ impl Partition {
             remembered_bytes: self.decisions.bytes(),
         };
         self.telemetry.show(now, &self.config.usage);
+    }
+
+    /// Messages and spans read since they were last counted in the metrics.
+    fn report_reads(&mut self) {
+        let (read, shown) = (self.read, &mut self.read_shown);
+        self.telemetry
+            .messages
+            .increment(read.messages - shown.messages);
+        self.telemetry.spans.increment(read.spans - shown.spans);
+        *shown = read;
     }
 
     /// Decisions whose record never reached the log (given up, or not sent
@@ -499,6 +514,7 @@ impl Drop for Partition {
     /// A worker that ends, however it ends (a panic included), takes its
     /// share of the gauges and of the memory usage with it.
     fn drop(&mut self) {
+        self.report_reads();
         self.telemetry.show(Shown::default(), &self.config.usage);
     }
 }

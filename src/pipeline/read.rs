@@ -17,7 +17,7 @@ impl Partition {
     /// after their trace's earlier decision).
     pub fn handle(&mut self, msg: InputMessage, now: Instant) {
         self.now = Some(now);
-        self.telemetry.messages.increment(1);
+        // Counted here, and in the metrics once per wake-up (`show`).
         self.read.messages += 1;
         let reading = self.clock.read(msg.timestamp, now);
         if let Some(clamp) = reading.clamp {
@@ -65,7 +65,6 @@ impl Partition {
             };
             self.events.emit(&self.telemetry, event, self.now);
         }
-        self.telemetry.spans.increment(decoded.spans.len() as u64);
         let encoding = decoded.encoding;
         // Protobuf spans are slices of the message, which the edge reads into
         // one buffer together with its key.
