@@ -176,7 +176,14 @@ impl Partition {
             stream.as_millis() as i64,
             t.spans.len(),
         );
-        if pending.batch.bytes() >= RECORD_BATCH_BYTES {
+        // Sent early when full, well within what the producer takes (a
+        // record, or a rule name, more cannot pass it).
+        let limit = self
+            .config
+            .limits
+            .of(Destination::Decisions(self.partition));
+        let full = RECORD_BATCH_BYTES.min(limit.saturating_sub(1024));
+        if pending.batch.bytes() >= full {
             self.flush_records();
         }
     }

@@ -412,3 +412,70 @@ async fn an_unreadable_log_is_asked_again_and_a_too_slow_one_is_not() {
         assert_eq!(stopped.undecided_traces, 0, "{kind:?}: went on and decided");
     }
 }
+
+#[test]
+fn a_pass_of_many_decisions_is_logged_in_batches_within_the_limit_and_held_until_all_are_in() {
+    // Output messages (and so batches of records) limited to 5 KiB: a
+    // batch is sent once it reaches 4 KiB, about a hundred decisions.
+    let (_tx, rules) = rules();
+    let offsets = Arc::new(MemoryOffsets::default());
+    let config = WorkerConfig {
+        limits: MessageLimits::new(5 * 1024),
+        ..with_log(true)
+    };
+    let mut p = Partition::new(0, config, rules, Commit::Offsets(offsets.clone()));
+    let t0 = Instant::now();
+    const N: u16 = 300;
+    let mut ids = Vec::new();
+    for n in 0..N {
+        let mut raw = [7u8; 16];
+        raw[..2].copy_from_slice(&n.to_le_bytes());
+        let id = TraceId(raw);
+        ids.push(id);
+        let spans = [SpanSpec::new("gateway", "GET /", None, 0, 10)];
+        for part in build_trace(id, &[[1; 8]], 1_000, &spans) {
+            p.handle(message(i64::from(n), &part), t0);
+        }
+    }
+    // All due at once, in one pass.
+    p.decide_due(t0 + Duration::from_secs(11));
+    p.advance();
+    let batches: Vec<(DeliveryId, Outgoing)> = p
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Send { id, message, .. }
+                if message.destination == Destination::Decisions(0) =>
+            {
+                Some((id, message))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(batches.len() >= 3, "{} batches", batches.len());
+    let mut logged = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for (_, m) in &batches {
+        assert!(m.payload.len() <= 5 * 1024, "{} bytes", m.payload.len());
+        assert!(keys.insert(m.key.clone()), "each batch keyed uniquely");
+        logged.extend(
+            LoggedDecision::read(&m.payload)
+                .expect("a batch")
+                .iter()
+                .map(|d| d.trace().expect("a trace")),
+        );
+    }
+    assert_eq!(logged, ids, "every decision once, in the order made");
+    // Held until the last batch is in, whichever it is.
+    let now = t0 + Duration::from_secs(12);
+    let (last, rest) = batches.split_first().expect("batches");
+    for (id, _) in rest {
+        p.delivered(*id, Ok(()), now);
+    }
+    p.advance();
+    assert_eq!(offsets.last().unwrap_or(0), 0, "held by the first batch");
+    p.delivered(last.0, Ok(()), now);
+    p.advance();
+    assert_eq!(offsets.last(), Some(i64::from(N)), "all released");
+    assert_eq!((p.unlogged(), p.anomalies()), (0, 0));
+}
