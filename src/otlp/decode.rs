@@ -221,14 +221,13 @@ fn malformed_resource(what: &str, e: WireError) -> DecodeError {
 fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) {
     let mut resource: &[u8] = &[];
     let mut schema: &[u8] = &[];
-    // Scope spans are read after the resource; the resource may come after them
-    // on the wire, so remember where they are first.
-    let mut scopes: Vec<&[u8]> = Vec::new();
+    // The resource may come after its scope spans on the wire: read once
+    // for it (and to find a malformed field before any span is taken),
+    // then again for the scope spans — no list of them is kept.
     let mut f = Fields::new(rs);
     loop {
         match f.next() {
             Ok(Some((1, Value::Len(r)))) => resource = r,
-            Ok(Some((2, Value::Len(ss)))) => scopes.push(ss),
             Ok(Some((3, Value::Len(s)))) => schema = s,
             Ok(Some(_)) => {}
             Ok(None) => break,
@@ -236,29 +235,41 @@ fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) {
         }
     }
     let service = service_name(resource).unwrap_or_default();
-    'scopes: for ss in scopes {
-        let mut scope: &[u8] = &[];
-        let mut scope_schema: &[u8] = &[];
-        let mut spans: Vec<&[u8]> = Vec::new();
-        let mut f = Fields::new(ss);
-        loop {
-            match f.next() {
-                Ok(Some((1, Value::Len(s)))) => scope = s,
-                Ok(Some((2, Value::Len(s)))) => spans.push(s),
-                Ok(Some((3, Value::Len(s)))) => scope_schema = s,
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    out.rejected.push(malformed_resource("ScopeSpans", e));
-                    continue 'scopes;
-                }
-            }
+    let mut f = Fields::new(rs);
+    while let Ok(Some((field, value))) = f.next() {
+        if let (2, Value::Len(ss)) = (field, value) {
+            scope_spans(payload, ss, [resource, schema, service], out);
         }
-        let shared = Arc::new(Scope::in_message(
-            payload,
-            [resource, schema, scope, scope_schema, service],
-        ));
-        for s in spans {
+    }
+}
+
+/// The spans of one `ScopeSpans`, under `resource` (its encoding, schema
+/// and service name).
+fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decoded) {
+    let [resource, schema, service] = resource;
+    let mut scope: &[u8] = &[];
+    let mut scope_schema: &[u8] = &[];
+    let mut count = 0;
+    // As above: the scope may come after its spans.
+    let mut f = Fields::new(ss);
+    loop {
+        match f.next() {
+            Ok(Some((1, Value::Len(s)))) => scope = s,
+            Ok(Some((2, Value::Len(_)))) => count += 1,
+            Ok(Some((3, Value::Len(s)))) => scope_schema = s,
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return out.rejected.push(malformed_resource("ScopeSpans", e)),
+        }
+    }
+    let shared = Arc::new(Scope::in_message(
+        payload,
+        [resource, schema, scope, scope_schema, service],
+    ));
+    out.spans.reserve(count);
+    let mut f = Fields::new(ss);
+    while let Ok(Some((field, value))) = f.next() {
+        if let (2, Value::Len(s)) = (field, value) {
             match span(payload.slice_ref(s), &shared) {
                 Ok(rec) => out.spans.push(rec),
                 Err(e) => out.rejected.push(e),

@@ -329,9 +329,24 @@ pub(crate) fn test_spans(
 pub fn by_trace(
     mut spans: Vec<(TraceId, SpanRecord)>,
 ) -> impl Iterator<Item = (TraceId, Vec<SpanRecord>)> {
+    // A message keyed by its trace holds only its spans: one group, in
+    // the order they came, its vector made from theirs.
+    let mut single = None;
+    if let Some(&(first, _)) = spans.first() {
+        if spans.iter().all(|(id, _)| *id == first) {
+            let group: Vec<SpanRecord> = std::mem::take(&mut spans)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
+            single = Some((first, group));
+        }
+    }
     spans.sort_by_key(|(id, _)| *id);
     let mut rest = spans.into_iter().peekable();
     std::iter::from_fn(move || {
+        if let Some(group) = single.take() {
+            return Some(group);
+        }
         let (id, first) = rest.next()?;
         let mut group = vec![first];
         while let Some((_, s)) = rest.next_if(|(next, _)| *next == id) {
