@@ -17,6 +17,7 @@
 //! long as that lasts; on top of that each span's record and each trace's
 //! bookkeeping.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -179,10 +180,10 @@ impl TraceBuffer {
 
     /// The trace's deadline on the stream clock (`max_trace_age`, on the
     /// wall clock, is kept by `ages`).
-    fn deadline_of(&self, s: &TraceState) -> (Instant, Reason) {
-        let mut best = (s.first_seen + self.config.wait, Reason::Wait);
+    fn deadline_of(config: &BufferConfig, s: &TraceState) -> (Instant, Reason) {
+        let mut best = (s.first_seen + config.wait, Reason::Wait);
         if s.root_seen {
-            let quiet = s.last_seen + self.config.after_root;
+            let quiet = s.last_seen + config.after_root;
             if quiet < best.0 {
                 best = (quiet, Reason::AfterRoot);
             }
@@ -197,39 +198,48 @@ impl TraceBuffer {
     pub fn insert(
         &mut self,
         trace_id: TraceId,
-        spans: impl IntoIterator<Item = SpanRecord>,
+        spans: impl Into<Vec<SpanRecord>>,
         offset: i64,
         retained: usize,
         encoding: Encoding,
         now: impl Into<Time>,
     ) -> Vec<ReadyTrace> {
         let Time { stream: now, wall } = now.into();
-        if !self.traces.contains_key(&trace_id) {
-            self.bytes += TRACE_OVERHEAD;
-            self.next_seq += 1;
-            self.ages.insert(self.next_seq, (wall, trace_id));
-        }
-        let seq = self.next_seq;
-        let state = self.traces.entry(trace_id).or_insert_with(|| TraceState {
-            spans: Vec::new(),
-            first_seen: now,
-            last_seen: now,
-            first_read: wall,
-            root_seen: false,
-            bytes: 0,
-            deadline: now,
-            seq,
-            offsets: Vec::new(),
-            encoding,
-        });
-        let before = state.spans.len();
-        for s in spans {
+        // One lookup of the trace (the fields touched beside it are others).
+        let (state, is_new) = match self.traces.entry(trace_id) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => {
+                self.bytes += TRACE_OVERHEAD;
+                self.next_seq += 1;
+                self.ages.insert(self.next_seq, (wall, trace_id));
+                let state = e.insert(TraceState {
+                    spans: Vec::new(),
+                    first_seen: now,
+                    last_seen: now,
+                    first_read: wall,
+                    root_seen: false,
+                    bytes: 0,
+                    deadline: now,
+                    seq: self.next_seq,
+                    offsets: Vec::new(),
+                    encoding,
+                });
+                (state, true)
+            }
+        };
+        let spans = spans.into();
+        for s in &spans {
             state.root_seen |= s.is_root();
             state.bytes += s.size();
-            self.bytes += SPAN_OVERHEAD;
-            state.spans.push(s);
         }
-        self.spans += state.spans.len() - before;
+        self.bytes += SPAN_OVERHEAD * spans.len();
+        self.spans += spans.len();
+        if state.spans.is_empty() {
+            // A trace's first spans: their vector becomes its own.
+            state.spans = spans;
+        } else {
+            state.spans.extend(spans);
+        }
         // A span placed at an outlier's own (later) time may have come
         // before one placed at the clock's.
         state.last_seen = state.last_seen.max(now);
@@ -242,17 +252,11 @@ impl TraceBuffer {
             message.1 += 1;
         }
         let old = state.deadline;
-        let is_new = before == 0 && state.offsets.len() == 1;
-        let (deadline, _) = {
-            let s = &self.traces[&trace_id];
-            self.deadline_of(s)
-        };
-        if let Some(s) = self.traces.get_mut(&trace_id) {
-            if is_new || deadline != old {
-                self.deadlines.remove(&(old, s.seq, trace_id));
-                self.deadlines.insert((deadline, s.seq, trace_id));
-                s.deadline = deadline;
-            }
+        let (deadline, _) = Self::deadline_of(&self.config, state);
+        if is_new || deadline != old {
+            self.deadlines.remove(&(old, state.seq, trace_id));
+            self.deadlines.insert((deadline, state.seq, trace_id));
+            state.deadline = deadline;
         }
         self.enforce_budget(trace_id, offset)
     }
@@ -270,23 +274,35 @@ impl TraceBuffer {
         {
             out.extend(self.take(added, Reason::Memory));
         }
-        while self.bytes > self.config.max_bytes {
-            let Some(&(deadline, seq, id)) = self.deadlines.first() else {
+        self.shrink_to(self.config.max_bytes, &mut out);
+        out
+    }
+
+    /// Decides traces early, for memory, until the buffer holds at most
+    /// `bytes`: the earliest deadlines first (of equal deadlines, the
+    /// trace that began first) — the traces most likely complete, not one
+    /// whose next message is still to be read.
+    pub fn shrink_to(&mut self, bytes: usize, out: &mut Vec<ReadyTrace>) {
+        while self.bytes > bytes {
+            let Some((_, _, id)) = self.deadlines.pop_first() else {
                 break;
             };
-            match self.take(id, Reason::Memory) {
-                Some(t) => out.push(t),
-                None => {
-                    self.deadlines.remove(&(deadline, seq, id));
-                }
+            // Every entry has its trace; one without would just be gone.
+            if let Some(s) = self.traces.remove(&id) {
+                out.push(self.taken(id, s, Reason::Memory));
             }
         }
-        out
     }
 
     fn take(&mut self, id: TraceId, reason: Reason) -> Option<ReadyTrace> {
         let s = self.traces.remove(&id)?;
         self.deadlines.remove(&(s.deadline, s.seq, id));
+        Some(self.taken(id, s, reason))
+    }
+
+    /// What is left to do once a trace's state is out of the map and its
+    /// deadline out of the set.
+    fn taken(&mut self, id: TraceId, s: TraceState, reason: Reason) -> ReadyTrace {
         // When it was due, on the clock its reason counts on.
         let deadline = match reason {
             Reason::MaxAge => s.first_read + self.config.max_trace_age,
@@ -304,7 +320,7 @@ impl TraceBuffer {
                 }
             }
         }
-        Some(ReadyTrace {
+        ReadyTrace {
             trace_id: id,
             spans: s.spans,
             offsets: s.offsets,
@@ -312,7 +328,7 @@ impl TraceBuffer {
             reason,
             deadline,
             bytes: s.bytes,
-        })
+        }
     }
 
     /// The earliest deadline on the stream clock.
@@ -331,17 +347,15 @@ impl TraceBuffer {
     /// or longer before `now.wall`, oldest first.
     pub fn pop_due(&mut self, now: impl Into<Time>, out: &mut Vec<ReadyTrace>) {
         let Time { stream: now, wall } = now.into();
-        while let Some(&(deadline, seq, id)) = self.deadlines.first() {
-            if deadline > now {
+        while self.deadlines.first().is_some_and(|(d, _, _)| *d <= now) {
+            let Some((_, _, id)) = self.deadlines.pop_first() else {
                 break;
-            }
-            let Some(s) = self.traces.get(&id) else {
-                // Never the case: every entry has its trace. Not a loop if it were.
-                self.deadlines.remove(&(deadline, seq, id));
-                continue;
             };
-            let reason = self.deadline_of(s).1;
-            out.extend(self.take(id, reason));
+            // Every entry has its trace; one without would just be gone.
+            if let Some(s) = self.traces.remove(&id) {
+                let reason = Self::deadline_of(&self.config, &s).1;
+                out.push(self.taken(id, s, reason));
+            }
         }
         while let Some((&seq, &(first_read, id))) = self.ages.first_key_value() {
             if first_read + self.config.max_trace_age > wall {

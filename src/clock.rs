@@ -33,12 +33,14 @@
 //!
 //! Besides messages, the clock runs with wall-clock time, from where it
 //! stands, while nothing more can be read: the consumer reached the end of
-//! the partition, or the input is paused for memory; and after a message
+//! the partition; and after a message
 //! with no usable stamp, until the next with one (input without timestamps
 //! is decided by wall-clock time, as if read live; in a backlog the next
 //! stamp comes at once, so the clock hardly moves). While the worker cannot take input
 //! (its produces are stuck: an outage of the output) it stands, whatever
-//! else holds: a gap in reading is not a gap in the stream.
+//! else holds: a gap in reading is not a gap in the stream. While the
+//! input is paused for memory it stands too (the partition decides its
+//! oldest traces for memory instead: see `Partition::input_paused`).
 //! `decision.max_trace_age` stays a bound in wall-clock time from a trace's
 //! first read, kept by the buffer, so memory is bounded even when a
 //! partition's clock stands still.
@@ -236,8 +238,6 @@ pub struct StreamClock {
     running_since: Option<Instant>,
     /// The consumer reached the end of the partition (no message since).
     caught_up: bool,
-    /// The input is paused for memory: nothing is read meanwhile.
-    paused: bool,
     /// The worker cannot take input (its produces are stuck): whether more
     /// is waiting is not known, so the clock stands.
     blocked: bool,
@@ -256,7 +256,6 @@ impl StreamClock {
             base: None,
             running_since: None,
             caught_up: false,
-            paused: false,
             blocked: false,
             untimed: false,
             run: None,
@@ -268,7 +267,7 @@ impl StreamClock {
     }
 
     fn runs(&self) -> bool {
-        (self.caught_up || self.paused || self.untimed) && !self.blocked
+        (self.caught_up || self.untimed) && !self.blocked
     }
 
     /// Stream time now (since the Unix epoch), if anything was read.
@@ -419,14 +418,6 @@ impl StreamClock {
     pub fn caught_up(&mut self, wall: Instant) {
         self.rebase(wall);
         self.caught_up = true;
-        self.rebase(wall);
-    }
-
-    /// The input is paused (for memory) or resumed: while paused the clock
-    /// runs with wall-clock time, since nothing is read that could move it.
-    pub fn paused(&mut self, paused: bool, wall: Instant) {
-        self.rebase(wall);
-        self.paused = paused;
         self.rebase(wall);
     }
 

@@ -40,8 +40,8 @@ pub(super) struct Topology {
     pub rooms: mpsc::UnboundedReceiver<Room>,
     /// Bytes the workers' buffers hold, all together.
     pub usage: Arc<AtomicUsize>,
-    /// Tells the workers when the input is paused for memory: their clocks
-    /// then run with wall-clock time, so buffered traces are still decided.
+    /// Tells the workers when the input is paused for memory: they then
+    /// decide their oldest traces early, down to under `low_water`.
     pub input_paused: watch::Sender<bool>,
     /// Exactly-once: commits the open transaction every commit interval.
     pub committer: Option<JoinHandle<()>>,
@@ -312,6 +312,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             buffer: s.buffer_config(assigned),
             clock: s.clock_config(),
             epoch,
+            paused_share: s.buffer.paused_share(),
             decided_ttl: s.decision.decided_ttl,
             remembered_bytes: (s.decision.remembered_bytes / assigned.max(1) as u64) as usize,
             max_in_flight: s.kafka.max_in_flight,

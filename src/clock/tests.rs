@@ -87,24 +87,8 @@ fn a_worker_that_cannot_take_input_stops_its_clock_even_caught_up() {
     // Its output is out for an hour: no stream time passes meanwhile.
     assert_eq!(c.time(t0 + 3600 * S).stream - a.now.stream, 2 * S);
     assert_eq!(c.wall_at(a.now.stream + 10 * S, t0 + 3600 * S), None);
-    c.paused(true, t0 + 3600 * S);
-    assert_eq!(
-        c.time(t0 + 3700 * S).stream - a.now.stream,
-        2 * S,
-        "paused for memory as well: still standing"
-    );
     c.blocked(false, t0 + 3700 * S);
     assert_eq!(c.time(t0 + 3701 * S).stream - a.now.stream, 3 * S);
-}
-
-#[test]
-fn paused_for_memory_it_runs_and_resumed_it_stands() {
-    let (mut c, t0) = clock();
-    let a = c.read(Some(JAN), t0);
-    c.paused(true, t0 + S);
-    assert_eq!(c.time(t0 + 4 * S).stream - a.now.stream, 3 * S);
-    c.paused(false, t0 + 4 * S);
-    assert_eq!(c.time(t0 + 40 * S).stream - a.now.stream, 3 * S);
 }
 
 #[test]

@@ -36,6 +36,13 @@ impl Default for BufferSettings {
 }
 
 impl BufferSettings {
+    /// The fraction of its budget a partition decides its traces down to
+    /// while the input is paused for memory: under `low_water`, so that
+    /// the input resumes once what is queued for the workers is read.
+    pub fn paused_share(&self) -> f64 {
+        self.low_water * 0.9
+    }
+
     /// This section's own checks.
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_bytes < 1024 * 1024 {

@@ -435,7 +435,9 @@ impl Transactions {
                         // grown, see `DecisionTopic`): nothing was
                         // enqueued, so the transaction is intact; the
                         // decision stands, only its record is missing.
-                        metrics::counter!(m::DECISIONS_UNLOGGED).increment(1);
+                        let decisions = crate::pipeline::LoggedDecision::read(&message.payload)
+                            .map_or(1, |d| d.len() as u64);
+                        metrics::counter!(m::DECISIONS_UNLOGGED).increment(decisions);
                         tracing::debug!(
                             partition,
                             "a decision cannot be written to the decision log: {e}; going on without it"

@@ -14,7 +14,8 @@ use super::delivery::InFlight;
 use super::events::Event;
 use super::record::RecordBatch;
 use super::{
-    Command, DecisionRecord, Destination, Outgoing, Partition, Recalled, RECORD_BATCH_BYTES,
+    Command, DecisionRecord, Destination, Outgoing, Partition, Recalled, Written,
+    RECORD_BATCH_BYTES,
 };
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
@@ -56,6 +57,7 @@ impl Partition {
         self.give_up_overdue_records(now);
         self.sync_blocked(now);
         self.decide_due_at(self.clock.time(now));
+        self.shrink_for_memory(now);
         // The decisions of this wake-up go to the log in one message.
         self.flush_records();
         // Deciding may have filled the produces in flight.
@@ -149,9 +151,9 @@ impl Partition {
 
     /// Adds the decision's record to the partition's batch for the
     /// decision log ([`Partition::flush_records`] sends it); it pins the
-    /// trace's offsets until the batch is acknowledged (or, exactly-once,
-    /// written with them into the transaction), so no offset is committed
-    /// past a decision the log does not hold.
+    /// trace's offsets until the batch is acknowledged (exactly-once, the
+    /// batch goes into the transaction before any offset its traces free),
+    /// so no offset is committed past a decision the log does not hold.
     fn log_decision(&mut self, t: &ReadyTrace, decided: &Decided, now: Instant, stream: Duration) {
         if self.log_paused_until.is_some_and(|until| now < until) {
             // The log could not be written a moment ago: this decision goes
@@ -161,11 +163,13 @@ impl Partition {
             return;
         }
         self.log_paused_until = None;
-        for o in &t.offsets {
-            self.watermark.pin(*o, 1);
+        if !self.exactly_once() {
+            for o in &t.offsets {
+                self.watermark.pin(*o, 1);
+            }
+            self.records.offsets.extend_from_slice(&t.offsets);
         }
         let pending = &mut self.records;
-        pending.offsets.extend_from_slice(&t.offsets);
         pending.since.get_or_insert(now);
         pending.batch.push(
             t.trace_id,
@@ -216,7 +220,23 @@ impl Partition {
             payload: Bytes::from(payload),
             headers: Vec::new(),
         };
-        let give_up_at = (!self.exactly_once()).then(|| since + self.config.decision_log_timeout);
+        if self.exactly_once() {
+            // Into the open transaction at once, ahead of any offset its
+            // traces let the partition commit (those are written after it,
+            // in this transaction or a later one): held for its turn, a
+            // batch pinning many traces' offsets would wait for every trace
+            // begun before its last one — under steady traffic, for ever.
+            self.commands.push(Command::Write {
+                messages: vec![message],
+                next_offset: None,
+                receipt: Written {
+                    decisions: decisions as u64,
+                    ..Written::default()
+                },
+            });
+            return true;
+        }
+        let give_up_at = Some(since + self.config.decision_log_timeout);
         // Its offsets were pinned as each decision was added.
         let offsets = std::mem::take(&mut self.records.offsets);
         self.send(InFlight {

@@ -70,6 +70,10 @@ pub struct WorkerConfig {
     pub clock: ClockConfig,
     /// Calendar time of the process's monotonic clock.
     pub epoch: Epoch,
+    /// While the input is paused for memory, the partition decides traces
+    /// early down to this fraction of its share of the budget: below
+    /// `buffer.low_water`, so that the input resumes.
+    pub paused_share: f64,
     pub decided_ttl: Duration,
     /// This partition's share of `decision.remembered_bytes`.
     pub remembered_bytes: usize,
@@ -151,8 +155,10 @@ impl MessageLimits {
 }
 
 /// A batch of decision records is sent once it reaches this size, if the
-/// wake-up it is gathered in has not ended before (about 1 600 records).
-pub const RECORD_BATCH_BYTES: usize = 64 * 1024;
+/// wake-up it is gathered in has not ended before (about 420 records): far
+/// under any decision topic's `max.message.bytes` (which tailgate does not
+/// look up; the broker's default is 1 MB).
+pub const RECORD_BATCH_BYTES: usize = 16 * 1024;
 
 /// What the pipeline asks of its edges.
 #[derive(Debug)]
@@ -251,6 +257,8 @@ pub struct Partition {
     log_paused_until: Option<Instant>,
     /// Decisions for the decision log's next message.
     records: decide::PendingRecords,
+    /// The input is paused for memory.
+    paused_for_memory: bool,
     /// What the edges are to do, taken by [`Partition::commands`].
     commands: Vec<Command>,
     read: ReadCounts,
@@ -295,6 +303,7 @@ impl Partition {
             unlogged: 0,
             log_paused_until: None,
             records: decide::PendingRecords::default(),
+            paused_for_memory: false,
             commands: Vec::new(),
             read: ReadCounts::default(),
             read_shown: ReadCounts::default(),
@@ -359,11 +368,39 @@ impl Partition {
         self.clock.caught_up(now);
     }
 
-    /// The input is paused for memory (or resumed): while paused the clock
-    /// runs with wall-clock time, so buffered traces are still decided.
+    /// The input is paused for memory (or resumed). While it is paused,
+    /// the partition decides its traces early, for memory, down to
+    /// `paused_share` of its budget — the earliest deadlines first, the
+    /// ones most likely complete — after every read and wake-up, so the
+    /// process gets under `buffer.low_water` and its input resumes. Its
+    /// clock stands meanwhile: running it with the wall would decide, once
+    /// the pause outlasted `after_root`, the traces the pause cut in half
+    /// (their root read, the rest still in Kafka) on half their spans.
     pub fn input_paused(&mut self, paused: bool, now: Instant) {
         self.now = Some(now);
-        self.clock.paused(paused, now);
+        self.paused_for_memory = paused;
+        if paused {
+            self.shrink_for_memory(now);
+            self.flush_records();
+            self.sync_blocked(now);
+            self.show();
+        }
+    }
+
+    /// While the input is paused for memory: decides the partition's
+    /// traces, earliest deadline first, down to its paused share.
+    fn shrink_for_memory(&mut self, now: Instant) {
+        if !self.paused_for_memory {
+            return;
+        }
+        let target = (self.config.buffer.max_bytes as f64 * self.config.paused_share) as usize;
+        let mut ready = std::mem::take(&mut self.ready);
+        self.buffer.shrink_to(target, &mut ready);
+        let time = self.clock.time(now);
+        for t in ready.drain(..) {
+            self.decide(t, time);
+        }
+        self.ready = ready;
     }
 
     /// What to do with one input, read at `now`.

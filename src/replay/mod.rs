@@ -272,6 +272,8 @@ pub fn replay_observed(
         },
         clock: config.clock,
         epoch,
+        // Never paused.
+        paused_share: 1.0,
         decided_ttl: config.decided_ttl,
         remembered_bytes: config.remembered_bytes / partitions,
         max_in_flight: usize::MAX,

@@ -17,8 +17,7 @@ impl Bench {
         let _ = writeln!(
             r,
             "tailgate decides `decision.wait` and `after_root` on each partition's stream clock (the largest \
-             message timestamp read; with wall-clock time only at the end of the partition or while paused for \
-             memory) by default; `decision.clock: wall` measures them from when each span is read, as before. \
+             message timestamp read; with wall-clock time only at the end of the partition) by default; `decision.clock: wall` measures them from when each span is read, as before. \
              Both run on the same topic, one after the other. A *split trace* is a kept trace that came out in \
              more than one message although one message would have held it (under {} payload bytes; the \
              workload's traces are about 1 KiB): it was decided in parts, the rest following as late spans. \

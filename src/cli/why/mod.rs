@@ -244,7 +244,13 @@ fn search_log(
                 return;
             }
             let mut found = false;
-            for decision in LoggedDecision::read(value).into_iter().flatten() {
+            let Some(decisions) = LoggedDecision::read(value) else {
+                // Its key or its bytes name the trace, and this tailgate
+                // cannot read it (another version of the format).
+                seen.push(Seen::Unreadable);
+                return;
+            };
+            for decision in decisions {
                 if decision.trace() == Some(id) {
                     found = true;
                     seen.push(Seen::Decision(Logged {

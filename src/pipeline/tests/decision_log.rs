@@ -479,3 +479,53 @@ fn a_pass_of_many_decisions_is_logged_in_batches_within_the_limit_and_held_until
     assert_eq!(offsets.last(), Some(i64::from(N)), "all released");
     assert_eq!((p.unlogged(), p.anomalies()), (0, 0));
 }
+
+#[test]
+fn exactly_once_a_batch_goes_into_the_transaction_without_waiting_for_traces_begun_before() {
+    let (_tx, rules) = rules();
+    let mut p = Partition::new(0, with_log(true), rules, Commit::Transaction);
+    let t0 = Instant::now();
+    // C begins first and stays open (its child never comes); A and B come
+    // whole after it, and are decided while C is still buffered.
+    let (c, c_parts) = two_part_trace(3, false);
+    let (a, a_parts) = two_part_trace(1, false);
+    let (b, b_parts) = two_part_trace(2, true);
+    // C's child alone: no root, so C waits `wait` (10 s).
+    p.handle(message(0, &c_parts[1]), t0);
+    for (offset, part) in [
+        (1, &a_parts[0]),
+        (2, &a_parts[1]),
+        (3, &b_parts[0]),
+        (4, &b_parts[1]),
+    ] {
+        p.handle(message(offset, part), t0 + Duration::from_secs(1));
+    }
+    // A and B are due 2 s after their roots (after_root).
+    p.decide_due(t0 + Duration::from_secs(4));
+    p.advance();
+    assert_eq!(p.status().1.traces, 1, "C still open");
+    let mut logged = Vec::new();
+    for c in p.commands() {
+        if let Command::Write {
+            messages,
+            next_offset,
+            receipt,
+        } = c
+        {
+            assert!(
+                next_offset.is_none_or(|n| n <= 0),
+                "no offset past C's first message: {next_offset:?}"
+            );
+            for m in messages {
+                if m.destination == Destination::Decisions(0) {
+                    let batch = LoggedDecision::read(&m.payload).expect("a batch");
+                    assert_eq!(receipt.decisions, batch.len() as u64);
+                    logged.extend(batch.iter().filter_map(LoggedDecision::trace));
+                }
+            }
+        }
+    }
+    logged.sort();
+    assert_eq!(logged, vec![a, b], "A and B logged while C is open");
+    assert!(!logged.contains(&c));
+}

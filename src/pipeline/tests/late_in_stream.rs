@@ -6,6 +6,7 @@
 //! span is not kept alone.
 
 use super::*;
+use crate::buffer::Reason;
 
 /// 2026-01-01 in milliseconds since the Unix epoch: the input's time. The
 /// wall is an hour later at the start (a backlog).
@@ -221,4 +222,76 @@ fn a_message_stamped_far_ahead_decides_no_other_trace() {
         "K whole; the outlier's trace waits from its own time"
     );
     assert_eq!(p.status().1.traces, 2, "the outlier's trace and the last");
+}
+
+/// Reads five whole traces and the first part (its root) of `X`, an ERROR
+/// trace whose error comes in its second part; returns X's parts.
+fn read_five_and_half_of_x(p: &mut Partition, t0: Instant) -> Vec<TracesData> {
+    for n in 1..=5u8 {
+        let (_, parts) = three_part_trace(n, false);
+        for (i, part) in parts.iter().enumerate() {
+            let offset = i64::from(n) * 3 + i as i64;
+            p.handle(stamped(offset, JAN + offset * 10, part), t0);
+        }
+    }
+    let (_, x) = three_part_trace(9, true);
+    p.handle(stamped(100, JAN + 1_000, &x[0]), t0);
+    x
+}
+
+#[test]
+fn a_pause_for_memory_decides_the_oldest_traces_and_not_the_one_it_cut_in_half() {
+    let t0 = Instant::now();
+    // How many bytes the reads buffer: the budget is set from it, so that
+    // the reads fit and the paused share (0.45 of it) does not hold them all.
+    let mut probe = partition(t0, 100);
+    read_five_and_half_of_x(&mut probe, t0);
+    let buffered = probe.status().1.bytes;
+    let (_tx, rules) = rules();
+    let mut config = settings(t0, 100);
+    config.buffer.max_bytes = buffered * 3 / 2;
+    let mut p = Partition::new(
+        0,
+        config,
+        rules,
+        Commit::Offsets(Arc::new(MemoryOffsets::default())),
+    );
+    let x = read_five_and_half_of_x(&mut p, t0);
+    let x_id = TraceId([9; 16]);
+    assert!(decisions(&mut p).is_empty(), "nothing due yet");
+
+    // Paused for memory: the oldest whole traces are decided, for memory,
+    // down to the paused share; X, read last, is not.
+    p.input_paused(true, t0 + S);
+    let early = decisions(&mut p);
+    assert!(!early.is_empty(), "some decided for memory");
+    assert!(
+        early
+            .iter()
+            .all(|d| d.reason == Reason::Memory && d.spans == 3),
+        "whole traces, for memory: {early:?}"
+    );
+    assert!(early.iter().all(|d| d.trace_id != x_id), "{early:?}");
+    assert!(p.status().1.bytes <= buffered * 3 / 2 * 45 / 100);
+    // The pause outlasts after_root (2 s) many times, within
+    // max_trace_age (60 s): X still waits for the rest of its spans, which
+    // are still in Kafka.
+    p.decide_due(t0 + 30 * S);
+    assert!(
+        decisions(&mut p).iter().all(|d| d.trace_id != x_id),
+        "X decided during the pause on half its spans"
+    );
+
+    // Resumed: the rest of X comes, and X is decided whole, and kept.
+    p.input_paused(false, t0 + 31 * S);
+    p.handle(stamped(101, JAN + 1_100, &x[1]), t0 + 31 * S);
+    p.handle(stamped(102, JAN + 1_200, &x[2]), t0 + 31 * S);
+    p.caught_up(t0 + 31 * S);
+    p.decide_due(t0 + 40 * S);
+    let late = decisions(&mut p);
+    let xd = late
+        .iter()
+        .find(|d| d.trace_id == x_id)
+        .unwrap_or_else(|| panic!("X decided: {late:?}"));
+    assert_eq!((xd.keep, xd.spans), (true, 3), "{xd:?}");
 }

@@ -198,6 +198,7 @@ fn config() -> WorkerConfig {
         },
         clock: ClockConfig::default(),
         epoch: Epoch::now(),
+        paused_share: 0.45,
         decided_ttl: Duration::from_secs(600),
         remembered_bytes: 1 << 26,
         decision_log_timeout: Duration::from_secs(30),

@@ -175,6 +175,7 @@ impl Sim {
             },
             clock: ClockConfig::default(),
             epoch: self.epoch,
+            paused_share: 0.45,
             decided_ttl: Duration::from_secs(3600),
             remembered_bytes: 1 << 26,
             decision_log_timeout: self
