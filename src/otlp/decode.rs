@@ -249,13 +249,11 @@ fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decod
     let [resource, schema, service] = resource;
     let mut scope: &[u8] = &[];
     let mut scope_schema: &[u8] = &[];
-    let mut count = 0;
     // As above: the scope may come after its spans.
     let mut f = Fields::new(ss);
     loop {
         match f.next() {
             Ok(Some((1, Value::Len(s)))) => scope = s,
-            Ok(Some((2, Value::Len(_)))) => count += 1,
             Ok(Some((3, Value::Len(s)))) => scope_schema = s,
             Ok(Some(_)) => {}
             Ok(None) => break,
@@ -266,7 +264,6 @@ fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decod
         payload,
         [resource, schema, scope, scope_schema, service],
     ));
-    out.spans.reserve(count);
     let mut f = Fields::new(ss);
     while let Ok(Some((field, value))) = f.next() {
         if let (2, Value::Len(s)) = (field, value) {
