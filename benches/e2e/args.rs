@@ -6,12 +6,14 @@ use std::time::Duration;
 use crate::{BOOTSTRAP_ENV, STAMP_RATE, THROUGHPUT_AFTER_ROOT};
 
 pub const USAGE: &str = "usage: cargo bench --bench e2e -- [--quick] [--traces N] [--seed S] \
-[--only throughput,partitions,buffer,memory,route] [--clock-pairs N] [--after-root-ms MS] [--stamp-rate R] [--brokers HOST:PORT] [--report FILE] [--keep-topics]
+[--only throughput,features,partitions,buffer,memory,route] [--clock-pairs N] [--after-root-ms MS] [--stamp-rate R] [--brokers HOST:PORT] [--report FILE] [--keep-topics]
 
   --quick        a shortened workload (20 000 traces), as CI runs it
   --traces N     traces in the workload (default 200 000; 7 spans each)
   --only LIST    phases to run (default all): throughput (4 partitions, copy and
-                 tailgate), partitions (1, 4 and 16), buffer (N / 10 and N traces
+                 tailgate), features (on 4 partitions beside the default run: the
+                 decision log off, exactly-once, the production policy's rules),
+                 partitions (1, 4 and 16), buffer (N / 10 and N traces
                  buffered at once), memory (RSS per buffered span), route
                  (`tailgate route` on the workload as unkeyed batches of 12 messages)
   --clock-pairs N  tailgate runs on each topic of the throughput and partitions
@@ -33,6 +35,9 @@ pub struct Args {
     pub quick: bool,
     pub seed: u64,
     pub throughput: bool,
+    /// Runs on 4 partitions with one durable feature changed, and with the
+    /// production policy.
+    pub features: bool,
     pub partitions: bool,
     pub buffer: bool,
     pub memory: bool,
@@ -59,6 +64,7 @@ impl Args {
             quick: false,
             seed: 6,
             throughput: true,
+            features: true,
             partitions: true,
             buffer: true,
             memory: true,
@@ -126,6 +132,7 @@ impl Args {
                 "--only" => {
                     let v = value("--only")?;
                     a.throughput = false;
+                    a.features = false;
                     a.partitions = false;
                     a.buffer = false;
                     a.memory = false;
@@ -133,6 +140,7 @@ impl Args {
                     for phase in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         match phase {
                             "throughput" => a.throughput = true,
+                            "features" => a.features = true,
                             "partitions" => a.partitions = true,
                             "buffer" => a.buffer = true,
                             "memory" => a.memory = true,

@@ -9,7 +9,9 @@ use tailgate::clock::ClockMode;
 use tailgate_testkit::{unique, Process};
 
 use crate::args::Args;
-use crate::figures::{Check, Results, TailgateFigures, TailgateSettings, Throughput};
+use crate::figures::{
+    Check, Figures, Results, TailgateFigures, TailgateSettings, Throughput, Variant,
+};
 use crate::kafka::{partitions, Kafka, Topic};
 use crate::runs::stop;
 use crate::workload::Workload;
@@ -75,7 +77,9 @@ impl Bench {
         if self.args.partitions {
             partition_counts.push(1);
         }
-        if self.args.throughput || self.args.partitions || self.args.buffer {
+        // The feature runs compare with the default runs on 4 partitions.
+        let main_topic = self.args.throughput || self.args.features;
+        if main_topic || self.args.partitions || self.args.buffer {
             partition_counts.push(4);
         }
         if self.args.partitions {
@@ -88,20 +92,21 @@ impl Bench {
                 .fill(&mut topic, &w.messages, self.args.stamp_rate)?;
             topics.insert(p, topic);
         }
-        if self.args.throughput || self.args.partitions || self.args.buffer {
+        if main_topic || self.args.partitions || self.args.buffer {
             self.results.startup_cpu_s = Some(self.startup()?);
         }
-        if self.args.throughput || self.args.partitions {
+        if main_topic || self.args.partitions {
             for (n, &p) in partition_counts.iter().enumerate() {
                 let topic = topics[&p].clone();
-                let copy = self.run_copy(w, &topic)?;
+                let first_copy = self.run_copy(w, &topic, false)?;
                 let after_root = self.args.after_root;
-                let settings = |clock| TailgateSettings {
+                let settings = |clock, variant| TailgateSettings {
                     clock,
                     wait: THROUGHPUT_WAIT,
                     after_root,
                     max_trace_age: Duration::from_secs(30),
                     max_bytes: 512 << 20,
+                    variant,
                 };
                 let mut runs = Vec::new();
                 for clock in self.clock_order(n) {
@@ -121,14 +126,35 @@ impl Bench {
                         w.traces(),
                         &topic,
                         &label,
-                        &settings(clock),
+                        &settings(clock, Variant::Default),
                     )?);
                 }
+                // Each durable feature's cost, and the production policy:
+                // on the main topic, right after the runs they compare with.
+                let mut features = Vec::new();
+                if self.args.features && p == 4 {
+                    for variant in Variant::FEATURES {
+                        let label = format!("tailgate, {}{}", partitions(p), variant.suffix());
+                        features.push(self.run_tailgate(
+                            w,
+                            w.traces(),
+                            &topic,
+                            &label,
+                            &settings(ClockMode::Stream, variant),
+                        )?);
+                    }
+                }
+                // The copy's CPU moves by ± 25 % from run to run here, far
+                // more than tailgate's: it runs again after tailgate's runs
+                // and the ratios use the mean of both.
+                let copy_runs = vec![first_copy, self.run_copy(w, &topic, true)?];
                 self.results.throughput.push(Throughput {
                     partitions: p,
                     stamped_s: topic.stamped_s(),
-                    copy,
+                    copy: Figures::mean(&copy_runs),
+                    copy_runs,
                     runs,
+                    features,
                 });
             }
         }
@@ -183,6 +209,7 @@ impl Bench {
             after_root: THROUGHPUT_AFTER_ROOT,
             max_trace_age: Duration::from_secs(30),
             max_bytes: 512 << 20,
+            variant: Variant::Default,
         };
         let (mut tailgate, _) = self.spawn_tailgate(label, &input, &output.name, &s)?;
         tailgate.ready(Duration::from_secs(60))?;

@@ -7,7 +7,7 @@ use tailgate::clock::ClockMode;
 use tailgate_testkit::unique;
 
 use crate::bench::Bench;
-use crate::figures::{fmt_secs, Check, Memory, MemoryPoint, TailgateSettings};
+use crate::figures::{fmt_secs, Check, Memory, MemoryPoint, TailgateSettings, Variant};
 use crate::kafka::Topic;
 use crate::runs::stop;
 use crate::workload::Workload;
@@ -48,6 +48,7 @@ impl Bench {
                     after_root: wait,
                     max_trace_age: wait.max(Duration::from_secs(30)),
                     max_bytes: 8 << 30,
+                    variant: Variant::Default,
                 },
             )?;
             self.results.buffer.push((traces, wait, f));
@@ -65,6 +66,7 @@ impl Bench {
             after_root: MEMORY_WAIT,
             max_trace_age: MEMORY_WAIT,
             max_bytes: 16 << 30,
+            variant: Variant::Default,
         };
         let (mut tailgate, _group) = self.spawn_tailgate(label, &topic, &output.name, &s)?;
         // Ready: its partitions are assigned.

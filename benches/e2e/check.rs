@@ -56,19 +56,6 @@ impl Bench {
             bad_keys += usize::from(bad);
         }
         let complete = |i: usize| spans.get(&w.ids[i]).map_or(0, HashSet::len) >= w.spans[i];
-        let must: Vec<usize> = (0..n).filter(|&i| w.must_keep[i]).collect();
-        let must_missing = must.iter().filter(|&&i| !complete(i)).count();
-        let others: Vec<usize> = (0..n).filter(|&i| !w.must_keep[i]).collect();
-        let others_kept = others
-            .iter()
-            .filter(|&&i| spans.contains_key(&w.ids[i]))
-            .count();
-        let fraction = others_kept as f64 / others.len().max(1) as f64;
-        let sigma = (0.1 * 0.9 / others.len().max(1) as f64).sqrt();
-        let tolerance = (5.0 * sigma).max(0.01);
-        let expected: HashSet<TraceId> = (0..n).filter(|&i| w.keep[i]).map(|i| w.ids[i]).collect();
-        let not_expected = spans.keys().filter(|id| !expected.contains(id)).count();
-        let incomplete = (0..n).filter(|&i| w.keep[i] && !complete(i)).count();
         let errors = w.error[..n].iter().filter(|e| **e).count();
         let slow = w.slow[..n].iter().filter(|s| **s).count();
         // The wall clock decides a pre-filled topic by how fast it is read:
@@ -76,64 +63,68 @@ impl Bench {
         // an error or slow trace (the stream clock is there to prevent
         // that). So with it, completeness is reported, not asserted.
         let wall = f.clock == ClockMode::Wall;
-        self.checks.push(Check {
-            asserted: !wall,
-            run: label.into(),
-            what: if wall {
-                "every error and slow trace kept, all its spans (wall clock: reported)".into()
-            } else {
-                "every error and slow trace kept, all its spans".into()
-            },
-            ok: must_missing == 0,
-            detail: format!(
-                "{} of {} complete ({errors} with an error, {slow} slow, some both)",
-                must.len() - must_missing,
-                must.len()
-            ),
-        });
-        self.checks.push(Check {
-            asserted: true,
-            run: label.into(),
-            what: "the other traces kept at 10 %".into(),
-            ok: (fraction - 0.1).abs() <= tolerance,
-            detail: format!(
-                "{others_kept} of {} = {:.2} % (tolerance ± {:.2} points)",
-                others.len(),
-                fraction * 100.0,
-                tolerance * 100.0
-            ),
-        });
+        if f.variant.bench_rules() {
+            self.check_bench_rules(w, n, label, wall, &spans, &complete);
+        } else {
+            self.check_production(w, n, label, &spans, &complete);
+        }
+        let not_expected = if f.variant.bench_rules() {
+            let expected: HashSet<TraceId> =
+                (0..n).filter(|&i| w.keep[i]).map(|i| w.ids[i]).collect();
+            spans.keys().filter(|id| !expected.contains(id)).count()
+        } else {
+            0
+        };
+        let incomplete = if f.variant.bench_rules() {
+            (0..n).filter(|&i| w.keep[i] && !complete(i)).count()
+        } else {
+            // Whatever the production rules keep, they keep whole.
+            (0..n)
+                .filter(|&i| spans.contains_key(&w.ids[i]) && !complete(i))
+                .count()
+        };
+        let unknown = spans.len() - (0..n).filter(|&i| spans.contains_key(&w.ids[i])).count();
         self.checks.push(Check {
             asserted: true,
             run: label.into(),
-            what: if wall {
-                "the library's decisions, nothing twice (wall clock: incomplete traces reported)".into()
-            } else {
-                "exactly the library's decisions, nothing twice".into()
+            what: match (f.variant.bench_rules(), wall) {
+                (true, false) => "exactly the library's decisions, nothing twice".into(),
+                (true, true) => {
+                    "the library's decisions, nothing twice (wall clock: incomplete traces reported)"
+                        .into()
+                }
+                (false, _) => "every kept trace whole, nothing twice".into(),
             },
             ok: not_expected == 0
+                && unknown == 0
                 && (incomplete == 0 || wall)
                 && duplicates == 0
                 && bad_keys == 0
                 && undecodable == 0
                 && f.decided_memory == 0.0,
             detail: format!(
-                "{} traces kept ({} spans, {} messages); {not_expected} unexpected, {incomplete} incomplete, \
-                 {duplicates} duplicate spans, {bad_keys} bad keys, {undecodable} undecodable, \
-                 {} decided early for memory",
+                "{} traces kept ({} spans, {} messages); {not_expected} unexpected, {unknown} not in the \
+                 workload, {incomplete} incomplete, {duplicates} duplicate spans, {bad_keys} bad keys, \
+                 {undecodable} undecodable, {} decided early for memory ({errors} traces with an error, \
+                 {slow} slow, some both)",
                 spans.len(),
                 spans.values().map(HashSet::len).sum::<usize>(),
                 messages.len(),
                 f.decided_memory
             ),
         });
+        let expected_kept = (0..n).filter(|&i| w.keep[i]).count();
 
         // Decided in parts: a kept trace in more than one message that one
         // message would have held.
         let index: HashMap<TraceId, usize> = (0..n).map(|i| (w.ids[i], i)).collect();
         let p = &mut f.parts;
         p.kept = spans.len();
-        p.expected_kept = expected.len();
+        p.expected_kept = if f.variant.bench_rules() {
+            expected_kept
+        } else {
+            p.kept
+        };
         p.messages = messages.len();
         p.most = parts.values().map(|(c, _)| c.len()).max().unwrap_or(0);
         let mut split: Vec<(&TraceId, &(Vec<usize>, usize))> = Vec::new();
@@ -197,5 +188,81 @@ impl Bench {
             });
         }
         Ok(())
+    }
+
+    /// The bench's rules: every error and slow trace whole, the rest at 10 %.
+    fn check_bench_rules(
+        &mut self,
+        w: &Workload,
+        n: usize,
+        label: &str,
+        wall: bool,
+        spans: &HashMap<TraceId, HashSet<[u8; 8]>>,
+        complete: &dyn Fn(usize) -> bool,
+    ) {
+        let must: Vec<usize> = (0..n).filter(|&i| w.must_keep[i]).collect();
+        let must_missing = must.iter().filter(|&&i| !complete(i)).count();
+        let others: Vec<usize> = (0..n).filter(|&i| !w.must_keep[i]).collect();
+        let others_kept = others
+            .iter()
+            .filter(|&&i| spans.contains_key(&w.ids[i]))
+            .count();
+        let fraction = others_kept as f64 / others.len().max(1) as f64;
+        let sigma = (0.1 * 0.9 / others.len().max(1) as f64).sqrt();
+        let tolerance = (5.0 * sigma).max(0.01);
+        self.checks.push(Check {
+            asserted: !wall,
+            run: label.into(),
+            what: if wall {
+                "every error and slow trace kept, all its spans (wall clock: reported)".into()
+            } else {
+                "every error and slow trace kept, all its spans".into()
+            },
+            ok: must_missing == 0,
+            detail: format!("{} of {} complete", must.len() - must_missing, must.len()),
+        });
+        self.checks.push(Check {
+            asserted: true,
+            run: label.into(),
+            what: "the other traces kept at 10 %".into(),
+            ok: (fraction - 0.1).abs() <= tolerance,
+            detail: format!(
+                "{others_kept} of {} = {:.2} % (tolerance ± {:.2} points)",
+                others.len(),
+                fraction * 100.0,
+                tolerance * 100.0
+            ),
+        });
+    }
+
+    /// The production policy's rules, whose per-endpoint sample depends on
+    /// the stream's pace: every error trace whole (its `errors` rule), and
+    /// some of the rest (its per-endpoint and baseline rules).
+    fn check_production(
+        &mut self,
+        w: &Workload,
+        n: usize,
+        label: &str,
+        spans: &HashMap<TraceId, HashSet<[u8; 8]>>,
+        complete: &dyn Fn(usize) -> bool,
+    ) {
+        let errors: Vec<usize> = (0..n).filter(|&i| w.error[i]).collect();
+        let missing = errors.iter().filter(|&&i| !complete(i)).count();
+        let others = (0..n).filter(|&i| !w.error[i]).count();
+        let others_kept = (0..n)
+            .filter(|&i| !w.error[i] && spans.contains_key(&w.ids[i]))
+            .count();
+        self.checks.push(Check {
+            asserted: true,
+            run: label.into(),
+            what: "every error trace kept, all its spans; some of the rest".into(),
+            ok: missing == 0 && others_kept > 0 && others_kept < others,
+            detail: format!(
+                "{} of {} error traces complete; {others_kept} of {others} others kept ({:.2} %)",
+                errors.len() - missing,
+                errors.len(),
+                100.0 * others_kept as f64 / others.max(1) as f64
+            ),
+        });
     }
 }

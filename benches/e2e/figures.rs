@@ -16,6 +16,18 @@ impl Figures {
     pub fn spans_per_cpu_s(&self) -> f64 {
         self.spans as f64 / self.cpu_s.max(1e-9)
     }
+
+    /// Runs of one program on one topic as one: mean CPU and drain time,
+    /// the highest peak RSS.
+    pub fn mean(runs: &[Figures]) -> Figures {
+        let n = runs.len().max(1) as f64;
+        Figures {
+            cpu_s: runs.iter().map(|f| f.cpu_s).sum::<f64>() / n,
+            drain_s: runs.iter().map(|f| f.drain_s).sum::<f64>() / n,
+            peak_rss: runs.iter().map(|f| f.peak_rss).max().unwrap_or(0),
+            spans: runs.first().map_or(0, |f| f.spans),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -36,6 +48,8 @@ pub struct TailgateFigures {
     pub decided_memory: f64,
     /// The clock its deadlines counted on.
     pub clock: ClockMode,
+    /// What else it changed from the defaults.
+    pub variant: Variant,
     /// Its output per kept trace, and traces decided in parts.
     pub parts: Parts,
 }
@@ -135,6 +149,47 @@ pub struct TailgateSettings {
     pub after_root: Duration,
     pub max_trace_age: Duration,
     pub max_bytes: u64,
+    pub variant: Variant,
+}
+
+/// What a tailgate run changes from the defaults the bench measures with
+/// (decision log on, at-least-once, the bench's rules): each durable
+/// feature's cost is the default run against the run without it, and the
+/// production policy is measured as it ships.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Variant {
+    #[default]
+    Default,
+    /// `kafka.decision_log: false`.
+    NoDecisionLog,
+    /// `kafka.exactly_once: true`.
+    ExactlyOnce,
+    /// The rules of `policies/production.yaml` (critical-path and dynamic
+    /// rules) instead of the bench's.
+    Production,
+}
+
+impl Variant {
+    pub const FEATURES: [Variant; 3] = [
+        Variant::NoDecisionLog,
+        Variant::ExactlyOnce,
+        Variant::Production,
+    ];
+
+    /// The label's suffix: ", decision log off".
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Variant::Default => "",
+            Variant::NoDecisionLog => ", decision log off",
+            Variant::ExactlyOnce => ", exactly-once",
+            Variant::Production => ", production policy",
+        }
+    }
+
+    /// Whether its output is the library's decisions under the bench's rules.
+    pub fn bench_rules(self) -> bool {
+        self != Variant::Production
+    }
 }
 
 pub struct MemoryPoint {
@@ -166,10 +221,15 @@ pub struct Throughput {
     pub partitions: i32,
     /// The message time the topic spans, seconds.
     pub stamped_s: f64,
+    /// The copy's runs (before tailgate's and after) as one.
     pub copy: Figures,
+    pub copy_runs: Vec<Figures>,
     /// tailgate's runs on the topic, in the order they ran: with the stream
     /// clock, and as many with `decision.clock: wall` (`--clock-pairs`).
     pub runs: Vec<TailgateFigures>,
+    /// On the 4-partition topic, after those: one run of each of
+    /// [`Variant::FEATURES`] (`--only features` or the default phases).
+    pub features: Vec<TailgateFigures>,
 }
 
 impl Throughput {
@@ -183,6 +243,11 @@ impl Throughput {
 
     pub fn of(&self, clock: ClockMode) -> impl Iterator<Item = &TailgateFigures> {
         self.runs.iter().filter(move |f| f.clock == clock)
+    }
+
+    /// The feature run of `variant`, if it ran.
+    pub fn feature(&self, variant: Variant) -> Option<&TailgateFigures> {
+        self.features.iter().find(|f| f.variant == variant)
     }
 
     /// Over every run with `clock`: the mean of `figure`.

@@ -284,13 +284,17 @@ impl Kafka {
         Ok(())
     }
 
-    /// Every message of `topic`, from the start to the current end.
+    /// Every committed message of `topic`, from the start to the current
+    /// end. Read committed, and done once the reader's position is at the
+    /// end: an exactly-once output's last offsets are transaction markers,
+    /// which no message reports.
     pub fn read_all(&self, topic: &str, partitions: i32) -> Result<Vec<Keyed>, String> {
         let marks = self.watermarks(topic, partitions)?;
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", "tailgate-e2e-reader")
             .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
             .create()
             .map_err(|e| format!("reading {topic}: {e}"))?;
         let mut tpl = TopicPartitionList::new();
@@ -310,6 +314,15 @@ impl Kafka {
                 ));
             }
             let Some(r) = c.poll(Duration::from_millis(200)) else {
+                if let Ok(position) = c.position() {
+                    for e in position.elements() {
+                        if let (Offset::Offset(o), Some(n)) =
+                            (e.offset(), next.get_mut(e.partition() as usize))
+                        {
+                            *n = (*n).max(o);
+                        }
+                    }
+                }
                 continue;
             };
             let m = r.map_err(|e| format!("reading {topic}: {e}"))?;

@@ -13,6 +13,10 @@
 //!   wall time from process start until the group's committed offsets reach
 //!   the end of every partition, peak RSS (VmHWM); tailgate's p99 decision
 //!   lateness from its histogram;
+//! - **features**: on the 4-partition topic, tailgate with the decision log
+//!   off, in exactly-once mode, and with the production policy's rules: each
+//!   durable feature's cost as a ratio against the default run, and the
+//!   policy as it ships;
 //! - **partitions**: the same on 1 and 16 input partitions;
 //! - **clock**: in the throughput and partitions phases, tailgate runs on
 //!   each topic with the default stream clock (`decision.clock: stream`,
@@ -43,7 +47,7 @@
 //! tailgate's read speed on 4 partitions), from an idempotent producer; see
 //! `Kafka::fill`.
 //!
-//! `scripts/bench [--quick] [--traces N] [--only throughput,partitions,buffer,memory]`
+//! `scripts/bench [--quick] [--traces N] [--only throughput,features,partitions,buffer,memory,route]`
 //! starts the broker and runs `cargo bench --bench e2e -- ARGS`. The report is
 //! printed and written to `target/e2e-report.md`. See docs/benchmarks.md.
 //!

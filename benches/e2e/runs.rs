@@ -10,7 +10,7 @@ use tailgate::clock::ClockMode;
 use tailgate_testkit::{free_port, tailgate_bin, unique, Metrics, Process, Tailgate};
 
 use crate::bench::Bench;
-use crate::figures::{Check, Figures, TailgateFigures, TailgateSettings};
+use crate::figures::{Check, Figures, TailgateFigures, TailgateSettings, Variant};
 use crate::kafka::{partitions, Topic};
 use crate::workload::Workload;
 use crate::{COMMIT_INTERVAL, MIB, ROLE_ENV, RULES, SCRAPE_EVERY};
@@ -27,6 +27,18 @@ pub fn spawn(mut cmd: Command, log: PathBuf, label: &str) -> Result<Process, Str
     Process::spawn(cmd, log, label)
 }
 
+/// The rules of `policies/production.yaml`, as one line of YAML (JSON).
+fn production_rules() -> Result<String, String> {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/production.yaml");
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let policy: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let rules = policy
+        .get("rules")
+        .ok_or_else(|| format!("{file} has no rules"))?;
+    serde_json::to_string(rules).map_err(|e| format!("{file}: rules: {e}"))
+}
+
 /// SIGTERM, then waits (bounded); SIGKILL if it does not stop.
 pub fn stop(process: &mut Process, within: Duration) {
     if process.terminate(within).is_none() {
@@ -39,8 +51,19 @@ pub fn stop(process: &mut Process, within: Duration) {
 }
 
 impl Bench {
-    pub fn run_copy(&mut self, w: &Workload, topic: &Topic) -> Result<Figures, String> {
-        let label = format!("raw copy, {}", partitions(topic.partitions));
+    /// The raw copy on `topic`; `again` for its second run there (after
+    /// tailgate's).
+    pub fn run_copy(
+        &mut self,
+        w: &Workload,
+        topic: &Topic,
+        again: bool,
+    ) -> Result<Figures, String> {
+        let label = format!(
+            "raw copy, {}{}",
+            partitions(topic.partitions),
+            if again { ", again" } else { "" }
+        );
         let output = self.kafka.create_topic(&unique("e2e-copy-out"), 4)?;
         let group = unique("e2e-copy");
         let exe =
@@ -52,7 +75,9 @@ impl Bench {
             .env("E2E_OUTPUT", &output.name)
             .env("E2E_GROUP", &group)
             .env("E2E_MAX_SECONDS", "3600");
-        let log = self.dir.join(format!("copy-{}.log", topic.partitions));
+        let log = self
+            .dir
+            .join(format!("copy-{}-{}.log", topic.partitions, u8::from(again)));
         let mut process = spawn(cmd, log, &label)?;
         eprintln!("e2e: running {label} (pid {})...", process.pid());
         let drain_s = self.wait_drained(
@@ -121,6 +146,8 @@ impl Bench {
   compression: lz4
   commit_interval: {commit}
   drain_timeout: 10s
+  decision_log: {decision_log}
+  exactly_once: {exactly_once}
 buffer:
   max_bytes: {max_bytes}
 decision:
@@ -131,7 +158,7 @@ decision:
   max_trace_age: {max_age}
 metrics:
   listen: 127.0.0.1:{port}
-rules: {RULES}
+rules: {rules}
 ",
             brokers = self.kafka.brokers,
             commit = ms(COMMIT_INTERVAL),
@@ -145,6 +172,12 @@ rules: {RULES}
             // Shorter than the waits it protects, whatever `--after-root-ms`.
             clock_ahead = ms(s.after_root.min(s.wait) / 4),
             max_age = ms(s.max_trace_age),
+            decision_log = s.variant != Variant::NoDecisionLog,
+            exactly_once = s.variant == Variant::ExactlyOnce,
+            rules = match s.variant {
+                Variant::Production => production_rules()?,
+                _ => RULES.to_string(),
+            },
         );
         let file = dir.join("bench.yaml");
         std::fs::write(&file, yaml).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
@@ -188,6 +221,7 @@ rules: {RULES}
             decision_wait: s.after_root.min(s.wait),
             startup_cpu_s: self.results.startup_cpu_s,
             clock: s.clock,
+            variant: s.variant,
             ..Default::default()
         };
         let mut last_scrape: Option<Instant> = None;

@@ -151,6 +151,7 @@ impl Bench {
                 costs.join("; ")
             );
         }
+        self.report_feature_targets(r);
         let asserted = self.checks.iter().filter(|c| c.asserted).count();
         let failed = self.checks.iter().filter(|c| c.asserted && !c.ok).count();
         let reported: Vec<&Check> = self.checks.iter().filter(|c| !c.asserted).collect();
