@@ -2,8 +2,15 @@
 //! a deadline, and the bytes it holds counted against a budget.
 //!
 //! Pure and synchronous: time comes in as `now`, nothing here knows Kafka.
-//! Deadlines live in an ordered set keyed by `(deadline, trace id)`, so finding
-//! what is due never scans the buffer.
+//! Deadlines live in a binary heap keyed by `(deadline, seq, trace id)`, so
+//! finding what is due never scans the buffer. A trace's deadline mostly
+//! moves later (each span after the root extends the quiet period); the
+//! heap is not touched for that: its entry stays where it was, and when it
+//! comes up it is put back at the trace's real deadline. Only a deadline
+//! that moves earlier adds an entry. Entries of traces decided by age or
+//! another entry are dropped when they come up, or all at once when they
+//! outnumber the traces. The age order is a queue in the order traces
+//! began, whose decided traces are dropped the same way.
 //!
 //! Two clocks (see [`crate::clock`]): `wait` and `after_root` count on the
 //! partition's stream clock, so a trace's deadlines do not depend on how
@@ -17,8 +24,9 @@
 //! long as that lasts; on top of that each span's record and each trace's
 //! bookkeeping.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clock::Time;
@@ -86,8 +94,10 @@ struct TraceState {
     root_seen: bool,
     /// The trace's own bytes: its spans' encodings and records.
     bytes: usize,
-    /// The current entry of this trace in the deadline set.
+    /// When the trace is due (on the stream clock).
     deadline: Instant,
+    /// The key of its entry in the deadline heap: at or before `deadline`.
+    queued: Instant,
     /// When, among the buffer's traces, this one began: of traces due at the
     /// same instant (a batch read at once), the one that began first goes first.
     seq: u64,
@@ -121,8 +131,13 @@ pub struct Occupancy {
 }
 
 /// Bytes a buffered trace costs besides its spans: its state, its entries in
-/// the trace map, the deadline set and the age order.
-pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 104;
+/// the trace map, the deadline heap and the age queue (each of those can
+/// hold up to twice as many entries as there are traces before it is
+/// compacted).
+pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 184;
+/// Entries the deadline heap and the age queue may hold beyond twice the
+/// traces before they are compacted.
+const SLACK: usize = 64;
 /// Bytes a buffered span costs besides the message it is a slice of.
 pub const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRecord>();
 /// Bytes the entry of a retained message costs.
@@ -135,12 +150,14 @@ pub struct TraceBuffer {
     traces: HashMap<TraceId, TraceState, foldhash::fast::RandomState>,
     /// `(deadline, seq, trace id)`: earliest first; at the same deadline the
     /// trace that began first — under memory pressure the one most likely
-    /// complete, not one whose next message is still being read.
-    deadlines: BTreeSet<(Instant, u64, TraceId)>,
-    /// Traces in the order they began (`seq`), which is the order of their
-    /// first reads, with when that was: the front is the first to reach
-    /// `max_trace_age`.
-    ages: BTreeMap<u64, (Instant, TraceId)>,
+    /// complete, not one whose next message is still being read. A trace's
+    /// live entry is the one whose key is its `queued` and `seq` its `seq`;
+    /// others are stale (see the module's comment).
+    deadlines: BinaryHeap<Reverse<(Instant, u64, TraceId)>>,
+    /// `(seq, first read, trace id)` in the order traces began, which is the
+    /// order of their first reads: the front is the first to reach
+    /// `max_trace_age`. Entries of decided traces are stale.
+    ages: VecDeque<(u64, Instant, TraceId)>,
     /// The next trace's `seq`.
     next_seq: u64,
     /// Messages the buffered spans keep alive: offset → (bytes retained,
@@ -156,8 +173,8 @@ impl TraceBuffer {
         Self {
             config,
             traces: HashMap::default(),
-            deadlines: BTreeSet::new(),
-            ages: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
+            ages: VecDeque::new(),
             next_seq: 0,
             messages: HashMap::default(),
             spans: 0,
@@ -211,7 +228,7 @@ impl TraceBuffer {
             Entry::Vacant(e) => {
                 self.bytes += TRACE_OVERHEAD;
                 self.next_seq += 1;
-                self.ages.insert(self.next_seq, (wall, trace_id));
+                self.ages.push_back((self.next_seq, wall, trace_id));
                 let state = e.insert(TraceState {
                     spans: Vec::new(),
                     first_seen: now,
@@ -220,6 +237,7 @@ impl TraceBuffer {
                     root_seen: false,
                     bytes: 0,
                     deadline: now,
+                    queued: now,
                     seq: self.next_seq,
                     offsets: Vec::new(),
                     encoding,
@@ -251,12 +269,14 @@ impl TraceBuffer {
             }
             message.1 += 1;
         }
-        let old = state.deadline;
         let (deadline, _) = Self::deadline_of(&self.config, state);
-        if is_new || deadline != old {
-            self.deadlines.remove(&(old, state.seq, trace_id));
-            self.deadlines.insert((deadline, state.seq, trace_id));
-            state.deadline = deadline;
+        state.deadline = deadline;
+        // A later deadline leaves the entry where it is (it is put back when
+        // it comes up); an earlier one needs one of its own.
+        if is_new || deadline < state.queued {
+            self.deadlines
+                .push(Reverse((deadline, state.seq, trace_id)));
+            state.queued = deadline;
         }
         self.enforce_budget(trace_id, offset)
     }
@@ -284,31 +304,53 @@ impl TraceBuffer {
     /// whose next message is still to be read.
     pub fn shrink_to(&mut self, bytes: usize, out: &mut Vec<ReadyTrace>) {
         while self.bytes > bytes {
-            let Some((_, _, id)) = self.deadlines.pop_first() else {
+            let Some((_, _, id)) = self.earliest() else {
                 break;
             };
-            // Every entry has its trace; one without would just be gone.
+            self.deadlines.pop();
             if let Some(s) = self.traces.remove(&id) {
                 out.push(self.taken(id, s, Reason::Memory));
             }
         }
     }
 
+    /// The live entry at the top of the deadline heap, exact: stale entries
+    /// above it are dropped, and one whose trace's deadline moved later is
+    /// put back at it.
+    fn earliest(&mut self) -> Option<(Instant, u64, TraceId)> {
+        while let Some(&Reverse((key, seq, id))) = self.deadlines.peek() {
+            match self.traces.get_mut(&id) {
+                Some(s) if s.seq == seq && s.queued == key => {
+                    if s.deadline <= key {
+                        return Some((key, seq, id));
+                    }
+                    s.queued = s.deadline;
+                    let again = Reverse((s.deadline, seq, id));
+                    self.deadlines.pop();
+                    self.deadlines.push(again);
+                }
+                _ => {
+                    self.deadlines.pop();
+                }
+            }
+        }
+        None
+    }
+
     fn take(&mut self, id: TraceId, reason: Reason) -> Option<ReadyTrace> {
         let s = self.traces.remove(&id)?;
-        self.deadlines.remove(&(s.deadline, s.seq, id));
         Some(self.taken(id, s, reason))
     }
 
-    /// What is left to do once a trace's state is out of the map and its
-    /// deadline out of the set.
+    /// What is left to do once a trace's state is out of the map (its
+    /// entries in the deadline heap and the age queue are stale from here).
     fn taken(&mut self, id: TraceId, s: TraceState, reason: Reason) -> ReadyTrace {
         // When it was due, on the clock its reason counts on.
         let deadline = match reason {
             Reason::MaxAge => s.first_read + self.config.max_trace_age,
             _ => s.deadline,
         };
-        self.ages.remove(&s.seq);
+        self.tidy();
         self.spans -= s.spans.len();
         self.bytes -= TRACE_OVERHEAD + s.spans.len() * SPAN_OVERHEAD;
         for o in &s.offsets {
@@ -331,14 +373,44 @@ impl TraceBuffer {
         }
     }
 
+    /// Drops stale entries from the front of the age queue, and compacts
+    /// it and the deadline heap when stale entries outnumber the traces.
+    fn tidy(&mut self) {
+        let live = |traces: &HashMap<_, TraceState, _>, seq: u64, id: &TraceId| {
+            traces.get(id).is_some_and(|s: &TraceState| s.seq == seq)
+        };
+        while let Some((seq, _, id)) = self.ages.front() {
+            if live(&self.traces, *seq, id) {
+                break;
+            }
+            self.ages.pop_front();
+        }
+        let most = 2 * self.traces.len() + SLACK;
+        if self.ages.len() > most {
+            let traces = &self.traces;
+            self.ages.retain(|(seq, _, id)| live(traces, *seq, id));
+        }
+        if self.deadlines.len() > most {
+            self.deadlines = self
+                .traces
+                .iter_mut()
+                .map(|(id, s)| {
+                    s.queued = s.deadline;
+                    Reverse((s.deadline, s.seq, *id))
+                })
+                .collect();
+        }
+    }
+
     /// The earliest deadline on the stream clock.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(d, _, _)| *d)
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.earliest().map(|(d, _, _)| d)
     }
 
     /// When the oldest trace reaches `max_trace_age`, in wall-clock time.
     pub fn next_age_limit(&self) -> Option<Instant> {
-        let (_, (first_read, _)) = self.ages.first_key_value()?;
+        // `tidy` keeps a live entry at the front.
+        let (_, first_read, _) = self.ages.front()?;
         Some(*first_read + self.config.max_trace_age)
     }
 
@@ -347,25 +419,26 @@ impl TraceBuffer {
     /// or longer before `now.wall`, oldest first.
     pub fn pop_due(&mut self, now: impl Into<Time>, out: &mut Vec<ReadyTrace>) {
         let Time { stream: now, wall } = now.into();
-        while self.deadlines.first().is_some_and(|(d, _, _)| *d <= now) {
-            let Some((_, _, id)) = self.deadlines.pop_first() else {
+        while let Some((d, _, id)) = self.earliest() {
+            if d > now {
                 break;
-            };
-            // Every entry has its trace; one without would just be gone.
+            }
+            self.deadlines.pop();
             if let Some(s) = self.traces.remove(&id) {
                 let reason = Self::deadline_of(&self.config, &s).1;
                 out.push(self.taken(id, s, reason));
             }
         }
-        while let Some((&seq, &(first_read, id))) = self.ages.first_key_value() {
+        while let Some(&(_, first_read, id)) = self.ages.front() {
             if first_read + self.config.max_trace_age > wall {
                 break;
             }
             match self.take(id, Reason::MaxAge) {
                 Some(t) => out.push(t),
-                // Never the case: every entry has its trace. Not a loop if it were.
+                // Never the case: `tidy` keeps a live entry at the front.
+                // Not a loop if it were.
                 None => {
-                    self.ages.remove(&seq);
+                    self.ages.pop_front();
                 }
             }
         }

@@ -322,3 +322,204 @@ fn deadlines_count_on_the_stream_clock_and_the_age_on_the_wall() {
     assert_eq!(b.occupancy(), Occupancy::default());
     assert_eq!(b.next_age_limit(), None);
 }
+
+/// What the buffer must do, written the obvious way: every trace with its
+/// times, due ones found by scanning all of them. The buffer's deadline
+/// heap and age queue skip most of the work this does; a property test
+/// holds the two to the same answers.
+mod reference {
+    use super::*;
+
+    pub struct Trace {
+        pub first_seen: Instant,
+        pub last_seen: Instant,
+        pub first_read: Instant,
+        pub root_seen: bool,
+        pub seq: u64,
+        pub spans: usize,
+        pub offsets: Vec<i64>,
+    }
+
+    #[derive(Default)]
+    pub struct Naive {
+        pub traces: HashMap<TraceId, Trace>,
+        next_seq: u64,
+    }
+
+    impl Naive {
+        pub fn insert(
+            &mut self,
+            id: TraceId,
+            root: bool,
+            offset: i64,
+            stream: Instant,
+            wall: Instant,
+        ) {
+            let t = self.traces.entry(id).or_insert_with(|| {
+                self.next_seq += 1;
+                Trace {
+                    first_seen: stream,
+                    last_seen: stream,
+                    first_read: wall,
+                    root_seen: false,
+                    seq: self.next_seq,
+                    spans: 0,
+                    offsets: Vec::new(),
+                }
+            });
+            t.root_seen |= root;
+            t.last_seen = t.last_seen.max(stream);
+            t.spans += 1;
+            if t.offsets.last() != Some(&offset) {
+                t.offsets.push(offset);
+            }
+        }
+
+        fn deadline(c: &BufferConfig, t: &Trace) -> (Instant, Reason) {
+            let wait = t.first_seen + c.wait;
+            let quiet = t.last_seen + c.after_root;
+            if t.root_seen && quiet < wait {
+                (quiet, Reason::AfterRoot)
+            } else {
+                (wait, Reason::Wait)
+            }
+        }
+
+        /// The earliest `(deadline, seq)`, and its trace.
+        pub fn earliest(&self, c: &BufferConfig) -> Option<(Instant, u64, TraceId)> {
+            self.traces
+                .iter()
+                .map(|(id, t)| (Self::deadline(c, t).0, t.seq, *id))
+                .min()
+        }
+
+        fn remove(&mut self, id: TraceId, reason: Reason) -> (TraceId, Reason, usize, Vec<i64>) {
+            let t = self.traces.remove(&id).expect("a buffered trace");
+            (id, reason, t.spans, t.offsets)
+        }
+
+        pub fn pop_due(
+            &mut self,
+            c: &BufferConfig,
+            stream: Instant,
+            wall: Instant,
+        ) -> Vec<(TraceId, Reason, usize, Vec<i64>)> {
+            let mut out = Vec::new();
+            while let Some((d, _, id)) = self.earliest(c).filter(|(d, _, _)| *d <= stream) {
+                let reason = Self::deadline(c, &self.traces[&id]).1;
+                debug_assert!(d <= stream);
+                out.push(self.remove(id, reason));
+            }
+            let mut aged: Vec<(u64, TraceId)> = self
+                .traces
+                .iter()
+                .filter(|(_, t)| t.first_read + c.max_trace_age <= wall)
+                .map(|(id, t)| (t.seq, *id))
+                .collect();
+            aged.sort();
+            for (_, id) in aged {
+                out.push(self.remove(id, Reason::MaxAge));
+            }
+            out
+        }
+
+        /// Everything, earliest deadline first (a shrink to nothing).
+        pub fn drain(&mut self, c: &BufferConfig) -> Vec<(TraceId, Reason, usize, Vec<i64>)> {
+            let mut out = Vec::new();
+            while let Some((_, _, id)) = self.earliest(c) {
+                out.push(self.remove(id, Reason::Memory));
+            }
+            out
+        }
+
+        pub fn next_age_limit(&self, c: &BufferConfig) -> Option<Instant> {
+            self.traces
+                .values()
+                .min_by_key(|t| t.seq)
+                .map(|t| t.first_read + c.max_trace_age)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A span of trace `trace` (a root or not), placed `ahead` seconds ahead
+    /// of the stream clock (an outlier's own stamp), read after `wall` more
+    /// seconds of wall time; `same_message` keeps the previous offset.
+    Insert {
+        trace: u8,
+        root: bool,
+        ahead: u64,
+        wall: u64,
+        same_message: bool,
+    },
+    /// The stream clock moves on `stream` s and the wall `wall` s; what is due comes out.
+    Pop { stream: u64, wall: u64 },
+    /// Everything is decided for memory.
+    Shrink,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1u8..9, any::<bool>(), prop_oneof![4 => Just(0u64), 1 => 1u64..8], 0u64..3, any::<bool>())
+            .prop_map(|(trace, root, ahead, wall, same_message)| Op::Insert { trace, root, ahead, wall, same_message }),
+        3 => (0u64..12, 0u64..25).prop_map(|(stream, wall)| Op::Pop { stream, wall }),
+        1 => proptest::strategy::Just(Op::Shrink),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Deadlines moved later without touching the heap, earlier with a new
+    /// entry, decided traces' entries left behind: the buffer still gives
+    /// out exactly the traces a scan of all of them finds due, in the same
+    /// order, with the same reasons, spans and offsets, and the same next
+    /// deadline and age limit.
+    #[test]
+    fn due_traces_are_what_a_scan_of_every_trace_finds(ops in proptest::collection::vec(op(), 1..120)) {
+        let c = config();
+        let t0 = Instant::now();
+        let mut b = TraceBuffer::new(c);
+        let mut naive = reference::Naive::default();
+        let (mut stream, mut wall) = (t0, t0);
+        let mut offset = 0i64;
+        let view = |t: &ReadyTrace| (t.trace_id, t.reason, t.spans.len(), t.offsets.clone());
+        for op in ops {
+            match op {
+                Op::Insert { trace, root: is_root, ahead, wall: dw, same_message } => {
+                    wall += S * dw as u32;
+                    offset += i64::from(!same_message);
+                    let own = stream + S * ahead as u32;
+                    let spans = if is_root { root(trace) } else { child(trace) };
+                    let evicted = b.insert(id(trace), spans, offset, MESSAGE, Encoding::OtlpProto, Time { stream: own, wall });
+                    proptest::prop_assert!(evicted.is_empty());
+                    naive.insert(id(trace), is_root, offset, own, wall);
+                }
+                Op::Pop { stream: ds, wall: dw } => {
+                    stream += S * ds as u32;
+                    wall += S * dw as u32;
+                    let mut out = Vec::new();
+                    b.pop_due(Time { stream, wall }, &mut out);
+                    let got: Vec<_> = out.iter().map(view).collect();
+                    proptest::prop_assert_eq!(got, naive.pop_due(&c, stream, wall));
+                }
+                Op::Shrink => {
+                    let mut out = Vec::new();
+                    b.shrink_to(0, &mut out);
+                    let got: Vec<_> = out.iter().map(view).collect();
+                    proptest::prop_assert_eq!(got, naive.drain(&c));
+                }
+            }
+            proptest::prop_assert_eq!(b.next_deadline(), naive.earliest(&c).map(|(d, _, _)| d));
+            proptest::prop_assert_eq!(b.next_age_limit(), naive.next_age_limit(&c));
+            proptest::prop_assert_eq!(b.occupancy().traces, naive.traces.len());
+            // Between compactions: a new trace adds an entry to each, and
+            // a root can add one more to the heap.
+            let live = naive.traces.len();
+            proptest::prop_assert!(b.deadlines.len() <= 3 * live + SLACK, "{} entries for {live} traces", b.deadlines.len());
+            proptest::prop_assert!(b.ages.len() <= 2 * live + SLACK, "{} entries for {live} traces", b.ages.len());
+        }
+    }
+}

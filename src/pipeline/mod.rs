@@ -346,7 +346,7 @@ impl Partition {
     /// When, in wall-clock time, the next buffered trace is due as far as
     /// can be told at `now`: its `max_trace_age`, or its deadline on the
     /// stream clock if that clock runs (else it comes with the next message).
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
         let stream = self
             .buffer
             .next_deadline()
