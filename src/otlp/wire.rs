@@ -54,7 +54,19 @@ impl<'a> Fields<'a> {
         self.pos
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Tags, lengths of short fields and small numbers: one byte.
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -69,6 +81,7 @@ impl<'a> Fields<'a> {
         Err(WireError::Malformed("varint longer than 10 bytes"))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).ok_or(WireError::Truncated)?;
         let slice = self.buf.get(self.pos..end).ok_or(WireError::Truncated)?;
@@ -78,6 +91,7 @@ impl<'a> Fields<'a> {
 
     /// The next field, or `None` at the end of the message.
     #[allow(clippy::should_implement_trait)]
+    #[inline]
     pub fn next(&mut self) -> Result<Option<(u32, Value<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);
