@@ -6,18 +6,32 @@
 //! pinned. Committing it means a restart re-reads everything not yet decided
 //! and delivered, and nothing else needs to be remembered.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// Pending offsets of one partition with their pin counts.
+///
+/// Offsets are read in order, so the pinned ones are kept as a queue sorted
+/// by offset: a new one goes at the back, a pin or release finds its entry
+/// by a binary search (the back first), and the front is always pinned, so
+/// it is what to commit. A released entry inside the queue stays, at zero,
+/// until the front reaches it (or the queue is compacted): no allocation per
+/// offset, no tree to walk.
 #[derive(Debug, Default, Clone)]
 pub struct Watermark {
-    /// offset → number of holders (traces or produces) not yet done with it.
-    pending: BTreeMap<i64, u32>,
+    /// (offset, holders: traces or produces not yet done with it), offsets
+    /// ascending; the front's count is never zero.
+    pending: VecDeque<(i64, u32)>,
+    /// Entries of `pending` with holders.
+    live: usize,
     /// One past the highest offset tracked; what to commit when nothing is pending.
     next: Option<i64>,
     /// The last value handed out by [`Watermark::advance`].
     committed: Option<i64>,
 }
+
+/// Entries at zero `pending` may hold beyond as many again as are live
+/// before they are dropped.
+const SLACK: usize = 1024;
 
 impl Watermark {
     pub fn new() -> Self {
@@ -29,38 +43,67 @@ impl Watermark {
     /// followed an earlier drop decision).
     pub fn track(&mut self, offset: i64, pins: u32) {
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        if pins > 0 {
-            *self.pending.entry(offset).or_insert(0) += pins;
+        self.pin(offset, pins);
+    }
+
+    /// Where `offset`'s entry is (`Ok`), or would go (`Err`).
+    fn find(&self, offset: i64) -> Result<usize, usize> {
+        match self.pending.back() {
+            None => Err(0),
+            Some(&(last, _)) if offset > last => Err(self.pending.len()),
+            Some(&(last, _)) if offset == last => Ok(self.pending.len() - 1),
+            Some(_) => self.pending.binary_search_by_key(&offset, |(o, _)| *o),
         }
     }
 
-    /// Adds holders to an offset that is already pending.
+    /// Adds holders to an offset (pending already, or not).
     pub fn pin(&mut self, offset: i64, pins: u32) {
-        if pins > 0 {
-            *self.pending.entry(offset).or_insert(0) += pins;
+        if pins == 0 {
+            return;
+        }
+        match self.find(offset) {
+            Ok(i) => {
+                let n = &mut self.pending[i].1;
+                if *n == 0 {
+                    self.live += 1;
+                }
+                *n += pins;
+            }
+            Err(i) => {
+                self.pending.insert(i, (offset, pins));
+                self.live += 1;
+            }
         }
     }
 
     /// One holder is done with `offset`. Releasing an offset that is not
     /// pending is a bug in the caller and is reported as `false`.
     pub fn release(&mut self, offset: i64) -> bool {
-        match self.pending.get_mut(&offset) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                self.pending.remove(&offset);
-                true
-            }
-            None => false,
+        let Ok(i) = self.find(offset) else {
+            return false;
+        };
+        let n = &mut self.pending[i].1;
+        if *n == 0 {
+            return false;
         }
+        *n -= 1;
+        if *n == 0 {
+            self.live -= 1;
+            if i == 0 {
+                while self.pending.front().is_some_and(|(_, n)| *n == 0) {
+                    self.pending.pop_front();
+                }
+            } else if self.pending.len() > 2 * self.live + SLACK {
+                self.pending.retain(|(_, n)| *n > 0);
+            }
+        }
+        true
     }
 
     /// The offset it is safe to commit (the next offset to read after a restart).
     pub fn committable(&self) -> Option<i64> {
-        match self.pending.first_key_value() {
-            Some((&lowest, _)) => Some(lowest),
+        match self.pending.front() {
+            Some(&(lowest, _)) => Some(lowest),
             None => self.next,
         }
     }
@@ -83,12 +126,12 @@ impl Watermark {
 
     /// The pinned offsets, lowest first, with their holder counts.
     pub fn pinned(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
-        self.pending.iter().map(|(o, n)| (*o, *n))
+        self.pending.iter().copied().filter(|(_, n)| *n > 0)
     }
 
     /// Number of offsets still pinned.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.live
     }
 }
 
@@ -189,6 +232,87 @@ mod tests {
             }
             for o in held.drain(..) { w.release(o); }
             proptest::prop_assert_eq!(w.committable(), Some(pins.len() as i64));
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The next offset is read (`skip` offsets after the last: gaps of
+        /// compaction or transaction markers), with `pins` holders.
+        Track {
+            skip: i64,
+            pins: u32,
+        },
+        /// Another holder for a tracked offset (the k-th, modulo).
+        Pin(usize),
+        /// A holder of a pinned offset is done (the k-th holder, modulo),
+        /// or of one that is not pinned.
+        Release(usize),
+        Stray(i64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0i64..3, 0u32..3).prop_map(|(skip, pins)| Op::Track { skip, pins }),
+            2 => any::<usize>().prop_map(Op::Pin),
+            5 => any::<usize>().prop_map(Op::Release),
+            1 => (-2i64..200).prop_map(Op::Stray),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The queue against a map of every offset's holders: the same
+        /// offset to commit, pinned offsets and count after every step, an
+        /// unknown release refused, and its size bounded.
+        #[test]
+        fn agrees_with_a_map_of_holders(ops in proptest::collection::vec(op(), 1..400)) {
+            use std::collections::BTreeMap;
+            let mut w = Watermark::new();
+            let mut model: BTreeMap<i64, u32> = BTreeMap::new();
+            let mut holders: Vec<i64> = Vec::new();
+            let mut tracked: Vec<i64> = Vec::new();
+            let mut next: Option<i64> = None;
+            for op in ops {
+                match op {
+                    Op::Track { skip, pins } => {
+                        let o = next.map_or(0, |n| n + skip);
+                        w.track(o, pins);
+                        next = Some(o + 1);
+                        tracked.push(o);
+                        if pins > 0 {
+                            *model.entry(o).or_insert(0) += pins;
+                            holders.extend(std::iter::repeat_n(o, pins as usize));
+                        }
+                    }
+                    Op::Pin(k) if !tracked.is_empty() => {
+                        let o = tracked[k % tracked.len()];
+                        w.pin(o, 1);
+                        *model.entry(o).or_insert(0) += 1;
+                        holders.push(o);
+                    }
+                    Op::Release(k) if !holders.is_empty() => {
+                        let o = holders.swap_remove(k % holders.len());
+                        proptest::prop_assert!(w.release(o));
+                        let n = model.get_mut(&o).expect("held");
+                        *n -= 1;
+                        if *n == 0 {
+                            model.remove(&o);
+                        }
+                    }
+                    Op::Stray(o) if !model.contains_key(&o) => {
+                        proptest::prop_assert!(!w.release(o), "{} is not pinned", o);
+                    }
+                    _ => {}
+                }
+                let want = model.keys().next().copied().or(next);
+                proptest::prop_assert_eq!(w.committable(), want);
+                proptest::prop_assert_eq!(w.pending(), model.len());
+                let pinned: Vec<(i64, u32)> = w.pinned().collect();
+                let expected: Vec<(i64, u32)> = model.iter().map(|(o, n)| (*o, *n)).collect();
+                proptest::prop_assert_eq!(pinned, expected);
+                proptest::prop_assert!(w.pending.len() <= 2 * model.len() + SLACK + 1);
+            }
         }
     }
 }
