@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::histogram;
 
 use bytes::Bytes;
 
@@ -19,7 +18,6 @@ use super::{
 };
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
-use crate::metrics as m;
 use crate::rules::TraceSummary;
 
 /// Which worker of the process a partition is, for its batches' keys.
@@ -135,7 +133,8 @@ impl Partition {
             Reason::MaxAge => now.wall,
             _ => now.stream,
         };
-        histogram!(m::DECISION_LATENESS)
+        self.telemetry
+            .lateness
             .record(clock.saturating_duration_since(t.deadline).as_secs_f64());
         match annotation {
             Some(annotation) => {

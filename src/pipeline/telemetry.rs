@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use super::ports::{DeadLetterOf, ProduceErrorKind};
 use crate::buffer::{Occupancy, Reason};
@@ -29,15 +29,17 @@ pub(super) fn decision_label(keep: bool) -> &'static str {
 /// no output message even alone.
 pub const SPAN_TOO_LARGE: &str = "span_too_large";
 
-/// Counters per rule, decision (and reason), indexed like the rule set.
+/// Counters per rule, decision (and reason), indexed like the rule set;
+/// looked up once or twice per decision, so with a fast hash.
+type Fast = foldhash::fast::RandomState;
 type RuleCounters = (
-    HashMap<(usize, bool, Reason), Counter>,
-    HashMap<(usize, bool), Counter>,
+    HashMap<(usize, bool, Reason), Counter, Fast>,
+    HashMap<(usize, bool), Counter, Fast>,
 );
 
 fn rule_counters(rules: &RuleSet) -> RuleCounters {
-    let mut decided = HashMap::new();
-    let mut spans_decided = HashMap::new();
+    let mut decided = HashMap::default();
+    let mut spans_decided = HashMap::default();
     for (i, name) in rules.names().iter().enumerate() {
         for keep in [true, false] {
             for reason in Reason::ALL {
@@ -77,8 +79,10 @@ pub(super) struct Telemetry {
     pub unkeyed: HashMap<Unkeyed, Counter>,
     /// Message timestamps the stream clock did not take as they were.
     pub clamped: HashMap<Clamp, Counter>,
-    pub decided: HashMap<(usize, bool, Reason), Counter>,
-    pub spans_decided: HashMap<(usize, bool), Counter>,
+    pub decided: HashMap<(usize, bool, Reason), Counter, Fast>,
+    pub spans_decided: HashMap<(usize, bool), Counter, Fast>,
+    /// How late each decision came after its deadline.
+    pub lateness: Histogram,
     /// Late spans that followed a decision made here, kept and dropped.
     late_kept: Counter,
     late_dropped: Counter,
@@ -149,6 +153,7 @@ impl Telemetry {
                 .collect(),
             decided,
             spans_decided,
+            lateness: histogram!(m::DECISION_LATENESS),
             late_kept: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "memory"),
             late_dropped: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "memory"),
             late_kept_from_log: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "log"),
