@@ -340,7 +340,7 @@ proptest! {
         let variant = serde_json::to_vec(&value).expect("JSON");
         let read = |payload: &[u8]| {
             tailgate::otlp::decode(bytes::Bytes::copy_from_slice(payload))
-                .map(|d| d.spans.into_iter().map(|(id, s)| (id, s.encoded)).collect::<Vec<_>>())
+                .map(|d| d.spans.into_iter().map(|(id, s)| (id, s.encoded().to_vec())).collect::<Vec<_>>())
         };
         let want = read(&canonical).expect("canonical decodes");
         let got = read(&variant);

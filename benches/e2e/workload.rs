@@ -65,7 +65,7 @@ impl Workload {
                 let decoded = otlp::decode(Bytes::from(payload.clone()))
                     .expect("the workload decodes with tailgate's decoder");
                 for (_, s) in decoded.spans {
-                    span_bytes += s.encoded.len() as u64;
+                    span_bytes += s.encoded().len() as u64;
                     records.push(s);
                 }
                 if copied {

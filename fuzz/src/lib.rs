@@ -381,7 +381,7 @@ fn read_all(buf: &[u8], depth: u32) {
 /// status and service.
 fn agrees_with_prost(d: &Decoded) {
     for (id, s) in &d.spans {
-        let Ok(p) = Span::decode(s.encoded.clone()) else {
+        let Ok(p) = Span::decode(s.encoded()) else {
             continue;
         };
         assert_eq!(p.trace_id, id.0, "trace id");
@@ -510,7 +510,7 @@ fn grouped_order(spans: &[(TraceId, SpanRecord)]) -> Vec<usize> {
 /// what JSON output needs (`encode_trace` leaves as protobuf otherwise).
 fn representable_as_json<'a>(spans: impl IntoIterator<Item = &'a SpanRecord>) -> bool {
     spans.into_iter().all(|s| {
-        Span::decode(s.encoded.clone()).is_ok_and(|p| {
+        Span::decode(s.encoded()).is_ok_and(|p| {
             finite(&p.attributes)
                 && p.events.iter().all(|e| finite(&e.attributes))
                 && p.links.iter().all(|l| finite(&l.attributes))
@@ -599,9 +599,12 @@ fn check_encoding(
         match used {
             Encoding::OtlpProto => {
                 // The span's bytes, then the annotation's attributes.
-                assert!(s2.encoded.starts_with(&s.encoded), "span {i}'s bytes kept");
+                assert!(
+                    s2.encoded().starts_with(s.encoded()),
+                    "span {i}'s bytes kept"
+                );
                 let tail =
-                    Span::decode(&s2.encoded[s.encoded.len()..]).expect("annotation decodes");
+                    Span::decode(&s2.encoded()[s.encoded().len()..]).expect("annotation decodes");
                 assert_eq!(
                     tail,
                     Span {
@@ -626,9 +629,9 @@ fn check_encoding(
             Encoding::OtlpJson => {
                 // As opentelemetry-proto reads them: the span with the
                 // annotation appended, the resource and scope.
-                let mut annotated = s.encoded.to_vec();
+                let mut annotated = s.encoded().to_vec();
                 annotated.extend_from_slice(&extra_bytes);
-                same_message(&annotated, &s2.encoded, i, "span", clear_span);
+                same_message(&annotated, s2.encoded(), i, "span", clear_span);
                 same_message(
                     s.scope.resource(),
                     s2.scope.resource(),

@@ -267,7 +267,7 @@ fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decod
     let mut f = Fields::new(ss);
     while let Ok(Some((field, value))) = f.next() {
         if let (2, Value::Len(s)) = (field, value) {
-            match span(payload.slice_ref(s), &shared) {
+            match span(s, &shared) {
                 Ok(rec) => out.spans.push(rec),
                 Err(e) => out.rejected.push(e),
             }
@@ -306,7 +306,7 @@ pub(super) fn service_name(resource: &[u8]) -> Option<&[u8]> {
 
 /// Reads one encoded `Span`; any problem rejects this span alone.
 pub(super) fn span(
-    encoded: Bytes,
+    encoded: &[u8],
     scope: &Arc<Scope>,
 ) -> Result<(TraceId, SpanRecord), DecodeError> {
     let malformed = |e: WireError| {
@@ -322,14 +322,14 @@ pub(super) fn span(
     let mut kind = 0u8;
     let (mut start, mut end) = (0u64, 0u64);
     let mut status = 0u8;
-    let mut f = Fields::new(&encoded);
+    let mut f = Fields::new(encoded);
     while let Some((field, value)) = f.next().map_err(malformed)? {
         match (field, value) {
             (1, Value::Len(b)) => trace_id = Some(b),
             (2, Value::Len(b)) => span_id = Some(b),
             (4, Value::Len(b)) => parent = b,
             (5, Value::Len(b)) => {
-                name_at = (offset_in(&encoded, b) as u32, b.len() as u32);
+                name_at = (offset_in(encoded, b) as u32, b.len() as u32);
             }
             (6, Value::Varint(k)) => kind = u8::try_from(k).unwrap_or(0),
             (7, Value::Fixed64(t)) => start = t,
@@ -378,10 +378,17 @@ pub(super) fn span(
             ),
         ));
     }
+    // Always there: the decoders read spans out of their scope's buffer.
+    let encoded_at = scope.range_of(encoded).ok_or_else(|| {
+        err(
+            DecodeErrorKind::MalformedSpan,
+            "a span outside its message".to_string(),
+        )
+    })?;
     Ok((
         TraceId(trace_id),
         SpanRecord {
-            encoded,
+            encoded_at,
             scope: scope.clone(),
             span_id,
             parent_span_id,

@@ -170,7 +170,7 @@ pub fn encode_within<'a>(
             let scope = 8 + framing(f.scope.scope()) + framing(f.scope.part(Part::ScopeSchemaUrl));
             let mut scope_in_chunk = false;
             for s in scope_spans {
-                let cost = len_field_size(s.encoded.len() + ann);
+                let cost = len_field_size(s.encoded().len() + ann);
                 let extra = |r: bool, sc: bool| {
                     if !r {
                         resource + scope
@@ -242,7 +242,7 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
             n += len_field_size(sc.scope().len());
         }
         for s in spans {
-            n += len_field_size(s.encoded.len() + ann);
+            n += len_field_size(s.encoded().len() + ann);
         }
         if !sc.part(Part::ScopeSchemaUrl).is_empty() {
             n += len_field_size(sc.part(Part::ScopeSchemaUrl).len());
@@ -282,8 +282,8 @@ fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {
             }
             for s in spans {
                 put_tag(&mut out, 2, WireType::Len);
-                put_varint(&mut out, (s.encoded.len() + ann) as u64);
-                out.extend_from_slice(&s.encoded);
+                put_varint(&mut out, (s.encoded().len() + ann) as u64);
+                out.extend_from_slice(s.encoded());
                 out.extend_from_slice(&annotation.encoded);
             }
             if !f.scope.part(Part::ScopeSchemaUrl).is_empty() {
@@ -308,8 +308,8 @@ fn encode_json(groups: &Groups<'_>, annotation: &Annotation) -> Option<Vec<u8>> 
         for (f, spans) in scopes {
             let mut out = Vec::with_capacity(spans.len());
             for s in spans {
-                let mut bytes = Vec::with_capacity(s.encoded.len() + annotation.encoded.len());
-                bytes.extend_from_slice(&s.encoded);
+                let mut bytes = Vec::with_capacity(s.encoded().len() + annotation.encoded.len());
+                bytes.extend_from_slice(s.encoded());
                 bytes.extend_from_slice(&annotation.encoded);
                 let span = Span::decode(bytes.as_slice()).ok()?;
                 let carried = json_carries(&span.attributes)

@@ -112,8 +112,9 @@ impl Encoding {
 /// bytes, shared by all spans of one `ScopeSpans` in a message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scope {
-    /// The bytes the parts are ranges of: the message itself for protobuf
-    /// input, so a scope costs one reference and ten integers, not a copy.
+    /// The bytes the parts are ranges of, and its spans' encodings too: the
+    /// message itself for protobuf input, so a scope costs one reference and
+    /// ten integers, not a copy, and a span one reference to its scope.
     buf: Bytes,
     /// `(start, len)` in `buf` of each [`Part`].
     parts: [(u32, u32); 5],
@@ -135,19 +136,18 @@ pub enum Part {
 }
 
 impl Scope {
-    /// A scope whose parts are sub-slices of `message` (or empty).
+    /// A scope whose parts are sub-slices of `message` (or empty), and
+    /// whose spans are too.
     pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
-        let base = message.as_ptr() as usize;
         let mut ranges = [(0u32, 0u32); 5];
         for (range, part) in ranges.iter_mut().zip(parts) {
             if part.is_empty() {
                 continue;
             }
-            let start = (part.as_ptr() as usize).wrapping_sub(base);
-            match (u32::try_from(start), u32::try_from(part.len())) {
-                (Ok(at), Ok(len)) if start + part.len() <= message.len() => *range = (at, len),
+            match range_in(message, part) {
+                Some(r) => *range = r,
                 // Not inside the message after all: keep copies instead.
-                _ => return Self::owned(parts),
+                None => return Self::copied(message, parts),
             }
         }
         Self {
@@ -156,14 +156,19 @@ impl Scope {
         }
     }
 
-    /// A scope holding copies of its parts in one buffer.
-    pub fn owned(parts: [&[u8]; 5]) -> Self {
-        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    /// A scope holding a copy of `message` (where its spans are) followed by
+    /// copies of its parts.
+    fn copied(message: &[u8], parts: [&[u8]; 5]) -> Self {
+        let mut buf =
+            Vec::with_capacity(message.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+        buf.extend_from_slice(message);
         let mut ranges = [(0u32, 0u32); 5];
         for (range, part) in ranges.iter_mut().zip(parts) {
-            // OTLP messages are far below 4 GiB; a larger part is cut off.
-            *range = (buf.len() as u32, part.len().min(u32::MAX as usize) as u32);
-            buf.extend_from_slice(part);
+            // OTLP messages are far below 4 GiB; a larger part is left out.
+            if let (Ok(at), Ok(len)) = (u32::try_from(buf.len()), u32::try_from(part.len())) {
+                *range = (at, len);
+                buf.extend_from_slice(part);
+            }
         }
         Self {
             buf: Bytes::from(buf),
@@ -171,11 +176,20 @@ impl Scope {
         }
     }
 
-    pub fn part(&self, part: Part) -> &[u8] {
-        let (at, len) = self.parts[part as usize];
+    /// Where `inner`, a slice of the scope's message, is in its buffer.
+    pub(crate) fn range_of(&self, inner: &[u8]) -> Option<(u32, u32)> {
+        range_in(&self.buf, inner)
+    }
+
+    /// The bytes at `(start, len)` of its buffer (empty if out of range).
+    fn bytes_at(&self, (at, len): (u32, u32)) -> &[u8] {
         self.buf
             .get(at as usize..at as usize + len as usize)
             .unwrap_or_default()
+    }
+
+    pub fn part(&self, part: Part) -> &[u8] {
+        self.bytes_at(self.parts[part as usize])
     }
 
     pub fn resource(&self) -> &[u8] {
@@ -185,6 +199,16 @@ impl Scope {
     pub fn scope(&self) -> &[u8] {
         self.part(Part::Scope)
     }
+}
+
+/// `(start, len)` of `inner` within `outer`, if it lies inside it.
+fn range_in(outer: &[u8], inner: &[u8]) -> Option<(u32, u32)> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    let end = start.checked_add(inner.len())?;
+    if end > outer.len() {
+        return None;
+    }
+    Some((u32::try_from(start).ok()?, u32::try_from(inner.len()).ok()?))
 }
 
 /// `Span.kind` values.
@@ -217,14 +241,15 @@ pub mod status_code {
     pub const NAMES: [&str; 3] = ["unset", "ok", "error"];
 }
 
-/// One span as the buffer holds it: the fields the rules read, and the span's
-/// encoded bytes (a slice of the message buffer) to re-emit it unchanged.
+/// One span as the buffer holds it: the fields the rules read, and where
+/// the span's encoded bytes are (in its scope's buffer, the message) to
+/// re-emit it unchanged.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
-    /// The encoded `Span` message.
-    pub encoded: Bytes,
-    /// Resource and scope it belongs to.
+    /// Resource and scope it belongs to; its buffer holds the span too.
     pub scope: Arc<Scope>,
+    /// `(start, len)` of the encoded `Span` message in the scope's buffer.
+    encoded_at: (u32, u32),
     pub span_id: [u8; 8],
     /// All zero for a root span.
     pub parent_span_id: [u8; 8],
@@ -239,6 +264,11 @@ pub struct SpanRecord {
 }
 
 impl SpanRecord {
+    /// The encoded `Span` message.
+    pub fn encoded(&self) -> &[u8] {
+        self.scope.bytes_at(self.encoded_at)
+    }
+
     /// True for a span without a parent.
     pub fn is_root(&self) -> bool {
         self.parent_span_id == [0; 8]
@@ -247,7 +277,7 @@ impl SpanRecord {
     /// The span name (lossy if it is not UTF-8, which OTLP forbids).
     pub fn name(&self) -> std::borrow::Cow<'_, str> {
         let (at, len) = (self.name_at.0 as usize, self.name_at.1 as usize);
-        String::from_utf8_lossy(self.encoded.get(at..at + len).unwrap_or_default())
+        String::from_utf8_lossy(self.encoded().get(at..at + len).unwrap_or_default())
     }
 
     /// The span's status is ERROR.
@@ -280,7 +310,7 @@ impl SpanRecord {
     /// its resource.
     pub fn attribute(&self, key: &str) -> Option<AttrValue<'_>> {
         use attributes::{find, RESOURCE_ATTRIBUTES, SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES};
-        find(&self.encoded, SPAN_ATTRIBUTES, key)
+        find(self.encoded(), SPAN_ATTRIBUTES, key)
             .or_else(|| find(self.scope.scope(), SCOPE_ATTRIBUTES, key))
             .or_else(|| find(self.scope.resource(), RESOURCE_ATTRIBUTES, key))
     }
@@ -299,7 +329,7 @@ impl SpanRecord {
     /// buffer counts is the message buffer the encoding is a slice of; see
     /// [`crate::buffer`].)
     pub fn size(&self) -> usize {
-        self.encoded.len() + std::mem::size_of::<Self>()
+        self.encoded().len() + std::mem::size_of::<Self>()
     }
 }
 

@@ -194,7 +194,7 @@ impl Partition {
             let event = Event::SpanTooLarge {
                 trace: id,
                 span: span.span_id,
-                bytes: span.encoded.len(),
+                bytes: span.encoded().len(),
                 limit,
                 copied: self.config.dead_letter,
             };
@@ -208,7 +208,7 @@ impl Partition {
                     SPAN_TOO_LARGE,
                     format!(
                         "span of {} bytes; output messages are limited to {}",
-                        span.encoded.len(),
+                        span.encoded().len(),
                         limit
                     ),
                 );

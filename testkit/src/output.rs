@@ -106,7 +106,7 @@ impl OutputReader {
                 if !out.spans.entry(id).or_default().insert(s.span_id) {
                     out.duplicate_spans += 1;
                 }
-                match rule_of(&s.encoded) {
+                match rule_of(s.encoded()) {
                     Some(rule) => {
                         out.rules.entry(rule).or_default().insert(id);
                     }

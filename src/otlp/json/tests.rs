@@ -241,9 +241,12 @@ fn every_form_the_collector_reads_is_read_the_same_way() {
             )
         });
         assert_eq!(
-            got.encoded, want.encoded,
+            got.encoded(),
+            want.encoded(),
             "{}: read differently from its canonical form\n{}\n{}",
-            row.form, row.written, row.means
+            row.form,
+            row.written,
+            row.means
         );
     }
 }

@@ -27,8 +27,8 @@ fn protobuf_spans_keep_their_fields_and_bytes() {
     );
     // Each record's bytes are exactly the encoded span.
     for (_, s) in &spans {
-        let span = opentelemetry_proto::tonic::trace::v1::Span::decode(s.encoded.clone())
-            .expect("span bytes");
+        let span =
+            opentelemetry_proto::tonic::trace::v1::Span::decode(s.encoded()).expect("span bytes");
         assert_eq!(span.span_id, s.span_id.to_vec());
         assert_eq!(span.name, s.name());
         assert_eq!(span.start_time_unix_nano, s.start_ns);

@@ -258,6 +258,6 @@ fn a_link_id_json_cannot_carry_leaves_as_protobuf() {
         assert_eq!(used, want);
         let again = decode(Bytes::from(out)).expect("output decodes");
         assert!(again.rejected.is_empty());
-        assert_eq!(again.spans[0].1.encoded, spans[0].encoded);
+        assert_eq!(again.spans[0].1.encoded(), spans[0].encoded());
     }
 }

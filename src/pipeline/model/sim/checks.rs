@@ -86,7 +86,7 @@ impl Sim {
                     Some(Encoding::OtlpJson) => fact
                         .spans
                         .iter()
-                        .map(|k| self.spans[k].record.encoded.len())
+                        .map(|k| self.spans[k].record.encoded().len())
                         .sum(),
                     _ => fact.message.payload.len(),
                 }
