@@ -46,14 +46,22 @@ impl Watermark {
         self.pin(offset, pins);
     }
 
-    /// Where `offset`'s entry is (`Ok`), or would go (`Err`).
+    /// Where `offset`'s entry is (`Ok`), or would go (`Err`). Read offsets
+    /// are mostly consecutive, so an offset's entry is mostly as far from
+    /// the front as the offset is: tried first, then a binary search.
     fn find(&self, offset: i64) -> Result<usize, usize> {
-        match self.pending.back() {
-            None => Err(0),
-            Some(&(last, _)) if offset > last => Err(self.pending.len()),
-            Some(&(last, _)) if offset == last => Ok(self.pending.len() - 1),
-            Some(_) => self.pending.binary_search_by_key(&offset, |(o, _)| *o),
+        let (Some(&(first, _)), Some(&(last, _))) = (self.pending.front(), self.pending.back())
+        else {
+            return Err(0);
+        };
+        if offset > last {
+            return Err(self.pending.len());
         }
+        let guess = usize::try_from(offset.wrapping_sub(first)).ok();
+        if let Some(i) = guess.filter(|i| self.pending.get(*i).is_some_and(|e| e.0 == offset)) {
+            return Ok(i);
+        }
+        self.pending.binary_search_by_key(&offset, |(o, _)| *o)
     }
 
     /// Adds holders to an offset (pending already, or not).
