@@ -400,6 +400,14 @@ impl TraceBuffer {
                 })
                 .collect();
         }
+        // Their room goes back once the buffer has emptied out, so that
+        // what a burst left behind is not kept uncounted.
+        if self.ages.capacity() > 4 * most {
+            self.ages.shrink_to(2 * most);
+        }
+        if self.deadlines.capacity() > 4 * most {
+            self.deadlines.shrink_to(2 * most);
+        }
     }
 
     /// The earliest deadline on the stream clock.

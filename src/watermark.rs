@@ -104,6 +104,10 @@ impl Watermark {
             } else if self.pending.len() > 2 * self.live + SLACK {
                 self.pending.retain(|(_, n)| *n > 0);
             }
+            // The room a burst left behind goes back.
+            if self.pending.capacity() > 4 * (self.pending.len() + SLACK) {
+                self.pending.shrink_to(2 * (self.pending.len() + SLACK));
+            }
         }
         true
     }

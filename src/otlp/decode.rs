@@ -267,7 +267,7 @@ fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decod
     let mut f = Fields::new(ss);
     while let Ok(Some((field, value))) = f.next() {
         if let (2, Value::Len(s)) = (field, value) {
-            match span(s, &shared) {
+            match span(payload, s, &shared) {
                 Ok(rec) => out.spans.push(rec),
                 Err(e) => out.rejected.push(e),
             }
@@ -304,8 +304,10 @@ pub(super) fn service_name(resource: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// Reads one encoded `Span`; any problem rejects this span alone.
+/// Reads one encoded `Span`, a slice of `message` (which `scope` was made
+/// from, with [`Scope::in_message`]); any problem rejects this span alone.
 pub(super) fn span(
+    message: &[u8],
     encoded: &[u8],
     scope: &Arc<Scope>,
 ) -> Result<(TraceId, SpanRecord), DecodeError> {
@@ -378,8 +380,8 @@ pub(super) fn span(
             ),
         ));
     }
-    // Always there: the decoders read spans out of their scope's buffer.
-    let encoded_at = scope.range_of(encoded).ok_or_else(|| {
+    // Always there: the decoders read spans out of the message.
+    let encoded_at = super::range_in(message, encoded).ok_or_else(|| {
         err(
             DecodeErrorKind::MalformedSpan,
             "a span outside its message".to_string(),

@@ -137,7 +137,8 @@ pub enum Part {
 
 impl Scope {
     /// A scope whose parts are sub-slices of `message` (or empty), and
-    /// whose spans are too.
+    /// whose spans are too. Its buffer begins with the message, so a span's
+    /// range in the message is its range in the buffer.
     pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
         let mut ranges = [(0u32, 0u32); 5];
         for (range, part) in ranges.iter_mut().zip(parts) {
@@ -176,11 +177,6 @@ impl Scope {
         }
     }
 
-    /// Where `inner`, a slice of the scope's message, is in its buffer.
-    pub(crate) fn range_of(&self, inner: &[u8]) -> Option<(u32, u32)> {
-        range_in(&self.buf, inner)
-    }
-
     /// The bytes at `(start, len)` of its buffer (empty if out of range).
     fn bytes_at(&self, (at, len): (u32, u32)) -> &[u8] {
         self.buf
@@ -202,7 +198,7 @@ impl Scope {
 }
 
 /// `(start, len)` of `inner` within `outer`, if it lies inside it.
-fn range_in(outer: &[u8], inner: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn range_in(outer: &[u8], inner: &[u8]) -> Option<(u32, u32)> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     let end = start.checked_add(inner.len())?;
     if end > outer.len() {
@@ -246,7 +242,9 @@ pub mod status_code {
 /// re-emit it unchanged.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
-    /// Resource and scope it belongs to; its buffer holds the span too.
+    /// Resource and scope it belongs to; its buffer holds the span too, at
+    /// `encoded_at` (a record is only ever made with the scope its span was
+    /// read under).
     pub scope: Arc<Scope>,
     /// `(start, len)` of the encoded `Span` message in the scope's buffer.
     encoded_at: (u32, u32),

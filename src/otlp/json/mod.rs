@@ -197,7 +197,7 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
         })
         .collect();
     for (scope, (start, end)) in spans {
-        match span(&buf[start..end], &shared[scope]) {
+        match span(&buf, &buf[start..end], &shared[scope]) {
             Ok(rec) => out.spans.push(rec),
             Err(e) => out.rejected.push(e),
         }

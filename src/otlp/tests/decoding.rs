@@ -87,3 +87,32 @@ fn a_scope_refers_into_its_message_or_else_holds_copies() {
     assert_eq!(copied.resource(), b"resource");
     assert_eq!(copied.scope(), b"other");
 }
+
+#[test]
+fn a_span_under_a_scope_that_holds_copies_reads_its_own_bytes() {
+    let one = crate::otlp::test_spans(
+        TraceId([7; 16]),
+        &[crate::workload::SpanSpec::new("a", "root", None, 0, 10)],
+    );
+    let encoded = one[0].encoded().to_vec();
+    let mut bytes = b"resource|".to_vec();
+    bytes.extend_from_slice(&encoded);
+    let message = Bytes::from(bytes);
+    let span_bytes = &message[9..];
+    // A part from elsewhere: the scope's buffer is a copy.
+    let elsewhere = b"other".to_vec();
+    let scope = std::sync::Arc::new(Scope::in_message(
+        &message,
+        [&message[0..8], b"", &elsewhere, b"", b""],
+    ));
+    let (id, record) = crate::otlp::decode::span(&message, span_bytes, &scope)
+        .expect("a span of the message reads under a copied scope");
+    assert_eq!(id, TraceId([7; 16]));
+    assert_eq!(
+        record.encoded(),
+        encoded.as_slice(),
+        "its own bytes, not empty"
+    );
+    assert_eq!(record.name(), "root");
+    assert_eq!(record.scope.scope(), b"other");
+}
