@@ -103,8 +103,8 @@ fn bench(c: &mut Criterion) {
                 let now = Instant::now();
                 let mut buf = TraceBuffer::new(config());
                 for (offset, spans) in batches.into_iter().enumerate() {
-                    for (id, s) in spans {
-                        buf.insert(id, [s], offset as i64, 0, Encoding::OtlpProto, now);
+                    for (id, group) in otlp::by_trace(spans) {
+                        buf.insert(id, group, offset as i64, Encoding::OtlpProto, now);
                     }
                 }
                 let mut ready = Vec::new();
@@ -119,8 +119,8 @@ fn bench(c: &mut Criterion) {
         let now = Instant::now();
         let mut buf = TraceBuffer::new(config());
         for (offset, spans) in decoded(&messages).into_iter().enumerate() {
-            for (id, s) in spans {
-                buf.insert(id, [s], offset as i64, 0, Encoding::OtlpProto, now);
+            for (id, group) in otlp::by_trace(spans) {
+                buf.insert(id, group, offset as i64, Encoding::OtlpProto, now);
             }
         }
         let mut ready = Vec::new();
@@ -178,8 +178,8 @@ fn bench(c: &mut Criterion) {
             let mut buf = TraceBuffer::new(config());
             for (offset, m) in messages.iter().enumerate() {
                 let d = otlp::decode(m.clone()).expect("decodes");
-                for (id, s) in d.spans {
-                    buf.insert(id, [s], offset as i64, d.retained, d.encoding, now);
+                for (id, group) in otlp::by_trace(d.spans) {
+                    buf.insert(id, group, offset as i64, d.encoding, now);
                 }
             }
             let mut ready = Vec::new();

@@ -18,11 +18,12 @@
 //! trace's first read, a bound on memory that holds even while the stream
 //! clock stands.
 //!
-//! What the budget counts is what the buffered spans keep resident: a span
-//! is a slice of its message's buffer, so a message's whole buffer stays
-//! alive while any span of it is buffered, and it is counted — once — for as
-//! long as that lasts; on top of that each span's record and each trace's
-//! bookkeeping.
+//! What the budget counts is what the buffered spans keep resident. A
+//! trace's spans from one message are copied out of it as they are buffered
+//! (see [`crate::otlp::compact`]), so no message stays alive for them: a
+//! trace counts its spans' encodings, their records and the buffers and
+//! scopes the copies live in, and its own bookkeeping; the resources and
+//! scopes its spans share with others are counted once, with the buffer.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -30,7 +31,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clock::Time;
-use crate::otlp::{Encoding, SpanRecord, TraceId};
+use crate::otlp::{compact, Encoding, Interner, SpanRecord, TraceId};
 
 /// When traces are decided, and how much the buffer may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,10 +43,10 @@ pub struct BufferConfig {
     /// Decide no later than this after the first span was read (wall-clock
     /// time), whatever else happens.
     pub max_trace_age: Duration,
-    /// Hard budget for buffered bytes (the message buffers the spans keep
-    /// alive, plus records); above it a trace that is over the budget by
-    /// itself is decided at once, else the traces with the earliest
-    /// deadlines are decided early.
+    /// Hard budget for buffered bytes (the spans' encodings, records and
+    /// bookkeeping); above it a trace that is over the budget by itself is
+    /// decided at once, else the traces with the earliest deadlines are
+    /// decided early.
     pub max_bytes: usize,
 }
 
@@ -92,7 +93,7 @@ struct TraceState {
     /// Wall-clock time of the first span's read: `max_trace_age` counts from here.
     first_read: Instant,
     root_seen: bool,
-    /// The trace's own bytes: its spans' encodings and records.
+    /// The trace's own bytes: its spans' copies and records.
     bytes: usize,
     /// When the trace is due (on the stream clock).
     deadline: Instant,
@@ -118,7 +119,7 @@ pub struct ReadyTrace {
     /// When it was due (on the stream clock; for `MaxAge`, the wall
     /// clock); `now - deadline` is the decision's lateness.
     pub deadline: Instant,
-    /// The trace's own bytes: its spans' encodings and records.
+    /// The trace's own bytes: its spans' copies and records.
     pub bytes: usize,
 }
 
@@ -138,10 +139,8 @@ pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 184;
 /// Entries the deadline heap and the age queue may hold beyond twice the
 /// traces before they are compacted.
 const SLACK: usize = 64;
-/// Bytes a buffered span costs besides the message it is a slice of.
+/// Bytes a buffered span's record costs (besides its encoding's copy).
 pub const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRecord>();
-/// Bytes the entry of a retained message costs.
-pub const MESSAGE_OVERHEAD: usize = 48;
 
 /// Traces of one partition, waiting for their deadlines.
 #[derive(Debug)]
@@ -160,11 +159,11 @@ pub struct TraceBuffer {
     ages: VecDeque<(u64, Instant, TraceId)>,
     /// The next trace's `seq`.
     next_seq: u64,
-    /// Messages the buffered spans keep alive: offset → (bytes retained,
-    /// buffered traces with spans from it).
-    messages: HashMap<i64, (usize, u32), foldhash::fast::RandomState>,
+    /// The resources and scopes of the buffered spans, each kept once.
+    interner: Interner,
     spans: usize,
-    /// What the budget counts: retained messages, span records, trace states.
+    /// What the budget counts, but for the interned resources and scopes:
+    /// the traces' own bytes and states.
     bytes: usize,
 }
 
@@ -176,7 +175,7 @@ impl TraceBuffer {
             deadlines: BinaryHeap::new(),
             ages: VecDeque::new(),
             next_seq: 0,
-            messages: HashMap::default(),
+            interner: Interner::default(),
             spans: 0,
             bytes: 0,
         }
@@ -186,7 +185,7 @@ impl TraceBuffer {
         Occupancy {
             traces: self.traces.len(),
             spans: self.spans,
-            bytes: self.bytes,
+            bytes: self.bytes(),
         }
     }
 
@@ -208,16 +207,20 @@ impl TraceBuffer {
         best
     }
 
+    /// What the budget counts.
+    fn bytes(&self) -> usize {
+        self.bytes + self.interner.bytes()
+    }
+
     /// Adds the spans of one trace that arrived in the message at `offset`,
-    /// whose spans keep `retained` bytes alive (the message's buffer).
-    /// The offset is pinned by this trace until its decision is done.
-    /// Returns the traces decided early because the byte budget was exceeded.
+    /// copied out of it. The offset is pinned by this trace until its
+    /// decision is done. Returns the traces decided early because the byte
+    /// budget was exceeded.
     pub fn insert(
         &mut self,
         trace_id: TraceId,
         spans: impl Into<Vec<SpanRecord>>,
         offset: i64,
-        retained: usize,
         encoding: Encoding,
         now: impl Into<Time>,
     ) -> Vec<ReadyTrace> {
@@ -245,12 +248,13 @@ impl TraceBuffer {
                 (state, true)
             }
         };
-        let spans = spans.into();
+        let mut spans = spans.into();
+        let added = compact(&mut spans, &mut self.interner) + SPAN_OVERHEAD * spans.len();
         for s in &spans {
             state.root_seen |= s.is_root();
-            state.bytes += s.size();
         }
-        self.bytes += SPAN_OVERHEAD * spans.len();
+        state.bytes += added;
+        self.bytes += added;
         self.spans += spans.len();
         if state.spans.is_empty() {
             // A trace's first spans: their vector becomes its own.
@@ -263,11 +267,6 @@ impl TraceBuffer {
         state.last_seen = state.last_seen.max(now);
         if state.offsets.last() != Some(&offset) {
             state.offsets.push(offset);
-            let message = self.messages.entry(offset).or_insert((retained, 0));
-            if message.1 == 0 {
-                self.bytes += message.0 + MESSAGE_OVERHEAD;
-            }
-            message.1 += 1;
         }
         let (deadline, _) = Self::deadline_of(&self.config, state);
         state.deadline = deadline;
@@ -278,20 +277,15 @@ impl TraceBuffer {
                 .push(Reverse((deadline, state.seq, trace_id)));
             state.queued = deadline;
         }
-        self.enforce_budget(trace_id, offset)
+        self.enforce_budget(trace_id)
     }
 
     /// Over the budget, a trace that is over it by itself (`added`, the one
-    /// that just grew), or one from a message that is over it by itself
-    /// (`offset`: each of its traces in turn), is decided alone; else the
-    /// earliest deadlines go.
-    fn enforce_budget(&mut self, added: TraceId, offset: i64) -> Vec<ReadyTrace> {
+    /// that just grew) is decided alone; else the earliest deadlines go.
+    fn enforce_budget(&mut self, added: TraceId) -> Vec<ReadyTrace> {
         let mut out = Vec::new();
         let max = self.config.max_bytes;
-        let huge_message = self.messages.get(&offset).is_some_and(|m| m.0 > max);
-        if self.bytes > max
-            && (huge_message || self.traces.get(&added).is_some_and(|s| s.bytes > max))
-        {
+        if self.bytes() > max && self.traces.get(&added).is_some_and(|s| s.bytes > max) {
             out.extend(self.take(added, Reason::Memory));
         }
         self.shrink_to(self.config.max_bytes, &mut out);
@@ -303,7 +297,11 @@ impl TraceBuffer {
     /// trace that began first) — the traces most likely complete, not one
     /// whose next message is still to be read.
     pub fn shrink_to(&mut self, bytes: usize, out: &mut Vec<ReadyTrace>) {
-        while self.bytes > bytes {
+        if self.bytes() > bytes {
+            // Resources and scopes of traces already decided go first.
+            self.interner.clean();
+        }
+        while self.bytes() > bytes {
             let Some((_, _, id)) = self.earliest() else {
                 break;
             };
@@ -352,15 +350,9 @@ impl TraceBuffer {
         };
         self.tidy();
         self.spans -= s.spans.len();
-        self.bytes -= TRACE_OVERHEAD + s.spans.len() * SPAN_OVERHEAD;
-        for o in &s.offsets {
-            if let Some(message) = self.messages.get_mut(o) {
-                message.1 -= 1;
-                if message.1 == 0 {
-                    self.bytes -= message.0 + MESSAGE_OVERHEAD;
-                    self.messages.remove(o);
-                }
-            }
+        self.bytes -= TRACE_OVERHEAD + s.bytes;
+        if self.traces.is_empty() {
+            self.interner.clear();
         }
         ReadyTrace {
             trace_id: id,

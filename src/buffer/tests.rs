@@ -2,12 +2,11 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::clock::Time;
+use crate::otlp::compact::CHUNK_OVERHEAD;
 use crate::otlp::{test_spans, Encoding, TraceId};
 use crate::workload::SpanSpec;
 
 const S: Duration = Duration::from_secs(1);
-/// The bytes each test message keeps alive.
-const MESSAGE: usize = 100;
 
 fn config() -> BufferConfig {
     BufferConfig {
@@ -50,7 +49,7 @@ fn without_root_a_trace_waits_for_decision_wait() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
     assert!(b
-        .insert(id(1), child(1), 10, MESSAGE, Encoding::OtlpProto, t0)
+        .insert(id(1), child(1), 10, Encoding::OtlpProto, t0)
         .is_empty());
     assert_eq!(b.next_deadline(), Some(t0 + 30 * S));
     assert!(due(&mut b, t0 + 29 * S).is_empty());
@@ -65,11 +64,11 @@ fn without_root_a_trace_waits_for_decision_wait() {
 fn root_starts_a_quiet_period_that_later_spans_extend() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    b.insert(id(1), child(1), 1, MESSAGE, Encoding::OtlpProto, t0);
-    b.insert(id(1), root(1), 2, MESSAGE, Encoding::OtlpProto, t0 + S);
+    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
+    b.insert(id(1), root(1), 2, Encoding::OtlpProto, t0 + S);
     assert_eq!(b.next_deadline(), Some(t0 + 6 * S));
     // A late child resets the quiet period.
-    b.insert(id(1), child(1), 3, MESSAGE, Encoding::OtlpProto, t0 + 4 * S);
+    b.insert(id(1), child(1), 3, Encoding::OtlpProto, t0 + 4 * S);
     assert!(due(&mut b, t0 + 6 * S).is_empty());
     let d = due(&mut b, t0 + 9 * S);
     assert_eq!(d.len(), 1);
@@ -82,14 +81,13 @@ fn root_starts_a_quiet_period_that_later_spans_extend() {
 fn quiet_period_never_outlasts_decision_wait() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    b.insert(id(1), root(1), 1, MESSAGE, Encoding::OtlpProto, t0);
+    b.insert(id(1), root(1), 1, Encoding::OtlpProto, t0);
     for i in 1..40 {
         // A span every second keeps the trace from going quiet.
         b.insert(
             id(1),
             child(1),
             1 + i,
-            MESSAGE,
             Encoding::OtlpProto,
             t0 + i as u32 * S,
         );
@@ -111,7 +109,7 @@ fn max_trace_age_caps_a_long_wait() {
         max_trace_age: 60 * S,
         ..config()
     });
-    b.insert(id(1), child(1), 1, MESSAGE, Encoding::OtlpProto, t0);
+    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
     let d = due(&mut b, t0 + 60 * S);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].reason, Reason::MaxAge);
@@ -126,7 +124,6 @@ fn due_traces_come_out_earliest_first_and_others_stay() {
             id(n),
             child(n),
             n as i64,
-            MESSAGE,
             Encoding::OtlpProto,
             t0 + u32::from(n) * S,
         );
@@ -137,17 +134,38 @@ fn due_traces_come_out_earliest_first_and_others_stay() {
     assert_eq!(b.occupancy().traces, 2);
 }
 
-/// What one trace of one span from a message of its own costs the budget.
+/// What a trace of `spans` (under one scope) costs the budget, beside the
+/// resource and scope the buffer counts once.
+fn cost(spans: &[SpanRecord]) -> usize {
+    TRACE_OVERHEAD
+        + CHUNK_OVERHEAD
+        + spans
+            .iter()
+            .map(|s| SPAN_OVERHEAD + s.encoded().len())
+            .sum::<usize>()
+}
+
+/// What one trace of one span (`child`) costs the budget.
 fn one_trace() -> usize {
-    TRACE_OVERHEAD + SPAN_OVERHEAD + MESSAGE + MESSAGE_OVERHEAD
+    cost(&child(1))
+}
+
+/// What the buffer counts once for the resource and scope of `spans`.
+fn counted_once(spans: Vec<SpanRecord>) -> usize {
+    let mut b = TraceBuffer::new(config());
+    let own = cost(&spans);
+    b.insert(id(1), spans, 1, Encoding::OtlpProto, Instant::now());
+    b.occupancy().bytes - own
 }
 
 #[test]
 fn over_budget_the_earliest_deadlines_are_decided_early() {
     let t0 = Instant::now();
     let one = one_trace();
+    let shared = counted_once(child(1));
+    assert!(shared > 0, "the resource and scope are counted");
     let mut b = TraceBuffer::new(BufferConfig {
-        max_bytes: 3 * one,
+        max_bytes: 3 * one + shared,
         ..config()
     });
     for n in 1..=3u8 {
@@ -156,18 +174,21 @@ fn over_budget_the_earliest_deadlines_are_decided_early() {
                 id(n),
                 child(n),
                 n as i64,
-                MESSAGE,
                 Encoding::OtlpProto,
                 t0 + u32::from(n) * S
             )
             .is_empty());
     }
-    assert_eq!(b.occupancy().bytes, 3 * one);
-    let evicted = b.insert(id(4), child(4), 4, MESSAGE, Encoding::OtlpProto, t0 + 4 * S);
+    assert_eq!(
+        b.occupancy().bytes,
+        3 * one + shared,
+        "the scope counted once"
+    );
+    let evicted = b.insert(id(4), child(4), 4, Encoding::OtlpProto, t0 + 4 * S);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(1));
     assert_eq!(evicted[0].reason, Reason::Memory);
-    assert!(b.occupancy().bytes <= 3 * one);
+    assert!(b.occupancy().bytes <= 3 * one + shared);
     assert!(!b.contains(&id(1)));
 }
 
@@ -176,57 +197,73 @@ fn over_budget_the_earliest_deadlines_are_decided_early() {
 #[test]
 fn a_trace_over_the_budget_by_itself_is_decided_alone() {
     let t0 = Instant::now();
+    let shared = counted_once(child(1));
     let mut b = TraceBuffer::new(BufferConfig {
-        max_bytes: 50 * one_trace(),
+        max_bytes: 50 * one_trace() + shared,
         ..config()
     });
     for n in 1..=10u8 {
-        b.insert(id(n), child(n), n as i64, MESSAGE, Encoding::OtlpProto, t0);
+        b.insert(id(n), child(n), n as i64, Encoding::OtlpProto, t0);
     }
     let mut big = Vec::new();
-    while big.iter().map(SpanRecord::size).sum::<usize>() <= 50 * one_trace() {
+    while big.iter().map(SpanRecord::size).sum::<usize>() <= 60 * one_trace() {
         big.extend(child(99));
     }
-    let evicted = b.insert(
-        id(99),
-        big,
-        11,
-        60 * one_trace(),
-        Encoding::OtlpProto,
-        t0 + S,
-    );
+    let evicted = b.insert(id(99), big, 11, Encoding::OtlpProto, t0 + S);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(99));
     assert_eq!(evicted[0].reason, Reason::Memory);
     assert_eq!(b.occupancy().traces, 10, "the others stay");
-    assert_eq!(b.occupancy().bytes, 10 * one_trace());
+    assert_eq!(b.occupancy().bytes, 10 * one_trace() + shared);
 }
 
-/// A message holding several traces is counted once, for as long as any of
-/// its traces is buffered.
+/// A buffered span keeps neither its message nor other traces' spans
+/// alive: each trace counts its own spans' copies, the resources and scopes
+/// are counted once, and all of it goes with the last trace.
 #[test]
-fn a_message_is_counted_once_while_any_of_its_spans_is_buffered() {
+fn a_buffered_span_keeps_its_own_bytes_not_its_message() {
+    use bytes::Bytes;
+    use opentelemetry_proto::tonic::trace::v1::TracesData;
+
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(config());
-    let big = 10_000;
-    b.insert(id(1), child(1), 7, big, Encoding::OtlpProto, t0);
-    b.insert(id(2), root(2), 7, big, Encoding::OtlpProto, t0);
-    let o = b.occupancy();
-    assert_eq!((o.traces, o.spans), (2, 2));
-    assert_eq!(
-        o.bytes,
-        2 * (TRACE_OVERHEAD + SPAN_OVERHEAD) + big + MESSAGE_OVERHEAD
+    // One message of two traces (one service's spans of each).
+    let mut data = TracesData::default();
+    for n in [1u8, 2] {
+        let spans = [
+            SpanSpec::new("a", "root", None, 0, 10),
+            SpanSpec::new("a", "child", Some(0), 1, 5),
+        ];
+        for one in crate::workload::build_trace(id(n), &[[n; 8], [n + 10; 8]], 1_000, &spans) {
+            data.resource_spans.extend(one.resource_spans);
+        }
+    }
+    let message = Bytes::from(Encoding::OtlpProto.encode_data(&data));
+    let decoded = crate::otlp::decode(message.clone()).expect("decodes");
+    let groups: Vec<_> = crate::otlp::by_trace(decoded.spans).collect();
+    assert_eq!(groups.len(), 2);
+    let costs: Vec<usize> = groups.iter().map(|(_, g)| cost(g)).collect();
+    for (trace, group) in groups {
+        b.insert(trace, group, 7, Encoding::OtlpProto, t0);
+    }
+    assert!(
+        message.is_unique(),
+        "nothing buffered refers to the message"
     );
-    // The root's trace goes quiet first; the message stays counted for the other.
+    let shared = b.occupancy().bytes - costs.iter().sum::<usize>();
+    assert!(
+        shared > 0 && shared < message.len(),
+        "the resource once: {shared}"
+    );
+    // Both go quiet after their roots; the first decided takes its own bytes.
     let d = due(&mut b, t0 + 5 * S);
-    assert_eq!(d.len(), 1);
-    assert_eq!(
-        b.occupancy().bytes,
-        TRACE_OVERHEAD + SPAN_OVERHEAD + big + MESSAGE_OVERHEAD
-    );
-    let d = due(&mut b, t0 + 60 * S);
-    assert_eq!(d.len(), 1);
+    assert_eq!(d.len(), 2);
     assert_eq!(b.occupancy(), Occupancy::default());
+    for t in &d {
+        let names: Vec<_> = t.spans.iter().map(|s| s.name().into_owned()).collect();
+        assert_eq!(names, ["root", "child"], "each span reads its own bytes");
+        assert_eq!(t.spans[0].service(), "a");
+    }
 }
 
 /// Of traces due at the same instant (a burst read in one batch), memory
@@ -235,40 +272,15 @@ fn a_message_is_counted_once_while_any_of_its_spans_is_buffered() {
 fn at_equal_deadlines_the_trace_that_began_first_is_decided_for_memory() {
     let t0 = Instant::now();
     let mut b = TraceBuffer::new(BufferConfig {
-        max_bytes: 2 * one_trace() + SPAN_OVERHEAD,
+        max_bytes: 2 * cost(&root(1)) + counted_once(root(1)) + SPAN_OVERHEAD,
         ..config()
     });
     // Higher ids first: an id order would pick the newest.
-    b.insert(id(9), root(9), 1, MESSAGE, Encoding::OtlpProto, t0);
-    b.insert(id(5), root(5), 2, MESSAGE, Encoding::OtlpProto, t0);
-    let evicted = b.insert(id(1), root(1), 3, MESSAGE, Encoding::OtlpProto, t0);
+    b.insert(id(9), root(9), 1, Encoding::OtlpProto, t0);
+    b.insert(id(5), root(5), 2, Encoding::OtlpProto, t0);
+    let evicted = b.insert(id(1), root(1), 3, Encoding::OtlpProto, t0);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(9));
-}
-
-/// A message bigger than the budget by itself, holding many small traces:
-/// its traces are decided as they come, not every older trace first.
-#[test]
-fn a_message_over_the_budget_decides_its_own_traces_not_the_older_ones() {
-    let t0 = Instant::now();
-    let mut b = TraceBuffer::new(BufferConfig {
-        max_bytes: 20 * one_trace(),
-        ..config()
-    });
-    for n in 1..=10u8 {
-        b.insert(id(n), child(n), n as i64, MESSAGE, Encoding::OtlpProto, t0);
-    }
-    let huge = 30 * one_trace();
-    let mut decided = Vec::new();
-    for n in 100..110u8 {
-        decided.extend(b.insert(id(n), child(n), 50, huge, Encoding::OtlpProto, t0 + S));
-    }
-    assert!(
-        decided.iter().all(|t| t.trace_id.0[0] >= 100),
-        "only the huge message's traces"
-    );
-    assert_eq!(decided.len(), 10);
-    assert_eq!(b.occupancy().traces, 10, "the older ones stay");
 }
 
 /// `wait` and `after_root` count on the stream clock, which may
@@ -285,18 +297,10 @@ fn deadlines_count_on_the_stream_clock_and_the_age_on_the_wall() {
         id(1),
         root(1),
         1,
-        MESSAGE,
         Encoding::OtlpProto,
         at(Duration::ZERO, Duration::ZERO),
     );
-    b.insert(
-        id(2),
-        child(2),
-        2,
-        MESSAGE,
-        Encoding::OtlpProto,
-        at(S, 20 * S),
-    );
+    b.insert(id(2), child(2), 2, Encoding::OtlpProto, at(S, 20 * S));
     // Reading paused for 40 s of wall time, the stream standing: nothing due.
     let mut out = Vec::new();
     b.pop_due(at(S, 40 * S), &mut out);
@@ -493,7 +497,7 @@ proptest::proptest! {
                     offset += i64::from(!same_message);
                     let own = stream + S * ahead as u32;
                     let spans = if is_root { root(trace) } else { child(trace) };
-                    let evicted = b.insert(id(trace), spans, offset, MESSAGE, Encoding::OtlpProto, Time { stream: own, wall });
+                    let evicted = b.insert(id(trace), spans, offset, Encoding::OtlpProto, Time { stream: own, wall });
                     proptest::prop_assert!(evicted.is_empty());
                     naive.insert(id(trace), is_root, offset, own, wall);
                 }

@@ -1,7 +1,8 @@
 //! Decoding of incoming messages into span records.
 //!
 //! Protobuf is read field by field from the message buffer (see [`super::wire`]);
-//! each span keeps a zero-copy slice of it. OTLP JSON is parsed with the
+//! each span is a zero-copy slice of it (until it is buffered: see
+//! [`super::compact`]). OTLP JSON is parsed with the
 //! `opentelemetry-proto` types and each span re-encoded once, then read by the
 //! same code, so both encodings meet the same checks.
 
@@ -108,9 +109,6 @@ pub struct Decoded {
     pub spans: Vec<(TraceId, SpanRecord)>,
     /// Invalid spans, skipped; the rest of the message is kept.
     pub rejected: Vec<DecodeError>,
-    /// Bytes the spans keep alive: the message for protobuf (spans are
-    /// slices of it), the buffer they were re-encoded into for JSON.
-    pub retained: usize,
 }
 
 /// Decodes one Kafka message payload.
@@ -184,7 +182,6 @@ fn json_start(payload: &[u8]) -> Option<usize> {
 pub fn decode_proto(payload: Bytes) -> Result<Decoded, DecodeError> {
     let mut out = Decoded {
         encoding: Encoding::OtlpProto,
-        retained: payload.len(),
         ..Decoded::default()
     };
     if payload.first() != Some(&TRACES_DATA_TAG) {

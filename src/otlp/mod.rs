@@ -6,6 +6,7 @@
 //! `opentelemetry-proto` crate's types are used for JSON and in tests.
 
 pub mod attributes;
+pub mod compact;
 pub mod decode;
 pub mod encode;
 mod json;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use attributes::AttrValue;
+use compact::PARTS_OVERHEAD;
+pub use compact::{compact, Interner};
 pub use decode::{decode, DecodeError, DecodeErrorKind, Decoded};
 pub use encode::{encode_trace, encode_within, Annotation, EncodedMessage, Split};
 
@@ -88,16 +91,6 @@ impl Encoding {
         Self::ALL.into_iter().find(|e| e.as_str() == name)
     }
 
-    /// Whether decoded spans are slices of the message's buffer (so they
-    /// keep the whole of it alive, its key included when the edge reads
-    /// both into one buffer), rather than copies.
-    pub fn spans_slice_the_message(self) -> bool {
-        match self {
-            Encoding::OtlpProto => true,
-            Encoding::OtlpJson => false,
-        }
-    }
-
     /// A whole `TracesData` in this encoding (the demo, the workload, tests).
     pub fn encode_data(self, data: &opentelemetry_proto::tonic::trace::v1::TracesData) -> Vec<u8> {
         match self {
@@ -109,15 +102,27 @@ impl Encoding {
 }
 
 /// The resource and instrumentation scope a span was emitted under, as encoded
-/// bytes, shared by all spans of one `ScopeSpans` in a message.
+/// bytes, and the buffer its spans' encodings are slices of. Shared by the
+/// spans of one `ScopeSpans` in a message; once buffered, by the spans of
+/// one trace from one message (see [`compact`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scope {
-    /// The bytes the parts are ranges of, and its spans' encodings too: the
-    /// message itself for protobuf input, so a scope costs one reference and
-    /// ten integers, not a copy, and a span one reference to its scope.
+    /// The bytes its spans' encodings are ranges of: the message itself as
+    /// decoded (so a scope costs references, not a copy), a copy of just
+    /// the spans once buffered.
+    spans: Bytes,
+    /// The resource and scope: in the message as decoded, interned per
+    /// partition once buffered.
+    parts: Arc<Parts>,
+}
+
+/// The resource and scope parts of a [`Scope`], as encoded bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The bytes the parts are ranges of: the message, or copies of them.
     buf: Bytes,
     /// `(start, len)` in `buf` of each [`Part`].
-    parts: [(u32, u32); 5],
+    ranges: [(u32, u32); 5],
 }
 
 /// The parts of a [`Scope`].
@@ -135,11 +140,10 @@ pub enum Part {
     Service = 4,
 }
 
-impl Scope {
-    /// A scope whose parts are sub-slices of `message` (or empty), and
-    /// whose spans are too. Its buffer begins with the message, so a span's
-    /// range in the message is its range in the buffer.
-    pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
+impl Parts {
+    /// Parts that are sub-slices of `message` (or empty); where one is not
+    /// after all, copies of them all.
+    fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
         let mut ranges = [(0u32, 0u32); 5];
         for (range, part) in ranges.iter_mut().zip(parts) {
             if part.is_empty() {
@@ -147,22 +151,18 @@ impl Scope {
             }
             match range_in(message, part) {
                 Some(r) => *range = r,
-                // Not inside the message after all: keep copies instead.
-                None => return Self::copied(message, parts),
+                None => return Self::copied(parts),
             }
         }
         Self {
             buf: message.clone(),
-            parts: ranges,
+            ranges,
         }
     }
 
-    /// A scope holding a copy of `message` (where its spans are) followed by
-    /// copies of its parts.
-    fn copied(message: &[u8], parts: [&[u8]; 5]) -> Self {
-        let mut buf =
-            Vec::with_capacity(message.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-        buf.extend_from_slice(message);
+    /// Parts holding copies of `parts`, in one buffer of their own.
+    fn copied(parts: [&[u8]; 5]) -> Self {
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>());
         let mut ranges = [(0u32, 0u32); 5];
         for (range, part) in ranges.iter_mut().zip(parts) {
             // OTLP messages are far below 4 GiB; a larger part is left out.
@@ -173,19 +173,44 @@ impl Scope {
         }
         Self {
             buf: Bytes::from(buf),
-            parts: ranges,
+            ranges,
         }
     }
 
-    /// The bytes at `(start, len)` of its buffer (empty if out of range).
-    fn bytes_at(&self, (at, len): (u32, u32)) -> &[u8] {
-        self.buf
-            .get(at as usize..at as usize + len as usize)
-            .unwrap_or_default()
+    /// Each part's bytes.
+    fn all(&self) -> [&[u8]; 5] {
+        self.ranges.map(|r| bytes_at(&self.buf, r))
+    }
+
+    /// Bytes a copy of these parts keeps alive: its buffer and itself.
+    fn size(&self) -> usize {
+        self.ranges.iter().map(|r| r.1 as usize).sum::<usize>() + PARTS_OVERHEAD
+    }
+}
+
+/// The bytes at `(start, len)` of `buf` (empty if out of range).
+fn bytes_at(buf: &[u8], (at, len): (u32, u32)) -> &[u8] {
+    buf.get(at as usize..at as usize + len as usize)
+        .unwrap_or_default()
+}
+
+impl Scope {
+    /// A scope whose parts are sub-slices of `message` (or empty, or else
+    /// copies), and whose spans are too.
+    pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
+        Self {
+            spans: message.clone(),
+            parts: Arc::new(Parts::in_message(message, parts)),
+        }
+    }
+
+    /// The bytes at `(start, len)` of its spans' buffer.
+    fn bytes_at(&self, at: (u32, u32)) -> &[u8] {
+        bytes_at(&self.spans, at)
     }
 
     pub fn part(&self, part: Part) -> &[u8] {
-        self.bytes_at(self.parts[part as usize])
+        bytes_at(&self.parts.buf, self.parts.ranges[part as usize])
     }
 
     pub fn resource(&self) -> &[u8] {
@@ -238,15 +263,15 @@ pub mod status_code {
 }
 
 /// One span as the buffer holds it: the fields the rules read, and where
-/// the span's encoded bytes are (in its scope's buffer, the message) to
-/// re-emit it unchanged.
+/// the span's encoded bytes are (in its scope's buffer: the message as
+/// decoded, a copy once buffered) to re-emit it unchanged.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
-    /// Resource and scope it belongs to; its buffer holds the span too, at
-    /// `encoded_at` (a record is only ever made with the scope its span was
-    /// read under).
+    /// Resource and scope it belongs to; its spans' buffer holds the span
+    /// too, at `encoded_at` (a record is only ever made, or moved, with the
+    /// scope its span's bytes are in).
     pub scope: Arc<Scope>,
-    /// `(start, len)` of the encoded `Span` message in the scope's buffer.
+    /// `(start, len)` of the encoded `Span` message in the scope's spans' buffer.
     encoded_at: (u32, u32),
     pub span_id: [u8; 8],
     /// All zero for a root span.
@@ -323,9 +348,8 @@ impl SpanRecord {
         String::from_utf8_lossy(self.scope.part(Part::Service))
     }
 
-    /// The span's own bytes: its encoding plus the record itself. (What the
-    /// buffer counts is the message buffer the encoding is a slice of; see
-    /// [`crate::buffer`].)
+    /// The span's own bytes: its encoding plus the record itself (what the
+    /// buffer counts besides is the scope its copy shares: see [`compact`]).
     pub fn size(&self) -> usize {
         self.encoded().len() + std::mem::size_of::<Self>()
     }

@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::events::Event;
 use super::telemetry::decision_label;
 use super::{Command, InputMessage, Partition};
@@ -66,29 +64,19 @@ impl Partition {
             self.events.emit(&self.telemetry, event, self.now);
         }
         let encoding = decoded.encoding;
-        // Protobuf spans are slices of the message, which the edge reads into
-        // one buffer together with its key.
-        let retained = decoded.retained
-            + if encoding.spans_slice_the_message() {
-                msg.key.as_ref().map_or(0, Bytes::len)
-            } else {
-                0
-            };
         for (id, group) in otlp::by_trace(decoded.spans) {
-            self.buffer_spans(id, group, msg.offset, retained, encoding, now, own);
+            self.buffer_spans(id, group, msg.offset, encoding, now, own);
         }
     }
 
     /// Buffer: the spans of one trace from one message, placed at `own` (the
     /// message's time: the clock's, or its own stamp if it is an outlier
     /// ahead of the clock); `now` is the partition's clock.
-    #[allow(clippy::too_many_arguments)]
     fn buffer_spans(
         &mut self,
         id: TraceId,
         spans: Vec<SpanRecord>,
         offset: i64,
-        retained: usize,
         encoding: Encoding,
         now: Time,
         own: Time,
@@ -117,9 +105,7 @@ impl Partition {
             }
         }
         self.watermark.pin(offset, 1);
-        let evicted = self
-            .buffer
-            .insert(id, spans, offset, retained, encoding, own);
+        let evicted = self.buffer.insert(id, spans, offset, encoding, own);
         for t in evicted {
             self.decide(t, now);
         }

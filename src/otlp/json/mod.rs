@@ -176,8 +176,6 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
             }
         }
     }
-    // What stays alive is the allocation, capacity included.
-    out.retained = buf.capacity();
     let buf = Bytes::from(buf);
     let part = |(start, end): Range| &buf[start..end];
     let shared: Vec<Arc<Scope>> = scopes

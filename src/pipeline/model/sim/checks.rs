@@ -67,30 +67,15 @@ impl Sim {
         }
     }
 
-    /// The buffer counts at least the bytes its spans keep alive: a protobuf
-    /// message whole (its spans are slices of it), for JSON at least the
-    /// spans' own encodings.
+    /// The buffer counts at least the bytes its spans keep alive: their
+    /// encodings' copies and their records (no message is kept whole).
     pub(super) fn check_memory(&mut self) -> Result<(), String> {
-        let mut messages = HashSet::new();
-        for keys in self.now_.open.values() {
-            for k in keys {
-                messages.insert(self.spans[k].offset);
-            }
-        }
-        let alive: usize = messages
-            .iter()
-            .map(|o| {
-                let fact = &self.input[*o as usize];
-                let first = fact.spans.first().map(|k| self.spans[k].encoding);
-                match first {
-                    Some(Encoding::OtlpJson) => fact
-                        .spans
-                        .iter()
-                        .map(|k| self.spans[k].record.encoded().len())
-                        .sum(),
-                    _ => fact.message.payload.len(),
-                }
-            })
+        let alive: usize = self
+            .now_
+            .open
+            .values()
+            .flatten()
+            .map(|k| self.spans[k].record.encoded().len() + crate::buffer::SPAN_OVERHEAD)
             .sum();
         let counted = self.core().status().1.bytes;
         if counted < alive {
