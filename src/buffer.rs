@@ -31,7 +31,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clock::Time;
-use crate::otlp::{compact, Encoding, Interner, SpanRecord, TraceId};
+use crate::otlp::compact::{self, compact};
+use crate::otlp::{Encoding, Interner, SpanRecord, TraceId};
 
 /// When traces are decided, and how much the buffer may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -297,10 +298,6 @@ impl TraceBuffer {
     /// trace that began first) — the traces most likely complete, not one
     /// whose next message is still to be read.
     pub fn shrink_to(&mut self, bytes: usize, out: &mut Vec<ReadyTrace>) {
-        if self.bytes() > bytes {
-            // Resources and scopes of traces already decided go first.
-            self.interner.clean();
-        }
         while self.bytes() > bytes {
             let Some((_, _, id)) = self.earliest() else {
                 break;
@@ -351,9 +348,7 @@ impl TraceBuffer {
         self.tidy();
         self.spans -= s.spans.len();
         self.bytes -= TRACE_OVERHEAD + s.bytes;
-        if self.traces.is_empty() {
-            self.interner.clear();
-        }
+        compact::release(&s.spans, &mut self.interner);
         ReadyTrace {
             trace_id: id,
             spans: s.spans,

@@ -2,7 +2,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::clock::Time;
-use crate::otlp::compact::CHUNK_OVERHEAD;
+use crate::otlp::compact::{CHUNK_OVERHEAD, PARTS_OVERHEAD};
+use crate::otlp::Part;
 use crate::otlp::{test_spans, Encoding, TraceId};
 use crate::workload::SpanSpec;
 
@@ -150,12 +151,21 @@ fn one_trace() -> usize {
     cost(&child(1))
 }
 
-/// What the buffer counts once for the resource and scope of `spans`.
+/// What the buffer counts once for the resource and scope of `spans` (one
+/// scope), counted from the spans themselves.
 fn counted_once(spans: Vec<SpanRecord>) -> usize {
-    let mut b = TraceBuffer::new(config());
-    let own = cost(&spans);
-    b.insert(id(1), spans, 1, Encoding::OtlpProto, Instant::now());
-    b.occupancy().bytes - own
+    let scope = &spans[0].scope;
+    [
+        Part::Resource,
+        Part::ResourceSchemaUrl,
+        Part::Scope,
+        Part::ScopeSchemaUrl,
+        Part::Service,
+    ]
+    .iter()
+    .map(|p| scope.part(*p).len())
+    .sum::<usize>()
+        + PARTS_OVERHEAD
 }
 
 #[test]
@@ -281,6 +291,39 @@ fn at_equal_deadlines_the_trace_that_began_first_is_decided_for_memory() {
     let evicted = b.insert(id(1), root(1), 3, Encoding::OtlpProto, t0);
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].trace_id, id(9));
+}
+
+/// Shrinking for memory decides as many traces as it takes and no more:
+/// the resource and scope a decided trace alone used go with it.
+#[test]
+fn shrinking_decides_no_more_traces_than_the_bytes_it_needs() {
+    const SERVICES: [&str; 10] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"];
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    let mut each = Vec::new();
+    for (n, service) in SERVICES.iter().enumerate() {
+        // A resource of each trace's own.
+        let trace = id(n as u8 + 1);
+        let spans = test_spans(trace, &[SpanSpec::new(service, "root", None, 0, 10)]);
+        each.push(cost(&spans) + counted_once(spans.clone()));
+        b.insert(
+            id(n as u8),
+            spans,
+            n as i64,
+            Encoding::OtlpProto,
+            t0 + (n as u32) * S,
+        );
+    }
+    assert_eq!(b.occupancy().bytes, each.iter().sum::<usize>());
+    let mut out = Vec::new();
+    b.shrink_to(each[5..].iter().sum(), &mut out);
+    let decided: Vec<_> = out.iter().map(|t| t.trace_id).collect();
+    assert_eq!(
+        decided,
+        (0..5).map(id).collect::<Vec<_>>(),
+        "the five earliest, no more"
+    );
+    assert_eq!(b.occupancy().bytes, each[5..].iter().sum::<usize>());
 }
 
 /// `wait` and `after_root` count on the stream clock, which may

@@ -12,7 +12,7 @@
 //!
 //! Pure: no clock, no Kafka.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -34,25 +34,17 @@ pub const CHUNK_OVERHEAD: usize = 16 + std::mem::size_of::<Scope>() + 2 * ALLOCA
 /// rounding to 16 bytes.
 const ALLOCATION: usize = 16;
 
-/// Interned parts at most, in bytes: beyond it a scope's parts are copied
-/// for its spans alone (and counted with them).
-const MAX_INTERNED: usize = 1 << 20;
-
-/// Interned parts that no buffered span uses any more are dropped once the
-/// interned bytes pass this, or twice what was in use at the last clean.
-const CLEAN_FROM: usize = 64 << 10;
-
-/// A partition's resources and scopes, each kept once.
+/// A partition's resources and scopes, each kept once, for as long as a
+/// buffered trace's spans use it.
 #[derive(Debug, Default)]
 pub struct Interner {
-    /// By a hash of their bytes; of two different parts with the same hash,
-    /// the second is not interned.
-    parts: HashMap<u64, Arc<Parts>, foldhash::fast::RandomState>,
+    /// By a hash of their bytes, with the buffered chunks of spans under
+    /// them; of two different parts with the same hash, the second is not
+    /// interned.
+    parts: HashMap<u64, (Arc<Parts>, u32), foldhash::fast::RandomState>,
     hasher: foldhash::fast::RandomState,
     /// Bytes the interned parts keep alive.
     bytes: usize,
-    /// Clean once `bytes` passes this.
-    clean_at: usize,
 }
 
 impl Interner {
@@ -61,49 +53,42 @@ impl Interner {
         self.bytes
     }
 
-    /// Parts equal to `parts`, shared when they can be, and the bytes that
-    /// are the caller's to count: none for shared parts (the interner
-    /// counts them once), a copy's own size otherwise.
+    /// Parts equal to `parts` for one more chunk of buffered spans, shared
+    /// when they can be, and the bytes that are the caller's to count: none
+    /// for shared parts (the interner counts them once), a copy's own size
+    /// otherwise.
     fn intern(&mut self, parts: &Parts) -> (Arc<Parts>, usize) {
         let all = parts.all();
-        let key = self.hasher.hash_one(all);
-        if let Some(shared) = self.parts.get(&key) {
-            if shared.all() == all {
-                return (shared.clone(), 0);
+        match self.parts.entry(self.hasher.hash_one(all)) {
+            Entry::Occupied(mut e) if e.get().0.all() == all => {
+                e.get_mut().1 += 1;
+                (e.get().0.clone(), 0)
             }
-            let own = Parts::copied(all);
-            let size = own.size();
-            return (Arc::new(own), size);
-        }
-        let own = Parts::copied(all);
-        let size = own.size();
-        if self.bytes + size > self.clean_at.max(CLEAN_FROM) {
-            self.clean();
-        }
-        if self.bytes + size > MAX_INTERNED {
-            return (Arc::new(own), size);
-        }
-        let own = Arc::new(own);
-        self.parts.insert(key, own.clone());
-        self.bytes += size;
-        (own, 0)
-    }
-
-    /// Drops the parts no span outside the interner uses.
-    pub fn clean(&mut self) {
-        self.parts.retain(|_, p| Arc::strong_count(p) > 1);
-        self.bytes = self.parts.values().map(|p| p.size()).sum();
-        self.clean_at = 2 * self.bytes;
-        if self.parts.capacity() > 4 * self.parts.len().max(16) {
-            self.parts.shrink_to_fit();
+            Entry::Occupied(_) => {
+                let own = Parts::copied(all);
+                let size = own.size();
+                (Arc::new(own), size)
+            }
+            Entry::Vacant(e) => {
+                let own = Arc::new(Parts::copied(all));
+                self.bytes += own.size();
+                e.insert((own.clone(), 1));
+                (own, 0)
+            }
         }
     }
 
-    /// Drops every interned part (spans that use them keep theirs).
-    pub fn clear(&mut self) {
-        self.parts = HashMap::default();
-        self.bytes = 0;
-        self.clean_at = 0;
+    /// One chunk of buffered spans under `parts` is gone: parts no chunk
+    /// uses any more are dropped (spans still on their way out keep theirs).
+    fn release(&mut self, parts: &Arc<Parts>) {
+        if let Entry::Occupied(mut e) = self.parts.entry(self.hasher.hash_one(parts.all())) {
+            if Arc::ptr_eq(&e.get().0, parts) {
+                e.get_mut().1 -= 1;
+                if e.get().1 == 0 {
+                    self.bytes -= e.remove().0.size();
+                }
+            }
+        }
     }
 }
 
@@ -143,4 +128,16 @@ pub fn compact(spans: &mut [SpanRecord], interner: &mut Interner) -> usize {
         i += n;
     }
     charged
+}
+
+/// The spans of a trace that [`compact`] made are no longer buffered: each
+/// chunk of them gives back its use of its interned parts.
+pub fn release(spans: &[SpanRecord], interner: &mut Interner) {
+    let mut last: Option<&Arc<Scope>> = None;
+    for s in spans {
+        if !last.is_some_and(|l| Arc::ptr_eq(l, &s.scope)) {
+            interner.release(&s.scope.parts);
+            last = Some(&s.scope);
+        }
+    }
 }

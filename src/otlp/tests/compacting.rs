@@ -60,7 +60,7 @@ proptest! {
         ),
     ) {
         let mut interner = Interner::default();
-        let mut kept = Vec::new();
+        let mut kept: Vec<Vec<SpanRecord>> = Vec::new();
         let mut charged = 0;
         for (resources, json) in &messages {
             let encoding = if *json { Encoding::OtlpJson } else { Encoding::OtlpProto };
@@ -75,13 +75,13 @@ proptest! {
                 let encodings: usize = group.iter().map(|s| s.encoded().len()).sum();
                 prop_assert!(own >= encodings, "the copies are counted: {} < {}", own, encodings);
                 charged += own;
-                kept.extend(group);
+                kept.push(group);
             }
             prop_assert!(payload.is_unique(), "a compacted span refers to its message");
         }
         // Equal resources and scopes, one copy: (service, host) pairs.
         let mut copies: HashMap<Vec<u8>, std::collections::HashSet<usize>> = HashMap::new();
-        for s in &kept {
+        for s in kept.iter().flatten() {
             copies
                 .entry(s.scope.resource().to_vec())
                 .or_default()
@@ -91,22 +91,25 @@ proptest! {
             prop_assert_eq!(at.len(), 1, "{} copies of one resource", at.len());
             prop_assert!(!resource.is_empty());
         }
-        prop_assert!(interner.bytes() > 0 && charged > 0);
-        // Once the spans are gone, cleaning gives every interned byte back.
-        drop(kept);
-        interner.clean();
+        prop_assert_eq!(interner.bytes(), interned(kept.iter().flatten()));
+        prop_assert!(charged > 0);
+        // As the traces go, so do their resources: the last one gives back all.
+        for group in kept.iter().rev() {
+            compact::release(group, &mut interner);
+            prop_assert!(interner.bytes() <= interned(kept.iter().flatten()));
+        }
         prop_assert_eq!(interner.bytes(), 0);
     }
 }
 
 /// A stream of resources that never repeat (a unique attribute per
-/// message) is not interned past a bound: what is not interned is counted
-/// with its spans instead, and cleaning gives back what is no longer used.
+/// message): each is interned while the spans under it are buffered, and
+/// given back with them; what is interned is exactly what the buffered
+/// spans use.
 #[test]
-fn resources_that_never_repeat_are_bounded_and_counted_with_their_spans() {
+fn resources_that_never_repeat_are_counted_while_their_spans_are_buffered() {
     let mut interner = Interner::default();
     let mut kept = std::collections::VecDeque::new();
-    let mut most = 0;
     for n in 0..4000u32 {
         let mut data = build_trace(
             TraceId([9; 16]),
@@ -121,24 +124,42 @@ fn resources_that_never_repeat_are_bounded_and_counted_with_their_spans() {
         }
         let decoded = decode(proto(&data)).expect("decodes");
         for (_, mut group) in by_trace(decoded.spans) {
-            let own = compact(&mut group, &mut interner);
-            kept.push_back((own - group[0].encoded().len(), group));
+            compact(&mut group, &mut interner);
+            kept.push_back(group);
         }
-        most = most.max(interner.bytes());
         // Half the traces are decided as they go.
         if n % 2 == 1 {
-            kept.pop_front();
+            let gone = kept.pop_front().expect("a trace");
+            compact::release(&gone, &mut interner);
+        }
+        if n % 500 == 0 {
+            assert_eq!(interner.bytes(), interned(kept.iter().flatten()));
         }
     }
-    assert!(most <= 1 << 20, "interned {most} bytes");
-    let resources: usize = kept.iter().map(|(_, g)| g[0].scope.resource().len()).sum();
-    let counted: usize = kept.iter().map(|(own, _)| own).sum();
-    assert!(
-        interner.bytes() + counted >= resources,
-        "every resource alive is counted somewhere: {} + {counted} < {resources}",
-        interner.bytes()
-    );
-    drop(kept);
-    interner.clean();
+    assert_eq!(interner.bytes(), interned(kept.iter().flatten()));
+    for gone in kept.drain(..) {
+        compact::release(&gone, &mut interner);
+    }
     assert_eq!(interner.bytes(), 0);
+}
+
+/// What the distinct resources and scopes of `spans` take, counted from
+/// the spans themselves: each distinct one once.
+fn interned<'a>(spans: impl Iterator<Item = &'a SpanRecord>) -> usize {
+    let mut distinct = std::collections::HashSet::new();
+    for s in spans {
+        let parts = [
+            Part::Resource,
+            Part::ResourceSchemaUrl,
+            Part::Scope,
+            Part::ScopeSchemaUrl,
+            Part::Service,
+        ]
+        .map(|p| s.scope.part(p).to_vec());
+        distinct.insert(parts);
+    }
+    distinct
+        .iter()
+        .map(|p| p.iter().map(Vec::len).sum::<usize>() + compact::PARTS_OVERHEAD)
+        .sum()
 }
