@@ -19,11 +19,11 @@
 //! clock stands.
 //!
 //! What the budget counts is what the buffered spans keep resident. A
-//! trace's spans from one message are copied out of it as they are buffered
-//! (see [`crate::otlp::compact`]), so no message stays alive for them: a
-//! trace counts its spans' encodings, their records and the buffers and
-//! scopes the copies live in, and its own bookkeeping; the resources and
-//! scopes its spans share with others are counted once, with the buffer.
+//! trace's spans are copied out of their messages into one buffer of the
+//! trace's own as they are buffered (see [`crate::otlp::compact`]), so no
+//! message stays alive for them: a trace counts that buffer, its spans'
+//! compact records and its own bookkeeping; the resources and scopes its
+//! spans share with other traces are counted once, with the buffer.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -31,8 +31,8 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clock::Time;
-use crate::otlp::compact::{self, compact};
-use crate::otlp::{Encoding, Interner, SpanRecord, TraceId};
+use crate::otlp::compact::{MAX_TRACE_BYTES, PACKED_SPAN};
+use crate::otlp::{Assembled, Encoding, Interner, SpanRecord, TraceId};
 
 /// When traces are decided, and how much the buffer may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,7 +85,8 @@ impl Reason {
 /// A trace being assembled.
 #[derive(Debug)]
 struct TraceState {
-    spans: Vec<SpanRecord>,
+    /// Its spans, copied out of their messages.
+    spans: Assembled,
     /// Arrival of the first span on the stream clock: `wait` counts from here.
     first_seen: Instant,
     /// Arrival of the latest span on the stream clock: the quiet period
@@ -141,7 +142,7 @@ pub const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceState>() + 184;
 /// traces before they are compacted.
 const SLACK: usize = 64;
 /// Bytes a buffered span's record costs (besides its encoding's copy).
-pub const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRecord>();
+pub const SPAN_OVERHEAD: usize = PACKED_SPAN;
 
 /// Traces of one partition, waiting for their deadlines.
 #[derive(Debug)]
@@ -226,6 +227,18 @@ impl TraceBuffer {
         now: impl Into<Time>,
     ) -> Vec<ReadyTrace> {
         let Time { stream: now, wall } = now.into();
+        let spans = spans.into();
+        let mut out = Vec::new();
+        // A trace's spans point into its buffer with 32-bit offsets: one
+        // that would pass 4 GiB is decided as it is, and starts again.
+        let incoming: usize = spans.iter().map(|s| s.encoded().len()).sum();
+        if self
+            .traces
+            .get(&trace_id)
+            .is_some_and(|s| s.spans.encoded_len() + incoming > MAX_TRACE_BYTES)
+        {
+            out.extend(self.take(trace_id, Reason::Memory));
+        }
         // One lookup of the trace (the fields touched beside it are others).
         let (state, is_new) = match self.traces.entry(trace_id) {
             Entry::Occupied(e) => (e.into_mut(), false),
@@ -234,7 +247,7 @@ impl TraceBuffer {
                 self.next_seq += 1;
                 self.ages.push_back((self.next_seq, wall, trace_id));
                 let state = e.insert(TraceState {
-                    spans: Vec::new(),
+                    spans: Assembled::default(),
                     first_seen: now,
                     last_seen: now,
                     first_read: wall,
@@ -249,20 +262,13 @@ impl TraceBuffer {
                 (state, true)
             }
         };
-        let mut spans = spans.into();
-        let added = compact(&mut spans, &mut self.interner) + SPAN_OVERHEAD * spans.len();
-        for s in &spans {
-            state.root_seen |= s.is_root();
-        }
+        let before = state.spans.bytes();
+        state.spans.add(&spans, &mut self.interner);
+        let added = state.spans.bytes() - before;
+        state.root_seen |= spans.iter().any(SpanRecord::is_root);
         state.bytes += added;
         self.bytes += added;
         self.spans += spans.len();
-        if state.spans.is_empty() {
-            // A trace's first spans: their vector becomes its own.
-            state.spans = spans;
-        } else {
-            state.spans.extend(spans);
-        }
         // A span placed at an outlier's own (later) time may have come
         // before one placed at the clock's.
         state.last_seen = state.last_seen.max(now);
@@ -278,7 +284,8 @@ impl TraceBuffer {
                 .push(Reverse((deadline, state.seq, trace_id)));
             state.queued = deadline;
         }
-        self.enforce_budget(trace_id)
+        out.extend(self.enforce_budget(trace_id));
+        out
     }
 
     /// Over the budget, a trace that is over it by itself (`added`, the one
@@ -348,10 +355,9 @@ impl TraceBuffer {
         self.tidy();
         self.spans -= s.spans.len();
         self.bytes -= TRACE_OVERHEAD + s.bytes;
-        compact::release(&s.spans, &mut self.interner);
         ReadyTrace {
             trace_id: id,
-            spans: s.spans,
+            spans: s.spans.into_spans(&mut self.interner),
             offsets: s.offsets,
             encoding: s.encoding,
             reason,

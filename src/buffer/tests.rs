@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::clock::Time;
-use crate::otlp::compact::{CHUNK_OVERHEAD, PARTS_OVERHEAD};
+use crate::otlp::compact::{ALLOCATION, PARTS_OVERHEAD};
 use crate::otlp::Part;
 use crate::otlp::{test_spans, Encoding, TraceId};
 use crate::workload::SpanSpec;
@@ -136,10 +136,13 @@ fn due_traces_come_out_earliest_first_and_others_stay() {
 }
 
 /// What a trace of `spans` (under one scope) costs the budget, beside the
-/// resource and scope the buffer counts once.
+/// resource and scope the buffer counts once: its state, its buffer of
+/// encodings, its records and its one reference to the shared scope, each
+/// allocated exactly.
 fn cost(spans: &[SpanRecord]) -> usize {
     TRACE_OVERHEAD
-        + CHUNK_OVERHEAD
+        + 3 * ALLOCATION
+        + std::mem::size_of::<usize>()
         + spans
             .iter()
             .map(|s| SPAN_OVERHEAD + s.encoded().len())

@@ -1,20 +1,22 @@
-//! Buffered spans copied out of their message.
+//! Buffered spans copied out of their message, into their trace.
 //!
 //! As decoded, a span is a slice of its message, so one buffered span would
 //! keep its whole message alive (other traces' spans, the resource and
-//! scope, the key) until every trace of it is decided. Before a trace's
-//! spans from one message are buffered, their encodings are copied into
-//! one buffer of their own, exactly their size, and their resource and
-//! scope are shared with every other span under the same ones: a
-//! partition's spans come from a handful of services, so the resource and
-//! scope bytes are kept once per partition, not once per message. The
-//! message is freed as soon as it is decoded.
+//! scope, the key) until every trace of it is decided. Instead, as a
+//! trace's spans are buffered their encodings are appended to one buffer of
+//! the trace's own, each described by a compact record pointing into it,
+//! and their resource and scope are shared with every other trace under the
+//! same ones: a partition's spans come from a handful of services, so the
+//! resource and scope bytes are kept once per partition, not once per
+//! message. The message is freed as soon as it is decoded. When the trace
+//! is decided its spans become ordinary [`SpanRecord`]s again, slices of
+//! the trace's buffer.
 //!
 //! Pure: no clock, no Kafka.
 
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
@@ -25,26 +27,32 @@ use super::{Parts, Scope, SpanRecord};
 /// its buffer.
 pub const PARTS_OVERHEAD: usize = 16 + std::mem::size_of::<Parts>() + 2 * ALLOCATION;
 
-/// Bytes one trace's spans from one message cost beside their encodings
-/// and records: the scope they share, and the allocator's headers of it and
-/// of their buffer.
-pub const CHUNK_OVERHEAD: usize = 16 + std::mem::size_of::<Scope>() + 2 * ALLOCATION;
+/// Bytes a buffered span's record costs.
+pub const PACKED_SPAN: usize = std::mem::size_of::<Packed>();
 
 /// What the allocator adds to an allocation, on average: its header and
 /// rounding to 16 bytes.
-const ALLOCATION: usize = 16;
+pub const ALLOCATION: usize = 16;
+
+/// The most bytes of span encodings one trace's buffer holds: records
+/// point into it with 32-bit offsets.
+pub const MAX_TRACE_BYTES: usize = u32::MAX as usize;
 
 /// A partition's resources and scopes, each kept once, for as long as a
-/// buffered trace's spans use it.
+/// buffered trace uses it.
 #[derive(Debug, Default)]
 pub struct Interner {
-    /// By a hash of their bytes, with the buffered chunks of spans under
-    /// them; of two different parts with the same hash, the second is not
-    /// interned.
+    /// By a hash of their bytes, with the buffered traces that use them; of
+    /// two different parts with the same hash, the second is not interned.
     parts: HashMap<u64, (Arc<Parts>, u32), foldhash::fast::RandomState>,
     hasher: foldhash::fast::RandomState,
     /// Bytes the interned parts keep alive.
     bytes: usize,
+    /// The last parts (as decoded, in their message) looked up, and the
+    /// interned ones equal to them: a message's traces share their
+    /// resource, which is hashed once, not once per trace. Weak, so that
+    /// neither keeps anything alive (nor can an address be reused).
+    last: Option<(Weak<Parts>, Weak<Parts>)>,
 }
 
 impl Interner {
@@ -53,13 +61,26 @@ impl Interner {
         self.bytes
     }
 
-    /// Parts equal to `parts` for one more chunk of buffered spans, shared
-    /// when they can be, and the bytes that are the caller's to count: none
-    /// for shared parts (the interner counts them once), a copy's own size
+    /// Parts equal to `parts` for one more buffered trace, shared when
+    /// they can be, and the bytes that are the caller's to count: none for
+    /// shared parts (the interner counts them once), a copy's own size
     /// otherwise.
-    fn intern(&mut self, parts: &Parts) -> (Arc<Parts>, usize) {
+    fn intern(&mut self, parts: &Arc<Parts>) -> (Arc<Parts>, usize) {
+        if let Some((from, to)) = &self.last {
+            if from.as_ptr() == Arc::as_ptr(parts) {
+                if let Some(shared) = to.upgrade() {
+                    if let Some(entry) = self.parts.get_mut(&shared.hash) {
+                        if Arc::ptr_eq(&entry.0, &shared) {
+                            entry.1 += 1;
+                            return (shared, 0);
+                        }
+                    }
+                }
+            }
+        }
         let all = parts.all();
-        match self.parts.entry(self.hasher.hash_one(all)) {
+        let hash = self.hasher.hash_one(all);
+        let (shared, own) = match self.parts.entry(hash) {
             Entry::Occupied(mut e) if e.get().0.all() == all => {
                 e.get_mut().1 += 1;
                 (e.get().0.clone(), 0)
@@ -67,21 +88,25 @@ impl Interner {
             Entry::Occupied(_) => {
                 let own = Parts::copied(all);
                 let size = own.size();
-                (Arc::new(own), size)
+                return (Arc::new(own), size);
             }
             Entry::Vacant(e) => {
-                let own = Arc::new(Parts::copied(all));
+                let mut own = Parts::copied(all);
+                own.hash = hash;
+                let own = Arc::new(own);
                 self.bytes += own.size();
                 e.insert((own.clone(), 1));
                 (own, 0)
             }
-        }
+        };
+        self.last = Some((Arc::downgrade(parts), Arc::downgrade(&shared)));
+        (shared, own)
     }
 
-    /// One chunk of buffered spans under `parts` is gone: parts no chunk
-    /// uses any more are dropped (spans still on their way out keep theirs).
+    /// One buffered trace that used `parts` is gone: parts no trace uses any
+    /// more are dropped (spans still on their way out keep theirs).
     fn release(&mut self, parts: &Arc<Parts>) {
-        if let Entry::Occupied(mut e) = self.parts.entry(self.hasher.hash_one(parts.all())) {
+        if let Entry::Occupied(mut e) = self.parts.entry(parts.hash) {
             if Arc::ptr_eq(&e.get().0, parts) {
                 e.get_mut().1 -= 1;
                 if e.get().1 == 0 {
@@ -92,52 +117,144 @@ impl Interner {
     }
 }
 
-/// Copies the encodings of `spans` (one trace's spans from one message)
-/// out of their message: spans under one scope into one buffer of exactly
-/// their size, under a scope whose parts are interned. Returns the bytes
-/// the copies keep alive beside the records and the interned parts.
-pub fn compact(spans: &mut [SpanRecord], interner: &mut Interner) -> usize {
-    let mut charged = 0;
-    let mut i = 0;
-    while i < spans.len() {
-        let from = spans[i].scope.clone();
-        let n = spans[i..]
-            .iter()
-            .take_while(|s| Arc::ptr_eq(&s.scope, &from))
-            .count();
-        let group = &mut spans[i..i + n];
-        let len: usize = group.iter().map(|s| s.encoded().len()).sum();
-        let mut buf = Vec::with_capacity(len);
-        for s in group.iter_mut() {
-            let encoded = s.encoded();
-            // A buffer of one trace's spans from one message is far below 4 GiB.
-            let at = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-            let len = encoded.len() as u32;
-            buf.extend_from_slice(encoded);
-            s.encoded_at = (at, len);
-        }
-        let (parts, own) = interner.intern(&from.parts);
-        let scope = Arc::new(Scope {
-            spans: Bytes::from(buf),
-            parts,
-        });
-        for s in group.iter_mut() {
-            s.scope = scope.clone();
-        }
-        charged += len + CHUNK_OVERHEAD + own;
-        i += n;
-    }
-    charged
+/// One buffered trace's spans: their encodings one after another in one
+/// buffer, a compact record for each, and the resources and scopes they
+/// are under (interned).
+#[derive(Debug, Default)]
+pub struct Assembled {
+    buf: Vec<u8>,
+    spans: Vec<Packed>,
+    /// The distinct resources and scopes of the spans.
+    parts: Vec<Arc<Parts>>,
+    /// Bytes of parts that could not be interned, copied for this trace.
+    own: usize,
 }
 
-/// The spans of a trace that [`compact`] made are no longer buffered: each
-/// chunk of them gives back its use of its interned parts.
-pub fn release(spans: &[SpanRecord], interner: &mut Interner) {
-    let mut last: Option<&Arc<Scope>> = None;
-    for s in spans {
-        if !last.is_some_and(|l| Arc::ptr_eq(l, &s.scope)) {
-            interner.release(&s.scope.parts);
-            last = Some(&s.scope);
+/// A buffered span: [`SpanRecord`]'s fields, with an index into its
+/// trace's parts instead of a reference to its scope.
+#[derive(Debug)]
+struct Packed {
+    /// `(start, len)` of its encoding in the trace's buffer.
+    encoded_at: (u32, u32),
+    span_id: [u8; 8],
+    parent_span_id: [u8; 8],
+    start_ns: u64,
+    end_ns: u64,
+    name_at: (u32, u32),
+    parts: u32,
+    kind: u8,
+    status: u8,
+}
+
+impl Assembled {
+    /// Buffered spans.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Bytes of span encodings held.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What the trace's spans keep alive: the buffer, the records, the
+    /// list of parts (each allocated exactly), parts copied for it alone,
+    /// and the allocator's headers. Interned parts are the interner's.
+    pub fn bytes(&self) -> usize {
+        let capacities = [
+            self.buf.capacity(),
+            self.spans.capacity() * PACKED_SPAN,
+            self.parts.capacity() * std::mem::size_of::<Arc<Parts>>(),
+        ];
+        capacities.iter().sum::<usize>()
+            + capacities.iter().filter(|c| **c > 0).count() * ALLOCATION
+            + self.own
+    }
+
+    /// Appends `spans` (decoded from one message) to the trace: their
+    /// encodings copied, their resources and scopes interned. The caller
+    /// keeps the buffer within [`MAX_TRACE_BYTES`].
+    pub fn add(&mut self, spans: &[SpanRecord], interner: &mut Interner) {
+        let len: usize = spans.iter().map(|s| s.encoded().len()).sum();
+        self.buf.reserve_exact(len);
+        self.spans.reserve_exact(spans.len());
+        let mut last: Option<(&Arc<Parts>, u32)> = None;
+        for s in spans {
+            let parts = match last {
+                Some((parts, at)) if Arc::ptr_eq(parts, &s.scope.parts) => at,
+                _ => {
+                    let at = self.parts_of(&s.scope.parts, interner);
+                    last = Some((&s.scope.parts, at));
+                    at
+                }
+            };
+            let encoded = s.encoded();
+            let at = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+            self.buf.extend_from_slice(encoded);
+            self.spans.push(Packed {
+                encoded_at: (at, encoded.len() as u32),
+                span_id: s.span_id,
+                parent_span_id: s.parent_span_id,
+                start_ns: s.start_ns,
+                end_ns: s.end_ns,
+                name_at: s.name_at,
+                parts,
+                kind: s.kind,
+                status: s.status,
+            });
         }
+    }
+
+    /// The index of the trace's parts equal to `parts`, added (interned)
+    /// if the trace has none yet.
+    fn parts_of(&mut self, parts: &Arc<Parts>, interner: &mut Interner) -> u32 {
+        let (shared, own) = interner.intern(parts);
+        // The trace's own use of them is counted once.
+        if let Some(at) = self.parts.iter().position(|p| Arc::ptr_eq(p, &shared)) {
+            interner.release(&shared);
+            return at as u32;
+        }
+        self.own += own;
+        self.parts.reserve_exact(1);
+        self.parts.push(shared);
+        (self.parts.len() - 1) as u32
+    }
+
+    /// The spans as records of their own, slices of the trace's buffer;
+    /// the trace gives back its uses of interned parts.
+    pub fn into_spans(self, interner: &mut Interner) -> Vec<SpanRecord> {
+        for p in &self.parts {
+            interner.release(p);
+        }
+        let buf = Bytes::from(self.buf);
+        let scopes: Vec<Arc<Scope>> = self
+            .parts
+            .into_iter()
+            .map(|parts| {
+                Arc::new(Scope {
+                    spans: buf.clone(),
+                    parts,
+                })
+            })
+            .collect();
+        self.spans
+            .into_iter()
+            .map(|p| SpanRecord {
+                // Every index was made by `parts_of`, into `parts`.
+                scope: scopes[p.parts as usize].clone(),
+                encoded_at: p.encoded_at,
+                span_id: p.span_id,
+                parent_span_id: p.parent_span_id,
+                start_ns: p.start_ns,
+                end_ns: p.end_ns,
+                name_at: p.name_at,
+                kind: p.kind,
+                status: p.status,
+            })
+            .collect()
     }
 }

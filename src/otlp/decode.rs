@@ -232,17 +232,26 @@ fn resource_spans(payload: &Bytes, rs: &[u8], out: &mut Decoded) {
         }
     }
     let service = service_name(resource).unwrap_or_default();
+    let mut previous = None;
     let mut f = Fields::new(rs);
     while let Ok(Some((field, value))) = f.next() {
         if let (2, Value::Len(ss)) = (field, value) {
-            scope_spans(payload, ss, [resource, schema, service], out);
+            let resource = [resource, schema, service];
+            scope_spans(payload, ss, resource, &mut previous, out);
         }
     }
 }
 
 /// The spans of one `ScopeSpans`, under `resource` (its encoding, schema
-/// and service name).
-fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decoded) {
+/// and service name); `previous` is the resource's scope before it, whose
+/// parts it shares if they are the same.
+fn scope_spans(
+    payload: &Bytes,
+    ss: &[u8],
+    resource: [&[u8]; 3],
+    previous: &mut Option<Arc<Scope>>,
+    out: &mut Decoded,
+) {
     let [resource, schema, service] = resource;
     let mut scope: &[u8] = &[];
     let mut scope_schema: &[u8] = &[];
@@ -257,10 +266,12 @@ fn scope_spans(payload: &Bytes, ss: &[u8], resource: [&[u8]; 3], out: &mut Decod
             Err(e) => return out.rejected.push(malformed_resource("ScopeSpans", e)),
         }
     }
-    let shared = Arc::new(Scope::in_message(
+    let shared = Arc::new(Scope::in_message_after(
         payload,
         [resource, schema, scope, scope_schema, service],
+        previous.as_ref(),
     ));
+    *previous = Some(shared.clone());
     let mut f = Fields::new(ss);
     while let Ok(Some((field, value))) = f.next() {
         if let (2, Value::Len(s)) = (field, value) {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 pub use attributes::AttrValue;
 use compact::PARTS_OVERHEAD;
-pub use compact::{compact, Interner};
+pub use compact::{Assembled, Interner};
 pub use decode::{decode, DecodeError, DecodeErrorKind, Decoded};
 pub use encode::{encode_trace, encode_within, Annotation, EncodedMessage, Split};
 
@@ -123,6 +123,8 @@ pub struct Parts {
     buf: Bytes,
     /// `(start, len)` in `buf` of each [`Part`].
     ranges: [(u32, u32); 5],
+    /// For interned parts, the interner's hash of them (0 otherwise).
+    hash: u64,
 }
 
 /// The parts of a [`Scope`].
@@ -157,7 +159,13 @@ impl Parts {
         Self {
             buf: message.clone(),
             ranges,
+            hash: 0,
         }
+    }
+
+    /// True if both are the same ranges of one buffer.
+    fn same_ranges(&self, other: &Self) -> bool {
+        self.ranges == other.ranges && self.buf.as_ptr() == other.buf.as_ptr()
     }
 
     /// Parts holding copies of `parts`, in one buffer of their own.
@@ -174,6 +182,7 @@ impl Parts {
         Self {
             buf: Bytes::from(buf),
             ranges,
+            hash: 0,
         }
     }
 
@@ -201,6 +210,25 @@ impl Scope {
         Self {
             spans: message.clone(),
             parts: Arc::new(Parts::in_message(message, parts)),
+        }
+    }
+
+    /// As [`Scope::in_message`], sharing `previous`'s parts if they are
+    /// the same (a resource's scopes without scope fields of their own), so
+    /// that what is done once per distinct resource and scope is done once.
+    pub(crate) fn in_message_after(
+        message: &Bytes,
+        parts: [&[u8]; 5],
+        previous: Option<&Arc<Scope>>,
+    ) -> Self {
+        let parts = Parts::in_message(message, parts);
+        let parts = match previous {
+            Some(p) if p.parts.same_ranges(&parts) => p.parts.clone(),
+            _ => Arc::new(parts),
+        };
+        Self {
+            spans: message.clone(),
+            parts,
         }
     }
 

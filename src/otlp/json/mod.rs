@@ -178,22 +178,28 @@ pub fn decode_json(payload: &[u8]) -> Result<Decoded, DecodeError> {
     }
     let buf = Bytes::from(buf);
     let part = |(start, end): Range| &buf[start..end];
-    let shared: Vec<Arc<Scope>> = scopes
-        .iter()
-        .map(|[resource, resource_schema, scope, scope_schema]| {
-            let resource = part(*resource);
-            Arc::new(Scope::in_message(
-                &buf,
-                [
-                    resource,
-                    part(*resource_schema),
-                    part(*scope),
-                    part(*scope_schema),
-                    service_name(resource).unwrap_or_default(),
-                ],
-            ))
-        })
-        .collect();
+    let mut shared: Vec<Arc<Scope>> = Vec::with_capacity(scopes.len());
+    // A resource's scopes follow one another: its service is read once.
+    let mut service: Option<(Range, &[u8])> = None;
+    for [resource, resource_schema, scope, scope_schema] in &scopes {
+        let name = match service {
+            Some((r, name)) if r == *resource => name,
+            _ => service_name(part(*resource)).unwrap_or_default(),
+        };
+        service = Some((*resource, name));
+        let made = Scope::in_message_after(
+            &buf,
+            [
+                part(*resource),
+                part(*resource_schema),
+                part(*scope),
+                part(*scope_schema),
+                name,
+            ],
+            shared.last(),
+        );
+        shared.push(Arc::new(made));
+    }
     for (scope, (start, end)) in spans {
         match span(&buf, &buf[start..end], &shared[scope]) {
             Ok(rec) => out.spans.push(rec),

@@ -107,7 +107,7 @@ impl Sim {
             }
             self.log
                 .push(format!("finish: read, 61 s (position {})", self.position));
-            self.read();
+            self.read()?;
             if self.position as usize >= self.input.len() {
                 let now = self.now;
                 self.core().caught_up(now);

@@ -9,7 +9,7 @@ impl Sim {
         self.log
             .push(format!("{step:?} (position {})", self.position));
         match step {
-            Step::Read => self.read(),
+            Step::Read => self.read()?,
             Step::Wait(d) => self.now += d,
             Step::CaughtUp => {
                 // The consumer says so only once the worker read everything.
@@ -83,9 +83,9 @@ impl Sim {
         self.settle()
     }
 
-    pub(super) fn read(&mut self) {
+    pub(super) fn read(&mut self) -> Result<(), String> {
         if !self.core().can_read() || self.position as usize >= self.input.len() {
-            return;
+            return Ok(());
         }
         let at = self.position as usize;
         self.position += 1;
@@ -114,10 +114,19 @@ impl Sim {
             }
         }
         let now = self.now;
+        // The partition gets a payload of its own, so that what it keeps of
+        // it shows: once read, nothing but a dead-letter copy may refer to it.
+        let mut message = message;
+        message.payload = Bytes::copy_from_slice(&message.payload);
+        let payload = message.payload.clone();
         self.core().handle(message, now);
+        if !self.input[at].garbage && !payload.is_unique() {
+            return Err(format!("message {offset} is kept alive after it was read"));
+        }
         for (_, keys, keep, annotation) in followed {
             self.follow(keys, keep, &annotation);
         }
+        Ok(())
     }
 
     /// Late spans follow their trace's decision.
