@@ -163,6 +163,9 @@ pub struct TraceBuffer {
     next_seq: u64,
     /// The resources and scopes of the buffered spans, each kept once.
     interner: Interner,
+    /// The most bytes of span encodings one trace holds
+    /// ([`MAX_TRACE_BYTES`]; less in tests).
+    max_trace_bytes: usize,
     spans: usize,
     /// What the budget counts, but for the interned resources and scopes:
     /// the traces' own bytes and states.
@@ -178,6 +181,7 @@ impl TraceBuffer {
             ages: VecDeque::new(),
             next_seq: 0,
             interner: Interner::default(),
+            max_trace_bytes: MAX_TRACE_BYTES,
             spans: 0,
             bytes: 0,
         }
@@ -228,17 +232,6 @@ impl TraceBuffer {
     ) -> Vec<ReadyTrace> {
         let Time { stream: now, wall } = now.into();
         let spans = spans.into();
-        let mut out = Vec::new();
-        // A trace's spans point into its buffer with 32-bit offsets: one
-        // that would pass 4 GiB is decided as it is, and starts again.
-        let incoming: usize = spans.iter().map(|s| s.encoded().len()).sum();
-        if self
-            .traces
-            .get(&trace_id)
-            .is_some_and(|s| s.spans.encoded_len() + incoming > MAX_TRACE_BYTES)
-        {
-            out.extend(self.take(trace_id, Reason::Memory));
-        }
         // One lookup of the trace (the fields touched beside it are others).
         let (state, is_new) = match self.traces.entry(trace_id) {
             Entry::Occupied(e) => (e.into_mut(), false),
@@ -284,8 +277,23 @@ impl TraceBuffer {
                 .push(Reverse((deadline, state.seq, trace_id)));
             state.queued = deadline;
         }
-        out.extend(self.enforce_budget(trace_id));
-        out
+        self.enforce_budget(trace_id)
+    }
+
+    /// The trace, decided now (for memory) if `incoming` more bytes of
+    /// span encodings would pass what its buffer can address (4 GiB, so
+    /// only with a budget above that): its later spans follow its decision
+    /// as late spans do.
+    pub fn take_if_full(&mut self, trace_id: &TraceId, incoming: usize) -> Option<ReadyTrace> {
+        let full = self
+            .traces
+            .get(trace_id)
+            .is_some_and(|s| s.spans.encoded_len() + incoming > self.max_trace_bytes);
+        if full {
+            self.take(*trace_id, Reason::Memory)
+        } else {
+            None
+        }
     }
 
     /// Over the budget, a trace that is over it by itself (`added`, the one

@@ -329,6 +329,30 @@ fn shrinking_decides_no_more_traces_than_the_bytes_it_needs() {
     assert_eq!(b.occupancy().bytes, each[5..].iter().sum::<usize>());
 }
 
+/// A trace's buffer is addressed with 32-bit offsets: a trace that would
+/// pass what it can hold is decided as it is, before more is added (its
+/// later spans then follow its decision).
+#[test]
+fn a_trace_whose_buffer_cannot_take_more_is_decided_first() {
+    let t0 = Instant::now();
+    let mut b = TraceBuffer::new(config());
+    let len = child(1)[0].encoded().len();
+    b.max_trace_bytes = 2 * len;
+    b.insert(id(1), child(1), 1, Encoding::OtlpProto, t0);
+    assert!(b.take_if_full(&id(1), len).is_none(), "room for one more");
+    b.insert(id(1), child(1), 2, Encoding::OtlpProto, t0);
+    let full = b.take_if_full(&id(1), len).expect("decided");
+    assert_eq!(full.reason, Reason::Memory);
+    assert_eq!(full.spans.len(), 2);
+    assert_eq!(full.offsets, vec![1, 2]);
+    assert!(!b.contains(&id(1)));
+    assert_eq!(b.occupancy(), Occupancy::default());
+    assert!(
+        b.take_if_full(&id(2), usize::MAX).is_none(),
+        "no such trace"
+    );
+}
+
 /// `wait` and `after_root` count on the stream clock, which may
 /// stand while wall-clock time passes; `max_trace_age` counts on the wall.
 #[test]

@@ -38,6 +38,9 @@ pub const ALLOCATION: usize = 16;
 /// point into it with 32-bit offsets.
 pub const MAX_TRACE_BYTES: usize = u32::MAX as usize;
 
+/// Bytes of each part's head and tail that its hash reads.
+const HASHED: usize = 256;
+
 /// A partition's resources and scopes, each kept once, for as long as a
 /// buffered trace uses it.
 #[derive(Debug, Default)]
@@ -79,7 +82,7 @@ impl Interner {
             }
         }
         let all = parts.all();
-        let hash = self.hasher.hash_one(all);
+        let hash = self.hash_of(all);
         let (shared, own) = match self.parts.entry(hash) {
             Entry::Occupied(mut e) if e.get().0.all() == all => {
                 e.get_mut().1 += 1;
@@ -101,6 +104,20 @@ impl Interner {
         };
         self.last = Some((Arc::downgrade(parts), Arc::downgrade(&shared)));
         (shared, own)
+    }
+
+    /// A hash of the parts' lengths and of at most their first and last
+    /// [`HASHED`] bytes each: a resource of hundreds of kilobytes is not
+    /// read whole for it (its equality, on a match, is a `memcmp`). Parts
+    /// that differ only in their middle share a hash; the second is copied
+    /// for its trace and counted there.
+    fn hash_of(&self, all: [&[u8]; 5]) -> u64 {
+        let sampled = all.map(|p| {
+            let head = &p[..p.len().min(HASHED)];
+            let tail = &p[p.len().saturating_sub(HASHED).max(head.len())..];
+            (p.len(), head, tail)
+        });
+        self.hasher.hash_one(sampled)
     }
 
     /// One buffered trace that used `parts` is gone: parts no trace uses any
@@ -180,8 +197,8 @@ impl Assembled {
     /// keeps the buffer within [`MAX_TRACE_BYTES`].
     pub fn add(&mut self, spans: &[SpanRecord], interner: &mut Interner) {
         let len: usize = spans.iter().map(|s| s.encoded().len()).sum();
-        self.buf.reserve_exact(len);
-        self.spans.reserve_exact(spans.len());
+        grow(&mut self.buf, len);
+        grow(&mut self.spans, spans.len());
         let mut last: Option<(&Arc<Parts>, u32)> = None;
         for s in spans {
             let parts = match last {
@@ -219,7 +236,7 @@ impl Assembled {
             return at as u32;
         }
         self.own += own;
-        self.parts.reserve_exact(1);
+        grow(&mut self.parts, 1);
         self.parts.push(shared);
         (self.parts.len() - 1) as u32
     }
@@ -256,5 +273,14 @@ impl Assembled {
                 status: p.status,
             })
             .collect()
+    }
+}
+
+/// Room for `more` items in `v`: exactly what a trace of a few messages
+/// needs, but at least a quarter more than it holds, so that a trace of
+/// thousands of messages is not copied whole for each of them.
+fn grow<T>(v: &mut Vec<T>, more: usize) {
+    if v.capacity() - v.len() < more {
+        v.reserve_exact(more.max(v.len() / 4));
     }
 }

@@ -103,13 +103,13 @@ impl Encoding {
 
 /// The resource and instrumentation scope a span was emitted under, as encoded
 /// bytes, and the buffer its spans' encodings are slices of. Shared by the
-/// spans of one `ScopeSpans` in a message; once buffered, by the spans of
-/// one trace from one message (see [`compact`]).
-#[derive(Debug, PartialEq, Eq)]
+/// spans of one `ScopeSpans` in a message; once their trace is decided, by
+/// its spans under one resource and scope (see [`compact`]).
+#[derive(Debug)]
 pub struct Scope {
     /// The bytes its spans' encodings are ranges of: the message itself as
-    /// decoded (so a scope costs references, not a copy), a copy of just
-    /// the spans once buffered.
+    /// decoded (so a scope costs references, not a copy), the trace's own
+    /// buffer of its spans' copies once it was buffered.
     spans: Bytes,
     /// The resource and scope: in the message as decoded, interned per
     /// partition once buffered.
@@ -117,7 +117,7 @@ pub struct Scope {
 }
 
 /// The resource and scope parts of a [`Scope`], as encoded bytes.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Parts {
     /// The bytes the parts are ranges of: the message, or copies of them.
     buf: Bytes,

@@ -81,6 +81,12 @@ impl Partition {
         now: Time,
         own: Time,
     ) {
+        // A trace whose buffer cannot take these spans is decided first;
+        // they follow its decision.
+        let incoming = spans.iter().map(|s| s.encoded().len()).sum();
+        if let Some(full) = self.buffer.take_if_full(&id, incoming) {
+            self.decide(full, now);
+        }
         if !self.buffer.contains(&id) {
             // Late in the stream: the partition's clock, not the wall's, nor
             // the message's own stamp (which may be an outlier).

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::otlp::compact::PARTS_OVERHEAD;
+use crate::otlp::compact::{self, PARTS_OVERHEAD};
 use crate::workload::attr;
 use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 use std::sync::Arc;
@@ -109,11 +109,10 @@ proptest! {
             prop_assert_eq!(decoded.spans.len(), 2 * resources.len());
             for (id, group) in by_trace(decoded.spans) {
                 let (trace, want) = traces.entry(id).or_default();
-                let before = trace.bytes();
                 trace.add(&group, &mut interner);
                 want.extend(group.iter().map(seen));
-                let encodings: usize = group.iter().map(|s| s.encoded().len()).sum();
-                prop_assert!(trace.bytes() >= before + encodings, "the copies are counted");
+                let held: usize = want.iter().map(|s| s.0.len() + compact::PACKED_SPAN).sum();
+                prop_assert!(trace.bytes() >= held, "the copies and records are counted");
                 prop_assert_eq!(trace.len(), want.len());
             }
             prop_assert!(payload.is_unique(), "a buffered span refers to its message");
@@ -244,4 +243,43 @@ fn a_resources_bare_scopes_share_their_parts_and_one_interned_copy() {
         }
         assert_eq!(interner.bytes(), 0);
     }
+}
+
+/// The interner hashes a resource's head and tail, not all of it: two
+/// resources that differ only in their middle share a hash, and each trace
+/// still reads its own, the second copied for its trace and counted there.
+#[test]
+fn resources_that_differ_only_in_their_middle_stay_apart() {
+    let mut interner = Interner::default();
+    let mut traces = Vec::new();
+    for (n, middle) in [(1u8, "a"), (2, "b"), (3, "a")] {
+        let mut data = build_trace(
+            TraceId([n; 16]),
+            &[[n; 8]],
+            1_000,
+            &[SpanSpec::new("svc", "op", None, 0, 1)],
+        )
+        .remove(0);
+        if let Some(r) = data.resource_spans[0].resource.as_mut() {
+            let value = format!("{}{middle}{}", "x".repeat(2_000), "y".repeat(2_000));
+            r.attributes.push(attr("big", &value));
+        }
+        let decoded = decode(proto(&data)).expect("decodes");
+        let resource = decoded.spans[0].1.scope.resource().to_vec();
+        let mut trace = Assembled::default();
+        let (_, group) = by_trace(decoded.spans).next().expect("a trace");
+        trace.add(&group, &mut interner);
+        traces.push((trace, resource));
+    }
+    let one = interner.bytes();
+    assert!(one > 4_000 && one < 8_000, "one resource interned: {one}");
+    assert!(
+        traces[1].0.bytes() > traces[0].0.bytes() + 4_000,
+        "the second resource is counted with its trace"
+    );
+    for (trace, resource) in traces {
+        let spans = trace.into_spans(&mut interner);
+        assert_eq!(spans[0].scope.resource(), resource.as_slice());
+    }
+    assert_eq!(interner.bytes(), 0);
 }
