@@ -158,16 +158,10 @@ fn one_trace() -> usize {
 /// scope), counted from the spans themselves.
 fn counted_once(spans: Vec<SpanRecord>) -> usize {
     let scope = &spans[0].scope;
-    [
-        Part::Resource,
-        Part::ResourceSchemaUrl,
-        Part::Scope,
-        Part::ScopeSchemaUrl,
-        Part::Service,
-    ]
-    .iter()
-    .map(|p| scope.part(*p).len())
-    .sum::<usize>()
+    Part::ALL
+        .iter()
+        .map(|p| scope.part(*p).len())
+        .sum::<usize>()
         + PARTS_OVERHEAD
 }
 

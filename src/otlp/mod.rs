@@ -142,6 +142,16 @@ pub enum Part {
     Service = 4,
 }
 
+impl Part {
+    pub const ALL: [Part; 5] = [
+        Part::Resource,
+        Part::ResourceSchemaUrl,
+        Part::Scope,
+        Part::ScopeSchemaUrl,
+        Part::Service,
+    ];
+}
+
 impl Parts {
     /// Parts that are sub-slices of `message` (or empty); where one is not
     /// after all, copies of them all.
@@ -207,10 +217,7 @@ impl Scope {
     /// A scope whose parts are sub-slices of `message` (or empty, or else
     /// copies), and whose spans are too.
     pub fn in_message(message: &Bytes, parts: [&[u8]; 5]) -> Self {
-        Self {
-            spans: message.clone(),
-            parts: Arc::new(Parts::in_message(message, parts)),
-        }
+        Self::in_message_after(message, parts, None)
     }
 
     /// As [`Scope::in_message`], sharing `previous`'s parts if they are

@@ -40,14 +40,7 @@ fn message(resources: &[(u8, usize, u8)], encoding: Encoding) -> Bytes {
 
 /// Every part of a span's scope.
 fn parts(s: &SpanRecord) -> [Vec<u8>; 5] {
-    [
-        Part::Resource,
-        Part::ResourceSchemaUrl,
-        Part::Scope,
-        Part::ScopeSchemaUrl,
-        Part::Service,
-    ]
-    .map(|p| s.scope.part(p).to_vec())
+    Part::ALL.map(|p| s.scope.part(p).to_vec())
 }
 
 /// What a record reads: its bytes, every part of its scope, its name, its fields.
