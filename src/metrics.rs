@@ -131,3 +131,15 @@ pub const TRANSACTIONS: &str = "tailgate_transactions_total";
 /// (fewer partitions than the input, and not grown), or another error no
 /// retry can fix. The input is not held for them.
 pub const DECISIONS_UNLOGGED: &str = "tailgate_decisions_unlogged_total";
+/// Each service's time on the critical path of every decided trace it is
+/// on, kept or dropped (measured before sampling), by `service`.
+pub const CRITICAL_PATH_SECONDS: &str = "tailgate_critical_path_seconds";
+/// Decided traces whose critical path has the most time in each service,
+/// by `service`.
+pub const CRITICAL_PATH_DOMINANT: &str = "tailgate_critical_path_dominant_total";
+/// Decided traces' durations (earliest span start to latest end), by
+/// `root_service` (the root span's service, or the top-most span's).
+pub const TRACE_DURATION_SECONDS: &str = "tailgate_trace_duration_seconds";
+/// Observations of the three above whose service was counted as `(other)`:
+/// the process had named `metrics.max_services` services already.
+pub const LABELS_FOLDED: &str = "tailgate_critical_path_services_folded_total";

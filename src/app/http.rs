@@ -59,6 +59,11 @@ pub fn register_rare() {
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Buckets of the latency attribution histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn install() -> PrometheusHandle {
     HANDLE
@@ -74,6 +79,17 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full(m::DECISIONS_LOAD_SECONDS.into()),
                     &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                )
+                .expect("bucket list is not empty")
+                // Request latencies: a few ms to a minute.
+                .set_buckets_for_metric(
+                    Matcher::Full(m::CRITICAL_PATH_SECONDS.into()),
+                    &LATENCY_BUCKETS,
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(m::TRACE_DURATION_SECONDS.into()),
+                    &LATENCY_BUCKETS,
                 )
                 .expect("bucket list is not empty")
                 .build_recorder();

@@ -23,7 +23,8 @@ use crate::kafka::producer::KafkaOutput;
 use crate::kafka::transaction::Transactions;
 use crate::metrics as m;
 use crate::pipeline::{
-    DecisionSource, Edges, MessageLimits, OffsetStore, PartitionWorker, WorkerConfig,
+    DecisionSource, Edges, MessageLimits, OffsetStore, PartitionWorker, PathOutput, ServiceLabels,
+    WorkerConfig,
 };
 use crate::rules::RuleSet;
 
@@ -305,6 +306,14 @@ struct WorkerParts {
 /// share of the memory budget).
 fn worker_factory(parts: WorkerParts) -> Start {
     let epoch = Epoch::now();
+    let s = &parts.settings;
+    let path = PathOutput {
+        annotate: s.output.critical_path,
+        metrics: s
+            .metrics
+            .critical_path
+            .then(|| Arc::new(ServiceLabels::new(s.metrics.max_services))),
+    };
     Box::new(move |partition: i32, assigned: usize| {
         let s = &parts.settings;
         let (tx, rx) = mpsc::channel(s.buffer.partition_queue);
@@ -321,6 +330,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             decision_log_timeout: s.kafka.decision_log_timeout,
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
+            path: path.clone(),
         };
         let edges = match &parts.transactions {
             // Started on the partition's first message, after its

@@ -20,6 +20,7 @@ mod buffer;
 mod decision;
 mod kafka;
 mod metrics;
+mod output;
 mod route;
 mod sources;
 
@@ -27,6 +28,7 @@ pub use buffer::BufferSettings;
 pub use decision::DecisionSettings;
 pub use kafka::{Compression, KafkaSettings};
 pub use metrics::MetricsSettings;
+pub use output::OutputSettings;
 pub use route::RouteSettings;
 pub use sources::Sources;
 use sources::{check_file, rule_line};
@@ -50,7 +52,11 @@ pub struct Settings {
     /// The sampling rules, in order; the first that matches decides.
     #[serde(default, skip_serializing)]
     pub rules: Vec<RuleSpec>,
-    /// The HTTP endpoint for `/metrics`, `/healthz`, `/readyz`.
+    /// What kept traces carry: the critical-path summary.
+    #[serde(default)]
+    pub output: OutputSettings,
+    /// The HTTP endpoint for `/metrics`, `/healthz`, `/readyz`, and the
+    /// latency attribution metrics.
     #[serde(default)]
     pub metrics: MetricsSettings,
     /// `tailgate route`: where unkeyed input is read from.

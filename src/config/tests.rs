@@ -232,7 +232,11 @@ fn the_documented_defaults_are_the_defaults() {
     .unwrap();
     let defaults = serde_yaml::to_value(Settings::default()).unwrap();
     let sections = defaults.as_mapping().unwrap();
-    assert_eq!(sections.len(), 5, "kafka, buffer, decision, metrics, route");
+    assert_eq!(
+        sections.len(),
+        6,
+        "kafka, buffer, decision, output, metrics, route"
+    );
     for (section, fields) in sections {
         let section = section.as_str().unwrap();
         let rows = documented(&docs, section);

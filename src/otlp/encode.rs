@@ -9,6 +9,7 @@
 use prost::Message as _;
 
 use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
+use super::Attributes;
 use super::{Encoding, Part, SpanRecord};
 
 /// Attribute naming the rule that kept a span.
@@ -34,23 +35,13 @@ impl Annotation {
     }
 
     pub fn new(rule: &str, adjusted_count: f64) -> Self {
-        let mut encoded = Vec::with_capacity(64 + rule.len());
-        // KeyValue { key = 1; value = 2 (AnyValue { string_value = 1 }) }
-        let mut any = Vec::new();
-        put_len(&mut any, 1, rule.as_bytes());
-        let mut kv = Vec::new();
-        put_len(&mut kv, 1, RULE_ATTRIBUTE.as_bytes());
-        put_len(&mut kv, 2, &any);
-        put_len(&mut encoded, 9, &kv);
-        // AnyValue { double_value = 4 }
-        let mut any = Vec::new();
-        put_tag(&mut any, 4, WireType::Fixed64);
-        any.extend_from_slice(&adjusted_count.to_le_bytes());
-        let mut kv = Vec::new();
-        put_len(&mut kv, 1, ADJUSTED_COUNT_ATTRIBUTE.as_bytes());
-        put_len(&mut kv, 2, &any);
-        put_len(&mut encoded, 9, &kv);
-        Self { encoded }
+        let mut attributes = Attributes::new();
+        attributes
+            .string(RULE_ATTRIBUTE, rule)
+            .double(ADJUSTED_COUNT_ATTRIBUTE, adjusted_count);
+        Self {
+            encoded: attributes.as_bytes().to_vec(),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! Field numbers are those of `opentelemetry/proto/trace/v1/trace.proto`; the
 //! `opentelemetry-proto` crate's types are used for JSON and in tests.
 
+pub mod annotate;
 pub mod attributes;
 pub mod compact;
 pub mod decode;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use annotate::Attributes;
 pub use attributes::AttrValue;
 use compact::PARTS_OVERHEAD;
 pub use compact::{Assembled, Interner};

@@ -17,7 +17,8 @@ use super::{
 };
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
-use crate::rules::TraceSummary;
+use crate::otlp;
+use crate::rules::{PathSummary, TraceSummary};
 
 /// Which worker of the process a partition is, for its batches' keys.
 static WORKERS: AtomicU64 = AtomicU64::new(0);
@@ -88,15 +89,29 @@ impl Partition {
 
     /// Decide: the rules over one whole trace; kept, it is delivered, else
     /// its offsets are released.
-    pub(super) fn decide(&mut self, t: ReadyTrace, now: Time) {
+    pub(super) fn decide(&mut self, mut t: ReadyTrace, now: Time) {
         self.refresh_rules();
         // The samplers (`limit`, `dynamic`, per instance) count rates in
         // stream time, calendar seconds comparable across partitions: the
         // same input gives the same decisions however fast it is read.
-        let decision = self.rules.decide(
-            &TraceSummary::of(t.trace_id, &t.spans),
-            self.clock.unix(now.stream),
-        );
+        let summary = TraceSummary::of(t.trace_id, &t.spans);
+        let decision = self.rules.decide(&summary, self.clock.unix(now.stream));
+        // The critical path, measured on every trace and written onto the
+        // kept ones (the rules may have computed it already).
+        let path = self
+            .config
+            .path
+            .wanted(decision.keep)
+            .then(|| PathSummary::of(summary.critical_path(), &t.spans))
+            .flatten();
+        if let (Some(path), Some(attribution)) = (&path, &mut self.attribution) {
+            attribution.record(path, &t.spans, summary.duration.as_secs_f64());
+        }
+        drop(summary);
+        if let Some(path) = path.filter(|_| decision.keep && self.config.path.annotate) {
+            let attributes = path.attributes(&t.spans);
+            otlp::annotate::append_to_spans(&mut t.spans, &attributes);
+        }
         let annotation = decision.keep.then(|| self.rules.annotation(&decision));
         let rule = self.rules.names()[decision.rule].clone();
         self.commands.push(Command::Decided(DecisionRecord {

@@ -17,6 +17,7 @@
 //! and `dynamic` samplers), the producer, the message size limits and the
 //! count of bytes buffered (for back-pressure).
 
+mod attribution;
 mod decide;
 mod decisions;
 mod delivery;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+pub use attribution::{PathOutput, ServiceLabels, OTHER};
 pub use delivery::DeliveryId;
 pub use ports::{
     DeadLetterOf, DecisionSource, Destination, Input, InputMessage, LoadError, LoadErrorKind,
@@ -94,6 +96,9 @@ pub struct WorkerConfig {
     pub limits: Arc<MessageLimits>,
     /// Bytes buffered by all workers of the process, for back-pressure.
     pub usage: Arc<AtomicUsize>,
+    /// The critical path of decided traces: written onto kept ones,
+    /// measured on all.
+    pub path: PathOutput,
 }
 
 /// How a partition's progress is committed: the mode, with what each
@@ -246,6 +251,8 @@ pub struct Partition {
     /// Produces awaiting their result.
     in_flight: InFlightSet,
     telemetry: Telemetry,
+    /// Latency attribution metrics (`metrics.critical_path`).
+    attribution: Option<attribution::Attribution>,
     /// What the partition tells its operator: counters and log lines together.
     events: Events,
     /// Watermark pins released that were not held: a bug, counted so the
@@ -283,6 +290,11 @@ impl Partition {
             buffer: TraceBuffer::new(config.buffer),
             clock: StreamClock::new(config.clock, config.epoch),
             decisions: Decisions::new(config.decided_ttl, config.remembered_bytes),
+            attribution: config
+                .path
+                .metrics
+                .clone()
+                .map(attribution::Attribution::new),
             config,
             telemetry: Telemetry::new(&rules),
             rules,

@@ -35,7 +35,8 @@ use crate::buffer::{BufferConfig, Reason};
 use crate::clock::{ClockConfig, Epoch};
 use crate::otlp::TraceId;
 use crate::pipeline::{
-    Command, Commit, Destination, InputMessage, MessageLimits, OffsetStore, Partition, WorkerConfig,
+    Command, Commit, Destination, InputMessage, MessageLimits, OffsetStore, Partition, PathOutput,
+    WorkerConfig,
 };
 use crate::rules::RuleSet;
 
@@ -282,6 +283,8 @@ pub fn replay_observed(
         decision_log_timeout: Duration::from_secs(30),
         limits: MessageLimits::new(config.max_message_bytes),
         usage: Arc::default(),
+        // Nothing is produced, and no metrics are served.
+        path: PathOutput::default(),
     };
     let mut numbers: Vec<i32> = by_partition.keys().copied().collect();
     numbers.sort_unstable();

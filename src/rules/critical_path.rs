@@ -35,6 +35,10 @@ pub struct CriticalPath {
     pub segments: Vec<Segment>,
     /// From the path's first span's start to its effective end.
     pub total_ns: u64,
+    /// The span the path starts from: the root, or, when the root has not
+    /// arrived, the top-most span whose subtree ends last. `None` for an
+    /// empty trace.
+    pub top: Option<usize>,
 }
 
 impl CriticalPath {
@@ -181,6 +185,7 @@ impl CriticalPath {
         Self {
             segments,
             total_ns: eff_end[top].saturating_sub(lo),
+            top: Some(top),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod critical_path;
 pub mod dynamic;
 pub mod language;
 pub mod limit;
+pub mod path_summary;
 pub mod sampler;
 
 use std::cell::OnceCell;
@@ -26,6 +27,7 @@ use condition::Cond;
 pub use critical_path::CriticalPath;
 pub use dynamic::dynamic_key;
 pub use language::{RuleSpec, Sample};
+pub use path_summary::PathSummary;
 
 /// A rule that cannot be compiled, naming the rule and the field.
 #[derive(Debug, Clone, PartialEq, Error)]

@@ -67,6 +67,7 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
         dead_letter: false,
         limits: MessageLimits::new(1 << 20),
         usage: Arc::default(),
+        path: Default::default(),
     };
     let mut core = Partition::new(
         0,
@@ -325,6 +326,7 @@ proptest! {
             dead_letter: false,
             limits: MessageLimits::new(1 << 20),
             usage: Arc::default(),
+            path: Default::default(),
             };
         let mut core = Partition::new(
         0,

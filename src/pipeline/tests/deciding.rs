@@ -120,3 +120,132 @@ async fn reloaded_rules_decide_the_traces_already_buffered() {
     );
     assert_eq!(h.offsets.last(), Some(2));
 }
+
+/// The spans of `payload`, by name, with their attributes' keys and
+/// string or double values.
+fn read_back(payload: &Bytes) -> Vec<(String, Vec<(String, String)>)> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let out = TracesData::decode(payload.clone()).unwrap();
+    out.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| {
+            let attrs = s
+                .attributes
+                .iter()
+                .map(|kv| {
+                    let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(Value::StringValue(v)) => v.clone(),
+                        Some(Value::DoubleValue(d)) => format!("{d}"),
+                        Some(Value::ArrayValue(a)) => format!("{} values", a.values.len()),
+                        other => format!("{other:?}"),
+                    };
+                    (kv.key.clone(), v)
+                })
+                .collect();
+            (s.name.clone(), attrs)
+        })
+        .collect()
+}
+
+fn attribute<'a>(span: &'a (String, Vec<(String, String)>), key: &str) -> Option<&'a str> {
+    span.1
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// With `output.critical_path`, a kept trace leaves with its summary on
+/// its root and each path span's time on it; a late span that follows the
+/// decision leaves with the rule's attributes only (its trace went out
+/// before it came: documented in docs/output.md).
+#[tokio::test(start_paused = true)]
+async fn a_kept_trace_carries_its_critical_path_and_its_late_spans_do_not() {
+    let h = start_opts(Opts {
+        path: PathOutput {
+            annotate: true,
+            metrics: None,
+        },
+        ..Opts::default()
+    });
+    let id = TraceId([21; 16]);
+    let mut pay = SpanSpec::new("payments", "charge", Some(0), 10, 80);
+    pay.error = true;
+    let late = SpanSpec::new("audit", "record", Some(0), 95, 1);
+    let parts = build_trace(
+        id,
+        &[[1; 8], [2; 8], [3; 8]],
+        1_000,
+        &[
+            SpanSpec::new("gateway", "POST /pay", None, 0, 100),
+            pay,
+            late,
+        ],
+    );
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send(&h, 2, payload(&parts[2])).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "the trace, then its late span");
+    let spans = read_back(&sent[0].1);
+    let root = spans.iter().find(|s| s.0 == "POST /pay").unwrap();
+    let charge = spans.iter().find(|s| s.0 == "charge").unwrap();
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.service"),
+        Some("payments")
+    );
+    assert_eq!(attribute(root, "tailgate.critical_path.share"), Some("0.8"));
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.duration_ms"),
+        Some("100")
+    );
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.span"),
+        Some("charge")
+    );
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.services"),
+        Some("2 values")
+    );
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.self_ms"),
+        Some("20")
+    );
+    assert_eq!(
+        attribute(charge, "tailgate.critical_path.self_ms"),
+        Some("80")
+    );
+    assert_eq!(attribute(charge, "tailgate.critical_path.service"), None);
+    assert_eq!(attribute(charge, "tailgate.rule"), Some("errors"));
+    let late = read_back(&sent[1].1);
+    assert_eq!(late.len(), 1);
+    assert_eq!(attribute(&late[0], "tailgate.rule"), Some("errors"));
+    assert!(
+        late[0]
+            .1
+            .iter()
+            .all(|(k, _)| !k.starts_with("tailgate.critical_path")),
+        "{late:?}"
+    );
+    assert_eq!(h.offsets.last(), Some(3));
+}
+
+/// Off (the tests' default), the output is the spans and the rule's
+/// attributes only.
+#[tokio::test(start_paused = true)]
+async fn without_output_critical_path_a_kept_trace_carries_no_summary() {
+    let h = start(0);
+    let (_, parts) = two_part_trace(22, true);
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    for span in read_back(&sent[0].1) {
+        let keys: Vec<&str> = span.1.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"tailgate.rule"));
+        assert!(!keys.iter().any(|k| k.starts_with("tailgate.critical_path")));
+    }
+}

@@ -117,6 +117,7 @@ struct Opts {
     dead_letter_bytes: Option<usize>,
     refuse: Option<ProduceErrorKind>,
     limits: Option<Arc<MessageLimits>>,
+    path: PathOutput,
 }
 
 impl Default for Opts {
@@ -129,6 +130,7 @@ impl Default for Opts {
             dead_letter_bytes: None,
             refuse: None,
             limits: None,
+            path: PathOutput::default(),
         }
     }
 }
@@ -142,6 +144,7 @@ fn start_opts(o: Opts) -> Harness {
         dead_letter_bytes,
         refuse,
         limits,
+        path,
     } = o;
     let limits = limits.unwrap_or_else(|| {
         let l = MessageLimits::new(max_message_bytes);
@@ -160,6 +163,7 @@ fn start_opts(o: Opts) -> Harness {
     let config = WorkerConfig {
         dead_letter,
         limits,
+        path,
         ..config()
     };
     let edges = match transaction {
@@ -207,6 +211,7 @@ fn config() -> WorkerConfig {
         dead_letter: false,
         limits: MessageLimits::new(1_000_000),
         usage: Default::default(),
+        path: Default::default(),
     }
 }
 

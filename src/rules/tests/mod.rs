@@ -6,6 +6,7 @@ mod conditions;
 mod critical_path;
 mod deciding;
 mod parsing;
+mod path_summary;
 mod samplers;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;

@@ -1,0 +1,142 @@
+//! What a trace's critical path says, in the terms an engineer asks in:
+//! which service made the request slow, by how much of the path, through
+//! which hops, and which span in it. Written onto kept traces
+//! (`output.critical_path`) and measured on every decided trace (the
+//! `tailgate_critical_path_*` metrics).
+//!
+//! Pure: spans and their path in, numbers out.
+
+use super::critical_path::CriticalPath;
+use crate::otlp::{Attributes, SpanRecord};
+
+/// On the top span: the service with the most time on the critical path.
+pub const SERVICE_ATTRIBUTE: &str = "tailgate.critical_path.service";
+/// On the top span: that service's fraction of the path (0–1).
+pub const SHARE_ATTRIBUTE: &str = "tailgate.critical_path.share";
+/// On the top span: the path's length in milliseconds.
+pub const DURATION_ATTRIBUTE: &str = "tailgate.critical_path.duration_ms";
+/// On the top span: the name of the span with the most time on the path.
+pub const SPAN_ATTRIBUTE: &str = "tailgate.critical_path.span";
+/// On the top span: the services along the path, in the order it reaches
+/// them.
+pub const SERVICES_ATTRIBUTE: &str = "tailgate.critical_path.services";
+/// On every span on the path: its time on the path, in milliseconds.
+pub const SELF_ATTRIBUTE: &str = "tailgate.critical_path.self_ms";
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// The summary of one trace's critical path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathSummary {
+    /// The span the summary belongs on: the root, or the top-most span
+    /// when the root never arrived (index into the trace's spans).
+    pub top: usize,
+    /// The path's length: from its first span's start to its end.
+    pub total_ns: u64,
+    /// The services on the path, each once, in the order the path first
+    /// reaches them (in time), with their time on it.
+    pub services: Vec<(String, u64)>,
+    /// Index into `services` of the one with the most time on the path
+    /// (the first reached among equals).
+    pub dominant: usize,
+    /// The span with the most time of its own on the path, and that time.
+    pub span: (usize, u64),
+    /// Each span on the path once, in the order the path reaches it, with
+    /// its time on the path.
+    pub steps: Vec<(usize, u64)>,
+}
+
+impl PathSummary {
+    /// The summary of `path`, the critical path of `spans`; `None` for an
+    /// empty trace.
+    pub fn of(path: &CriticalPath, spans: &[SpanRecord]) -> Option<Self> {
+        let top = path.top.filter(|&t| t < spans.len())?;
+        let steps: Vec<(usize, u64)> = path
+            .steps()
+            .into_iter()
+            .filter(|&(i, _)| i < spans.len())
+            .collect();
+        let mut services: Vec<(String, u64)> = Vec::with_capacity(4);
+        for &(i, t) in &steps {
+            let name = spans[i].service();
+            match services.iter_mut().find(|(s, _)| *s == *name) {
+                Some((_, total)) => *total += t,
+                None => services.push((name.into_owned(), t)),
+            }
+        }
+        if services.is_empty() {
+            // A path without length: the top span is all there is of it.
+            services.push((spans[top].service().into_owned(), 0));
+        }
+        let mut dominant = 0;
+        for (k, (_, t)) in services.iter().enumerate() {
+            if *t > services[dominant].1 {
+                dominant = k;
+            }
+        }
+        let mut span = (top, 0);
+        for &(i, t) in &steps {
+            if t > span.1 {
+                span = (i, t);
+            }
+        }
+        Some(Self {
+            top,
+            total_ns: path.total_ns,
+            services,
+            dominant,
+            span,
+            steps,
+        })
+    }
+
+    /// The service with the most time on the path.
+    pub fn dominant_service(&self) -> &str {
+        &self.services[self.dominant].0
+    }
+
+    /// The dominant service's fraction of the path, 0–1 (0 for a path
+    /// without length).
+    pub fn share(&self) -> f64 {
+        if self.total_ns == 0 {
+            return 0.0;
+        }
+        self.services[self.dominant].1 as f64 / self.total_ns as f64
+    }
+
+    /// The attributes that write the summary onto the trace: the summary
+    /// on the top span, each path span's time on the path on it; as
+    /// `(index of the span, its entries)`, each span once.
+    pub fn attributes(&self, spans: &[SpanRecord]) -> Vec<(usize, Attributes)> {
+        let mut out: Vec<(usize, Attributes)> = self
+            .steps
+            .iter()
+            .map(|&(i, t)| {
+                let mut a = Attributes::new();
+                a.double(SELF_ATTRIBUTE, ms(t));
+                (i, a)
+            })
+            .collect();
+        let at = match out.iter().position(|(i, _)| *i == self.top) {
+            Some(at) => at,
+            None => {
+                out.push((self.top, Attributes::new()));
+                out.len() - 1
+            }
+        };
+        let span = spans.get(self.span.0).map(|s| s.name()).unwrap_or_default();
+        out[at]
+            .1
+            .string(SERVICE_ATTRIBUTE, self.dominant_service())
+            .double(SHARE_ATTRIBUTE, self.share())
+            .double(DURATION_ATTRIBUTE, ms(self.total_ns))
+            .string(SPAN_ATTRIBUTE, &span)
+            .strings(
+                SERVICES_ATTRIBUTE,
+                self.services.iter().map(|(s, _)| s.as_str()),
+            );
+        out
+    }
+}
