@@ -107,6 +107,20 @@ async fn keeps_every_error_and_slow_trace_whole_and_a_tenth_of_the_rest() {
     assert_eq!(out.duplicate_spans, 0);
     assert_eq!(out.bad_keys, 0, "every message is keyed by its trace id");
     assert_eq!(out.unannotated, 0, "every kept span carries tailgate.rule");
+    // The answer on each kept trace (output.critical_path, on by default):
+    // the summary on one span of each, and on a slow trace the service
+    // whose third-party call made it slow.
+    for t in &w.traces {
+        let id = t.truth.trace_id;
+        if !expected.contains_key(&id) {
+            continue;
+        }
+        let summaries = out.critical_path.get(&id).cloned().unwrap_or_default();
+        assert_eq!(summaries.len(), 1, "trace {id}: {summaries:?}");
+        if t.truth.slow {
+            assert_eq!(summaries[0], "fraud-detection", "slow trace {id}");
+        }
+    }
     // Baseline: 10 % of the traces that are neither errors nor slow, within 3 points.
     let rest = w
         .traces

@@ -361,6 +361,40 @@ fn check(p: &Prometheus, dashboard: &[(String, String)], budget: u64) -> Vec<Str
         other => fail(format!("spans produced / received: {other:?}")),
     }
 
+    // Latency attribution, on every decided trace: the shop's slow traces
+    // wait on fraud-detection's third-party call (1.5-3 s, one trace in
+    // twenty), so it dominates some traces and its p99 time on the path is
+    // over a second; every trace's root is the gateway's; five services fit
+    // metrics.max_services, so none is folded.
+    match p.query("sum by (service) (rate(tailgate_critical_path_dominant_total[1m]))") {
+        Ok(s)
+            if s.iter().any(|x| {
+                x.labels.get("service").map(String::as_str) == Some("fraud-detection")
+                    && x.value > 0.0
+            }) => {}
+        other => fail(format!("no traces dominated by fraud-detection: {other:?}")),
+    }
+    match sum_of(
+        p,
+        r#"histogram_quantile(0.99, sum by (le) (rate(tailgate_critical_path_seconds_bucket{service="fraud-detection"}[1m])))"#,
+    ) {
+        Ok(p99) if p99.is_finite() && p99 > 1.0 => {}
+        other => fail(format!(
+            "fraud-detection's p99 time on the critical path: {other:?}, expected over 1 s"
+        )),
+    }
+    match p.query("sum by (root_service) (rate(tailgate_trace_duration_seconds_count[1m]))") {
+        Ok(s)
+            if s.len() == 1
+                && s[0].labels.get("root_service").map(String::as_str) == Some("gateway")
+                && s[0].value > 0.0 => {}
+        other => fail(format!("trace durations by root service: {other:?}")),
+    }
+    match sum_of(p, "sum(tailgate_critical_path_services_folded_total)") {
+        Ok(0.0) => {}
+        other => fail(format!("services folded: {other:?}, expected 0")),
+    }
+
     // Every dashboard query returns data.
     for (panel, expr) in dashboard {
         match p.query(expr) {

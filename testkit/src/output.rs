@@ -26,6 +26,9 @@ pub struct Output {
     pub unannotated: usize,
     /// rule name → traces kept by it.
     pub rules: HashMap<String, HashSet<TraceId>>,
+    /// trace id → the `tailgate.critical_path.service` of each of its spans
+    /// that carries one (the critical-path summary: one span a trace).
+    pub critical_path: HashMap<TraceId, Vec<String>>,
     /// trace id → output messages that carried its spans.
     pub messages_per_trace: HashMap<TraceId, usize>,
     /// The largest output payload seen, in bytes.
@@ -106,11 +109,16 @@ impl OutputReader {
                 if !out.spans.entry(id).or_default().insert(s.span_id) {
                     out.duplicate_spans += 1;
                 }
-                match rule_of(s.encoded()) {
+                match string_attribute(s.encoded(), "tailgate.rule") {
                     Some(rule) => {
                         out.rules.entry(rule).or_default().insert(id);
                     }
                     None => out.unannotated += 1,
+                }
+                if let Some(service) =
+                    string_attribute(s.encoded(), "tailgate.critical_path.service")
+                {
+                    out.critical_path.entry(id).or_default().push(service);
                 }
             }
             out.bad_keys += usize::from(bad_key);
@@ -131,17 +139,17 @@ impl OutputReader {
 }
 
 /// The `tailgate.rule` attribute of an encoded span.
-fn rule_of(span: &[u8]) -> Option<String> {
+/// A string attribute of an encoded span, read as the Collector reads it.
+fn string_attribute(span: &[u8], key: &str) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message as _;
     let s = opentelemetry_proto::tonic::trace::v1::Span::decode(span).ok()?;
-    s.attributes
-        .iter()
-        .find(|kv| kv.key == "tailgate.rule")
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    s.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             Value::StringValue(v) => Some(v.clone()),
             _ => None,
-        })
+        }
+    })
 }
 
 /// Traces in `expected` (id → span count) not found complete in `output`.
