@@ -149,11 +149,68 @@ fn table(metrics_text: &str) -> BTreeMap<String, RuleRow> {
     rows
 }
 
+/// What the demo's backend has read from the output topic.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Seen {
+    messages: u64,
+    spans: u64,
+    /// Kept traces whose critical path is over [`SLOW_MS`], by the service
+    /// written on them as dominating it: how many, and their shares summed.
+    slow: BTreeMap<String, (u64, f64)>,
+}
+
+/// A critical path this long makes a trace slow, for the demo's table.
+const SLOW_MS: f64 = 1000.0;
+
+impl Seen {
+    /// Counts one output message: its spans, and the critical-path summary
+    /// a kept trace's root carries.
+    fn add(&mut self, d: &crate::otlp::Decoded) {
+        use crate::otlp::AttrValue;
+        use crate::rules::path_summary::{DURATION_ATTRIBUTE, SERVICE_ATTRIBUTE, SHARE_ATTRIBUTE};
+        self.messages += 1;
+        self.spans += d.spans.len() as u64;
+        for (_, s) in &d.spans {
+            let (Some(AttrValue::Str(service)), Some(AttrValue::Double(ms))) = (
+                s.attribute(SERVICE_ATTRIBUTE),
+                s.attribute(DURATION_ATTRIBUTE),
+            ) else {
+                continue;
+            };
+            if ms > SLOW_MS {
+                let share = match s.attribute(SHARE_ATTRIBUTE) {
+                    Some(AttrValue::Double(share)) => share,
+                    _ => 0.0,
+                };
+                let e = self.slow.entry(service.to_string()).or_default();
+                e.0 += 1;
+                e.1 += share;
+            }
+        }
+    }
+
+    /// "fraud-detection 14 (93 % of the path on average), gateway 1 (…)".
+    fn slow_line(&self) -> Option<String> {
+        let mut by: Vec<(&String, &(u64, f64))> = self.slow.iter().collect();
+        by.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(b.0)));
+        let cells: Vec<String> = by
+            .iter()
+            .map(|(service, (n, shares))| {
+                format!(
+                    "{service} {n} ({:.0} % of the path on average)",
+                    100.0 * shares / *n as f64
+                )
+            })
+            .collect();
+        (!cells.is_empty()).then(|| cells.join(", "))
+    }
+}
+
 fn print_table(
     order: &[String],
     text: &str,
     produced: (u64, u64),
-    output: (u64, u64),
+    output: &Seen,
     elapsed: Duration,
 ) {
     let rows = table(text);
@@ -190,7 +247,11 @@ fn print_table(
     };
     println!(
         "input: {} traces, {} spans · output topic: {} messages, {} spans · spans dropped: {reduction:.1}%",
-        produced.0, produced.1, output.0, output.1
+        produced.0, produced.1, output.messages, output.spans
+    );
+    println!(
+        "slow traces kept (critical path over 1 s), by the service that dominates it: {}",
+        output.slow_line().unwrap_or_else(|| "none yet".into())
     );
 }
 
@@ -317,19 +378,16 @@ pub async fn run(
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset("otlp_spans_sampled", 0, rdkafka::Offset::Beginning)?;
     reader.assign(&tpl)?;
-    let output = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
     let out_count = output.clone();
     let reader_task = tokio::spawn(async move {
         loop {
             if let Ok(m) = reader.recv().await {
-                let spans = m
+                let decoded = m
                     .payload()
-                    .and_then(|p| crate::otlp::decode(bytes::Bytes::copy_from_slice(p)).ok())
-                    .map(|d| d.spans.len() as u64)
-                    .unwrap_or(0);
-                if let Ok(mut c) = out_count.lock() {
-                    c.0 += 1;
-                    c.1 += spans;
+                    .and_then(|p| crate::otlp::decode(bytes::Bytes::copy_from_slice(p)).ok());
+                if let (Some(d), Ok(mut seen)) = (decoded, out_count.lock()) {
+                    seen.add(&d);
                 }
             }
         }
@@ -344,8 +402,8 @@ pub async fn run(
             _ = tokio::time::sleep_until(started + duration) => break,
             _ = every.tick() => {
                 let p = *produced.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                let o = *output.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                print_table(&order, &handle.render(), p, o, started.elapsed());
+                let o = output.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+                print_table(&order, &handle.render(), p, &o, started.elapsed());
             }
             r = tokio::signal::ctrl_c() => { r?; break; }
         }
@@ -361,8 +419,11 @@ pub async fn run(
     // The reader's consumer must be closed while the in-process broker still runs.
     let _ = reader_task.await;
     let p = *produced.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let o = *output.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    print_table(&order, &handle.render(), p, o, started.elapsed());
+    let o = output
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    print_table(&order, &handle.render(), p, &o, started.elapsed());
     println!("(traces still within their decision wait at the end are not counted; a real deployment decides them after restart)");
     drop(cluster);
     Ok(())
@@ -384,5 +445,49 @@ tailgate_spans_decided_total{rule="errors",decision="keep"} 35
         assert_eq!(t["errors"].kept_traces, 5.0);
         assert_eq!(t["errors"].kept_spans, 35.0);
         assert_eq!(t["baseline"].dropped_traces, 7.0);
+    }
+
+    /// The demo's backend reads the summary off the kept traces' roots: a
+    /// slow shop trace counts for fraud-detection with its share, a fast
+    /// one not at all.
+    #[test]
+    fn slow_kept_traces_are_counted_by_their_dominant_service() {
+        use crate::otlp::{annotate::append_to_spans, decode, encode_trace, Annotation};
+        use crate::rules::{CriticalPath, PathSummary};
+        let mut seen = Seen::default();
+        let mut shares = Vec::new();
+        for (seed, slow) in [(1, true), (2, false), (3, true)] {
+            let mut shop = ShopWorkload::new(seed);
+            shop.slow_rate = if slow { 1.0 } else { 0.0 };
+            shop.error_rate = 0.0;
+            let t = shop.next_trace(1_700_000_000_000_000_000);
+            let mut spans: Vec<_> = t
+                .messages
+                .iter()
+                .flat_map(|m| {
+                    decode(bytes::Bytes::from(encode(m, Encoding::OtlpProto)))
+                        .expect("valid")
+                        .spans
+                })
+                .map(|(_, s)| s)
+                .collect();
+            let p = PathSummary::of(&CriticalPath::of(&spans), &spans).expect("spans");
+            if slow {
+                shares.push(p.share());
+            }
+            let attributes = p.attributes(&spans);
+            append_to_spans(&mut spans, &attributes);
+            let (payload, _) =
+                encode_trace(&spans, &Annotation::new("r", 1.0), Encoding::OtlpProto);
+            seen.add(&decode(bytes::Bytes::from(payload)).expect("output decodes"));
+        }
+        assert_eq!(seen.messages, 3);
+        assert_eq!(seen.slow.len(), 1, "{:?}", seen.slow);
+        let (n, sum) = seen.slow["fraud-detection"];
+        assert_eq!(n, 2);
+        assert!((sum - shares.iter().sum::<f64>()).abs() < 1e-12);
+        assert!(seen
+            .slow_line()
+            .is_some_and(|l| l.starts_with("fraud-detection 2 (")));
     }
 }

@@ -313,6 +313,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             .metrics
             .critical_path
             .then(|| Arc::new(ServiceLabels::new(s.metrics.max_services))),
+        report: false,
     };
     Box::new(move |partition: i32, assigned: usize| {
         let s = &parts.settings;

@@ -53,6 +53,7 @@ pub(super) fn replay_config(settings: &crate::config::Settings) -> ReplayConfig 
         clock: settings.clock_config(),
         decided_ttl: settings.decision.decided_ttl,
         remembered_bytes: settings.decision.remembered_bytes as usize,
+        critical_path: settings.output.critical_path,
         ..ReplayConfig::new(settings.buffer_config(1))
     }
 }

@@ -28,12 +28,15 @@ pub struct PathOutput {
     /// Measure it on every trace (`metrics.critical_path`), with the
     /// process's service labels.
     pub metrics: Option<Arc<ServiceLabels>>,
+    /// Give every decision's summary with its record
+    /// ([`super::DecisionRecord::critical_path`]: `replay --json`).
+    pub report: bool,
 }
 
 impl PathOutput {
     /// The critical path is needed for a trace so decided.
     pub fn wanted(&self, keep: bool) -> bool {
-        (self.annotate && keep) || self.metrics.is_some()
+        (self.annotate && keep) || self.metrics.is_some() || self.report
     }
 }
 

@@ -108,6 +108,10 @@ impl Partition {
             attribution.record(path, &t.spans, summary.duration.as_secs_f64());
         }
         drop(summary);
+        let digest = path
+            .as_ref()
+            .filter(|_| self.config.path.report)
+            .map(|p| Box::new(p.digest(&t.spans)));
         if let Some(path) = path.filter(|_| decision.keep && self.config.path.annotate) {
             let attributes = path.attributes(&t.spans);
             otlp::annotate::append_to_spans(&mut t.spans, &attributes);
@@ -120,6 +124,7 @@ impl Partition {
             rule: rule.clone(),
             reason: t.reason,
             spans: t.spans.len(),
+            critical_path: digest,
         }));
         let decided = Decided {
             keep: decision.keep,

@@ -200,13 +200,15 @@ pub enum Command {
 
 /// One decision: which trace, kept or dropped, by which rule, why then, and
 /// over how many spans.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecisionRecord {
     pub trace_id: TraceId,
     pub keep: bool,
     pub rule: Arc<str>,
     pub reason: crate::buffer::Reason,
     pub spans: usize,
+    /// The trace's critical path, summed up (with [`PathOutput::report`]).
+    pub critical_path: Option<Box<crate::rules::path_summary::PathDigest>>,
 }
 
 /// What a partition has read: its messages, their valid spans, and what

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::otlp::{SpanRecord, TraceId};
-use crate::rules::{Check, CriticalPath, RuleSet, TraceSummary};
+use crate::rules::path_summary::PathDigest;
+use crate::rules::{Check, CriticalPath, PathSummary, RuleSet, TraceSummary};
 
 /// One trace explained, in parts. The field names are stable: `tailgate why
 /// --json` prints them (docs/output.md).
@@ -46,6 +47,11 @@ pub struct PathParts {
     pub total_ns: u64,
     /// Each span on the path once, in the order the path reaches it.
     pub steps: Vec<PathStep>,
+    /// The summary a kept trace carries (`tailgate.critical_path.*`):
+    /// `service`, `share`, `duration_ms`, `span`, `services`; absent for a
+    /// trace without spans.
+    #[serde(flatten)]
+    pub summary: Option<PathDigest>,
 }
 
 /// One span on the critical path, with its time on it.
@@ -136,6 +142,7 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
                     },
                 })
                 .collect(),
+            summary: PathSummary::of(&cp, spans).map(|p| p.digest(spans)),
         },
         rules: e
             .rules
@@ -215,6 +222,16 @@ impl fmt::Display for Explained {
                 s.service,
                 s.name,
                 s.kind
+            )?;
+        }
+        if let Some(d) = &cp.summary {
+            writeln!(
+                f,
+                "  written on the trace: {} has {:.1}% of the path; the most time of its own: {:?}; along {}",
+                d.service,
+                100.0 * d.share,
+                d.span,
+                d.services.join(" → ")
             )?;
         }
         writeln!(f, "rules:")?;

@@ -38,6 +38,7 @@ use crate::pipeline::{
     Command, Commit, Destination, InputMessage, MessageLimits, OffsetStore, Partition, PathOutput,
     WorkerConfig,
 };
+use crate::rules::path_summary::PathDigest;
 use crate::rules::RuleSet;
 
 mod capture;
@@ -50,7 +51,7 @@ pub use explain::{
     as_decided, explain, explained, CheckPart, Explained, PathParts, PathStep, RuleTried, SpanName,
     Verdict,
 };
-pub use report::{Report, RuleStats};
+pub use report::{Report, RuleStats, TraceRow};
 
 /// The settings of `tailgate run` that decide what replay decides.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +68,9 @@ pub struct ReplayConfig {
     /// The largest output message (kept traces are split to fit), for the
     /// bytes the output would take.
     pub max_message_bytes: usize,
+    /// `output.critical_path`: kept traces carry their summary, in the
+    /// bytes the output would take too.
+    pub critical_path: bool,
 }
 
 impl ReplayConfig {
@@ -78,13 +82,14 @@ impl ReplayConfig {
             decided_ttl: Duration::from_secs(600),
             remembered_bytes: 64 << 20,
             max_message_bytes: 1 << 20,
+            critical_path: true,
         }
     }
 }
 
 /// One decision replay saw the pipeline make: over a trace's spans when
 /// its deadline came, or over late spans that followed an earlier one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub trace_id: TraceId,
     pub partition: i32,
@@ -94,6 +99,8 @@ pub struct Outcome {
     /// Why the trace was decided then; `None` for late spans that
     /// followed its earlier decision.
     pub reason: Option<Reason>,
+    /// The critical path of the spans decided then (`None` for late spans).
+    pub critical_path: Option<Box<PathDigest>>,
 }
 
 /// The watermark goes nowhere: replay commits nothing.
@@ -162,6 +169,14 @@ impl<F: FnMut(Outcome)> Tally<F> {
                         }
                         current = Some(row);
                         self.traces.insert(d.trace_id);
+                        self.report.decided.push(TraceRow {
+                            trace_id: d.trace_id.to_hex(),
+                            keep: d.keep,
+                            rule: d.rule.to_string(),
+                            reason: d.reason.as_str(),
+                            spans: d.spans,
+                            critical_path: d.critical_path.as_deref().cloned(),
+                        });
                         (self.observe)(Outcome {
                             trace_id: d.trace_id,
                             partition: lane.partition.partition(),
@@ -169,6 +184,7 @@ impl<F: FnMut(Outcome)> Tally<F> {
                             rule: d.rule,
                             spans: d.spans,
                             reason: Some(d.reason),
+                            critical_path: d.critical_path,
                         });
                     }
                     Command::Followed {
@@ -196,6 +212,7 @@ impl<F: FnMut(Outcome)> Tally<F> {
                             rule,
                             spans,
                             reason: None,
+                            critical_path: None,
                         });
                     }
                     Command::Send { id, message, .. } => {
@@ -283,8 +300,13 @@ pub fn replay_observed(
         decision_log_timeout: Duration::from_secs(30),
         limits: MessageLimits::new(config.max_message_bytes),
         usage: Arc::default(),
-        // Nothing is produced, and no metrics are served.
-        path: PathOutput::default(),
+        // Each decision's summary for the report; written onto kept traces
+        // as `run` would, for the bytes out. No metrics are served.
+        path: PathOutput {
+            annotate: config.critical_path,
+            metrics: None,
+            report: true,
+        },
     };
     let mut numbers: Vec<i32> = by_partition.keys().copied().collect();
     numbers.sort_unstable();

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::rules::path_summary::PathDigest;
+
 /// What one rule did over the capture.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
 pub struct RuleStats {
@@ -13,6 +15,22 @@ pub struct RuleStats {
     pub spans_dropped: u64,
     /// Bytes the kept traces take on the output topic (annotated, re-encoded).
     pub bytes_out: u64,
+}
+
+/// One trace as decided when its deadline came (late spans that followed
+/// it are in the totals, not here).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceRow {
+    /// 32 lowercase hex characters.
+    pub trace_id: String,
+    pub keep: bool,
+    pub rule: String,
+    /// Why then: `wait`, `after_root`, `max_age`, `memory`.
+    pub reason: &'static str,
+    pub spans: usize,
+    /// Its critical path summed up, as a kept trace carries it
+    /// (`tailgate.critical_path.*`); `null` for a trace without spans.
+    pub critical_path: Option<PathDigest>,
 }
 
 /// What the rules would have done with a capture.
@@ -39,6 +57,24 @@ pub struct Report {
     pub captured_seconds: f64,
     /// Output bytes per second at the captured rate.
     pub bytes_out_per_second: f64,
+    /// Each trace, in the order decided, with its critical path.
+    pub decided: Vec<TraceRow>,
+}
+
+impl Report {
+    /// The kept traces by the service that dominates their critical path,
+    /// most first (then by name).
+    pub fn dominant_in_kept(&self) -> Vec<(String, u64)> {
+        let mut by: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for t in self.decided.iter().filter(|t| t.keep) {
+            if let Some(p) = &t.critical_path {
+                *by.entry(p.service.as_str()).or_default() += 1;
+            }
+        }
+        let mut out: Vec<(String, u64)> = by.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
 }
 
 fn pct(part: u64, whole: u64) -> String {
@@ -128,6 +164,19 @@ impl std::fmt::Display for Report {
             f,
             "decided in more than one part: {} traces ({} spans came after their trace's decision and followed it)",
             self.split_traces, self.late_spans
-        )
+        )?;
+        let dominant = self.dominant_in_kept();
+        if !dominant.is_empty() {
+            let cells: Vec<String> = dominant
+                .iter()
+                .map(|(service, n)| format!("{service} {n}"))
+                .collect();
+            writeln!(
+                f,
+                "kept traces by the service with the most time on their critical path: {}",
+                cells.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::otlp::{self, Encoding, SpanRecord};
-use crate::rules::TraceSummary;
+use crate::rules::{CriticalPath, PathSummary, TraceSummary};
 use crate::workload::{encode, ShopWorkload};
 
 fn buffer() -> BufferConfig {
@@ -188,6 +188,7 @@ fn replay_counts_match_direct_decisions() {
     let mut w = ShopWorkload::new(5);
     let mut capture = Capture::default();
     let mut expected = HashMap::<usize, (u64, u64)>::new();
+    let mut paths = HashMap::new();
     for i in 0..500u64 {
         let t = w.next_trace(1_760_000_000_000_000_000 + i * 10_000_000);
         let mut spans = Vec::new();
@@ -198,6 +199,8 @@ fn replay_counts_match_direct_decisions() {
         }
         let spans: Vec<SpanRecord> = spans.into_iter().map(|(_, s)| s).collect();
         let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
+        let path = PathSummary::of(&CriticalPath::of(&spans), &spans).map(|p| p.digest(&spans));
+        paths.insert(t.truth.trace_id.to_hex(), (d.keep, path));
         let e = expected.entry(d.rule).or_default();
         if d.keep {
             e.0 += 1;
@@ -227,9 +230,30 @@ fn replay_counts_match_direct_decisions() {
     assert!(
         (report.reduction - (1.0 - report.bytes_out as f64 / report.bytes_in as f64)).abs() < 1e-12
     );
+    // `replay --json` carries each trace with its critical path, as a kept
+    // trace carries it.
+    assert_eq!(report.decided.len(), 500);
+    for row in &report.decided {
+        let (keep, path) = &paths[&row.trace_id];
+        assert_eq!(row.keep, *keep, "{}", row.trace_id);
+        assert_eq!(&row.critical_path, path, "{}", row.trace_id);
+        assert!(path.is_some());
+    }
+    let json = serde_json::to_value(&report).expect("serializes");
+    assert!(json["decided"][0]["critical_path"]["service"].is_string());
+    assert!(json["decided"][0]["critical_path"]["services"].is_array());
     let text = report.to_string();
     assert!(
         text.contains("errors") && text.contains("reduction"),
+        "{text}"
+    );
+    let dominant = report.dominant_in_kept();
+    assert_eq!(
+        dominant.iter().map(|(_, n)| n).sum::<u64>(),
+        report.traces_kept
+    );
+    assert!(
+        text.contains("kept traces by the service with the most time on their critical path: "),
         "{text}"
     );
 }
@@ -277,6 +301,7 @@ fn explain_prints_path_rules_and_decision() {
         "[{name: errors, when: {trace: {error: true}}, sample: keep}, {name: fraud, when: {critical_path: {service: fraud-detection, share: {gt: 0.3}}}, sample: keep}, {name: rest, sample: drop}]",
     );
     let mut w = ShopWorkload::new(3);
+    w.slow_rate = 1.0;
     let t = w.next_trace(0);
     let spans: Vec<SpanRecord> = t
         .messages
@@ -295,6 +320,11 @@ fn explain_prints_path_rules_and_decision() {
         "{text}"
     );
     assert!(text.contains("decision: "), "{text}");
+    // The answer a kept trace carries: the slow third-party call's service.
+    assert!(
+        text.contains("written on the trace: fraud-detection has "),
+        "{text}"
+    );
     let d = r.decide(&TraceSummary::of(t.truth.trace_id, &spans), Duration::ZERO);
     assert!(
         text.contains(&format!("by rule {:?}", &*r.names()[d.rule])),
@@ -348,6 +378,18 @@ fn explained_in_parts_matches_the_decision_and_the_text() {
             assert!(json.get(field).is_some(), "{field} in {json}");
         }
         assert!(json["rules"][0]["check"]["text"].is_string());
+        let path = &json["critical_path"];
+        for field in [
+            "total_ns",
+            "steps",
+            "service",
+            "share",
+            "duration_ms",
+            "span",
+            "services",
+        ] {
+            assert!(path.get(field).is_some(), "critical_path.{field} in {json}");
+        }
         let share: f64 = e.critical_path.steps.iter().map(|s| s.share).sum();
         assert!(spans.is_empty() || (share - 1.0).abs() < 1e-9, "{share}");
     }

@@ -27,6 +27,22 @@ fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A critical path's summary as words and numbers: what is written onto
+/// a kept trace, and what `explain` and `replay --json` show.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PathDigest {
+    /// The service with the most time on the path.
+    pub service: String,
+    /// Its fraction of the path, 0–1.
+    pub share: f64,
+    /// The path's length, in milliseconds.
+    pub duration_ms: f64,
+    /// Name of the span with the most time of its own on the path.
+    pub span: String,
+    /// The services along the path, each once, in the order it reaches them.
+    pub services: Vec<String>,
+}
+
 /// The summary of one trace's critical path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathSummary {
@@ -104,6 +120,20 @@ impl PathSummary {
             return 0.0;
         }
         self.services[self.dominant].1 as f64 / self.total_ns as f64
+    }
+
+    /// The summary in words and numbers (span names read from `spans`).
+    pub fn digest(&self, spans: &[SpanRecord]) -> PathDigest {
+        PathDigest {
+            service: self.dominant_service().to_string(),
+            share: self.share(),
+            duration_ms: ms(self.total_ns),
+            span: spans
+                .get(self.span.0)
+                .map(|s| s.name().into_owned())
+                .unwrap_or_default(),
+            services: self.services.iter().map(|(s, _)| s.clone()).collect(),
+        }
     }
 
     /// The attributes that write the summary onto the trace: the summary

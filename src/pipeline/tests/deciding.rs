@@ -166,6 +166,7 @@ async fn a_kept_trace_carries_its_critical_path_and_its_late_spans_do_not() {
         path: PathOutput {
             annotate: true,
             metrics: None,
+            report: false,
         },
         ..Opts::default()
     });
