@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tailgate::buffer::{BufferConfig, TraceBuffer};
+use tailgate::otlp::annotate::append_to_spans;
 use tailgate::otlp::{self, Encoding, SpanRecord, TraceId};
-use tailgate::rules::{CriticalPath, RuleSet, RuleSpec, TraceSummary};
+use tailgate::rules::{CriticalPath, PathSummary, RuleSet, RuleSpec, TraceSummary};
 use tailgate::workload::{encode, ShopWorkload};
 
 const TRACES: usize = 2_000;
@@ -170,6 +171,33 @@ fn bench(c: &mut Criterion) {
                 black_box(CriticalPath::of(spans));
             }
         })
+    });
+
+    // What the critical path adds to deciding, per trace: the path and its
+    // summary for every trace (the latency attribution's input; recording
+    // into the metrics is left out, no recorder is installed), written onto
+    // the kept ones as `run` does (attributes encoded, the path spans'
+    // bytes copied with them appended). Against `decide`.
+    g.bench_function("decide_with_critical_path", |b| {
+        b.iter_batched(
+            || traces.clone(),
+            |mut traces| {
+                let mut written = 0usize;
+                for (id, spans) in &mut traces {
+                    let summary = TraceSummary::of(*id, spans);
+                    let d = rules.decide(&summary, Duration::ZERO);
+                    let path = PathSummary::of(summary.critical_path(), spans);
+                    drop(summary);
+                    if let Some(path) = path.filter(|_| d.keep) {
+                        let attributes = path.attributes(spans);
+                        append_to_spans(spans, &attributes);
+                        written += attributes.len();
+                    }
+                }
+                black_box(written)
+            },
+            BatchSize::LargeInput,
+        )
     });
 
     g.bench_function("decode_buffer_decide", |b| {

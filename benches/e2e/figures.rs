@@ -167,13 +167,17 @@ pub enum Variant {
     /// The rules of `policies/production.yaml` (critical-path and dynamic
     /// rules) instead of the bench's.
     Production,
+    /// `output.critical_path: false` and `metrics.critical_path: false`:
+    /// no summary written onto kept traces, no latency attribution.
+    NoCriticalPath,
 }
 
 impl Variant {
-    pub const FEATURES: [Variant; 3] = [
+    pub const FEATURES: [Variant; 4] = [
         Variant::NoDecisionLog,
         Variant::ExactlyOnce,
         Variant::Production,
+        Variant::NoCriticalPath,
     ];
 
     /// The label's suffix: ", decision log off".
@@ -183,6 +187,7 @@ impl Variant {
             Variant::NoDecisionLog => ", decision log off",
             Variant::ExactlyOnce => ", exactly-once",
             Variant::Production => ", production policy",
+            Variant::NoCriticalPath => ", critical path off",
         }
     }
 

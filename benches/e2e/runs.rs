@@ -156,8 +156,11 @@ decision:
   after_root: {after_root}
   clock_ahead: {clock_ahead}
   max_trace_age: {max_age}
+output:
+  critical_path: {critical_path}
 metrics:
   listen: 127.0.0.1:{port}
+  critical_path: {critical_path}
 rules: {rules}
 ",
             brokers = self.kafka.brokers,
@@ -174,6 +177,7 @@ rules: {rules}
             max_age = ms(s.max_trace_age),
             decision_log = s.variant != Variant::NoDecisionLog,
             exactly_once = s.variant == Variant::ExactlyOnce,
+            critical_path = s.variant != Variant::NoCriticalPath,
             rules = match s.variant {
                 Variant::Production => production_rules()?,
                 _ => RULES.to_string(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::wire::{put_len, put_tag, WireType};
+use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
 use super::{Scope, SpanRecord};
 
 /// `Span.attributes` entries, encoded.
@@ -37,55 +37,64 @@ impl Attributes {
 
     /// A string attribute.
     pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
-        let mut any = Vec::with_capacity(value.len() + 4);
-        put_string(&mut any, value);
-        self.entry(key, &any)
+        // AnyValue { string_value = 1 }
+        self.entry(key, len_field(value.len()), |out| {
+            put_len(out, 1, value.as_bytes());
+        })
     }
 
     /// A double attribute.
     pub fn double(&mut self, key: &str, value: f64) -> &mut Self {
-        let mut any = Vec::with_capacity(9);
-        put_double(&mut any, value);
-        self.entry(key, &any)
+        // AnyValue { double_value = 4 }
+        self.entry(key, 9, |out| {
+            put_tag(out, 4, WireType::Fixed64);
+            out.extend_from_slice(&value.to_le_bytes());
+        })
     }
 
     /// An array of strings.
-    pub fn strings<'a>(
-        &mut self,
-        key: &str,
-        values: impl IntoIterator<Item = &'a str>,
-    ) -> &mut Self {
-        // AnyValue { array_value = 5: ArrayValue { values = 1: AnyValue } }
-        let mut array = Vec::new();
-        for v in values {
-            let mut any = Vec::with_capacity(v.len() + 4);
-            put_string(&mut any, v);
-            put_len(&mut array, 1, &any);
-        }
-        let mut any = Vec::with_capacity(array.len() + 4);
-        put_len(&mut any, 5, &array);
-        self.entry(key, &any)
+    pub fn strings<'a, I>(&mut self, key: &str, values: I) -> &mut Self
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        // AnyValue { array_value = 5: ArrayValue { values = 1: AnyValue
+        // { string_value = 1 } } }
+        let values = values.into_iter();
+        let array: usize = values.clone().map(|v| len_field(len_field(v.len()))).sum();
+        self.entry(key, len_field(array), |out| {
+            put_tag(out, 5, WireType::Len);
+            put_varint(out, array as u64);
+            for v in values {
+                put_tag(out, 1, WireType::Len);
+                put_varint(out, len_field(v.len()) as u64);
+                put_len(out, 1, v.as_bytes());
+            }
+        })
     }
 
-    /// `KeyValue { key = 1; value = 2 }` as a `Span.attributes` entry.
-    fn entry(&mut self, key: &str, any: &[u8]) -> &mut Self {
-        let mut kv = Vec::with_capacity(key.len() + any.len() + 6);
-        put_len(&mut kv, 1, key.as_bytes());
-        put_len(&mut kv, 2, any);
-        put_len(&mut self.encoded, 9, &kv);
+    /// `KeyValue { key = 1; value = 2 }` as a `Span.attributes` entry,
+    /// written in place: `any` is the value's size, `write` writes it.
+    fn entry(&mut self, key: &str, any: usize, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        let kv = len_field(key.len()) + len_field(any);
+        let out = &mut self.encoded;
+        out.reserve(len_field(kv));
+        put_tag(out, 9, WireType::Len);
+        put_varint(out, kv as u64);
+        put_len(out, 1, key.as_bytes());
+        put_tag(out, 2, WireType::Len);
+        put_varint(out, any as u64);
+        let at = out.len();
+        write(out);
+        debug_assert_eq!(out.len() - at, any);
         self
     }
 }
 
-/// `AnyValue { string_value = 1 }`.
-fn put_string(any: &mut Vec<u8>, value: &str) {
-    put_len(any, 1, value.as_bytes());
-}
-
-/// `AnyValue { double_value = 4 }`.
-fn put_double(any: &mut Vec<u8>, value: f64) {
-    put_tag(any, 4, WireType::Fixed64);
-    any.extend_from_slice(&value.to_le_bytes());
+/// The size of a length-delimited field of a field number under 16 with a
+/// payload of `n` bytes.
+fn len_field(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
 }
 
 /// Gives each span `spans[i]` of `extra` (index, entries) a copy of its

@@ -6,6 +6,8 @@
 //!
 //! Pure: spans and their path in, numbers out.
 
+use std::borrow::Cow;
+
 use super::critical_path::CriticalPath;
 use crate::otlp::{Attributes, SpanRecord};
 
@@ -43,9 +45,10 @@ pub struct PathDigest {
     pub services: Vec<String>,
 }
 
-/// The summary of one trace's critical path.
+/// The summary of one trace's critical path (its names borrowed from the
+/// trace's spans).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PathSummary {
+pub struct PathSummary<'a> {
     /// The span the summary belongs on: the root, or the top-most span
     /// when the root never arrived (index into the trace's spans).
     pub top: usize,
@@ -53,7 +56,7 @@ pub struct PathSummary {
     pub total_ns: u64,
     /// The services on the path, each once, in the order the path first
     /// reaches them (in time), with their time on it.
-    pub services: Vec<(String, u64)>,
+    pub services: Vec<(Cow<'a, str>, u64)>,
     /// Index into `services` of the one with the most time on the path
     /// (the first reached among equals).
     pub dominant: usize,
@@ -64,27 +67,27 @@ pub struct PathSummary {
     pub steps: Vec<(usize, u64)>,
 }
 
-impl PathSummary {
+impl<'a> PathSummary<'a> {
     /// The summary of `path`, the critical path of `spans`; `None` for an
     /// empty trace.
-    pub fn of(path: &CriticalPath, spans: &[SpanRecord]) -> Option<Self> {
+    pub fn of(path: &CriticalPath, spans: &'a [SpanRecord]) -> Option<Self> {
         let top = path.top.filter(|&t| t < spans.len())?;
         let steps: Vec<(usize, u64)> = path
             .steps()
             .into_iter()
             .filter(|&(i, _)| i < spans.len())
             .collect();
-        let mut services: Vec<(String, u64)> = Vec::with_capacity(4);
+        let mut services: Vec<(Cow<'a, str>, u64)> = Vec::with_capacity(4);
         for &(i, t) in &steps {
             let name = spans[i].service();
-            match services.iter_mut().find(|(s, _)| *s == *name) {
+            match services.iter_mut().find(|(s, _)| *s == name) {
                 Some((_, total)) => *total += t,
-                None => services.push((name.into_owned(), t)),
+                None => services.push((name, t)),
             }
         }
         if services.is_empty() {
             // A path without length: the top span is all there is of it.
-            services.push((spans[top].service().into_owned(), 0));
+            services.push((spans[top].service(), 0));
         }
         let mut dominant = 0;
         for (k, (_, t)) in services.iter().enumerate() {
@@ -132,7 +135,7 @@ impl PathSummary {
                 .get(self.span.0)
                 .map(|s| s.name().into_owned())
                 .unwrap_or_default(),
-            services: self.services.iter().map(|(s, _)| s.clone()).collect(),
+            services: self.services.iter().map(|(s, _)| s.to_string()).collect(),
         }
     }
 
@@ -163,10 +166,7 @@ impl PathSummary {
             .double(SHARE_ATTRIBUTE, self.share())
             .double(DURATION_ATTRIBUTE, ms(self.total_ns))
             .string(SPAN_ATTRIBUTE, &span)
-            .strings(
-                SERVICES_ATTRIBUTE,
-                self.services.iter().map(|(s, _)| s.as_str()),
-            );
+            .strings(SERVICES_ATTRIBUTE, self.services.iter().map(|(s, _)| &**s));
         out
     }
 }

@@ -41,6 +41,15 @@ impl Bench {
                 ratio(rate(eo), rate(default))
             );
         }
+        if let Some(off) = t.feature(Variant::NoCriticalPath) {
+            let _ = writeln!(
+                r,
+                "| the critical path's cost (its summary written onto kept traces, latency attribution on every trace): spans per CPU-second with it ÷ without (`output.critical_path`, `metrics.critical_path`: false), 4 partitions, one run each | {:.0} ÷ {:.0} = **{}** | reported |",
+                rate(default),
+                rate(off),
+                ratio(rate(default), rate(off))
+            );
+        }
         if let Some(p) = t.feature(Variant::Production) {
             let _ = writeln!(
                 r,
@@ -66,7 +75,8 @@ impl Bench {
             r,
             "On the 4-partition topic, after the runs above: tailgate with one feature changed from its \
              defaults — the decision log off (`kafka.decision_log: false`), exactly-once mode \
-             (`kafka.exactly_once: true`, output read committed) — and with the rules of \
+             (`kafka.exactly_once: true`, output read committed), the critical path's summary and \
+             metrics off (`output.critical_path`, `metrics.critical_path`: false) — and with the rules of \
              `policies/production.yaml` (errors, 5xx, a slow checkout, a critical path dominated by one \
              dependency, slow traces, a limit on huge traces, a per-endpoint dynamic sample, 1 % of the \
              rest) instead of the bench's. Each against the first default run (stream clock, decision log \
@@ -84,6 +94,7 @@ impl Bench {
                     Variant::NoDecisionLog => "decision log off",
                     Variant::ExactlyOnce => "exactly-once",
                     Variant::Production => "production policy",
+                    Variant::NoCriticalPath => "critical path off",
                 },
                 f,
             )

@@ -1,6 +1,7 @@
 //! Decoding OTLP input and encoding kept spans. Shared here: the messages
 //! the tests decode (a shop trace, a single span, a one-span ERROR resource).
 
+mod annotating;
 mod compacting;
 mod decoding;
 mod encoding;

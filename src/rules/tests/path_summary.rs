@@ -13,12 +13,12 @@ use crate::otlp::{decode, encode_trace, Annotation, Attributes, Encoding};
 use crate::rules::path_summary::*;
 use crate::workload::{encode, ShopWorkload};
 
-fn summary(spans: &[SpanRecord]) -> PathSummary {
+fn summary(spans: &[SpanRecord]) -> PathSummary<'_> {
     PathSummary::of(&CriticalPath::of(spans), spans).expect("a trace with spans")
 }
 
-fn services(p: &PathSummary) -> Vec<&str> {
-    p.services.iter().map(|(s, _)| s.as_str()).collect()
+fn services<'a>(p: &'a PathSummary<'_>) -> Vec<&'a str> {
+    p.services.iter().map(|(s, _)| &**s).collect()
 }
 
 #[test]
