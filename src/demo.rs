@@ -166,8 +166,8 @@ impl Seen {
     /// Counts one output message: its spans, and the critical-path summary
     /// a kept trace's root carries.
     fn add(&mut self, d: &crate::otlp::Decoded) {
+        use crate::otlp::annotate::{DURATION_ATTRIBUTE, SERVICE_ATTRIBUTE, SHARE_ATTRIBUTE};
         use crate::otlp::AttrValue;
-        use crate::rules::path_summary::{DURATION_ATTRIBUTE, SERVICE_ATTRIBUTE, SHARE_ATTRIBUTE};
         self.messages += 1;
         self.spans += d.spans.len() as u64;
         for (_, s) in &d.spans {

@@ -15,6 +15,23 @@ use bytes::Bytes;
 use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
 use super::{Scope, SpanRecord};
 
+// The critical path's attributes (see `rules::path_summary` and
+// docs/output.md): part of the output's format, like `tailgate.rule`.
+
+/// On the top span: the service with the most time on the critical path.
+pub const SERVICE_ATTRIBUTE: &str = "tailgate.critical_path.service";
+/// On the top span: that service's fraction of the path (0–1).
+pub const SHARE_ATTRIBUTE: &str = "tailgate.critical_path.share";
+/// On the top span: the path's length in milliseconds.
+pub const DURATION_ATTRIBUTE: &str = "tailgate.critical_path.duration_ms";
+/// On the top span: the name of the span with the most time on the path.
+pub const SPAN_ATTRIBUTE: &str = "tailgate.critical_path.span";
+/// On the top span: the services along the path, in the order it reaches
+/// them.
+pub const SERVICES_ATTRIBUTE: &str = "tailgate.critical_path.services";
+/// On every span on the path: its time on the path, in milliseconds.
+pub const SELF_ATTRIBUTE: &str = "tailgate.critical_path.self_ms";
+
 /// `Span.attributes` entries, encoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attributes {

@@ -114,13 +114,17 @@ impl Handles {
 /// A worker's handles: per named service, and for the others.
 pub(super) struct Attribution {
     labels: Arc<ServiceLabels>,
-    named: HashMap<Box<str>, Handles>,
+    /// At most `metrics.max_services` entries, looked up a few times per
+    /// trace: a fast (randomly seeded) hash.
+    named: HashMap<Box<str>, Handles, Fast>,
     /// Services refused a label, remembered by this worker (a bounded
     /// set, forgotten when full) so that it asks the process less often.
-    refused: HashSet<Box<str>>,
+    refused: HashSet<Box<str>, Fast>,
     other: Handles,
     folded: Counter,
 }
+
+type Fast = foldhash::fast::RandomState;
 
 /// Services refused a label that a worker remembers at most.
 const REFUSED: usize = 1024;
@@ -129,8 +133,8 @@ impl Attribution {
     pub fn new(labels: Arc<ServiceLabels>) -> Self {
         Self {
             labels,
-            named: HashMap::new(),
-            refused: HashSet::new(),
+            named: HashMap::default(),
+            refused: HashSet::default(),
             other: Handles::new(OTHER),
             folded: counter!(m::LABELS_FOLDED),
         }

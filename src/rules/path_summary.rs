@@ -11,19 +11,10 @@ use std::borrow::Cow;
 use super::critical_path::CriticalPath;
 use crate::otlp::{Attributes, SpanRecord};
 
-/// On the top span: the service with the most time on the critical path.
-pub const SERVICE_ATTRIBUTE: &str = "tailgate.critical_path.service";
-/// On the top span: that service's fraction of the path (0–1).
-pub const SHARE_ATTRIBUTE: &str = "tailgate.critical_path.share";
-/// On the top span: the path's length in milliseconds.
-pub const DURATION_ATTRIBUTE: &str = "tailgate.critical_path.duration_ms";
-/// On the top span: the name of the span with the most time on the path.
-pub const SPAN_ATTRIBUTE: &str = "tailgate.critical_path.span";
-/// On the top span: the services along the path, in the order it reaches
-/// them.
-pub const SERVICES_ATTRIBUTE: &str = "tailgate.critical_path.services";
-/// On every span on the path: its time on the path, in milliseconds.
-pub const SELF_ATTRIBUTE: &str = "tailgate.critical_path.self_ms";
+pub use crate::otlp::annotate::{
+    DURATION_ATTRIBUTE, SELF_ATTRIBUTE, SERVICES_ATTRIBUTE, SERVICE_ATTRIBUTE, SHARE_ATTRIBUTE,
+    SPAN_ATTRIBUTE,
+};
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
