@@ -15,6 +15,7 @@ use metrics::{counter, histogram, Counter, Histogram};
 
 use crate::metrics as m;
 use crate::otlp::SpanRecord;
+use crate::rules::path_summary::bounded;
 use crate::rules::PathSummary;
 
 /// The label of the services past `metrics.max_services`.
@@ -126,6 +127,12 @@ pub(super) struct Attribution {
 
 type Fast = foldhash::fast::RandomState;
 
+/// The label of spans whose resource has no `service.name`.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// The longest label value the attribution metrics write, in bytes.
+pub const MAX_LABEL: usize = 128;
+
 /// Services refused a label that a worker remembers at most.
 const REFUSED: usize = 1024;
 
@@ -143,6 +150,14 @@ impl Attribution {
     /// The handles of `service`: its own, or, past the process's bound,
     /// those of [`OTHER`] (counted as folded).
     fn handles(&mut self, service: &str) -> &mut Handles {
+        // A label is at most this long (a hostile `service.name` may be
+        // any length); services alike in their first bytes share one.
+        let service = match bounded(service, MAX_LABEL) {
+            // No `service.name`: OpenTelemetry's name for it (an empty
+            // label value is no label to Prometheus).
+            "" => UNKNOWN_SERVICE,
+            s => s,
+        };
         if !self.named.contains_key(service) {
             let named = !self.refused.contains(service) && self.labels.admit(service);
             if !named {
@@ -162,7 +177,14 @@ impl Attribution {
     /// path, the one that dominates it, and the trace's duration (earliest
     /// start to latest end) under its top span's service.
     pub fn record(&mut self, path: &PathSummary, spans: &[SpanRecord], duration_s: f64) {
-        for (k, (service, ns)) in path.services.iter().enumerate() {
+        // A path of no length has no time to attribute and nothing that
+        // dominates it; the trace's duration is still measured.
+        let services = if path.total_ns == 0 {
+            &[][..]
+        } else {
+            &path.services[..]
+        };
+        for (k, (service, ns)) in services.iter().enumerate() {
             let h = self.handles(service);
             h.path_seconds().record(*ns as f64 / 1e9);
             if k == path.dominant {
@@ -265,5 +287,24 @@ mod tests {
         assert_eq!(count(duration, "root_service", OTHER), Some(1.0));
         // search, ads; batch on the path and as the root's service.
         assert_eq!(sample(&text, m::LABELS_FOLDED), Some(4.0));
+    }
+
+    /// A service name of any length makes a label of at most `MAX_LABEL`
+    /// bytes.
+    #[test]
+    fn a_long_service_name_makes_a_bounded_label() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let long: &'static str = Box::leak("s".repeat(10_000).into_boxed_str());
+        metrics::with_local_recorder(&recorder, || {
+            let mut a = Attribution::new(Arc::new(ServiceLabels::new(5)));
+            let spans = trace(long, &[("db", 5)]);
+            let path = PathSummary::of(&CriticalPath::of(&spans), &spans).unwrap();
+            a.record(&path, &spans, 0.1);
+        });
+        let text = handle.render();
+        let label = format!("root_service=\"{}\"", "s".repeat(MAX_LABEL));
+        assert!(text.contains(&label), "{text}");
+        assert!(!text.contains(&"s".repeat(MAX_LABEL + 1)));
     }
 }

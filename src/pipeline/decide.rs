@@ -113,7 +113,16 @@ impl Partition {
             .filter(|_| self.config.path.report)
             .map(|p| Box::new(p.digest(&t.spans)));
         if let Some(path) = path.filter(|_| decision.keep && self.config.path.annotate) {
-            let attributes = path.attributes(&t.spans);
+            let mut attributes = path.attributes(&t.spans);
+            // A span the attributes would make too large for any output
+            // message goes without them, as it came: they never turn a
+            // span that can be delivered into one that cannot.
+            let limit = self.config.limits.of(Destination::Sampled);
+            attributes.retain(|(i, a)| {
+                t.spans
+                    .get(*i)
+                    .is_some_and(|s| alone(s) + a.as_bytes().len() <= limit)
+            });
             otlp::annotate::append_to_spans(&mut t.spans, &attributes);
         }
         let annotation = decision.keep.then(|| self.rules.annotation(&decision));
@@ -334,4 +343,14 @@ impl Partition {
             .as_millis()
             .min(i64::MAX as u128) as i64
     }
+}
+
+/// An upper bound of the bytes of an output message holding `span` alone:
+/// its encoding and its resource and scope, the rule's attributes and
+/// the framing (generous: JSON is larger, and a span near the limit goes
+/// without the critical path's attributes rather than past it).
+fn alone(span: &crate::otlp::SpanRecord) -> usize {
+    use crate::otlp::Part;
+    let parts: usize = Part::ALL.iter().map(|p| span.scope.part(*p).len()).sum();
+    2 * (span.encoded().len() + parts) + 1024
 }

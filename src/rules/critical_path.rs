@@ -201,12 +201,19 @@ impl CriticalPath {
     /// Each span on the path once, in the order the path reaches it, with its
     /// total time on the path.
     pub fn steps(&self) -> Vec<(usize, u64)> {
+        // Linear in the segments (every decided trace comes here): each
+        // span's place in the list, by index.
+        let n = self.segments.iter().map(|s| s.span + 1).max().unwrap_or(0);
+        let mut place: Vec<u32> = vec![u32::MAX; n];
         let mut out: Vec<(usize, u64)> = Vec::new();
         for s in &self.segments {
             let d = s.end_ns - s.start_ns;
-            match out.iter_mut().find(|(i, _)| *i == s.span) {
-                Some((_, t)) => *t += d,
-                None => out.push((s.span, d)),
+            match place[s.span] {
+                u32::MAX => {
+                    place[s.span] = out.len() as u32;
+                    out.push((s.span, d));
+                }
+                at => out[at as usize].1 += d,
             }
         }
         out

@@ -7,6 +7,7 @@
 //! Pure: spans and their path in, numbers out.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::critical_path::CriticalPath;
 use crate::otlp::{Attributes, SpanRecord};
@@ -18,6 +19,27 @@ pub use crate::otlp::annotate::{
 
 fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
+}
+
+/// The longest name (service or span) the summary writes, in bytes: input
+/// names are unbounded (a 300 KB span name would otherwise be copied onto
+/// the root). Longer ones are cut at a character boundary.
+pub const MAX_NAME: usize = 256;
+
+/// The most services `tailgate.critical_path.services` lists (the first
+/// the path reaches).
+pub const MAX_SERVICES: usize = 32;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn bounded(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A critical path's summary as words and numbers: what is written onto
@@ -69,11 +91,32 @@ impl<'a> PathSummary<'a> {
             .filter(|&(i, _)| i < spans.len())
             .collect();
         let mut services: Vec<(Cow<'a, str>, u64)> = Vec::with_capacity(4);
+        // A few services: a scan; past that, an index (a path may cross
+        // thousands of resources).
+        let mut index: Option<HashMap<Cow<'a, str>, usize>> = None;
         for &(i, t) in &steps {
             let name = spans[i].service();
-            match services.iter_mut().find(|(s, _)| *s == name) {
-                Some((_, total)) => *total += t,
-                None => services.push((name, t)),
+            let at = match &index {
+                Some(index) => index.get(&name).copied(),
+                None => services.iter().position(|(s, _)| *s == name),
+            };
+            match at {
+                Some(at) => services[at].1 += t,
+                None => {
+                    if let Some(index) = &mut index {
+                        index.insert(name.clone(), services.len());
+                    }
+                    services.push((name, t));
+                    if index.is_none() && services.len() > 16 {
+                        index = Some(
+                            services
+                                .iter()
+                                .enumerate()
+                                .map(|(k, (s, _))| (s.clone(), k))
+                                .collect(),
+                        );
+                    }
+                }
             }
         }
         if services.is_empty() {
@@ -153,11 +196,20 @@ impl<'a> PathSummary<'a> {
         let span = spans.get(self.span.0).map(|s| s.name()).unwrap_or_default();
         out[at]
             .1
-            .string(SERVICE_ATTRIBUTE, self.dominant_service())
+            .string(
+                SERVICE_ATTRIBUTE,
+                bounded(self.dominant_service(), MAX_NAME),
+            )
             .double(SHARE_ATTRIBUTE, self.share())
             .double(DURATION_ATTRIBUTE, ms(self.total_ns))
-            .string(SPAN_ATTRIBUTE, &span)
-            .strings(SERVICES_ATTRIBUTE, self.services.iter().map(|(s, _)| &**s));
+            .string(SPAN_ATTRIBUTE, bounded(&span, MAX_NAME))
+            .strings(
+                SERVICES_ATTRIBUTE,
+                self.services
+                    .iter()
+                    .take(MAX_SERVICES)
+                    .map(|(s, _)| bounded(s, MAX_NAME)),
+            );
         out
     }
 }

@@ -250,3 +250,101 @@ async fn without_output_critical_path_a_kept_trace_carries_no_summary() {
         assert!(!keys.iter().any(|k| k.starts_with("tailgate.critical_path")));
     }
 }
+
+/// A span that the critical path's attributes could push past the output's
+/// message limit goes without them, as it came, and is delivered; the root
+/// still gets the summary, its long span name cut to 256 bytes.
+#[tokio::test(start_paused = true)]
+async fn a_span_near_the_message_limit_goes_without_the_critical_path() {
+    let h = start_opts(Opts {
+        max_message_bytes: 20_000,
+        path: PathOutput {
+            annotate: true,
+            metrics: None,
+            report: false,
+        },
+        ..Opts::default()
+    });
+    let id = TraceId([23; 16]);
+    let mut big = SpanSpec::new("payments", &"n".repeat(9_600), Some(0), 10, 80);
+    big.error = true;
+    let parts = build_trace(
+        id,
+        &[[1; 8], [2; 8]],
+        1_000,
+        &[SpanSpec::new("gateway", "POST /pay", None, 0, 100), big],
+    );
+    send(&h, 0, payload(&parts[0])).await;
+    send(&h, 1, payload(&parts[1])).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    let spans: Vec<_> = sent.iter().flat_map(|(_, p)| read_back(p)).collect();
+    assert_eq!(spans.len(), 2, "both delivered: {} messages", sent.len());
+    let root = spans.iter().find(|s| s.0 == "POST /pay").unwrap();
+    let big = spans.iter().find(|s| s.0.len() == 9_600).unwrap();
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.service"),
+        Some("payments")
+    );
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.span").map(str::len),
+        Some(256)
+    );
+    assert_eq!(attribute(big, "tailgate.critical_path.self_ms"), None);
+    assert_eq!(attribute(big, "tailgate.rule"), Some("errors"));
+}
+
+/// A kept trace larger than one output message, annotated: split into
+/// messages that each fit, every span delivered once, the summary on the
+/// root and each path span's time on it, whichever message it is in.
+#[tokio::test(start_paused = true)]
+async fn an_annotated_trace_larger_than_a_message_is_split_whole() {
+    let h = start_opts(Opts {
+        max_message_bytes: 6_000,
+        path: PathOutput {
+            annotate: true,
+            metrics: None,
+            report: false,
+        },
+        ..Opts::default()
+    });
+    let id = TraceId([24; 16]);
+    // A root calling 30 services one after another, each span ~450 bytes.
+    let names: Vec<&'static str> = (0..30)
+        .map(|i| &*Box::leak(format!("svc-{i:02}").into_boxed_str()))
+        .collect();
+    let mut specs = vec![SpanSpec::new("gateway", "POST /batch", None, 0, 310)];
+    for (i, n) in names.iter().enumerate() {
+        let mut s = SpanSpec::new(
+            n,
+            &format!("{i:02}{}", "x".repeat(400)),
+            Some(0),
+            1 + 10 * i as u64,
+            10,
+        );
+        s.error = i == 7;
+        specs.push(s);
+    }
+    let ids: Vec<[u8; 8]> = (1..=31u8).map(|i| [i; 8]).collect();
+    let parts = build_trace(id, &ids, 1_000, &specs);
+    for (k, p) in parts.iter().enumerate() {
+        send(&h, k as i64, payload(p)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = h.output.sent.lock().unwrap().clone();
+    assert!(sent.len() > 1, "split: {} messages", sent.len());
+    assert!(sent.iter().all(|(_, p)| p.len() <= 6_000));
+    let spans: Vec<_> = sent.iter().flat_map(|(_, p)| read_back(p)).collect();
+    assert_eq!(spans.len(), 31, "every span once");
+    let root = spans.iter().find(|s| s.0 == "POST /batch").unwrap();
+    assert_eq!(
+        attribute(root, "tailgate.critical_path.services"),
+        Some("31 values")
+    );
+    let timed = spans
+        .iter()
+        .filter(|s| attribute(s, "tailgate.critical_path.self_ms").is_some())
+        .count();
+    assert_eq!(timed, 31, "the root between calls, and each call");
+    assert_eq!(h.offsets.last(), Some(parts.len() as i64));
+}

@@ -224,29 +224,35 @@ fn the_shop_slow_traces_carry_their_answer_through_both_encodings() {
 }
 
 fn arbitrary_trace() -> impl Strategy<Value = Vec<SpanRecord>> {
-    // Up to 12 spans; each a child of an earlier one (or a root, or of a
-    // span that never arrived), over 4 services, at any times.
-    prop::collection::vec((0usize..14, 0u64..1_000, 0u64..1_000, 0usize..4), 1..12).prop_map(
-        |specs| {
-            let names = ["a", "b", "c", "d"];
-            let specs: Vec<SpanSpec> = specs
-                .iter()
-                .enumerate()
-                .map(|(i, &(parent, start, duration, service))| {
-                    let parent = (parent < i).then_some(parent);
-                    SpanSpec::new(names[service], &format!("op{i}"), parent, start, duration)
-                })
-                .collect();
-            let mut spans = test_spans(TraceId([4; 16]), &specs);
-            // Some spans lose their parent (it never arrived).
-            for (i, s) in spans.iter_mut().enumerate() {
-                if i % 5 == 4 {
-                    s.parent_span_id = [0xee; 8];
-                }
+    // Up to 60 spans (past the critical path's scan for small traces);
+    // each a child of an earlier one (or a root, or of a span that never
+    // arrived), over 4 services, at any times; some sharing a span id,
+    // some pointing at a later span (cycles).
+    let spec = (0usize..70, 0u64..1_000, 0u64..1_000, 0usize..4);
+    prop::collection::vec(spec, 1..60).prop_map(|specs| {
+        let names = ["a", "b", "c", "d"];
+        let specs: Vec<SpanSpec> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, &(parent, start, duration, service))| {
+                let parent = (parent < i).then_some(parent);
+                SpanSpec::new(names[service], &format!("op{i}"), parent, start, duration)
+            })
+            .collect();
+        let mut spans = test_spans(TraceId([4; 16]), &specs);
+        let n = spans.len();
+        for i in 0..n {
+            if i % 5 == 4 {
+                // Its parent never arrived.
+                spans[i].parent_span_id = [0xee; 8];
+            } else if i % 7 == 6 {
+                spans[i].span_id = spans[i - 1].span_id;
+            } else if i % 11 == 10 {
+                spans[i].parent_span_id = spans[(i + 3).min(n - 1)].span_id;
             }
-            spans
-        },
-    )
+        }
+        spans
+    })
 }
 
 proptest! {
@@ -288,4 +294,47 @@ proptest! {
         }
         prop_assert_eq!(summaries, 1);
     }
+}
+
+/// Names come from the input and may be any length: the summary writes at
+/// most `MAX_NAME` bytes of each (cut at a character boundary) and lists at
+/// most `MAX_SERVICES` services, so a 300 KB span name is not copied onto
+/// the root (a real-broker test found it pushing the root past the output's
+/// message limit).
+#[test]
+fn long_names_and_many_services_are_bounded_on_the_trace() {
+    let long: &'static str = Box::leak("é".repeat(150_000).into_boxed_str());
+    let names: Vec<&'static str> = (0..40)
+        .map(|i| &*Box::leak(format!("svc-{i}").into_boxed_str()))
+        .collect();
+    // A chain: each service calls the next, the last with the long name
+    // takes the most time.
+    let mut specs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let parent = i.checked_sub(1);
+        specs.push(SpanSpec::new(
+            name,
+            "hop",
+            parent,
+            i as u64,
+            200 - 2 * i as u64,
+        ));
+    }
+    specs.push(SpanSpec::new(long, long, Some(39), 50, 100));
+    let spans = test_spans(TraceId([8; 16]), &specs);
+    let p = summary(&spans);
+    assert_eq!(p.services.len(), 41);
+    let attributes = p.attributes(&spans);
+    let top = &attributes.iter().find(|(i, _)| *i == p.top).unwrap().1;
+    let root = with(&spans[p.top], top);
+    let service = string(&root, SERVICE_ATTRIBUTE).unwrap();
+    let span = string(&root, SPAN_ATTRIBUTE).unwrap();
+    assert_eq!(span.len(), MAX_NAME, "é is 2 bytes: 128 of them");
+    assert!(long.starts_with(&span));
+    assert_eq!(service, span, "the long-named service dominates");
+    let listed = strings(&root, SERVICES_ATTRIBUTE).unwrap();
+    assert_eq!(listed.len(), MAX_SERVICES);
+    assert_eq!(listed[..3], ["svc-0", "svc-1", "svc-2"]);
+    assert!(top.as_bytes().len() < 2 * MAX_NAME + MAX_SERVICES * 16 + 400);
+    assert_eq!(bounded("aé", 2), "a", "never inside a character");
 }
