@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 mod json;
 pub mod keying;
+pub mod tracestate;
 pub mod wire;
 
 use std::fmt;

@@ -2,29 +2,30 @@
 //!
 //! Follows the OpenTelemetry consistent-probability rule: the randomness is the
 //! trace id's low 56 bits, and a trace is kept when that randomness is at or
-//! above the rejection threshold `(1 - p) * 2^56`. The same trace gets the same
-//! answer on any instance and after any restart, and a rate composes with head
-//! sampling done upstream by the same rule.
+//! above the rejection threshold `2^56 - round(p * 2^56)` (the same
+//! [`Threshold`] a kept span's `tracestate` can say: `otlp::tracestate`).
+//! The same trace gets the same answer on any instance and after any
+//! restart, and a rate composes with head sampling done upstream by the
+//! same rule.
 
+use crate::otlp::tracestate::{Randomness, Threshold};
 use crate::otlp::TraceId;
-
-const MAX_RANDOMNESS: u64 = 1 << 56;
 
 /// A compiled rate: the rejection threshold for probability `p`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateSampler {
     probability: f64,
-    threshold: u64,
+    /// `None`: probability 0, nothing is kept.
+    threshold: Option<Threshold>,
 }
 
 impl RateSampler {
     /// `probability` must be in (0, 1]; validated when rules are compiled.
     pub fn new(probability: f64) -> Self {
         let p = probability.clamp(0.0, 1.0);
-        let threshold = ((1.0 - p) * MAX_RANDOMNESS as f64).round() as u64;
         Self {
             probability: p,
-            threshold: threshold.min(MAX_RANDOMNESS),
+            threshold: Threshold::from_probability(p),
         }
     }
 
@@ -32,9 +33,15 @@ impl RateSampler {
         self.probability
     }
 
+    /// The threshold it keeps at.
+    pub fn threshold(&self) -> Option<Threshold> {
+        self.threshold
+    }
+
     /// True when the trace is kept at this rate.
     pub fn keeps(&self, trace_id: &TraceId) -> bool {
-        trace_id.randomness56() >= self.threshold
+        self.threshold
+            .is_some_and(|t| t.keeps(Randomness::of(trace_id)))
     }
 }
 

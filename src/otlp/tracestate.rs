@@ -1,0 +1,228 @@
+//! The OpenTelemetry member of the W3C `tracestate`, `ot`, and the two
+//! sub-keys of consistent-probability sampling in it (the specification's
+//! `trace/tracestate-probability-sampling.md`, status Development):
+//!
+//! - `th`: the rejection threshold `T`, 56 bits written as 1 to 14
+//!   lowercase hex digits with trailing zeros left out (`th:0` keeps
+//!   everything, `th:8` half, `th:c` a quarter). A trace is kept when its
+//!   randomness `R >= T`; its probability is `(2^56 - T) / 2^56`.
+//! - `rv`: an explicit randomness value, exactly 14 hex digits, which a
+//!   trace uses instead of its trace id's low 56 bits.
+//!
+//! Pure: strings in, strings out. Editing a `tracestate` keeps every other
+//! member, and every other `ot` sub-key, as it was; the edited `ot` member
+//! moves to the front, as W3C Trace Context asks of a modified member.
+
+use super::TraceId;
+
+/// 2^56: one more than the largest threshold or randomness.
+pub const MAX: u64 = 1 << 56;
+
+/// A rejection threshold: traces with randomness at or above it are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Threshold(u64);
+
+impl Threshold {
+    /// `th:0`: every trace is kept (probability 1).
+    pub const ALWAYS: Threshold = Threshold(0);
+
+    /// The threshold `t`, if it is one (below 2^56).
+    pub fn new(t: u64) -> Option<Self> {
+        (t < MAX).then_some(Self(t))
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    /// The threshold of probability `p` at full precision, `2^56 -
+    /// round(p * 2^56)` (scaling by a power of two is exact, so
+    /// [`Threshold::probability`] gives `p` back for every `p` of 53
+    /// significant bits or fewer). `None` for a probability no threshold
+    /// can express (0 or less, or not a number); over 1 is 1, and under
+    /// 2^-56 is 2^-56.
+    pub fn from_probability(p: f64) -> Option<Self> {
+        if p.is_nan() || p <= 0.0 {
+            return None;
+        }
+        let kept = (p.min(1.0) * MAX as f64).round() as u64;
+        Some(Self(MAX - kept.max(1)))
+    }
+
+    /// The probability a trace is kept with: `(2^56 - T) / 2^56`.
+    pub fn probability(self) -> f64 {
+        (MAX - self.0) as f64 / MAX as f64
+    }
+
+    /// How many traces a kept one stands for: `2^56 / (2^56 - T)`.
+    pub fn adjusted_count(self) -> f64 {
+        MAX as f64 / (MAX - self.0) as f64
+    }
+
+    /// Whether a trace of randomness `r` is kept.
+    pub fn keeps(self, r: Randomness) -> bool {
+        r.0 >= self.0
+    }
+
+    /// Reads a `th` value: 1 to 14 lowercase hex digits, trailing zeros
+    /// left out (`c` is `c0000000000000`).
+    pub fn parse(th: &str) -> Option<Self> {
+        if th.is_empty() || th.len() > 14 || !th.bytes().all(is_lower_hex) {
+            return None;
+        }
+        let v = u64::from_str_radix(th, 16).ok()?;
+        Some(Self(v << (4 * (14 - th.len()))))
+    }
+
+    /// Writes it as a `th` value: 14 hex digits without their trailing
+    /// zeros, `0` for [`Threshold::ALWAYS`].
+    pub fn encode(self) -> String {
+        if self.0 == 0 {
+            return "0".into();
+        }
+        let digits = format!("{:014x}", self.0);
+        digits.trim_end_matches('0').to_string()
+    }
+
+    /// The specification's equalizing composition: a downstream sampler of
+    /// threshold `mine` after an upstream one of `incoming` keeps what is
+    /// at or above the larger of the two, and says so. A threshold is
+    /// never lowered.
+    pub fn compose(incoming: Option<Threshold>, mine: Threshold) -> Threshold {
+        incoming.map_or(mine, |t| t.max(mine))
+    }
+}
+
+/// A trace's randomness: 56 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Randomness(u64);
+
+impl Randomness {
+    /// The trace id's low 56 bits (its last 7 bytes).
+    pub fn of(trace_id: &TraceId) -> Self {
+        Self(trace_id.randomness56())
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    /// Reads an `rv` value: exactly 14 lowercase hex digits.
+    pub fn parse(rv: &str) -> Option<Self> {
+        if rv.len() != 14 || !rv.bytes().all(is_lower_hex) {
+            return None;
+        }
+        u64::from_str_radix(rv, 16).ok().map(Self)
+    }
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// What a span's `tracestate` says about its sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sampling {
+    /// The threshold it was sampled with, if it says one it can be read.
+    pub threshold: Option<Threshold>,
+    /// Its explicit randomness, if it has one that can be read.
+    pub randomness: Option<Randomness>,
+    /// A `th` that is there but cannot be read: it is erased.
+    pub malformed_threshold: bool,
+}
+
+impl Sampling {
+    /// Reads the `ot` member of `tracestate` (the first, if there are
+    /// several).
+    pub fn of(tracestate: &str) -> Self {
+        let mut s = Self::default();
+        if let Some(ot) = members(tracestate).find_map(|(k, v)| (k == "ot").then_some(v)) {
+            for (key, value) in sub_keys(ot) {
+                match key {
+                    "th" if s.threshold.is_none() && !s.malformed_threshold => {
+                        s.threshold = Threshold::parse(value);
+                        s.malformed_threshold = s.threshold.is_none();
+                    }
+                    "rv" if s.randomness.is_none() => s.randomness = Randomness::parse(value),
+                    _ => {}
+                }
+            }
+        }
+        s
+    }
+
+    /// The randomness of a trace with this `tracestate`: its explicit
+    /// `rv`, else its id's low 56 bits.
+    pub fn randomness_of(&self, trace_id: &TraceId) -> Randomness {
+        self.randomness.unwrap_or_else(|| Randomness::of(trace_id))
+    }
+
+    /// Whether the threshold it carries is consistent with the randomness:
+    /// a span that was kept had `R >= T`. No threshold is consistent.
+    pub fn consistent(&self, trace_id: &TraceId) -> bool {
+        self.threshold
+            .is_none_or(|t| t.keeps(self.randomness_of(trace_id)))
+    }
+}
+
+/// The members of a W3C `tracestate`: `key=value`, separated by commas,
+/// with optional spaces and tabs around them; empty members are skipped.
+fn members(tracestate: &str) -> impl Iterator<Item = (&str, &str)> {
+    tracestate.split(',').filter_map(|m| {
+        let m = m.trim_matches([' ', '\t']);
+        let (k, v) = m.split_once('=')?;
+        Some((k, v))
+    })
+}
+
+/// The sub-keys of an `ot` value: `key:value`, separated by semicolons.
+fn sub_keys(ot: &str) -> impl Iterator<Item = (&str, &str)> {
+    ot.split(';').filter_map(|kv| kv.split_once(':'))
+}
+
+/// `tracestate` with the `ot` member's `th` set to `threshold`, or erased
+/// when it is `None`: the other sub-keys of `ot` (`rv` among them) and
+/// every other member kept as they were, the `ot` member first (W3C: a
+/// modified member moves to the front); without any sub-key left, no `ot`
+/// member. Members that are not `key=value` are kept as they were.
+pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String {
+    let mut ot: Vec<String> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    let mut seen_ot = false;
+    for m in tracestate.split(',') {
+        let trimmed = m.trim_matches([' ', '\t']);
+        if trimmed.is_empty() {
+            continue;
+        }
+        match trimmed.split_once('=') {
+            Some(("ot", value)) if !seen_ot => {
+                seen_ot = true;
+                ot.extend(
+                    value
+                        .split(';')
+                        .filter(|kv| !kv.is_empty() && !kv.starts_with("th:") && *kv != "th")
+                        .map(str::to_string),
+                );
+            }
+            _ => others.push(trimmed),
+        }
+    }
+    if let Some(t) = threshold {
+        ot.insert(0, format!("th:{}", t.encode()));
+    }
+    let mut out = String::with_capacity(tracestate.len() + 20);
+    if !ot.is_empty() {
+        out.push_str("ot=");
+        out.push_str(&ot.join(";"));
+    }
+    for m in others {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
