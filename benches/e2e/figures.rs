@@ -180,14 +180,22 @@ impl Variant {
         Variant::NoCriticalPath,
     ];
 
-    /// The label's suffix: ", decision log off".
-    pub fn suffix(self) -> &'static str {
+    /// What the report calls it: "decision log off".
+    pub fn name(self) -> &'static str {
         match self {
-            Variant::Default => "",
-            Variant::NoDecisionLog => ", decision log off",
-            Variant::ExactlyOnce => ", exactly-once",
-            Variant::Production => ", production policy",
-            Variant::NoCriticalPath => ", critical path off",
+            Variant::Default => "default",
+            Variant::NoDecisionLog => "decision log off",
+            Variant::ExactlyOnce => "exactly-once",
+            Variant::Production => "production policy",
+            Variant::NoCriticalPath => "critical path off",
+        }
+    }
+
+    /// The label's suffix: ", decision log off" (none for the default).
+    pub fn suffix(self) -> String {
+        match self {
+            Variant::Default => String::new(),
+            v => format!(", {}", v.name()),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
+use super::wire::{len_field_size, put_len, put_tag, put_varint, WireType};
 use super::{Scope, SpanRecord};
 
 // The critical path's attributes (see `rules::path_summary` and
@@ -55,7 +55,7 @@ impl Attributes {
     /// A string attribute.
     pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
         // AnyValue { string_value = 1 }
-        self.entry(key, len_field(value.len()), |out| {
+        self.entry(key, len_field_size(value.len()), |out| {
             put_len(out, 1, value.as_bytes());
         })
     }
@@ -78,13 +78,16 @@ impl Attributes {
         // AnyValue { array_value = 5: ArrayValue { values = 1: AnyValue
         // { string_value = 1 } } }
         let values = values.into_iter();
-        let array: usize = values.clone().map(|v| len_field(len_field(v.len()))).sum();
-        self.entry(key, len_field(array), |out| {
+        let array: usize = values
+            .clone()
+            .map(|v| len_field_size(len_field_size(v.len())))
+            .sum();
+        self.entry(key, len_field_size(array), |out| {
             put_tag(out, 5, WireType::Len);
             put_varint(out, array as u64);
             for v in values {
                 put_tag(out, 1, WireType::Len);
-                put_varint(out, len_field(v.len()) as u64);
+                put_varint(out, len_field_size(v.len()) as u64);
                 put_len(out, 1, v.as_bytes());
             }
         })
@@ -93,9 +96,9 @@ impl Attributes {
     /// `KeyValue { key = 1; value = 2 }` as a `Span.attributes` entry,
     /// written in place: `any` is the value's size, `write` writes it.
     fn entry(&mut self, key: &str, any: usize, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
-        let kv = len_field(key.len()) + len_field(any);
+        let kv = len_field_size(key.len()) + len_field_size(any);
         let out = &mut self.encoded;
-        out.reserve(len_field(kv));
+        out.reserve(len_field_size(kv));
         put_tag(out, 9, WireType::Len);
         put_varint(out, kv as u64);
         put_len(out, 1, key.as_bytes());
@@ -106,12 +109,6 @@ impl Attributes {
         debug_assert_eq!(out.len() - at, any);
         self
     }
-}
-
-/// The size of a length-delimited field of a field number under 16 with a
-/// payload of `n` bytes.
-fn len_field(n: usize) -> usize {
-    1 + varint_len(n as u64) + n
 }
 
 /// Gives each span `spans[i]` of `extra` (index, entries) a copy of its

@@ -8,7 +8,7 @@
 
 use prost::Message as _;
 
-use super::wire::{put_len, put_tag, put_varint, varint_len, WireType};
+use super::wire::{len_field_size, put_len, put_tag, put_varint, WireType};
 use super::Attributes;
 use super::{Encoding, Part, SpanRecord};
 
@@ -217,10 +217,6 @@ fn fit<'a>(
         fit(a, annotation, encoding, limit, out);
         fit(b, annotation, encoding, limit, out);
     }
-}
-
-fn len_field_size(field_payload: usize) -> usize {
-    1 + varint_len(field_payload as u64) + field_payload
 }
 
 fn encode_proto(groups: &Groups<'_>, annotation: &Annotation) -> Vec<u8> {

@@ -158,6 +158,12 @@ pub fn put_len(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// Bytes a length-delimited field of a field number under 16 takes with a
+/// payload of `n` bytes: its tag, its length and the payload.
+pub fn len_field_size(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
+}
+
 /// Number of bytes `v` takes as a varint.
 pub fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)

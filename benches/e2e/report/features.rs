@@ -23,31 +23,35 @@ impl Bench {
         };
         let default = t.tailgate();
         let rate = |f: &TailgateFigures| f.run.spans_per_cpu_s();
-        if let Some(off) = t.feature(Variant::NoDecisionLog) {
+        // A feature's cost: spans per CPU-second of `a` ÷ those of `b`.
+        let mut cost = |what: &str, a: &TailgateFigures, b: &TailgateFigures| {
             let _ = writeln!(
                 r,
-                "| the decision log's cost: spans per CPU-second with it ÷ without (`kafka.decision_log: false`), 4 partitions, one run each | {:.0} ÷ {:.0} = **{}** | reported |",
-                rate(default),
-                rate(off),
-                ratio(rate(default), rate(off))
+                "| {what}, 4 partitions, one run each | {:.0} ÷ {:.0} = **{}** | reported |",
+                rate(a),
+                rate(b),
+                ratio(rate(a), rate(b))
+            );
+        };
+        if let Some(off) = t.feature(Variant::NoDecisionLog) {
+            cost(
+                "the decision log's cost: spans per CPU-second with it ÷ without (`kafka.decision_log: false`)",
+                default,
+                off,
             );
         }
         if let Some(eo) = t.feature(Variant::ExactlyOnce) {
-            let _ = writeln!(
-                r,
-                "| exactly-once's cost: spans per CPU-second exactly-once ÷ at-least-once (`kafka.exactly_once: true`), 4 partitions, one run each | {:.0} ÷ {:.0} = **{}** | reported |",
-                rate(eo),
-                rate(default),
-                ratio(rate(eo), rate(default))
+            cost(
+                "exactly-once's cost: spans per CPU-second exactly-once ÷ at-least-once (`kafka.exactly_once: true`)",
+                eo,
+                default,
             );
         }
         if let Some(off) = t.feature(Variant::NoCriticalPath) {
-            let _ = writeln!(
-                r,
-                "| the critical path's cost (its summary written onto kept traces, latency attribution on every trace): spans per CPU-second with it ÷ without (`output.critical_path`, `metrics.critical_path`: false), 4 partitions, one run each | {:.0} ÷ {:.0} = **{}** | reported |",
-                rate(default),
-                rate(off),
-                ratio(rate(default), rate(off))
+            cost(
+                "the critical path's cost (its summary written onto kept traces, latency attribution on every trace): spans per CPU-second with it ÷ without (`output.critical_path`, `metrics.critical_path`: false)",
+                default,
+                off,
             );
         }
         if let Some(p) = t.feature(Variant::Production) {
@@ -87,18 +91,8 @@ impl Bench {
             "| run | CPU s | spans / CPU-s | ÷ default run | of the copy's | drain wall s | peak RSS MiB | p99 lateness | kept traces | output messages | split traces |\n\
              |---|---|---|---|---|---|---|---|---|---|---|"
         );
-        for (name, f) in std::iter::once(("default", default)).chain(t.features.iter().map(|f| {
-            (
-                match f.variant {
-                    Variant::Default => "default",
-                    Variant::NoDecisionLog => "decision log off",
-                    Variant::ExactlyOnce => "exactly-once",
-                    Variant::Production => "production policy",
-                    Variant::NoCriticalPath => "critical path off",
-                },
-                f,
-            )
-        })) {
+        for f in std::iter::once(default).chain(&t.features) {
+            let name = f.variant.name();
             let _ = writeln!(
                 r,
                 "| {name} | {:.2} | {:.0} | {} | {} | {:.1} | {} | {} | {} | {} | {} |",

@@ -29,12 +29,7 @@ fn critical_path_walks_into_the_child_that_finished_last() {
 /// trace: the hop and the consumer are on the path.
 #[test]
 fn critical_path_crosses_a_kafka_hop() {
-    let root = SpanSpec::new("gateway", "POST /order", None, 0, 100);
-    let mut publish = SpanSpec::new("gateway", "orders publish", Some(0), 50, 10);
-    publish.kind = SpanKind::Producer;
-    let mut process = SpanSpec::new("indexer", "orders process", Some(1), 200, 700);
-    process.kind = SpanKind::Consumer;
-    let spans = test_spans(TraceId([9; 16]), &[root, publish, process]);
+    let spans = kafka_hop_trace();
     let cp = CriticalPath::of(&spans);
     assert_eq!(cp.total_ns, 900_000_000);
     let ms = |name: &str| cp.time_in(&spans, |s| s.name() == name) / 1_000_000;

@@ -43,3 +43,20 @@ fn checkout_trace(error: bool) -> Vec<SpanRecord> {
     let inventory = SpanSpec::new("inventory", "reserve", Some(0), 20, 280);
     test_spans(TraceId([7; 16]), &[root, checkout, fraud, inventory])
 }
+
+/// A message consumed after the request that produced it returned, in the
+/// same trace (times in ms):
+///
+/// ```text
+/// gateway  POST /order      0 ── 100
+///   gateway  orders publish   50 ─ 60           (producer)
+///     indexer  orders process     200 ─────── 900   (consumer)
+/// ```
+fn kafka_hop_trace() -> Vec<SpanRecord> {
+    let root = SpanSpec::new("gateway", "POST /order", None, 0, 100);
+    let mut publish = SpanSpec::new("gateway", "orders publish", Some(0), 50, 10);
+    publish.kind = SpanKind::Producer;
+    let mut process = SpanSpec::new("indexer", "orders process", Some(1), 200, 700);
+    process.kind = SpanKind::Consumer;
+    test_spans(TraceId([9; 16]), &[root, publish, process])
+}

@@ -40,12 +40,7 @@ fn the_slow_fraud_check_is_named_with_its_share() {
 
 #[test]
 fn an_asynchronous_consumer_that_takes_longest_is_named() {
-    let root = SpanSpec::new("gateway", "POST /order", None, 0, 100);
-    let mut publish = SpanSpec::new("gateway", "orders publish", Some(0), 50, 10);
-    publish.kind = SpanKind::Producer;
-    let mut process = SpanSpec::new("indexer", "orders process", Some(1), 200, 700);
-    process.kind = SpanKind::Consumer;
-    let spans = test_spans(TraceId([9; 16]), &[root, publish, process]);
+    let spans = kafka_hop_trace();
     let p = summary(&spans);
     assert_eq!(p.dominant_service(), "indexer");
     assert!((p.share() - 700.0 / 900.0).abs() < 1e-9);
