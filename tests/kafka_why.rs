@@ -217,7 +217,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
         format!("trace {kept_id} was KEPT by rule \"errors\""),
         "reason       after_root: quiet for decision.after_root".into(),
         format!("input        partition {PARTITION}"),
-        "probability  1 (adjusted count 1)".into(),
+        "sampling     unchanged (probability 1: adjusted count 1 times any head sampling's)".into(),
         format!("spans        {kept_spans} decided"),
         format!("log record   {decisions} partition {PARTITION}, offset "),
         format!("spans searched  {input} partition {PARTITION}, "),
@@ -244,7 +244,7 @@ async fn why_finds_the_latest_decision_and_explains_it_with_the_live_rules() {
     for want in [
         format!("trace {dropped_id} was DROPPED by rule \"baseline\""),
         "reason       wait: decision.wait passed".into(),
-        "probability  0.1 (adjusted count 10)".into(),
+        "sampling     th:e6666666666666 (probability 0.1: adjusted count 10 times any head sampling's)".into(),
         format!("spans found     {dropped_spans}\n"),
         "  skipped errors\n    ✗ ".into(),
         "  skipped slow\n    ✗ ".into(),

@@ -315,6 +315,8 @@ fn worker_factory(parts: WorkerParts) -> Start {
             .then(|| Arc::new(ServiceLabels::new(s.metrics.max_services))),
         report: false,
     };
+    let sample_rate_attribute: Option<Arc<str>> =
+        s.output.sample_rate_attribute.as_deref().map(Arc::from);
     Box::new(move |partition: i32, assigned: usize| {
         let s = &parts.settings;
         let (tx, rx) = mpsc::channel(s.buffer.partition_queue);
@@ -332,6 +334,7 @@ fn worker_factory(parts: WorkerParts) -> Start {
             limits: parts.limits.clone(),
             usage: parts.usage.clone(),
             path: path.clone(),
+            sample_rate_attribute: sample_rate_attribute.clone(),
         };
         let edges = match &parts.transactions {
             // Started on the partition's first message, after its

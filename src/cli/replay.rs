@@ -54,6 +54,7 @@ pub(super) fn replay_config(settings: &crate::config::Settings) -> ReplayConfig 
         decided_ttl: settings.decision.decided_ttl,
         remembered_bytes: settings.decision.remembered_bytes as usize,
         critical_path: settings.output.critical_path,
+        sample_rate_attribute: settings.output.sample_rate_attribute.clone(),
         ..ReplayConfig::new(settings.buffer_config(1))
     }
 }

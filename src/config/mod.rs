@@ -169,6 +169,7 @@ impl Settings {
         self.buffer.validate()?;
         self.kafka.validate()?;
         self.route.validate(&self.kafka)?;
+        self.output.validate()?;
         Ok(())
     }
 

@@ -69,6 +69,16 @@ impl Attributes {
         })
     }
 
+    /// An integer attribute.
+    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+        // AnyValue { int_value = 3 }
+        let v = value as u64;
+        self.entry(key, 1 + super::wire::varint_len(v), |out| {
+            put_tag(out, 3, WireType::Varint);
+            put_varint(out, v);
+        })
+    }
+
     /// An array of strings.
     pub fn strings<'a, I>(&mut self, key: &str, values: I) -> &mut Self
     where
@@ -116,38 +126,97 @@ impl Attributes {
 /// The copies share one new buffer; each keeps its resource and scope.
 /// Indices past the end, and empty entries, are ignored.
 pub fn append_to_spans(spans: &mut [SpanRecord], extra: &[(usize, Attributes)]) {
+    let edits: Vec<(usize, Edit<'_>)> = extra
+        .iter()
+        .map(|(i, a)| {
+            let edit = Edit {
+                trace_state: None,
+                attributes: a.as_bytes(),
+            };
+            (*i, edit)
+        })
+        .collect();
+    edit_spans(spans, &edits);
+}
+
+/// A change to one span of a trace: a new `trace_state`, entries to append.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Edit<'a> {
+    /// Replaces every `trace_state` field of the span (`Some("")`: none is
+    /// left); `None` leaves it as it is.
+    pub trace_state: Option<&'a str>,
+    /// Appended after the span's fields.
+    pub attributes: &'a [u8],
+}
+
+impl Edit<'_> {
+    fn is_empty(&self) -> bool {
+        self.trace_state.is_none() && self.attributes.is_empty()
+    }
+}
+
+/// Gives each span `spans[i]` of `edits` (index, edit) a copy of its
+/// encoding with the edit made — its `trace_state` fields left out and the
+/// new one written after its other fields, its entries appended — without
+/// decoding it; the others are left as they are. The copies share one new
+/// buffer; each keeps its resource and scope. Indices past the end, and
+/// empty edits, are ignored.
+pub fn edit_spans(spans: &mut [SpanRecord], edits: &[(usize, Edit<'_>)]) {
     let chosen = || {
-        extra
+        edits
             .iter()
-            .filter(|(i, a)| *i < spans.len() && !a.is_empty())
+            .filter(|(i, e)| *i < spans.len() && !e.is_empty())
+    };
+    let new_state = |e: &Edit<'_>| {
+        e.trace_state
+            .filter(|t| !t.is_empty())
+            .map_or(0, |t| len_field_size(t.len()))
     };
     let size: usize = chosen()
-        .map(|(i, a)| spans[*i].encoded().len() + a.as_bytes().len())
+        .map(|(i, e)| spans[*i].encoded().len() + new_state(e) + e.attributes.len())
         .sum();
     if size == 0 {
         return;
     }
     let mut buf = Vec::with_capacity(size);
-    let mut at = Vec::with_capacity(extra.len());
-    for (i, a) in chosen() {
+    let mut at = Vec::with_capacity(edits.len());
+    for (i, e) in chosen() {
+        let span = &spans[*i];
+        let encoded = span.encoded();
         let start = buf.len();
-        buf.extend_from_slice(spans[*i].encoded());
-        buf.extend_from_slice(a.as_bytes());
-        at.push((*i, start, buf.len() - start));
+        let mut name_at = span.name_at;
+        match e.trace_state {
+            None => buf.extend_from_slice(encoded),
+            Some(state) => {
+                let mut from = 0;
+                for (field, _) in super::trace_state_fields(encoded) {
+                    buf.extend_from_slice(&encoded[from..field.start]);
+                    if (field.start as u32) < span.name_at.0 {
+                        name_at.0 -= field.len() as u32;
+                    }
+                    from = field.end;
+                }
+                buf.extend_from_slice(&encoded[from..]);
+                if !state.is_empty() {
+                    put_len(&mut buf, 3, state.as_bytes());
+                }
+            }
+        }
+        buf.extend_from_slice(e.attributes);
+        at.push((*i, start, buf.len() - start, name_at));
     }
     if u32::try_from(buf.len()).is_err() {
-        // Ranges are 32-bit: a trace this large keeps its spans unannotated.
+        // Ranges are 32-bit: a trace this large keeps its spans as they are.
         return;
     }
     let buf = Bytes::from(buf);
-    for (i, start, len) in at {
+    for (i, start, len, name_at) in at {
         let s = &mut spans[i];
         s.scope = Arc::new(Scope {
             spans: buf.clone(),
             parts: s.scope.parts.clone(),
         });
-        // The name's range is within the span's encoding, which the copy
-        // begins with.
         s.encoded_at = (start as u32, len as u32);
+        s.name_at = name_at;
     }
 }

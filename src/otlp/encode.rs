@@ -14,8 +14,9 @@ use super::{Encoding, Part, SpanRecord};
 
 /// Attribute naming the rule that kept a span.
 pub const RULE_ATTRIBUTE: &str = "tailgate.rule";
-/// Attribute carrying the span's adjusted count, 1 / sampling rate: how many
-/// spans like it this one stands for.
+/// Attribute carrying the span's adjusted count, 1 / the probability it was
+/// kept with, head sampling included: how many spans like it this one
+/// stands for (see `otlp::counting`).
 pub const ADJUSTED_COUNT_ATTRIBUTE: &str = "tailgate.adjusted_count";
 
 /// The attributes added to every kept span of a trace, pre-encoded once per
@@ -39,6 +40,11 @@ impl Annotation {
         attributes
             .string(RULE_ATTRIBUTE, rule)
             .double(ADJUSTED_COUNT_ATTRIBUTE, adjusted_count);
+        Self::from_attributes(&attributes)
+    }
+
+    /// Exactly these entries.
+    pub fn from_attributes(attributes: &Attributes) -> Self {
         Self {
             encoded: attributes.as_bytes().to_vec(),
         }

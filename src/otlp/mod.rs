@@ -8,6 +8,7 @@
 pub mod annotate;
 pub mod attributes;
 pub mod compact;
+pub mod counting;
 pub mod decode;
 pub mod encode;
 mod json;
@@ -386,6 +387,15 @@ impl SpanRecord {
         String::from_utf8_lossy(self.scope.part(Part::Service))
     }
 
+    /// The span's `trace_state` (field 3; its last occurrence, as a
+    /// protobuf reader takes it): the W3C `tracestate` it was recorded
+    /// with, empty if none.
+    pub fn trace_state(&self) -> &[u8] {
+        trace_state_fields(self.encoded())
+            .last()
+            .map_or(&[], |(_, value)| value)
+    }
+
     /// The span's own bytes: its encoding plus the record itself (what the
     /// buffer counts besides is the scope its copy shares: see [`compact`]).
     pub fn size(&self) -> usize {
@@ -393,8 +403,27 @@ impl SpanRecord {
     }
 }
 
+/// Every `trace_state` field (3) of an encoded span: the whole field's
+/// byte range (tag and length included) and its value. A span that
+/// decoded has well-formed fields; reading stops at anything else.
+pub(crate) fn trace_state_fields(
+    span: &[u8],
+) -> impl Iterator<Item = (std::ops::Range<usize>, &[u8])> {
+    let mut fields = wire::Fields::new(span);
+    std::iter::from_fn(move || loop {
+        let start = fields.position();
+        match fields.next() {
+            Ok(Some((3, wire::Value::Len(value)))) => {
+                return Some((start..fields.position(), value));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    })
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Span records for a hand-built trace, as the decoder produces them.
 #[cfg(test)]

@@ -165,6 +165,172 @@ impl Sampling {
     }
 }
 
+/// What a sampling stage does to the threshold of the spans it keeps:
+/// tailgate's rules are one such stage, after any head sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Keeps whatever it is given: the incoming threshold passes unchanged
+    /// (`keep`).
+    Unchanged,
+    /// Keeps a trace when its randomness is at or above this threshold: the
+    /// outgoing threshold is the larger of it and the incoming one (`rate`,
+    /// `dynamic`; the specification's equalizing composition).
+    Sampled(Threshold),
+    /// Not a probability sampler (`limit`): what it keeps stands for an
+    /// unknown number of traces, so the threshold is erased.
+    Unknown,
+}
+
+impl Stage {
+    /// The threshold a kept span leaves with, given the one it came with.
+    pub fn outgoing(self, incoming: Option<Threshold>) -> Option<Threshold> {
+        match self {
+            Stage::Unchanged => incoming,
+            Stage::Sampled(mine) => Some(Threshold::compose(incoming, mine)),
+            Stage::Unknown => None,
+        }
+    }
+
+    /// The stage's own probability: 1 for [`Stage::Unchanged`], none for
+    /// [`Stage::Unknown`].
+    pub fn probability(self) -> Option<f64> {
+        match self {
+            Stage::Unchanged => Some(1.0),
+            Stage::Sampled(t) => Some(t.probability()),
+            Stage::Unknown => None,
+        }
+    }
+
+    /// In 64 bits, for compact stores: the threshold itself, or a value
+    /// no threshold takes for the other two.
+    pub fn to_bits(self) -> u64 {
+        match self {
+            Stage::Sampled(t) => t.value(),
+            Stage::Unchanged => u64::MAX,
+            Stage::Unknown => u64::MAX - 1,
+        }
+    }
+
+    /// Reads [`Stage::to_bits`].
+    pub fn from_bits(bits: u64) -> Self {
+        match bits {
+            u64::MAX => Stage::Unchanged,
+            t => Threshold::new(t).map_or(Stage::Unknown, Stage::Sampled),
+        }
+    }
+
+    /// As written in the decision log's JSON and `why --json`: `unchanged`,
+    /// `th:<hex>` or `unknown`.
+    pub fn name(self) -> String {
+        match self {
+            Stage::Unchanged => "unchanged".into(),
+            Stage::Sampled(t) => format!("th:{}", t.encode()),
+            Stage::Unknown => "unknown".into(),
+        }
+    }
+
+    /// Reads [`Stage::name`]'s form.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "unchanged" => Some(Stage::Unchanged),
+            "unknown" => Some(Stage::Unknown),
+            _ => name
+                .strip_prefix("th:")
+                .and_then(Threshold::parse)
+                .map(Stage::Sampled),
+        }
+    }
+}
+
+impl serde::Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Stage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Stage::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{name}` is not a sampling stage (unchanged, th:<hex> or unknown)"
+            ))
+        })
+    }
+}
+
+/// Why a kept span's incoming threshold was erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Erased {
+    /// A `th` that cannot be read.
+    Malformed,
+    /// A `th` its span's randomness is below: that span could not have
+    /// been kept by it, or the one it would leave with.
+    Inconsistent,
+}
+
+impl Erased {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Erased::Malformed => "malformed",
+            Erased::Inconsistent => "inconsistent",
+        }
+    }
+}
+
+/// What a kept span leaves with, from the `tracestate` it came with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Its threshold on the way out (`None`: no `th`).
+    pub threshold: Option<Threshold>,
+    /// The `tracestate` to write, when it changes.
+    pub tracestate: Option<String>,
+    /// How many spans like it it stands for: 1 / the product of every
+    /// stage's probability. `None` when that is not known (a stage that is
+    /// not a probability sampler, or a threshold erased as wrong). A span
+    /// without any `th` is taken as collected whole: the count is this
+    /// stage's alone.
+    pub adjusted_count: Option<f64>,
+    /// Its incoming threshold was erased, and why.
+    pub erased: Option<Erased>,
+}
+
+/// The outgoing threshold, `tracestate` and adjusted count of a span of
+/// trace `trace_id` that `stage` keeps, which came with `tracestate`.
+pub fn outgoing(tracestate: &str, trace_id: &TraceId, stage: Stage) -> Outgoing {
+    let sampling = Sampling::of(tracestate);
+    let randomness = sampling.randomness_of(trace_id);
+    let mut erased = if sampling.malformed_threshold {
+        Some(Erased::Malformed)
+    } else if !sampling.consistent(trace_id) {
+        Some(Erased::Inconsistent)
+    } else {
+        None
+    };
+    let mut threshold = match erased {
+        Some(_) => None,
+        None => stage.outgoing(sampling.threshold),
+    };
+    if threshold.is_some_and(|t| !t.keeps(randomness)) {
+        // Kept by the trace's randomness, which this span does not share
+        // (an `rv` of its own): its threshold would say it was not kept.
+        erased = Some(Erased::Inconsistent);
+        threshold = None;
+    }
+    let adjusted_count = match (erased, stage, threshold) {
+        (Some(_), _, _) | (None, Stage::Unknown, _) => None,
+        (None, _, Some(t)) => Some(t.adjusted_count()),
+        (None, _, None) => Some(1.0),
+    };
+    let unchanged = erased.is_none() && threshold == sampling.threshold;
+    Outgoing {
+        threshold,
+        tracestate: (!unchanged).then(|| with_threshold(tracestate, threshold)),
+        adjusted_count,
+        erased,
+    }
+}
+
 /// The members of a W3C `tracestate`: `key=value`, separated by commas,
 /// with optional spaces and tabs around them; empty members are skipped.
 fn members(tracestate: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -184,7 +350,8 @@ fn sub_keys(ot: &str) -> impl Iterator<Item = (&str, &str)> {
 /// when it is `None`: the other sub-keys of `ot` (`rv` among them) and
 /// every other member kept as they were, the `ot` member first (W3C: a
 /// modified member moves to the front); without any sub-key left, no `ot`
-/// member. Members that are not `key=value` are kept as they were.
+/// member. Members that are not `key=value` are kept as they were; a
+/// second `ot` member (a duplicate key) is left out.
 pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String {
     let mut ot: Vec<String> = Vec::new();
     let mut others: Vec<&str> = Vec::new();
@@ -195,7 +362,10 @@ pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String 
             continue;
         }
         match trimmed.split_once('=') {
-            Some(("ot", value)) if !seen_ot => {
+            // A second `ot` member is a duplicate key, which W3C forbids and
+            // readers ignore: left out, so that it cannot become the first.
+            Some(("ot", _)) if seen_ot => {}
+            Some(("ot", value)) => {
                 seen_ot = true;
                 ot.extend(
                     value

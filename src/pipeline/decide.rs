@@ -12,12 +12,14 @@ use super::delivery::InFlight;
 use super::events::Event;
 use super::record::RecordBatch;
 use super::{
-    Command, DecisionRecord, Destination, Outgoing, Partition, Recalled, Written,
+    Command, DecisionRecord, Destination, Outgoing, Partition, Recalled, SpanCount, Written,
     RECORD_BATCH_BYTES,
 };
 use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::otlp;
+use crate::otlp::counting::Counted;
+use crate::otlp::tracestate::{Erased, Stage};
 use crate::rules::{PathSummary, TraceSummary};
 
 /// Which worker of the process a partition is, for its batches' keys.
@@ -107,13 +109,16 @@ impl Partition {
         if let (Some(path), Some(attribution)) = (&path, &mut self.attribution) {
             attribution.record(path, &t.spans, summary.duration.as_secs_f64());
         }
+        let incoming = summary.sampling;
         drop(summary);
         let digest = path
             .as_ref()
             .filter(|_| self.config.path.report)
             .map(|p| Box::new(p.digest(&t.spans)));
+        let rule = self.rules.names()[decision.rule].clone();
+        let mut attributes = Vec::new();
         if let Some(path) = path.filter(|_| decision.keep && self.config.path.annotate) {
-            let mut attributes = path.attributes(&t.spans);
+            attributes = path.attributes(&t.spans);
             // A span the attributes would make too large for any output
             // message goes without them, as it came: they never turn a
             // span that can be delivered into one that cannot.
@@ -123,10 +128,23 @@ impl Partition {
                     .get(*i)
                     .is_some_and(|s| alone(s) + a.as_bytes().len() <= limit)
             });
-            otlp::annotate::append_to_spans(&mut t.spans, &attributes);
         }
-        let annotation = decision.keep.then(|| self.rules.annotation(&decision));
-        let rule = self.rules.names()[decision.rule].clone();
+        let counted = decision
+            .keep
+            .then(|| self.count(&mut t.spans, t.trace_id, decision.stage, &rule, &attributes));
+        let span_count = counted
+            .as_ref()
+            .filter(|_| self.config.path.report)
+            .map(|c| {
+                let key = t.spans.iter().position(|s| s.is_root()).unwrap_or(0);
+                let out = c.outgoing(key);
+                Box::new(SpanCount {
+                    incoming: incoming.threshold,
+                    outgoing: out.and_then(|o| o.threshold),
+                    adjusted_count: out.and_then(|o| o.adjusted_count),
+                })
+            });
+        let annotation = counted.map(|c| c.annotation);
         self.commands.push(Command::Decided(DecisionRecord {
             trace_id: t.trace_id,
             keep: decision.keep,
@@ -134,11 +152,12 @@ impl Partition {
             reason: t.reason,
             spans: t.spans.len(),
             critical_path: digest,
+            counted: span_count,
         }));
         let decided = Decided {
             keep: decision.keep,
             rule,
-            probability: decision.sample_rate,
+            stage: decision.stage,
             from_log: false,
         };
         // Remembered from the stream time it was made at.
@@ -176,6 +195,33 @@ impl Partition {
         }
     }
 
+    /// Counts: what the kept `spans` of trace `id` leave with — the
+    /// threshold in their `tracestate` and their adjusted count — made on
+    /// them (with `extra` attributes appended to the spans they name); its
+    /// annotation is what all of them carry. Thresholds erased as malformed
+    /// or inconsistent are counted.
+    pub(super) fn count(
+        &mut self,
+        spans: &mut [otlp::SpanRecord],
+        id: otlp::TraceId,
+        stage: Stage,
+        rule: &str,
+        extra: &[(usize, otlp::Attributes)],
+    ) -> Counted {
+        let sample_rate = self.config.sample_rate_attribute.as_deref();
+        let counted = Counted::of(spans, &id, stage, rule, sample_rate);
+        counted.apply(spans, extra);
+        for (why, n) in [Erased::Malformed, Erased::Inconsistent]
+            .into_iter()
+            .zip(counted.erased)
+        {
+            if n > 0 {
+                self.telemetry.erased(why).increment(n);
+            }
+        }
+        counted
+    }
+
     /// Adds the decision's record to the partition's batch for the
     /// decision log ([`Partition::flush_records`] sends it); it pins the
     /// trace's offsets until the batch is acknowledged (exactly-once, the
@@ -203,7 +249,7 @@ impl Partition {
             decided.keep,
             &decided.rule,
             t.reason,
-            decided.probability,
+            decided.stage,
             stream.as_millis() as i64,
             t.spans.len(),
         );
@@ -302,8 +348,8 @@ impl Partition {
             let made = Duration::from_millis(r.stream_ms.max(0) as u64);
             let decided = Decided {
                 keep: r.keep,
+                stage: r.stage(),
                 rule: r.rule,
-                probability: r.probability,
                 from_log: true,
             };
             forgotten += self

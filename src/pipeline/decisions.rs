@@ -5,7 +5,7 @@
 //! Sized for `decision.decided_ttl` × the trace rate, so it is kept compact:
 //! a decision is a 24-byte slot in a ring ordered by decision time (the
 //! trace id's 64-bit hash, when it expires, the rule's index in a small
-//! table of names, keep or drop, the probability) and a 16-byte
+//! table of names, keep or drop, the rule's sampling stage) and a 16-byte
 //! entry of an index from the hash to the slot — about 61 bytes in all with
 //! the spare room of both (a test measures it; [`Decisions::bytes`] counts
 //! what is allocated).
@@ -27,32 +27,22 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::otlp::{Annotation, TraceId};
+use crate::otlp::tracestate::Stage;
+use crate::otlp::TraceId;
 
 /// A decision remembered for the trace's late spans. It names its rule and
-/// carries its probability itself, so it stays right across a rule reload
-/// and a restart.
+/// carries its sampling stage itself, so it stays right across a rule
+/// reload and a restart.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Decided {
     pub keep: bool,
     pub rule: Arc<str>,
-    /// The probability with which a trace like this is kept.
-    pub probability: f64,
+    /// What the rule did to the threshold of the spans it kept: a late span
+    /// leaves with what its trace's did, from its own `tracestate`.
+    pub stage: Stage,
     /// Read back from the decision log (made by an earlier worker of the
     /// partition), not decided here.
     pub from_log: bool,
-}
-
-impl Decided {
-    /// The kept spans' annotation (their rule and adjusted count).
-    pub fn annotation(&self) -> Option<Arc<Annotation>> {
-        self.keep.then(|| {
-            Arc::new(Annotation::new(
-                &self.rule,
-                1.0 / self.probability.max(f64::MIN_POSITIVE),
-            ))
-        })
-    }
 }
 
 /// One remembered decision.
@@ -61,8 +51,8 @@ struct Slot {
     hash: u64,
     /// Stream time (seconds since the Unix epoch) when it expires.
     expires: u32,
-    /// Exactly as decided: a late span's adjusted count is its trace's.
-    probability: f64,
+    /// The stage, exactly as decided ([`Stage::to_bits`]).
+    stage: u64,
     rule: u16,
     keep: bool,
     from_log: bool,
@@ -147,7 +137,7 @@ impl Decisions {
         Some(Decided {
             keep: slot.keep,
             rule: self.rules.get(usize::from(slot.rule))?.clone(),
-            probability: slot.probability,
+            stage: Stage::from_bits(slot.stage),
             from_log: slot.from_log,
         })
     }
@@ -172,7 +162,7 @@ impl Decisions {
         let slot = Slot {
             hash: self.hash(&id),
             expires,
-            probability: decided.probability,
+            stage: decided.stage.to_bits(),
             rule: self.rule_index(&decided.rule),
             keep: decided.keep,
             from_log: decided.from_log,
@@ -243,12 +233,17 @@ impl Decisions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::tracestate::Threshold;
 
     fn decided(keep: bool, rule: &str, p: f64) -> Decided {
+        let stage = match p {
+            1.0 => Stage::Unchanged,
+            _ => Stage::Sampled(Threshold::from_probability(p).expect("a probability")),
+        };
         Decided {
             keep,
             rule: Arc::from(rule),
-            probability: p,
+            stage,
             from_log: false,
         }
     }
@@ -295,24 +290,32 @@ mod tests {
     }
 
     #[test]
-    fn the_probability_and_rule_survive_and_give_the_annotation() {
+    fn the_stage_and_rule_survive_exactly() {
         let t0 = JAN;
         let mut d = Decisions::new(60 * S, 1 << 20);
-        d.insert(id(1), &decided(true, "dyn", 0.25), t0, t0);
-        let got = d.get(&id(1), t0).unwrap();
-        assert_eq!(got.probability, 0.25);
-        // Not exact in f32: a late span's adjusted count must be its
-        // trace's, 10, not 9.99999985.
-        d.insert(id(2), &decided(true, "rest", 0.1), t0, t0);
-        assert_eq!(
-            format!("{:?}", d.get(&id(2), t0).unwrap().annotation()),
-            format!("{:?}", Some(Arc::new(Annotation::new("rest", 10.0))))
-        );
-        assert_eq!(
-            format!("{:?}", got.annotation()),
-            format!("{:?}", Some(Arc::new(Annotation::new("dyn", 4.0))))
-        );
-        assert!(decided(false, "x", 1.0).annotation().is_none());
+        let mut n = 0;
+        let stages = [
+            Stage::Unchanged,
+            Stage::Unknown,
+            Stage::Sampled(Threshold::ALWAYS),
+            // Not exact in f32 or f64: a late span's threshold must be its
+            // trace's to the last bit.
+            Stage::Sampled(Threshold::from_probability(0.1).unwrap()),
+            Stage::Sampled(Threshold::new((1 << 56) - 1).unwrap()),
+        ];
+        for stage in stages {
+            for (keep, from_log) in [(true, false), (false, true), (true, true)] {
+                n += 1;
+                let want = Decided {
+                    keep,
+                    rule: Arc::from(format!("r{n}")),
+                    stage,
+                    from_log,
+                };
+                d.insert(id(n), &want, t0, t0);
+                assert_eq!(d.get(&id(n), t0), Some(want));
+            }
+        }
     }
 
     #[test]

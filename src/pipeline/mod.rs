@@ -99,6 +99,9 @@ pub struct WorkerConfig {
     /// The critical path of decided traces: written onto kept ones,
     /// measured on all.
     pub path: PathOutput,
+    /// Also write each kept span's adjusted count, rounded, as this integer
+    /// attribute (`output.sample_rate_attribute`; Honeycomb's `SampleRate`).
+    pub sample_rate_attribute: Option<Arc<str>>,
 }
 
 /// How a partition's progress is committed: the mode, with what each
@@ -209,6 +212,18 @@ pub struct DecisionRecord {
     pub spans: usize,
     /// The trace's critical path, summed up (with [`PathOutput::report`]).
     pub critical_path: Option<Box<crate::rules::path_summary::PathDigest>>,
+    /// What its root (else first) span came and left with, when kept (with
+    /// [`PathOutput::report`]).
+    pub counted: Option<Box<SpanCount>>,
+}
+
+/// The sampling threshold a kept span came with and leaves with, and its
+/// adjusted count (for replay's report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanCount {
+    pub incoming: Option<crate::otlp::tracestate::Threshold>,
+    pub outgoing: Option<crate::otlp::tracestate::Threshold>,
+    pub adjusted_count: Option<f64>,
 }
 
 /// What a partition has read: its messages, their valid spans, and what

@@ -103,7 +103,13 @@ impl Partition {
                     rule: decided.rule.clone(),
                     spans: spans.len(),
                 });
-                if let Some(annotation) = decided.annotation() {
+                if decided.keep {
+                    // As its trace's kept spans did, from its own
+                    // `tracestate`.
+                    let mut spans = spans;
+                    let annotation = self
+                        .count(&mut spans, id, decided.stage, &decided.rule, &[])
+                        .annotation;
                     self.watermark.pin(offset, 1);
                     self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);
                 }

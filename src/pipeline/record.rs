@@ -27,9 +27,9 @@
 //! | 2 | rule names (u16), then each: its length in bytes (u16) and its UTF-8 |
 //! | 4 | records (u32), then each, 39 bytes: |
 //! | 16 | — the trace id |
-//! | 1 | — bit 0 kept; bits 1–2 the reason (`wait`, `after_root`, `max_age`, `memory`) |
+//! | 1 | — bit 0 kept; bits 1–2 the reason (`wait`, `after_root`, `max_age`, `memory`); bits 3–4 the rule's sampling stage: 0 as the probability says (records written before stages: 1 is `unchanged`, less a threshold), 1 `unchanged`, 2 the threshold of the probability, 3 `unknown` |
 //! | 2 | — the rule, an index into the names (u16) |
-//! | 8 | — the probability (f64) |
+//! | 8 | — the probability (f64): the stage's own, 1 for `unchanged` and `unknown` |
 //! | 8 | — the stream time, ms since the Unix epoch (i64) |
 //! | 4 | — spans decided (u32) |
 
@@ -39,6 +39,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::Reason;
+use crate::otlp::tracestate::{Stage, Threshold};
 use crate::otlp::TraceId;
 
 /// The version of the records tailgate writes ([`RecordBatch`]).
@@ -66,9 +67,14 @@ pub struct LoggedDecision {
     pub rule: String,
     /// Why then: `wait`, `after_root`, `max_age` or `memory`.
     pub reason: String,
-    /// The probability with which a trace like this is kept (its kept spans'
-    /// adjusted count is the inverse); 1 for `keep` and `drop`.
+    /// The probability with which the rule keeps a trace like this (its
+    /// stage's own; 1 for `keep`, `drop` and `limit`).
     pub probability: f64,
+    /// What the rule does to a kept span's threshold: `unchanged` (`keep`),
+    /// `th:<hex>` (`rate`, `dynamic`) or `unknown` (`limit`). Absent from
+    /// records written before it existed: see [`LoggedDecision::stage`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
     /// When it was decided: milliseconds since the Unix epoch, by the wall
     /// (in a batch, when its first decision was made).
     pub decided_at_ms: i64,
@@ -94,6 +100,7 @@ impl Default for LoggedDecision {
             rule: String::new(),
             reason: String::new(),
             probability: 1.0,
+            stage: None,
             decided_at_ms: 0,
             stream_ms: None,
             partition: 0,
@@ -103,6 +110,12 @@ impl Default for LoggedDecision {
 }
 
 impl LoggedDecision {
+    /// What the rule does to a kept span's threshold; for a record written
+    /// before stages, what its probability says (1: `unchanged`).
+    pub fn stage(&self) -> Stage {
+        self.stage.unwrap_or_else(|| legacy_stage(self.probability))
+    }
+
     /// The stream time it was made at (`decided_at_ms` for an older record).
     pub fn stream_ms(&self) -> i64 {
         self.stream_ms.unwrap_or(self.decided_at_ms)
@@ -155,7 +168,7 @@ impl LoggedDecision {
             trace: self.trace()?,
             keep: self.keep,
             rule,
-            probability: self.probability,
+            stage: self.stage().to_bits(),
             stream_ms: self.stream_ms(),
         })
     }
@@ -180,9 +193,28 @@ impl RecordBatch {
         keep: bool,
         rule: &Arc<str>,
         reason: Reason,
-        probability: f64,
+        stage: Stage,
         stream_ms: i64,
         spans: usize,
+    ) {
+        let probability = stage.probability().unwrap_or(1.0);
+        let record = (trace, keep, reason, stage, probability, stream_ms, spans);
+        self.push_record(rule, record);
+    }
+
+    /// Adds one decision whose probability is written as given.
+    fn push_record(
+        &mut self,
+        rule: &Arc<str>,
+        (trace, keep, reason, stage, probability, stream_ms, spans): (
+            TraceId,
+            bool,
+            Reason,
+            Stage,
+            f64,
+            i64,
+            usize,
+        ),
     ) {
         let index = match self
             .rules
@@ -198,7 +230,12 @@ impl RecordBatch {
         let reason = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0) as u8;
         let r = &mut self.records;
         r.extend_from_slice(&trace.0);
-        r.push(u8::from(keep) | (reason << 1));
+        let kind: u8 = match stage {
+            Stage::Unchanged => 1,
+            Stage::Sampled(_) => 2,
+            Stage::Unknown => 3,
+        };
+        r.push(u8::from(keep) | (reason << 1) | (kind << 3));
         r.extend_from_slice(&(index.min(u16::MAX as usize) as u16).to_le_bytes());
         r.extend_from_slice(&probability.to_le_bytes());
         r.extend_from_slice(&stream_ms.to_le_bytes());
@@ -256,15 +293,16 @@ impl RecordBatch {
                 .or_insert_with(|| Arc::from(d.rule.as_str()));
             let reason = *Reason::ALL.iter().find(|r| r.as_str() == d.reason)?;
             let spans = usize::try_from(d.spans).unwrap_or(usize::MAX);
-            batch.push(
+            let record = (
                 d.trace()?,
                 d.keep,
-                rule,
                 reason,
+                d.stage(),
                 d.probability,
                 d.stream_ms(),
                 spans,
             );
+            batch.push_record(rule, record);
         }
         let (partition, at) = decisions
             .first()
@@ -293,14 +331,23 @@ fn read_batch(value: &[u8]) -> Option<Vec<LoggedDecision>> {
         let trace = TraceId(r.take()?);
         let [flags] = r.take()?;
         let rule = rules.get(u16::from_le_bytes(r.take()?) as usize)?;
-        let reason = Reason::ALL.get(usize::from(flags >> 1))?;
+        let reason = Reason::ALL.get(usize::from((flags >> 1) & 3))?;
+        let probability = f64::from_le_bytes(r.take()?);
+        let stage = match flags >> 3 {
+            0 => legacy_stage(probability),
+            1 => Stage::Unchanged,
+            2 => Stage::Sampled(Threshold::from_probability(probability)?),
+            3 => Stage::Unknown,
+            _ => return None,
+        };
         out.push(LoggedDecision {
             v: RECORD_VERSION,
             trace_id: trace.to_hex(),
             keep: flags & 1 == 1,
             rule: rule.clone(),
             reason: reason.as_str().to_string(),
-            probability: f64::from_le_bytes(r.take()?),
+            probability,
+            stage: Some(stage),
             decided_at_ms,
             stream_ms: Some(i64::from_le_bytes(r.take()?)),
             partition,
@@ -308,6 +355,17 @@ fn read_batch(value: &[u8]) -> Option<Vec<LoggedDecision>> {
         });
     }
     Some(out)
+}
+
+/// The stage of a record written before stages, from its probability: 1 is
+/// `keep`'s (`limit`'s estimate under 1 reads as a rate: such a record's
+/// late spans leave with a threshold it did not apply).
+fn legacy_stage(probability: f64) -> Stage {
+    if probability >= 1.0 {
+        Stage::Unchanged
+    } else {
+        Threshold::from_probability(probability).map_or(Stage::Unknown, Stage::Sampled)
+    }
 }
 
 /// Reads fixed-size fields off the front of a slice.
@@ -365,9 +423,17 @@ pub struct Recalled {
     pub trace: TraceId,
     pub keep: bool,
     pub rule: Arc<str>,
-    pub probability: f64,
+    /// Its [`Stage`], as [`Stage::to_bits`] gives it (to keep it small).
+    stage: u64,
     /// When it was made in the stream: milliseconds since the Unix epoch.
     pub stream_ms: i64,
+}
+
+impl Recalled {
+    /// What its rule did to the threshold of the spans it kept.
+    pub fn stage(&self) -> Stage {
+        Stage::from_bits(self.stage)
+    }
 }
 
 #[cfg(test)]
@@ -384,7 +450,7 @@ mod tests {
                 trace: TraceId([n; 16]),
                 keep: true,
                 rule: rule.clone(),
-                probability: 1.0,
+                stage: Stage::Unchanged.to_bits(),
                 stream_ms: i64::from(n),
             });
         }
@@ -428,24 +494,33 @@ mod tests {
         let (errors, baseline) = (arc("errors"), arc("baseline"));
         let mut batch = RecordBatch::default();
         assert!(batch.is_empty());
+        let rate = |p| Stage::Sampled(Threshold::from_probability(p).expect("a probability"));
         let pushed = [
             (
                 1u8,
                 true,
                 &errors,
                 Reason::AfterRoot,
-                1.0,
+                Stage::Unchanged,
                 1_796_000_000_000i64,
                 7usize,
             ),
-            (2, false, &baseline, Reason::Wait, 0.1, 1_796_000_000_010, 3),
-            (3, true, &baseline, Reason::Memory, 0.1, -5, 1),
+            (
+                2,
+                false,
+                &baseline,
+                Reason::Wait,
+                rate(0.1),
+                1_796_000_000_010,
+                3,
+            ),
+            (3, true, &baseline, Reason::Memory, Stage::Unknown, -5, 1),
             (
                 1,
                 false,
                 &arc("errors"),
                 Reason::MaxAge,
-                0.5,
+                rate(1.0 / 3.0),
                 1_796_000_000_020,
                 2,
             ),
@@ -470,7 +545,8 @@ mod tests {
                 keep: *keep,
                 rule: rule.to_string(),
                 reason: reason.as_str().to_string(),
-                probability: *p,
+                probability: p.probability().unwrap_or(1.0),
+                stage: Some(*p),
                 decided_at_ms: 1_796_000_000_123,
                 stream_ms: Some(*stream),
                 partition: 5,
@@ -479,7 +555,15 @@ mod tests {
             .collect();
         assert_eq!(read, want);
         // The batch is reusable: the next one names only its own rules.
-        batch.push(TraceId([9; 16]), true, &baseline, Reason::Wait, 0.1, 0, 1);
+        batch.push(
+            TraceId([9; 16]),
+            true,
+            &baseline,
+            Reason::Wait,
+            rate(0.1),
+            0,
+            1,
+        );
         let next = LoggedDecision::read(&batch.finish(5, 0)).expect("a batch");
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].rule, "baseline");
@@ -489,7 +573,15 @@ mod tests {
     fn a_batch_cut_short_or_with_a_bad_index_is_not_read() {
         let mut batch = RecordBatch::default();
         for n in 1..=3u8 {
-            batch.push(TraceId([n; 16]), true, &arc("r"), Reason::Wait, 1.0, 0, 1);
+            batch.push(
+                TraceId([n; 16]),
+                true,
+                &arc("r"),
+                Reason::Wait,
+                Stage::Unchanged,
+                0,
+                1,
+            );
         }
         let bytes = batch.finish(0, 0);
         for cut in 0..bytes.len() {
@@ -504,12 +596,12 @@ mod tests {
         let mut bad = bytes.clone();
         bad[at] = 7;
         assert_eq!(LoggedDecision::read(&bad), None, "a rule that is not named");
-        let mut reason = bytes;
-        reason[at - 1] = 0b1110;
+        let mut flags = bytes;
+        flags[at - 1] = 0b10_0000;
         assert_eq!(
-            LoggedDecision::read(&reason),
+            LoggedDecision::read(&flags),
             None,
-            "a reason that does not exist"
+            "a flag that does not exist"
         );
     }
 

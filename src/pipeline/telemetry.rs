@@ -14,6 +14,7 @@ use crate::buffer::{Occupancy, Reason};
 use crate::clock::Clamp;
 use crate::metrics as m;
 use crate::otlp::keying::Unkeyed;
+use crate::otlp::tracestate::Erased;
 use crate::otlp::DecodeErrorKind;
 use crate::rules::RuleSet;
 
@@ -89,6 +90,8 @@ pub(super) struct Telemetry {
     /// Late spans that followed a decision read back from the log.
     late_kept_from_log: Counter,
     late_dropped_from_log: Counter,
+    /// Kept spans' incoming thresholds erased: malformed, inconsistent.
+    erased: [Counter; 2],
     /// Decisions forgotten before their TTL for lack of room.
     pub forgotten: Counter,
     /// Decision records acknowledged by the decision log.
@@ -126,6 +129,11 @@ impl Telemetry {
         }
     }
 
+    /// Kept spans whose incoming threshold was erased, and why.
+    pub fn erased(&self, why: Erased) -> &Counter {
+        &self.erased[matches!(why, Erased::Inconsistent) as usize]
+    }
+
     /// Dead letters acknowledged, by what they are copies of.
     pub fn dead_letter(&self, of: DeadLetterOf) -> &Counter {
         match of {
@@ -158,6 +166,8 @@ impl Telemetry {
             late_dropped: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "memory"),
             late_kept_from_log: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "log"),
             late_dropped_from_log: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "log"),
+            erased: [Erased::Malformed, Erased::Inconsistent]
+                .map(|why| counter!(m::THRESHOLDS_ERASED, "why" => why.as_str())),
             forgotten: counter!(m::DECISIONS_FORGOTTEN),
             decisions_written: counter!(m::DECISIONS_WRITTEN),
             produced_messages: counter!(m::MESSAGES_PRODUCED),

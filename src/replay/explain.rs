@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::otlp::{SpanRecord, TraceId};
+use crate::otlp::{tracestate, SpanRecord, TraceId};
 use crate::rules::path_summary::PathDigest;
 use crate::rules::{Check, CriticalPath, PathSummary, RuleSet, TraceSummary};
 
@@ -102,11 +102,19 @@ pub struct Verdict {
     pub rule: String,
     /// The deciding rule's sampler, as written (`keep`, `rate 0.1`, ...).
     pub sampler: String,
-    /// The probability with which a trace like this is kept.
-    pub probability: f64,
-    /// 1 / `probability`: how many traces a kept one stands for (`null`
-    /// when the probability is 0).
+    /// The probability with which the deciding rule keeps a trace like
+    /// this (`null` for `limit`, which is not a probability sampler).
+    pub probability: Option<f64>,
+    /// The sampling threshold the trace came with: `ot=th:` in the
+    /// `tracestate` of its root (else its first span), as written there.
+    pub incoming_threshold: Option<String>,
+    /// The threshold its kept spans leave with (`null`: none, or erased).
+    pub outgoing_threshold: Option<String>,
+    /// How many traces a kept one stands for, head sampling included: 1 /
+    /// the probability of every stage (`null` when that is not known).
     pub adjusted_count: Option<f64>,
+    /// Why the incoming threshold was erased (`malformed`, `inconsistent`).
+    pub erased: Option<&'static str>,
 }
 
 /// Explains one trace in parts: its shape, its critical path, each rule
@@ -115,7 +123,11 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
     let t = TraceSummary::of(id, spans);
     let cp = CriticalPath::of(spans);
     let e = rules.explain(&t, Duration::ZERO);
-    let p = e.decision.sample_rate;
+    let key = t.root.or(spans.first());
+    let state = key.map_or_else(Default::default, |s| {
+        String::from_utf8_lossy(s.trace_state())
+    });
+    let out = tracestate::outgoing(&state, &id, e.decision.stage);
     Explained {
         trace_id: id.to_hex(),
         spans: spans.len(),
@@ -157,8 +169,11 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
             keep: e.decision.keep,
             rule: rules.names()[e.decision.rule].to_string(),
             sampler: e.sampler,
-            probability: p,
-            adjusted_count: (p > 0.0).then(|| 1.0 / p),
+            probability: e.decision.stage.probability(),
+            incoming_threshold: t.sampling.threshold.map(|t| t.encode()),
+            outgoing_threshold: out.threshold.map(|t| t.encode()),
+            adjusted_count: out.adjusted_count,
+            erased: out.erased.map(|why| why.as_str()),
         },
     }
 }
@@ -251,16 +266,26 @@ impl fmt::Display for Explained {
             if d.keep { "KEEP" } else { "DROP" },
             d.rule,
             d.sampler,
-            if d.probability < 1.0 {
-                format!(
-                    ", probability {}, adjusted count {:.3}",
-                    d.probability,
-                    1.0 / d.probability
-                )
-            } else {
-                String::new()
+            match d.probability {
+                Some(p) if p < 1.0 => format!(", probability {p}"),
+                _ => String::new(),
             }
-        )
+        )?;
+        if d.keep {
+            let th = |t: &Option<String>| t.as_deref().map_or("none".into(), |t| format!("th:{t}"));
+            writeln!(
+                f,
+                "counted as: threshold in {}, out {}{}; adjusted count {}",
+                th(&d.incoming_threshold),
+                th(&d.outgoing_threshold),
+                d.erased.map_or(String::new(), |why| format!(
+                    " (the incoming one erased: {why})"
+                )),
+                d.adjusted_count
+                    .map_or("unknown".into(), |n| format!("{n:.3}")),
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -27,6 +27,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+
+use crate::otlp::tracestate::Threshold;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -54,7 +56,7 @@ pub use explain::{
 pub use report::{Report, RuleStats, TraceRow};
 
 /// The settings of `tailgate run` that decide what replay decides.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplayConfig {
     /// `decision.wait` and `decision.after_root` (the byte budget and
     /// `max_trace_age` are left out).
@@ -71,6 +73,8 @@ pub struct ReplayConfig {
     /// `output.critical_path`: kept traces carry their summary, in the
     /// bytes the output would take too.
     pub critical_path: bool,
+    /// `output.sample_rate_attribute`, in the bytes the output would take.
+    pub sample_rate_attribute: Option<String>,
 }
 
 impl ReplayConfig {
@@ -83,6 +87,7 @@ impl ReplayConfig {
             remembered_bytes: 64 << 20,
             max_message_bytes: 1 << 20,
             critical_path: true,
+            sample_rate_attribute: None,
         }
     }
 }
@@ -169,6 +174,8 @@ impl<F: FnMut(Outcome)> Tally<F> {
                         }
                         current = Some(row);
                         self.traces.insert(d.trace_id);
+                        let counted = d.counted.as_deref();
+                        let th = |t: Option<Threshold>| t.map(Threshold::encode);
                         self.report.decided.push(TraceRow {
                             trace_id: d.trace_id.to_hex(),
                             keep: d.keep,
@@ -176,6 +183,9 @@ impl<F: FnMut(Outcome)> Tally<F> {
                             reason: d.reason.as_str(),
                             spans: d.spans,
                             critical_path: d.critical_path.as_deref().cloned(),
+                            incoming_threshold: th(counted.and_then(|c| c.incoming)),
+                            outgoing_threshold: th(counted.and_then(|c| c.outgoing)),
+                            adjusted_count: counted.and_then(|c| c.adjusted_count),
                         });
                         (self.observe)(Outcome {
                             trace_id: d.trace_id,
@@ -307,6 +317,7 @@ pub fn replay_observed(
             metrics: None,
             report: true,
         },
+        sample_rate_attribute: config.sample_rate_attribute.as_deref().map(Arc::from),
     };
     let mut numbers: Vec<i32> = by_partition.keys().copied().collect();
     numbers.sort_unstable();

@@ -31,6 +31,14 @@ pub struct TraceRow {
     /// Its critical path summed up, as a kept trace carries it
     /// (`tailgate.critical_path.*`); `null` for a trace without spans.
     pub critical_path: Option<PathDigest>,
+    /// Kept: the sampling threshold its root (else first) span came with,
+    /// as `th` hex (`null`: none, or dropped).
+    pub incoming_threshold: Option<String>,
+    /// Kept: the threshold that span leaves with (`null`: none, or erased).
+    pub outgoing_threshold: Option<String>,
+    /// Kept: its adjusted count, head sampling included (`null` when not
+    /// known: kept by `limit`, or an erased threshold).
+    pub adjusted_count: Option<f64>,
 }
 
 /// What the rules would have done with a capture.

@@ -238,7 +238,26 @@ fn replay_counts_match_direct_decisions() {
         assert_eq!(row.keep, *keep, "{}", row.trace_id);
         assert_eq!(&row.critical_path, path, "{}", row.trace_id);
         assert!(path.is_some());
+        // The input was not head sampled: `keep` leaves no threshold and a
+        // count of 1, `rate: 0.1` its own threshold and 10.
+        assert_eq!(row.incoming_threshold, None);
+        let (th, count) = match (row.keep, row.rule.as_str()) {
+            (false, _) => (None, None),
+            (true, "baseline") => (Some("e6666666666666"), Some(10.0)),
+            (true, _) => (None, Some(1.0)),
+        };
+        assert_eq!(row.outgoing_threshold.as_deref(), th, "{}", row.trace_id);
+        assert_eq!(
+            row.adjusted_count.map(|c| (c * 1e9).round() / 1e9),
+            count,
+            "{}",
+            row.trace_id
+        );
     }
+    assert!(report
+        .decided
+        .iter()
+        .any(|r| r.keep && r.rule == "baseline"));
     let json = serde_json::to_value(&report).expect("serializes");
     assert!(json["decided"][0]["critical_path"]["service"].is_string());
     assert!(json["decided"][0]["critical_path"]["services"].is_array());
@@ -357,7 +376,7 @@ fn explained_in_parts_matches_the_decision_and_the_text() {
         let d = r.decide(&TraceSummary::of(id, &spans), Duration::ZERO);
         assert_eq!(e.decision.keep, d.keep);
         assert_eq!(e.decision.rule, &*r.names()[d.rule]);
-        assert_eq!(e.decision.probability, d.sample_rate);
+        assert_eq!(e.decision.probability, d.stage.probability());
         assert_eq!(e.rules[0].name, "never");
         assert!(!e.rules[0].matched && !e.rules[0].check.ok);
         assert_eq!(e.rules.last().map(|r| r.matched), Some(true));

@@ -13,17 +13,15 @@ use super::dynamic::{ByKey, Dynamic, DynamicConfig, DynamicSpec};
 use super::limit::{Limit, LimitSpec, Per};
 use super::sampler::RateSampler;
 use super::{Decision, TraceSummary};
+use crate::otlp::tracestate::Stage;
 
-/// A compiled sampler: whether a matching trace is kept, and with what
-/// probability a trace like it is kept (its kept spans' adjusted count is
-/// the inverse).
+/// A compiled sampler: whether a matching trace is kept, and what it does
+/// to the threshold of the spans it keeps (from which their adjusted count
+/// follows).
 pub(super) trait Sampler: Send + Sync {
     /// Decides one matching trace at `now` (stream time, read only by the
     /// samplers that count rates).
-    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, f64);
-    /// The probability every kept trace states, when it is one for all (its
-    /// annotation is then built once); `None` when it varies per trace.
-    fn fixed_probability(&self) -> Option<f64>;
+    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, Stage);
     /// As `explain` shows it.
     fn describe(&self) -> String;
 }
@@ -117,12 +115,8 @@ fn settings<T: for<'de> Deserialize<'de>>(name: &str, v: Option<&Value>) -> Resu
 struct Fixed(bool);
 
 impl Sampler for Fixed {
-    fn decide(&self, _t: &TraceSummary<'_>, _now: Duration) -> (bool, f64) {
-        (self.0, 1.0)
-    }
-
-    fn fixed_probability(&self) -> Option<f64> {
-        Some(1.0)
+    fn decide(&self, _t: &TraceSummary<'_>, _now: Duration) -> (bool, Stage) {
+        (self.0, Stage::Unchanged)
     }
 
     fn describe(&self) -> String {
@@ -205,12 +199,8 @@ pub(super) fn decide(
     t: &TraceSummary<'_>,
     now: Duration,
 ) -> Decision {
-    let (keep, sample_rate) = sampler.decide(t, now);
-    Decision {
-        keep,
-        rule,
-        sample_rate,
-    }
+    let (keep, stage) = sampler.decide(t, now);
+    Decision { keep, rule, stage }
 }
 
 /// A probability written as a number, or as a string holding one (what

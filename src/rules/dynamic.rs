@@ -28,6 +28,7 @@ use serde::Deserialize;
 use super::action::Sampler;
 use super::sampler::RateSampler;
 use super::TraceSummary;
+use crate::otlp::tracestate::Stage;
 
 const fn default_interval() -> Duration {
     Duration::from_secs(15)
@@ -203,13 +204,9 @@ pub(super) struct ByKey {
 }
 
 impl Sampler for ByKey {
-    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, f64) {
+    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, Stage) {
         let p = self.sampler.probability(&dynamic_key(t, &self.key), now);
-        (RateSampler::new(p).keeps(&t.trace_id), p)
-    }
-
-    fn fixed_probability(&self) -> Option<f64> {
-        None
+        RateSampler::new(p).decide(t.randomness)
     }
 
     fn describe(&self) -> String {

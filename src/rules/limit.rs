@@ -3,8 +3,10 @@
 //!
 //! Fixed one-second windows on the decision clock. A trace is kept while the
 //! window's allowance has room for it; a trace larger than the whole
-//! allowance is never kept. The adjusted count of a kept trace is estimated
-//! from the previous window: matching traces seen there over those kept.
+//! allowance is never kept. It is not a probability sampler: what it keeps
+//! stands for an unknown number of traces, so a kept span leaves without a
+//! threshold (`ot=th`) and without an adjusted count (the specification:
+//! a stage of unknown probability erases the threshold).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use serde::Deserialize;
 
 use super::action::Sampler;
 use super::TraceSummary;
+use crate::otlp::tracestate::Stage;
 
 /// `{ limit: { traces_per_second: N } }` or `{ limit: { spans_per_second: N } }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,10 +39,6 @@ struct Window {
     /// Window index (seconds on the decision clock).
     index: u64,
     used: f64,
-    seen: u64,
-    kept: u64,
-    /// The previous window's seen/kept, for the adjusted count.
-    previous: Option<(u64, u64)>,
 }
 
 /// A per-instance limit, shared by the partitions' workers.
@@ -61,9 +60,9 @@ impl Limit {
         self.per
     }
 
-    /// Decides one matching trace of `spans` spans at `now`; returns whether it
-    /// is kept and the probability to report for it.
-    pub fn decide(&self, spans: usize, now: Duration) -> (bool, f64) {
+    /// Decides one matching trace of `spans` spans at `now`: whether it is
+    /// kept.
+    pub fn decide(&self, spans: usize, now: Duration) -> bool {
         let (cost, allowance) = match self.per {
             Per::Traces(n) => (1.0, n),
             Per::Spans(n) => (spans as f64, n),
@@ -74,37 +73,22 @@ impl Limit {
         // opening an old window again.
         let index = now.as_secs().max(w.index);
         if index != w.index {
-            w.previous = if index == w.index + 1 && w.seen > 0 {
-                Some((w.seen, w.kept))
-            } else {
-                None
-            };
             w.index = index;
             w.used = 0.0;
-            w.seen = 0;
-            w.kept = 0;
         }
-        w.seen += 1;
         let keep = w.used + cost <= allowance;
         if keep {
             w.used += cost;
-            w.kept += 1;
         }
-        let probability = match w.previous {
-            Some((seen, kept)) if kept > 0 => (kept as f64 / seen as f64).min(1.0),
-            _ => 1.0,
-        };
-        (keep, probability)
+        keep
     }
 }
 
 impl Sampler for Limit {
-    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, f64) {
-        Limit::decide(self, t.span_count, now)
-    }
-
-    fn fixed_probability(&self) -> Option<f64> {
-        None
+    fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> (bool, Stage) {
+        // Not a probability: what it keeps stands for an unknown number of
+        // traces (the specification: its threshold is erased).
+        (Limit::decide(self, t.span_count, now), Stage::Unknown)
     }
 
     fn describe(&self) -> String {
@@ -131,43 +115,31 @@ mod tests {
     fn keeps_at_most_n_traces_per_second() {
         let l = Limit::new(Per::Traces(10.0));
         let kept = (0..100)
-            .filter(|i| l.decide(3, secs(5.0 + *i as f64 / 1000.0)).0)
+            .filter(|i| l.decide(3, secs(5.0 + *i as f64 / 1000.0)))
             .count();
         assert_eq!(kept, 10);
-        // The next second has a fresh allowance, and reports the rate seen before.
-        let (keep, p) = l.decide(3, secs(6.2));
-        assert!(keep);
-        assert!((p - 0.1).abs() < 1e-9, "{p}");
+        // The next second has a fresh allowance.
+        assert!(l.decide(3, secs(6.2)));
     }
 
     #[test]
     fn counts_spans_and_never_keeps_a_trace_over_the_allowance() {
         let l = Limit::new(Per::Spans(10.0));
-        assert!(l.decide(4, secs(1.0)).0);
-        assert!(l.decide(4, secs(1.1)).0);
-        assert!(!l.decide(4, secs(1.2)).0, "8 + 4 spans exceed 10");
-        assert!(l.decide(2, secs(1.3)).0, "8 + 2 fit");
-        assert!(!l.decide(11, secs(7.0)).0, "larger than the allowance");
+        assert!(l.decide(4, secs(1.0)));
+        assert!(l.decide(4, secs(1.1)));
+        assert!(!l.decide(4, secs(1.2)), "8 + 4 spans exceed 10");
+        assert!(l.decide(2, secs(1.3)), "8 + 2 fit");
+        assert!(!l.decide(11, secs(7.0)), "larger than the allowance");
     }
 
     #[test]
     fn a_decision_from_a_clock_a_moment_behind_counts_in_the_current_window() {
         let l = Limit::new(Per::Traces(2.0));
-        assert!(l.decide(1, secs(10.1)).0);
-        assert!(l.decide(1, secs(9.9)).0, "a partition slightly behind");
+        assert!(l.decide(1, secs(10.1)));
+        assert!(l.decide(1, secs(9.9)), "a partition slightly behind");
         assert!(
-            !l.decide(1, secs(10.2)).0,
+            !l.decide(1, secs(10.2)),
             "the window's allowance is used up"
         );
-    }
-
-    #[test]
-    fn a_gap_forgets_the_previous_rate() {
-        let l = Limit::new(Per::Traces(1.0));
-        for i in 0..4 {
-            l.decide(1, secs(1.0 + i as f64 * 0.1));
-        }
-        let (_, p) = l.decide(1, secs(9.0));
-        assert_eq!(p, 1.0);
     }
 }

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::otlp::{Annotation, SpanRecord, TraceId};
+use crate::otlp::tracestate::{Randomness, Sampling, Stage};
+use crate::otlp::{SpanRecord, TraceId};
 use action::Sampler;
 pub use condition::Check;
 use condition::Cond;
@@ -54,6 +55,12 @@ pub struct TraceSummary<'a> {
     pub duration: Duration,
     /// The root span, if it arrived.
     pub root: Option<&'a SpanRecord>,
+    /// What the `tracestate` of its root (else its first span) says about
+    /// its sampling upstream.
+    pub sampling: Sampling,
+    /// The randomness the consistent samplers decide by: the explicit `rv`
+    /// of that `tracestate`, else the trace id's low 56 bits.
+    pub randomness: Randomness,
     critical_path: OnceCell<CriticalPath>,
 }
 
@@ -72,6 +79,13 @@ impl<'a> TraceSummary<'a> {
                 root = Some(s);
             }
         }
+        let sampling = root
+            .or(spans.first())
+            .map(|s| s.trace_state())
+            .filter(|state| !state.is_empty())
+            .map_or_else(Sampling::default, |state| {
+                Sampling::of(&String::from_utf8_lossy(state))
+            });
         Self {
             trace_id,
             spans,
@@ -79,6 +93,8 @@ impl<'a> TraceSummary<'a> {
             error,
             duration: Duration::from_nanos(end.saturating_sub(start)),
             root,
+            sampling,
+            randomness: sampling.randomness_of(&trace_id),
             critical_path: OnceCell::new(),
         }
     }
@@ -102,9 +118,9 @@ pub struct Decision {
     /// Index of the deciding rule in [`RuleSet::names`]; the last index is the
     /// implicit `unmatched` rule that drops what no rule matched.
     pub rule: usize,
-    /// Probability with which a trace like this is kept; the adjusted count of
-    /// each kept span is its inverse.
-    pub sample_rate: f64,
+    /// What the deciding rule does to the threshold of the spans it keeps
+    /// (their adjusted count follows from it and their incoming one).
+    pub stage: Stage,
 }
 
 struct CompiledRule {
@@ -123,8 +139,6 @@ pub struct RuleSet {
     specs: Vec<RuleSpec>,
     /// Rule names, plus [`UNMATCHED`] last.
     names: Vec<Arc<str>>,
-    /// Attributes added to spans kept by each rule at its fixed rate.
-    annotations: Vec<Arc<Annotation>>,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -172,7 +186,6 @@ impl RuleSet {
         }
         let mut rules = Vec::with_capacity(specs.len());
         let mut names: Vec<Arc<str>> = Vec::with_capacity(specs.len() + 1);
-        let mut annotations = Vec::with_capacity(specs.len() + 1);
         for (i, spec) in specs.iter().enumerate() {
             if spec.name.trim().is_empty() {
                 return Err(fail(
@@ -206,19 +219,14 @@ impl RuleSet {
                 .map_err(|(field, message)| fail(i, spec, &field, message))?;
             let sampler = action::compile(&spec.sample)
                 .map_err(|(field, message)| fail(i, spec, &field, message))?;
-            // Samplers whose probability varies state theirs per trace.
-            let rate = sampler.fixed_probability().unwrap_or(1.0);
-            annotations.push(Arc::new(Annotation::new(&spec.name, 1.0 / rate)));
             names.push(Arc::from(spec.name.as_str()));
             rules.push(CompiledRule { when, sampler });
         }
         names.push(Arc::from(UNMATCHED));
-        annotations.push(Arc::new(Annotation::new(UNMATCHED, 1.0)));
         Ok(Self {
             rules,
             specs: specs.to_vec(),
             names,
-            annotations,
         })
     }
 
@@ -232,21 +240,6 @@ impl RuleSet {
         &self.names
     }
 
-    /// The attributes to add to the spans of a kept trace: the deciding rule
-    /// and the adjusted count, 1 / the probability the trace was kept with.
-    /// Shared for rules with a fixed rate; built per trace for `limit` and
-    /// `dynamic`, whose rate varies.
-    pub fn annotation(&self, d: &Decision) -> Arc<Annotation> {
-        let i = d.rule.min(self.annotations.len() - 1);
-        match self.rules.get(i).map(|r| r.sampler.fixed_probability()) {
-            Some(None) => Arc::new(Annotation::new(
-                &self.names[i],
-                1.0 / d.sample_rate.max(f64::MIN_POSITIVE),
-            )),
-            _ => self.annotations[i].clone(),
-        }
-    }
-
     /// Decides a trace: the first matching rule wins. `now` is the decision
     /// clock (any monotonic origin), read only by `limit` and `dynamic`.
     pub fn decide(&self, t: &TraceSummary<'_>, now: Duration) -> Decision {
@@ -258,7 +251,7 @@ impl RuleSet {
         Decision {
             keep: false,
             rule: self.rules.len(),
-            sample_rate: 1.0,
+            stage: Stage::Unchanged,
         }
     }
 
@@ -289,7 +282,7 @@ impl RuleSet {
             decision: Decision {
                 keep: false,
                 rule: self.rules.len(),
-                sample_rate: 1.0,
+                stage: Stage::Unchanged,
             },
             sampler: "drop (no rule matched)".into(),
         }

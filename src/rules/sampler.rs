@@ -1,14 +1,14 @@
 //! Deterministic probability sampling by trace id.
 //!
 //! Follows the OpenTelemetry consistent-probability rule: the randomness is the
-//! trace id's low 56 bits, and a trace is kept when that randomness is at or
+//! trace's explicit `rv`, else its id's low 56 bits, and a trace is kept when that randomness is at or
 //! above the rejection threshold `2^56 - round(p * 2^56)` (the same
 //! [`Threshold`] a kept span's `tracestate` can say: `otlp::tracestate`).
 //! The same trace gets the same answer on any instance and after any
 //! restart, and a rate composes with head sampling done upstream by the
 //! same rule.
 
-use crate::otlp::tracestate::{Randomness, Threshold};
+use crate::otlp::tracestate::{Randomness, Stage, Threshold};
 use crate::otlp::TraceId;
 
 /// A compiled rate: the rejection threshold for probability `p`.
@@ -40,18 +40,26 @@ impl RateSampler {
 
     /// True when the trace is kept at this rate.
     pub fn keeps(&self, trace_id: &TraceId) -> bool {
-        self.threshold
-            .is_some_and(|t| t.keeps(Randomness::of(trace_id)))
+        self.keeps_randomness(Randomness::of(trace_id))
+    }
+
+    /// True when a trace of randomness `r` is kept at this rate.
+    pub fn keeps_randomness(&self, r: Randomness) -> bool {
+        self.threshold.is_some_and(|t| t.keeps(r))
+    }
+
+    /// Decides a trace of randomness `r`: kept or not, and the stage.
+    pub fn decide(&self, r: Randomness) -> (bool, Stage) {
+        match self.threshold {
+            Some(t) => (t.keeps(r), Stage::Sampled(t)),
+            None => (false, Stage::Unknown),
+        }
     }
 }
 
 impl super::action::Sampler for RateSampler {
-    fn decide(&self, t: &super::TraceSummary<'_>, _now: std::time::Duration) -> (bool, f64) {
-        (self.keeps(&t.trace_id), self.probability)
-    }
-
-    fn fixed_probability(&self) -> Option<f64> {
-        Some(self.probability)
+    fn decide(&self, t: &super::TraceSummary<'_>, _now: std::time::Duration) -> (bool, Stage) {
+        RateSampler::decide(self, t.randomness)
     }
 
     fn describe(&self) -> String {

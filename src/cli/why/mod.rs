@@ -157,9 +157,13 @@ struct Logged {
 impl Logged {
     fn out(&self) -> RecordOut {
         RecordOut {
-            decision: self.decision.clone(),
+            // Its stage said, also for a record written before stages.
+            decision: LoggedDecision {
+                stage: Some(self.decision.stage()),
+                ..self.decision.clone()
+            },
             decided_at: utc(self.decision.decided_at_ms),
-            adjusted_count: adjusted_count(self.decision.probability),
+            adjusted_count: adjusted_count(self.decision.stage()),
             log_partition: self.partition,
             log_offset: self.offset,
         }
@@ -368,9 +372,13 @@ fn utc(ms: i64) -> String {
     }
 }
 
-fn adjusted_count(probability: f64) -> Option<f64> {
-    (probability > 0.0).then(|| 1.0 / probability)
+/// What the rule's own sampling makes a kept span stand for: 1 / its
+/// probability (`None` for `limit`, which is not a probability).
+fn adjusted_count(stage: Stage) -> Option<f64> {
+    stage.probability().filter(|p| *p > 0.0).map(|p| 1.0 / p)
 }
+
+use crate::otlp::tracestate::Stage;
 
 mod report;
 use report::{not_in_log, RecordOut, SpanSearch, Why};

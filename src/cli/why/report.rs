@@ -38,7 +38,9 @@ pub(super) struct RecordOut {
     pub(super) decision: LoggedDecision,
     /// `decided_at_ms` in RFC 3339, UTC.
     pub(super) decided_at: String,
-    /// 1 / probability (`null` when it is 0).
+    /// What the rule's own sampling makes a kept span stand for, 1 / its
+    /// probability (`null` for `limit`); a span's `tailgate.adjusted_count`
+    /// includes its head sampling too.
     pub(super) adjusted_count: Option<f64>,
     pub(super) log_partition: i32,
     pub(super) log_offset: i64,
@@ -150,11 +152,19 @@ impl fmt::Display for Why {
         writeln!(f, "  reason       {}: {}", d.reason, reason_text(&d.reason))?;
         writeln!(f, "  decided at   {}", r.decided_at)?;
         writeln!(f, "  input        partition {}", d.partition)?;
+        let stage = d.stage();
         writeln!(
             f,
-            "  probability  {} (adjusted count {})",
-            number(d.probability),
-            r.adjusted_count.map_or("-".into(), number)
+            "  sampling     {} ({})",
+            stage.name(),
+            match r.adjusted_count {
+                Some(n) => format!(
+                    "probability {}: adjusted count {} times any head sampling's",
+                    number(d.probability),
+                    number(n)
+                ),
+                None => "not a probability: no adjusted count".into(),
+            }
         )?;
         writeln!(f, "  spans        {} decided", d.spans)?;
         writeln!(
@@ -163,12 +173,19 @@ impl fmt::Display for Why {
             self.decision_topic, r.log_partition, r.log_offset
         )?;
         if d.keep {
+            let count = match r.adjusted_count {
+                Some(n) => format!(
+                    "tailgate.adjusted_count={} times any head sampling's (their \
+                     tracestate's ot=th says the whole)",
+                    number(n)
+                ),
+                None => "no tailgate.adjusted_count and no ot=th".into(),
+            };
             let note = format!(
-                "Its spans went to the output topic with tailgate.rule={} and \
-                 tailgate.adjusted_count={}; if the backend lacks them, look downstream: \
-                 the output topic, the Collector's Kafka receiver, the backend's own sampling.",
-                d.rule,
-                r.adjusted_count.map_or("-".into(), number)
+                "Its spans went to the output topic with tailgate.rule={} and {count}; \
+                 if the backend lacks them, look downstream: the output topic, the \
+                 Collector's Kafka receiver, the backend's own sampling.",
+                d.rule
             );
             write!(f, "{}", wrap(&note, "  ", "  ", WIDTH))?;
         }

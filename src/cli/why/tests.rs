@@ -112,8 +112,10 @@ fn times_are_rfc3339_utc_and_numbers_plain() {
     assert_eq!(number(0.1), "0.1");
     assert_eq!(number(1.0), "1");
     assert_eq!(number(1.0 / 0.3), "3.333333");
-    assert_eq!(adjusted_count(0.0), None);
-    assert_eq!(adjusted_count(0.25), Some(4.0));
+    assert_eq!(adjusted_count(Stage::Unknown), None);
+    assert_eq!(adjusted_count(Stage::Unchanged), Some(1.0));
+    let quarter = crate::otlp::tracestate::Threshold::from_probability(0.25).unwrap();
+    assert_eq!(adjusted_count(Stage::Sampled(quarter)), Some(4.0));
 }
 
 fn why_of(l: &Logged) -> Why {
@@ -141,7 +143,7 @@ fn the_text_says_what_when_where_and_why() {
         "reason       memory: decided early",
         "decided at   2023-11-14T22:13:20.123Z",
         "input        partition 3",
-        "probability  0.1 (adjusted count 10)",
+        "sampling     th:e6666666666666 (probability 0.1: adjusted count 10 times any head sampling's)",
         "spans        4 decided",
         "log record   tailgate_decisions partition 3, offset 41",
     ] {
@@ -205,6 +207,7 @@ fn the_json_names_are_stable() {
         "rule",
         "reason",
         "probability",
+        "stage",
         "decided_at_ms",
         "decided_at",
         "partition",
@@ -216,5 +219,9 @@ fn the_json_names_are_stable() {
         assert!(r.get(field).is_some(), "record.{field} in {r}");
     }
     assert_eq!(r["decided_at"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(
+        r["stage"], "th:e6666666666666",
+        "a record of before stages, at 0.1"
+    );
     assert_eq!(r["log_offset"], 41);
 }

@@ -17,6 +17,36 @@ use prost::Message as _;
 use super::*;
 use crate::workload::{build_trace, encode, ShopWorkload, SpanSpec};
 
+/// `spans` as the decoder gives them from a message in which each carries
+/// `tracestate` (written with the Collector's types, not tailgate's).
+pub(crate) fn with_trace_state(spans: &[SpanRecord], tracestate: &str) -> Vec<SpanRecord> {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let resource_spans = spans
+        .iter()
+        .map(|s| {
+            let mut span = Span::decode(s.encoded()).expect("a span");
+            span.trace_state = tracestate.into();
+            ResourceSpans {
+                resource: Some(Resource::decode(s.scope.resource()).expect("a resource")),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope::decode(s.scope.scope()).expect("a scope")),
+                    spans: vec![span],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }
+        })
+        .collect();
+    decode(proto(&TracesData { resource_spans }))
+        .expect("decodes")
+        .spans
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect()
+}
+
 fn shop() -> crate::workload::GeneratedTrace {
     let mut w = ShopWorkload::new(11);
     w.error_rate = 1.0;

@@ -68,6 +68,7 @@ fn decide_on(input: &[InputFact], schedule: &Schedule, mode: ClockMode) -> Decis
         limits: MessageLimits::new(1 << 20),
         usage: Arc::default(),
         path: Default::default(),
+        sample_rate_attribute: None,
     };
     let mut core = Partition::new(
         0,
@@ -327,6 +328,7 @@ proptest! {
             limits: MessageLimits::new(1 << 20),
             usage: Arc::default(),
             path: Default::default(),
+            sample_rate_attribute: None,
             };
         let mut core = Partition::new(
         0,

@@ -4,6 +4,7 @@
 //! starts a worker, and the traces the tests send it.
 
 mod bad_input;
+mod counting;
 mod deciding;
 mod decision_log;
 mod delivering;
@@ -212,6 +213,7 @@ fn config() -> WorkerConfig {
         limits: MessageLimits::new(1_000_000),
         usage: Default::default(),
         path: Default::default(),
+        sample_rate_attribute: None,
     }
 }
 

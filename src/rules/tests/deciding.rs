@@ -122,19 +122,21 @@ fn no_match_is_dropped_as_unmatched() {
 
 #[test]
 fn annotations_carry_rule_and_adjusted_count() {
-    let r = rules("[{name: a, sample: keep}, {name: b, sample: {rate: 0.25}}]");
-    assert_eq!(r.names().len(), 3);
-    // The annotation of rule b says adjusted count 4: check it via an encoded span.
-    let spans = test_spans(TraceId([1; 16]), &[SpanSpec::new("s", "n", None, 0, 1)]);
-    let (bytes, _) = crate::otlp::encode_trace(
-        &spans,
-        &r.annotation(&Decision {
-            keep: true,
-            rule: 1,
-            sample_rate: 0.25,
-        }),
-        crate::otlp::Encoding::OtlpJson,
+    let r = rules(
+        "[{name: a, when: {trace: {error: true}}, sample: keep}, {name: b, sample: {rate: 0.25}}]",
     );
+    assert_eq!(r.names().len(), 3);
+    // Rule b keeps this trace (its randomness, 0xffff..., is above any
+    // threshold) and says adjusted count 4: check it via an encoded span.
+    let id = TraceId([0xff; 16]);
+    let mut spans = test_spans(id, &[SpanSpec::new("s", "n", None, 0, 1)]);
+    let d = r.decide(&TraceSummary::of(id, &spans), Duration::ZERO);
+    assert!(d.keep);
+    assert_eq!(d.rule, 1);
+    let counted = Counted::of(&spans, &id, d.stage, &r.names()[d.rule], None);
+    counted.apply(&mut spans, &[]);
+    let (bytes, _) =
+        crate::otlp::encode_trace(&spans, &counted.annotation, crate::otlp::Encoding::OtlpJson);
     let text = String::from_utf8(bytes).unwrap();
     assert!(
         text.contains(r#""key":"tailgate.rule","value":{"stringValue":"b"}"#),
@@ -144,4 +146,5 @@ fn annotations_carry_rule_and_adjusted_count() {
         text.contains(r#""key":"tailgate.adjusted_count","value":{"doubleValue":4.0}"#),
         "{text}"
     );
+    assert!(text.contains(r#""traceState":"ot=th:c""#), "{text}");
 }

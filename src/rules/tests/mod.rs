@@ -12,6 +12,7 @@ mod samplers;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use super::*;
+use crate::otlp::counting::Counted;
 use crate::otlp::test_spans;
 use crate::workload::{attr, int_attr, SpanSpec};
 

@@ -17,7 +17,7 @@ fn rate_is_deterministic_and_near_its_probability() {
         let t = TraceSummary::of(TraceId(id), &[]);
         let d = r.decide(&t, Duration::ZERO);
         assert_eq!(d, r.decide(&t, Duration::ZERO), "same trace, same decision");
-        assert_eq!(d.sample_rate, 0.2);
+        assert_eq!(d.stage.probability(), Some(0.2));
         kept += usize::from(d.keep);
     }
     let got = kept as f64 / n as f64;
@@ -25,23 +25,31 @@ fn rate_is_deterministic_and_near_its_probability() {
 }
 
 #[test]
-fn limit_keeps_n_per_second_and_reports_the_rate_it_saw() {
+fn limit_keeps_n_per_second_and_claims_no_adjusted_count() {
     let r = rules("- { name: capped, sample: { limit: { traces_per_second: 5 } } }");
     let spans = checkout_trace(false);
-    let t = TraceSummary::of(TraceId([7; 16]), &spans);
+    let id = TraceId([7; 16]);
+    let t = TraceSummary::of(id, &spans);
     let at = |ms: u64| Duration::from_millis(ms);
     let kept: usize = (0..20)
         .map(|i| usize::from(r.decide(&t, at(1_000 + i * 10)).keep))
         .sum();
     assert_eq!(kept, 5);
     let d = r.decide(&t, at(2_000));
-    assert!(d.keep);
-    assert_eq!(d.sample_rate, 0.25, "5 of 20 kept in the previous second");
-    let a = r.annotation(&d);
-    let (bytes, _) = crate::otlp::encode_trace(&spans, &a, crate::otlp::Encoding::OtlpJson);
+    assert!(d.keep, "the next second has a fresh allowance");
+    // Not a probability sampler: what it keeps stands for an unknown number
+    // of traces, and a head-sampling threshold is erased, not passed on.
+    assert_eq!(d.stage, Stage::Unknown);
+    let mut spans = crate::otlp::tests::with_trace_state(&spans, "ot=th:e;rv:ffffffffffffff,x=y");
+    let counted = Counted::of(&spans, &id, d.stage, "capped", Some("SampleRate"));
+    counted.apply(&mut spans, &[]);
+    let (bytes, _) =
+        crate::otlp::encode_trace(&spans, &counted.annotation, crate::otlp::Encoding::OtlpJson);
     let text = String::from_utf8(bytes).expect("json");
+    assert!(!text.contains("tailgate.adjusted_count"), "{text}");
+    assert!(!text.contains("SampleRate"), "{text}");
     assert!(
-        text.contains(r#""key":"tailgate.adjusted_count","value":{"doubleValue":4.0}"#),
+        text.contains(r#""traceState":"ot=rv:ffffffffffffff,x=y""#),
         "{text}"
     );
 }
@@ -83,9 +91,9 @@ fn dynamic_keys_come_from_the_root_and_rare_keys_are_kept_more() {
         }
         let d = r.decide(&t, Duration::from_millis(ms));
         if t.error {
-            last.0 = d.sample_rate;
+            last.0 = d.stage.probability().unwrap_or(0.0);
         } else {
-            last.1 = d.sample_rate;
+            last.1 = d.stage.probability().unwrap_or(0.0);
         }
     }
     let (rare, frequent) = last;

@@ -18,7 +18,15 @@ use super::generate::Case;
 use super::input::{input, InputFact, SpanFact};
 use super::*;
 use crate::buffer::BufferConfig;
-use crate::otlp::Annotation;
+use crate::otlp::counting::Counted;
+use crate::otlp::tracestate::Stage;
+
+/// The deciding rule and its stage: what a kept span is annotated with.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Counting {
+    pub stage: Stage,
+    pub rule: Arc<str>,
+}
 
 /// The consumer's stored offsets; it refuses stores while `refuse` is set,
 /// as the consumer does for a partition it is not assigned at that moment.
@@ -43,8 +51,9 @@ impl OffsetStore for Stored {
 struct Incarnation {
     /// Spans read and not yet decided, per trace, in order.
     open: HashMap<TraceId, Vec<Key>>,
-    /// Decisions remembered for late spans: kept or not, and the kept spans' annotation.
-    remembered: HashMap<TraceId, (bool, Arc<Annotation>)>,
+    /// Decisions remembered for late spans: kept or not, and how the kept
+    /// spans are counted.
+    remembered: HashMap<TraceId, (bool, Counting)>,
     /// Per span, its latest decision.
     decided: HashMap<Key, bool>,
     /// Kept spans that can never be delivered: too large, or a produce that failed for good.
@@ -190,6 +199,7 @@ impl Sim {
             // The model predicts each output's bytes from the spans as
             // read; the critical path's attributes are tested apart.
             path: Default::default(),
+            sample_rate_attribute: None,
         }
     }
 

@@ -75,8 +75,11 @@ impl Sim {
                 }
                 spans => {
                     for (id, record) in spans {
-                        let (alone, _) =
-                            otlp::encode_trace([record], &Annotation::none(), decoded.encoding);
+                        let (alone, _) = otlp::encode_trace(
+                            [record],
+                            &crate::otlp::Annotation::none(),
+                            decoded.encoding,
+                        );
                         if alone.len() > limit {
                             self.given_up((*id, record.span_id), alone.len());
                         }
@@ -268,7 +271,10 @@ impl Sim {
                 let rules = &self.rules[self.in_force];
                 let decision =
                     rules.decide(&TraceSummary::of(d.trace_id, &records), Duration::ZERO);
-                let annotation = rules.annotation(&decision);
+                let counting = Counting {
+                    stage: decision.stage,
+                    rule: rules.names()[decision.rule].clone(),
+                };
                 let want = decision.keep;
                 if want != d.keep {
                     return Err(format!(
@@ -278,7 +284,7 @@ impl Sim {
                 }
                 self.now_
                     .remembered
-                    .insert(d.trace_id, (d.keep, annotation.clone()));
+                    .insert(d.trace_id, (d.keep, counting.clone()));
                 if self.case.decision_log && !self.case.exactly_once {
                     // Its record follows in this pass, unless the log was
                     // given up on a moment ago.
@@ -289,13 +295,13 @@ impl Sim {
                     self.decided(key, d.keep);
                     if let Some(copy) = d
                         .keep
-                        .then(|| self.too_large(&key, &annotation, encoding))
+                        .then(|| self.too_large(&key, &counting, encoding))
                         .flatten()
                     {
                         self.given_up(key, copy);
                     }
                 }
-                self.follow(late, d.keep, &annotation);
+                self.follow(late, d.keep, &counting);
             }
             Command::Write {
                 messages,
@@ -332,11 +338,13 @@ impl Sim {
     pub(super) fn too_large(
         &self,
         key: &Key,
-        annotation: &Annotation,
+        counting: &Counting,
         encoding: Encoding,
     ) -> Option<usize> {
-        let record = &self.spans[key].record;
-        let (payload, _) = otlp::encode_trace([record], annotation, encoding);
+        let mut records = vec![self.spans[key].record.clone()];
+        let counted = Counted::of(&records, &key.0, counting.stage, &counting.rule, None);
+        counted.apply(&mut records, &[]);
+        let (payload, _) = otlp::encode_trace(&records, &counted.annotation, encoding);
         (payload.len() > self.limits.of(Destination::Sampled)).then_some(payload.len())
     }
 }

@@ -107,8 +107,8 @@ impl Sim {
             if let Some(open) = self.now_.open.get_mut(&t) {
                 open.extend(keys.iter().copied());
                 self.now_.reading.insert(t, keys);
-            } else if let Some((keep, annotation)) = self.now_.remembered.get(&t) {
-                followed.push((t, keys, *keep, annotation.clone()));
+            } else if let Some((keep, counting)) = self.now_.remembered.get(&t) {
+                followed.push((t, keys, *keep, counting.clone()));
             } else {
                 self.now_.open.insert(t, keys);
             }
@@ -123,19 +123,19 @@ impl Sim {
         if !self.input[at].garbage && !payload.is_unique() {
             return Err(format!("message {offset} is kept alive after it was read"));
         }
-        for (_, keys, keep, annotation) in followed {
-            self.follow(keys, keep, &annotation);
+        for (_, keys, keep, counting) in followed {
+            self.follow(keys, keep, &counting);
         }
         Ok(())
     }
 
     /// Late spans follow their trace's decision.
-    pub(super) fn follow(&mut self, keys: Vec<Key>, keep: bool, annotation: &Annotation) {
+    pub(super) fn follow(&mut self, keys: Vec<Key>, keep: bool, counting: &Counting) {
         for key in keys {
             self.decided(key, keep);
             let encoding = self.spans[&key].encoding;
             if let Some(copy) = keep
-                .then(|| self.too_large(&key, annotation, encoding))
+                .then(|| self.too_large(&key, counting, encoding))
                 .flatten()
             {
                 self.given_up(key, copy);

@@ -1,0 +1,153 @@
+//! Counts a backend can trust: what each kept span of a trace leaves with —
+//! the threshold in its `tracestate` (the OpenTelemetry `ot=th:`), and
+//! `tailgate.adjusted_count`, how many spans like it it stands for — from
+//! the `tracestate` it came with and the sampling stage that kept it (see
+//! [`super::tracestate`]).
+//!
+//! Spans of a trace mostly share one `tracestate`; each distinct one is
+//! read once. When every kept span of the trace has the same adjusted
+//! count (the rule), it is written once for all of them, with the rule's
+//! name, in the trace's [`Annotation`]; a span whose `tracestate` changes,
+//! or whose count differs from the others', gets a copy of its encoding
+//! with the change made ([`super::annotate::edit_spans`]).
+
+use std::collections::HashMap;
+
+use super::annotate::{edit_spans, Attributes, Edit};
+use super::encode::ADJUSTED_COUNT_ATTRIBUTE;
+use super::tracestate::{outgoing, Erased, Outgoing, Stage};
+use super::{Annotation, SpanRecord, TraceId};
+
+/// What the kept spans of one trace leave with.
+#[derive(Debug)]
+pub struct Counted {
+    /// What every span carries alike: the rule, and the adjusted count
+    /// when all share it.
+    pub annotation: Annotation,
+    /// Each distinct outcome, and the attributes a span with it carries
+    /// itself (its adjusted count, when the spans' differ).
+    outcomes: Vec<(Outgoing, Attributes)>,
+    /// Per span: the index of its outcome.
+    of_span: Vec<u32>,
+    /// Spans whose incoming threshold was erased: malformed, inconsistent.
+    pub erased: [u64; 2],
+}
+
+/// The attributes of an adjusted count: `tailgate.adjusted_count`, and the
+/// same number rounded under `sample_rate` (as a backend such as Honeycomb
+/// reads it, an integer `SampleRate`) if named. Nothing when the count is
+/// unknown.
+pub fn count_attributes(
+    attributes: &mut Attributes,
+    adjusted_count: Option<f64>,
+    sample_rate: Option<&str>,
+) {
+    if let Some(n) = adjusted_count {
+        attributes.double(ADJUSTED_COUNT_ATTRIBUTE, n);
+        if let Some(name) = sample_rate {
+            attributes.int(name, n.round().clamp(1.0, i64::MAX as f64) as i64);
+        }
+    }
+}
+
+impl Counted {
+    /// Reads the `tracestate` of each of `spans` (of trace `trace_id`, kept
+    /// by rule `rule` as `stage`) and works out what it leaves with.
+    pub fn of(
+        spans: &[SpanRecord],
+        trace_id: &TraceId,
+        stage: Stage,
+        rule: &str,
+        sample_rate: Option<&str>,
+    ) -> Self {
+        let mut outcomes: Vec<(Outgoing, Attributes)> = Vec::new();
+        let mut of_span = Vec::with_capacity(spans.len());
+        let mut erased = [0u64; 2];
+        // Distinct `tracestate`s beyond the previous span's: few, but a
+        // hostile trace may give every span its own.
+        let mut seen: HashMap<&[u8], u32, foldhash::fast::FixedState> = HashMap::default();
+        let mut previous: Option<(&[u8], u32)> = None;
+        for s in spans {
+            let state = s.trace_state();
+            let k = match previous {
+                Some((p, k)) if p == state => k,
+                _ => {
+                    let k = *seen.entry(state).or_insert_with(|| {
+                        let text = String::from_utf8_lossy(state);
+                        let mut out = outgoing(&text, trace_id, stage);
+                        if out.tracestate.is_none() && matches!(text, std::borrow::Cow::Owned(_)) {
+                            // Not UTF-8, which OTLP requires: written back
+                            // as read, so that the output decodes.
+                            out.tracestate = Some(text.into_owned());
+                        }
+                        outcomes.push((out, Attributes::new()));
+                        (outcomes.len() - 1) as u32
+                    });
+                    previous = Some((state, k));
+                    k
+                }
+            };
+            if let Some(why) = outcomes[k as usize].0.erased {
+                erased[matches!(why, Erased::Inconsistent) as usize] += 1;
+            }
+            of_span.push(k);
+        }
+        let first = outcomes.first().and_then(|(o, _)| o.adjusted_count);
+        let uniform = outcomes
+            .iter()
+            .all(|(o, _)| o.adjusted_count.map(f64::to_bits) == first.map(f64::to_bits));
+        let mut shared = Attributes::new();
+        shared.string(super::encode::RULE_ATTRIBUTE, rule);
+        if uniform {
+            count_attributes(&mut shared, first, sample_rate);
+        } else {
+            for (o, attributes) in &mut outcomes {
+                count_attributes(attributes, o.adjusted_count, sample_rate);
+            }
+        }
+        Self {
+            annotation: Annotation::from_attributes(&shared),
+            outcomes,
+            of_span,
+            erased,
+        }
+    }
+
+    /// What span `i` leaves with.
+    pub fn outgoing(&self, i: usize) -> Option<&Outgoing> {
+        let k = *self.of_span.get(i)?;
+        self.outcomes.get(k as usize).map(|(o, _)| o)
+    }
+
+    /// Makes the changes on `spans` (those it was worked out from), with
+    /// `extra` entries (index, attributes) appended to the spans they name.
+    pub fn apply(&self, spans: &mut [SpanRecord], extra: &[(usize, Attributes)]) {
+        let mut joined: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, a) in extra {
+            if let Some(&k) = self.of_span.get(*i) {
+                let own = self.outcomes[k as usize].1.as_bytes();
+                joined.push((*i, [own, a.as_bytes()].concat()));
+            }
+        }
+        joined.sort_by_key(|(i, _)| *i);
+        let mut edits = Vec::new();
+        for (i, &k) in self.of_span.iter().enumerate() {
+            let (out, own) = &self.outcomes[k as usize];
+            let attributes = match joined.binary_search_by_key(&i, |(j, _)| *j) {
+                Ok(at) => joined[at].1.as_slice(),
+                Err(_) => own.as_bytes(),
+            };
+            let edit = Edit {
+                trace_state: out.tracestate.as_deref(),
+                attributes,
+            };
+            if edit != Edit::default() {
+                edits.push((i, edit));
+            }
+        }
+        edit_spans(spans, &edits);
+    }
+}
+
+#[cfg(test)]
+mod tests;
