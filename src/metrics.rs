@@ -44,8 +44,9 @@ pub const SPANS_DECIDED: &str = "tailgate_spans_decided_total";
 /// assigned: decided before a restart or by another instance).
 pub const LATE_SPANS: &str = "tailgate_late_spans_total";
 /// Kept spans whose incoming sampling threshold (`ot=th:` in their
-/// `tracestate`) was erased, by `why`: `malformed` (cannot be read) or
-/// `inconsistent` (its span's randomness is below it). Such a span leaves
+/// `tracestate`) was erased, by `why`: `malformed` (cannot be read, or a
+/// `tracestate` that is not UTF-8) or `inconsistent` (its span's randomness
+/// is below it). Such a span leaves
 /// without a threshold or an adjusted count.
 pub const THRESHOLDS_ERASED: &str = "tailgate_thresholds_erased_total";
 /// Decision records written to the decision log and acknowledged.

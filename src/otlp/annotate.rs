@@ -52,6 +52,11 @@ impl Attributes {
         self.encoded.is_empty()
     }
 
+    /// The encoded entries, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.encoded
+    }
+
     /// A string attribute.
     pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
         // AnyValue { string_value = 1 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use super::annotate::{edit_spans, Attributes, Edit};
 use super::encode::ADJUSTED_COUNT_ATTRIBUTE;
-use super::tracestate::{outgoing, Erased, Outgoing, Stage};
+use super::tracestate::{outgoing, Erased, Outgoing, Sampling, Stage};
 use super::{Annotation, SpanRecord, TraceId};
 
 /// What the kept spans of one trace leave with.
@@ -51,11 +51,13 @@ pub fn count_attributes(
 }
 
 impl Counted {
-    /// Reads the `tracestate` of each of `spans` (of trace `trace_id`, kept
-    /// by rule `rule` as `stage`) and works out what it leaves with.
+    /// Reads the `tracestate` of each of `spans` (of trace `trace_id`, whose
+    /// sampling says `trace`, kept by rule `rule` as `stage`) and works out
+    /// what it leaves with.
     pub fn of(
         spans: &[SpanRecord],
         trace_id: &TraceId,
+        trace: &Sampling,
         stage: Stage,
         rule: &str,
         sample_rate: Option<&str>,
@@ -63,30 +65,50 @@ impl Counted {
         let mut outcomes: Vec<(Outgoing, Attributes)> = Vec::new();
         let mut of_span = Vec::with_capacity(spans.len());
         let mut erased = [0u64; 2];
-        // Distinct `tracestate`s beyond the previous span's: few, but a
-        // hostile trace may give every span its own.
-        let mut seen: HashMap<&[u8], u32, foldhash::fast::FixedState> = HashMap::default();
+        // Each distinct `tracestate`, in the order of `outcomes`: a trace has
+        // one or a few, looked up in a short list; a hostile trace that
+        // gives every span its own gets a map past a handful.
+        let mut states: Vec<&[u8]> = Vec::new();
+        // Seeded per process: the keys come from the input.
+        let mut many: Option<HashMap<&[u8], u32, foldhash::fast::RandomState>> = None;
         let mut previous: Option<(&[u8], u32)> = None;
         for s in spans {
             let state = s.trace_state();
-            let k = match previous {
-                Some((p, k)) if p == state => k,
-                _ => {
-                    let k = *seen.entry(state).or_insert_with(|| {
-                        let text = String::from_utf8_lossy(state);
-                        let mut out = outgoing(&text, trace_id, stage);
-                        if out.tracestate.is_none() && matches!(text, std::borrow::Cow::Owned(_)) {
-                            // Not UTF-8, which OTLP requires: written back
-                            // as read, so that the output decodes.
-                            out.tracestate = Some(text.into_owned());
-                        }
-                        outcomes.push((out, Attributes::new()));
-                        (outcomes.len() - 1) as u32
-                    });
-                    previous = Some((state, k));
-                    k
-                }
+            let known = match (previous, &many) {
+                (Some((p, k)), _) if p == state => Some(k),
+                (_, Some(map)) => map.get(state).copied(),
+                (_, None) => states.iter().position(|&k| k == state).map(|k| k as u32),
             };
+            let k = known.unwrap_or_else(|| {
+                let out = match std::str::from_utf8(state) {
+                    Ok(text) => outgoing(text, trace_id, trace, stage),
+                    // Not UTF-8, which OTLP requires (the Collector's
+                    // readers refuse the span): erased whole — nothing in
+                    // it can be read — and the span claims no count.
+                    Err(_) => Outgoing {
+                        threshold: None,
+                        tracestate: Some(String::new()),
+                        adjusted_count: None,
+                        erased: Some(Erased::Malformed),
+                    },
+                };
+                outcomes.push((out, Attributes::new()));
+                let k = (outcomes.len() - 1) as u32;
+                match &mut many {
+                    Some(map) => {
+                        map.insert(state, k);
+                    }
+                    None if states.len() < 8 => states.push(state),
+                    None => {
+                        let mut map: HashMap<_, _, _> = HashMap::default();
+                        map.extend(states.drain(..).zip(0u32..));
+                        map.insert(state, k);
+                        many = Some(map);
+                    }
+                }
+                k
+            });
+            previous = Some((state, k));
             if let Some(why) = outcomes[k as usize].0.erased {
                 erased[matches!(why, Erased::Inconsistent) as usize] += 1;
             }
@@ -106,7 +128,7 @@ impl Counted {
             }
         }
         Self {
-            annotation: Annotation::from_attributes(&shared),
+            annotation: Annotation::from_attributes(shared),
             outcomes,
             of_span,
             erased,

@@ -40,13 +40,13 @@ impl Annotation {
         attributes
             .string(RULE_ATTRIBUTE, rule)
             .double(ADJUSTED_COUNT_ATTRIBUTE, adjusted_count);
-        Self::from_attributes(&attributes)
+        Self::from_attributes(attributes)
     }
 
     /// Exactly these entries.
-    pub fn from_attributes(attributes: &Attributes) -> Self {
+    pub fn from_attributes(attributes: Attributes) -> Self {
         Self {
-            encoded: attributes.as_bytes().to_vec(),
+            encoded: attributes.into_bytes(),
         }
     }
 }

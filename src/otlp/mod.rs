@@ -396,6 +396,22 @@ impl SpanRecord {
             .map_or(&[], |(_, value)| value)
     }
 
+    /// The span's `trace_state` if it comes before any field numbered
+    /// above it, as every encoder writes it (fields in order): found in
+    /// the first few bytes, for a look across a trace's spans. Empty if
+    /// none there.
+    pub fn leading_trace_state(&self) -> &[u8] {
+        let mut fields = wire::Fields::new(self.encoded());
+        while let Ok(Some((field, value))) = fields.next() {
+            match (field, value) {
+                (3, wire::Value::Len(v)) => return v,
+                (4.., _) => break,
+                _ => {}
+            }
+        }
+        &[]
+    }
+
     /// The span's own bytes: its encoding plus the record itself (what the
     /// buffer counts besides is the scope its copy shares: see [`compact`]).
     pub fn size(&self) -> usize {

@@ -151,6 +151,30 @@ impl Sampling {
         s
     }
 
+    /// What a trace's spans say of its sampling: its root's `tracestate`
+    /// (`key`, else its first span's), else the first of the others whose
+    /// `tracestate` has a `th` or an `rv` (a root without, from a proxy
+    /// that does not pass it on; a root that has not arrived). `others`
+    /// gives each span's `tracestate` in the order of the trace.
+    pub fn of_trace<'a>(key: &'a [u8], others: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let read = |state: &[u8]| Sampling::of(&String::from_utf8_lossy(state));
+        let says = |s: &Sampling| s.threshold.is_some() || s.randomness.is_some();
+        let own = if key.is_empty() {
+            Sampling::default()
+        } else {
+            read(key)
+        };
+        if says(&own) {
+            return own;
+        }
+        others
+            .into_iter()
+            .filter(|state| !state.is_empty())
+            .map(read)
+            .find(says)
+            .unwrap_or(own)
+    }
+
     /// The randomness of a trace with this `tracestate`: its explicit
     /// `rv`, else its id's low 56 bits.
     pub fn randomness_of(&self, trace_id: &TraceId) -> Randomness {
@@ -296,20 +320,34 @@ pub struct Outgoing {
 }
 
 /// The outgoing threshold, `tracestate` and adjusted count of a span of
-/// trace `trace_id` that `stage` keeps, which came with `tracestate`.
-pub fn outgoing(tracestate: &str, trace_id: &TraceId, stage: Stage) -> Outgoing {
-    let sampling = Sampling::of(tracestate);
-    let randomness = sampling.randomness_of(trace_id);
-    let mut erased = if sampling.malformed_threshold {
+/// trace `trace_id` that `stage` keeps, which came with `tracestate`; the
+/// trace's own sampling (its root's, else the first span's that says any:
+/// [`Sampling`]) stands in for what the span's does not say. A span without
+/// a `th` in a trace that has one was sampled with its trace (its
+/// `tracestate` was not passed on to it whole); a span without an `rv` in
+/// a trace that has one was decided by it, and leaves with it.
+pub fn outgoing(tracestate: &str, trace_id: &TraceId, trace: &Sampling, stage: Stage) -> Outgoing {
+    let own = Sampling::of(tracestate);
+    let randomness = own
+        .randomness
+        .or(trace.randomness)
+        .unwrap_or_else(|| Randomness::of(trace_id));
+    let mut erased = if own.malformed_threshold {
         Some(Erased::Malformed)
-    } else if !sampling.consistent(trace_id) {
+    } else if own.threshold.is_some_and(|t| !t.keeps(randomness)) {
         Some(Erased::Inconsistent)
     } else {
         None
     };
+    let incoming = match (erased, own.threshold) {
+        (Some(_), _) => None,
+        (None, Some(t)) => Some(t),
+        // Not the span's own, and not a reason to erase anything.
+        (None, None) => trace.threshold.filter(|t| t.keeps(randomness)),
+    };
     let mut threshold = match erased {
         Some(_) => None,
-        None => stage.outgoing(sampling.threshold),
+        None => stage.outgoing(incoming),
     };
     if threshold.is_some_and(|t| !t.keeps(randomness)) {
         // Kept by the trace's randomness, which this span does not share
@@ -322,10 +360,18 @@ pub fn outgoing(tracestate: &str, trace_id: &TraceId, stage: Stage) -> Outgoing 
         (None, _, Some(t)) => Some(t.adjusted_count()),
         (None, _, None) => Some(1.0),
     };
-    let unchanged = erased.is_none() && threshold == sampling.threshold;
+    // The trace's `rv` decided it: a span that states a threshold by it
+    // states the `rv` too (the specification: it must be passed on).
+    let rv = own
+        .randomness
+        .is_none()
+        .then_some(trace.randomness)
+        .flatten()
+        .filter(|_| threshold.is_some());
+    let unchanged = erased.is_none() && threshold == own.threshold && rv.is_none();
     Outgoing {
         threshold,
-        tracestate: (!unchanged).then(|| with_threshold(tracestate, threshold)),
+        tracestate: (!unchanged).then(|| edit_ot(tracestate, threshold, rv)),
         adjusted_count,
         erased,
     }
@@ -353,6 +399,13 @@ fn sub_keys(ot: &str) -> impl Iterator<Item = (&str, &str)> {
 /// member. Members that are not `key=value` are kept as they were; a
 /// second `ot` member (a duplicate key) is left out.
 pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String {
+    edit_ot(tracestate, threshold, None)
+}
+
+/// As [`with_threshold`], also writing `rv` into the `ot` member (after
+/// `th`) when given — given only for a span without an `rv` that can be
+/// read, so in place of any that cannot.
+fn edit_ot(tracestate: &str, threshold: Option<Threshold>, rv: Option<Randomness>) -> String {
     let mut ot: Vec<String> = Vec::new();
     let mut others: Vec<&str> = Vec::new();
     let mut seen_ot = false;
@@ -376,6 +429,11 @@ pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String 
             }
             _ => others.push(trimmed),
         }
+    }
+    if let Some(r) = rv {
+        // In place of one that cannot be read.
+        ot.retain(|kv| !kv.starts_with("rv:"));
+        ot.insert(0, format!("rv:{:014x}", r.value()));
     }
     if let Some(t) = threshold {
         ot.insert(0, format!("th:{}", t.encode()));

@@ -19,7 +19,7 @@ use crate::buffer::{ReadyTrace, Reason};
 use crate::clock::Time;
 use crate::otlp;
 use crate::otlp::counting::Counted;
-use crate::otlp::tracestate::{Erased, Stage};
+use crate::otlp::tracestate::{Erased, Sampling, Stage};
 use crate::rules::{PathSummary, TraceSummary};
 
 /// Which worker of the process a partition is, for its batches' keys.
@@ -129,9 +129,10 @@ impl Partition {
                     .is_some_and(|s| alone(s) + a.as_bytes().len() <= limit)
             });
         }
-        let counted = decision
-            .keep
-            .then(|| self.count(&mut t.spans, t.trace_id, decision.stage, &rule, &attributes));
+        let counted = decision.keep.then(|| {
+            let (id, stage) = (t.trace_id, decision.stage);
+            self.count(&mut t.spans, id, &incoming, stage, &rule, &attributes)
+        });
         let span_count = counted
             .as_ref()
             .filter(|_| self.config.path.report)
@@ -195,7 +196,8 @@ impl Partition {
         }
     }
 
-    /// Counts: what the kept `spans` of trace `id` leave with — the
+    /// Counts: what the kept `spans` of trace `id` (whose sampling upstream
+    /// says `trace`) leave with — the
     /// threshold in their `tracestate` and their adjusted count — made on
     /// them (with `extra` attributes appended to the spans they name); its
     /// annotation is what all of them carry. Thresholds erased as malformed
@@ -204,12 +206,13 @@ impl Partition {
         &mut self,
         spans: &mut [otlp::SpanRecord],
         id: otlp::TraceId,
+        trace: &Sampling,
         stage: Stage,
         rule: &str,
         extra: &[(usize, otlp::Attributes)],
     ) -> Counted {
         let sample_rate = self.config.sample_rate_attribute.as_deref();
-        let counted = Counted::of(spans, &id, stage, rule, sample_rate);
+        let counted = Counted::of(spans, &id, trace, stage, rule, sample_rate);
         counted.apply(spans, extra);
         for (why, n) in [Erased::Malformed, Erased::Inconsistent]
             .into_iter()

@@ -8,6 +8,7 @@ use super::telemetry::decision_label;
 use super::{Command, InputMessage, Partition};
 use crate::clock::Time;
 use crate::metrics as m;
+use crate::otlp::tracestate::Sampling;
 use crate::otlp::{self, Encoding, SpanRecord, TraceId};
 
 impl Partition {
@@ -105,10 +106,11 @@ impl Partition {
                 });
                 if decided.keep {
                     // As its trace's kept spans did, from its own
-                    // `tracestate`.
+                    // `tracestate` (the trace's is not remembered).
                     let mut spans = spans;
+                    let trace = Sampling::default();
                     let annotation = self
-                        .count(&mut spans, id, decided.stage, &decided.rule, &[])
+                        .count(&mut spans, id, &trace, decided.stage, &decided.rule, &[])
                         .annotation;
                     self.watermark.pin(offset, 1);
                     self.deliver_kept(id, &spans, &annotation, encoding, vec![offset]);

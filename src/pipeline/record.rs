@@ -27,9 +27,9 @@
 //! | 2 | rule names (u16), then each: its length in bytes (u16) and its UTF-8 |
 //! | 4 | records (u32), then each, 39 bytes: |
 //! | 16 | — the trace id |
-//! | 1 | — bit 0 kept; bits 1–2 the reason (`wait`, `after_root`, `max_age`, `memory`); bits 3–4 the rule's sampling stage: 0 as the probability says (records written before stages: 1 is `unchanged`, less a threshold), 1 `unchanged`, 2 the threshold of the probability, 3 `unknown` |
+//! | 1 | — bit 0 kept; bits 1–2 the reason (`wait`, `after_root`, `max_age`, `memory`) |
 //! | 2 | — the rule, an index into the names (u16) |
-//! | 8 | — the probability (f64): the stage's own, 1 for `unchanged` and `unknown` |
+//! | 8 | — the probability (f64), which also says the rule's sampling stage: 1 `unchanged` (`keep`, `drop`), under 1 the threshold of that probability (exact for every threshold a rule writes), the next double above 1 a threshold of 0 (`th:0`), 0 `unknown` (`limit`); a tailgate from before stages reads it as the probability it is |
 //! | 8 | — the stream time, ms since the Unix epoch (i64) |
 //! | 4 | — spans decided (u32) |
 
@@ -113,7 +113,7 @@ impl LoggedDecision {
     /// What the rule does to a kept span's threshold; for a record written
     /// before stages, what its probability says (1: `unchanged`).
     pub fn stage(&self) -> Stage {
-        self.stage.unwrap_or_else(|| legacy_stage(self.probability))
+        self.stage.unwrap_or_else(|| stage_of(self.probability))
     }
 
     /// The stream time it was made at (`decided_at_ms` for an older record).
@@ -197,25 +197,7 @@ impl RecordBatch {
         stream_ms: i64,
         spans: usize,
     ) {
-        let probability = stage.probability().unwrap_or(1.0);
-        let record = (trace, keep, reason, stage, probability, stream_ms, spans);
-        self.push_record(rule, record);
-    }
-
-    /// Adds one decision whose probability is written as given.
-    fn push_record(
-        &mut self,
-        rule: &Arc<str>,
-        (trace, keep, reason, stage, probability, stream_ms, spans): (
-            TraceId,
-            bool,
-            Reason,
-            Stage,
-            f64,
-            i64,
-            usize,
-        ),
-    ) {
+        let probability = probability_of(stage);
         let index = match self
             .rules
             .iter()
@@ -230,12 +212,7 @@ impl RecordBatch {
         let reason = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0) as u8;
         let r = &mut self.records;
         r.extend_from_slice(&trace.0);
-        let kind: u8 = match stage {
-            Stage::Unchanged => 1,
-            Stage::Sampled(_) => 2,
-            Stage::Unknown => 3,
-        };
-        r.push(u8::from(keep) | (reason << 1) | (kind << 3));
+        r.push(u8::from(keep) | (reason << 1));
         r.extend_from_slice(&(index.min(u16::MAX as usize) as u16).to_le_bytes());
         r.extend_from_slice(&probability.to_le_bytes());
         r.extend_from_slice(&stream_ms.to_le_bytes());
@@ -293,16 +270,15 @@ impl RecordBatch {
                 .or_insert_with(|| Arc::from(d.rule.as_str()));
             let reason = *Reason::ALL.iter().find(|r| r.as_str() == d.reason)?;
             let spans = usize::try_from(d.spans).unwrap_or(usize::MAX);
-            let record = (
+            batch.push(
                 d.trace()?,
                 d.keep,
+                rule,
                 reason,
                 d.stage(),
-                d.probability,
                 d.stream_ms(),
                 spans,
             );
-            batch.push_record(rule, record);
         }
         let (partition, at) = decisions
             .first()
@@ -331,15 +307,9 @@ fn read_batch(value: &[u8]) -> Option<Vec<LoggedDecision>> {
         let trace = TraceId(r.take()?);
         let [flags] = r.take()?;
         let rule = rules.get(u16::from_le_bytes(r.take()?) as usize)?;
-        let reason = Reason::ALL.get(usize::from((flags >> 1) & 3))?;
+        let reason = Reason::ALL.get(usize::from(flags >> 1))?;
         let probability = f64::from_le_bytes(r.take()?);
-        let stage = match flags >> 3 {
-            0 => legacy_stage(probability),
-            1 => Stage::Unchanged,
-            2 => Stage::Sampled(Threshold::from_probability(probability)?),
-            3 => Stage::Unknown,
-            _ => return None,
-        };
+        let stage = stage_of(probability);
         out.push(LoggedDecision {
             v: RECORD_VERSION,
             trace_id: trace.to_hex(),
@@ -357,11 +327,27 @@ fn read_batch(value: &[u8]) -> Option<Vec<LoggedDecision>> {
     Some(out)
 }
 
-/// The stage of a record written before stages, from its probability: 1 is
-/// `keep`'s (`limit`'s estimate under 1 reads as a rate: such a record's
-/// late spans leave with a threshold it did not apply).
-fn legacy_stage(probability: f64) -> Stage {
-    if probability >= 1.0 {
+/// The next double above 1: a record's `th:0`.
+const ABOVE_ONE: f64 = f64::from_bits(1.0f64.to_bits() + 1);
+
+/// The probability a record carries for `stage` ([`stage_of`] reads it).
+/// What a tailgate from before stages reads as the rule's probability.
+fn probability_of(stage: Stage) -> f64 {
+    match stage {
+        Stage::Unchanged => 1.0,
+        Stage::Sampled(t) if t == Threshold::ALWAYS => ABOVE_ONE,
+        Stage::Sampled(t) => t.probability(),
+        Stage::Unknown => 0.0,
+    }
+}
+
+/// The stage a record's probability says: 1 `unchanged`; under 1 the
+/// threshold of that probability; above 1 a threshold of 0; 0 (or less, or
+/// not a number) `unknown`. A record written before stages reads the same
+/// way (`limit`'s estimate under 1 as a rate: such a record's late spans
+/// leave with a threshold it did not apply).
+fn stage_of(probability: f64) -> Stage {
+    if probability == 1.0 {
         Stage::Unchanged
     } else {
         Threshold::from_probability(probability).map_or(Stage::Unknown, Stage::Sampled)
@@ -545,7 +531,7 @@ mod tests {
                 keep: *keep,
                 rule: rule.to_string(),
                 reason: reason.as_str().to_string(),
-                probability: p.probability().unwrap_or(1.0),
+                probability: probability_of(*p),
                 stage: Some(*p),
                 decided_at_ms: 1_796_000_000_123,
                 stream_ms: Some(*stream),
@@ -605,17 +591,76 @@ mod tests {
         );
     }
 
+    /// A batch is laid out as the release before stages wrote it: the
+    /// flags byte has no bit it did not know (it refuses the batch if so),
+    /// and the probability it reads is the rule's own; the stage reads back
+    /// exactly, `th:0` and `limit`'s `unknown` included.
+    #[test]
+    fn the_stage_travels_in_the_probability_and_the_release_before_reads_it() {
+        let stages = [
+            (Stage::Unchanged, 1.0),
+            (
+                Stage::Sampled(Threshold::from_probability(0.25).unwrap()),
+                0.25,
+            ),
+            (
+                Stage::Sampled(Threshold::from_probability(0.1).unwrap()),
+                0.1,
+            ),
+            (
+                Stage::Sampled(Threshold::new((1 << 56) - 1).unwrap()),
+                1.0 / (1u64 << 56) as f64,
+            ),
+            (Stage::Sampled(Threshold::ALWAYS), ABOVE_ONE),
+            (Stage::Unknown, 0.0),
+        ];
+        let mut batch = RecordBatch::default();
+        for (n, (stage, _)) in stages.iter().enumerate() {
+            batch.push(
+                TraceId([n as u8; 16]),
+                n % 2 == 0,
+                &arc("r"),
+                Reason::ALL[n % 4],
+                *stage,
+                7,
+                1,
+            );
+        }
+        let bytes = batch.finish(0, 0);
+        let records = &bytes[4 + 4 + 8 + 2 + 3 + 4..];
+        for (n, (stage, old)) in stages.iter().enumerate() {
+            let record = &records[n * RECORD_BYTES..(n + 1) * RECORD_BYTES];
+            assert!(
+                record[16] < 8,
+                "flags the release before knows: {:#b}",
+                record[16]
+            );
+            let p = f64::from_le_bytes(record[19..27].try_into().unwrap());
+            assert_eq!(p, *old, "{stage:?}");
+        }
+        let read = LoggedDecision::read(&bytes).expect("a batch");
+        let got: Vec<Stage> = read.iter().map(LoggedDecision::stage).collect();
+        let want: Vec<Stage> = stages.iter().map(|(s, _)| *s).collect();
+        assert_eq!(got, want);
+    }
+
     proptest::proptest! {
         /// Any bytes after the magic are read without a panic, and what
-        /// reads back encodes to the same bytes.
+        /// reads back encodes to the same decisions (a probability read
+        /// from noise is written as its stage's).
         #[test]
         fn any_value_reads_without_panicking(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let mut value = BATCH_MAGIC.to_vec();
             value.extend_from_slice(&tail);
             if let Some(read) = LoggedDecision::read(&value) {
                 let bytes = RecordBatch::of(&read).expect("what was read encodes");
-                // Compared as text: a probability read from noise may be NaN.
-                proptest::prop_assert_eq!(format!("{:?}", LoggedDecision::read(&bytes)), format!("{:?}", Some(read)));
+                let again = LoggedDecision::read(&bytes).expect("reads back");
+                let canonical = |d: &LoggedDecision| LoggedDecision {
+                    probability: probability_of(d.stage()),
+                    ..d.clone()
+                };
+                let read: Vec<LoggedDecision> = read.iter().map(canonical).collect();
+                proptest::prop_assert_eq!(again, read);
             }
         }
     }

@@ -127,7 +127,7 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
     let state = key.map_or_else(Default::default, |s| {
         String::from_utf8_lossy(s.trace_state())
     });
-    let out = tracestate::outgoing(&state, &id, e.decision.stage);
+    let out = tracestate::outgoing(&state, &id, &t.sampling, e.decision.stage);
     Explained {
         trace_id: id.to_hex(),
         spans: spans.len(),

@@ -55,11 +55,12 @@ pub struct TraceSummary<'a> {
     pub duration: Duration,
     /// The root span, if it arrived.
     pub root: Option<&'a SpanRecord>,
-    /// What the `tracestate` of its root (else its first span) says about
-    /// its sampling upstream.
+    /// What its spans' `tracestate` says about its sampling upstream: its
+    /// root's (else its first span's), else the first span's that has a
+    /// `th` or an `rv` ([`Sampling::of_trace`]).
     pub sampling: Sampling,
     /// The randomness the consistent samplers decide by: the explicit `rv`
-    /// of that `tracestate`, else the trace id's low 56 bits.
+    /// of that, else the trace id's low 56 bits.
     pub randomness: Randomness,
     critical_path: OnceCell<CriticalPath>,
 }
@@ -79,13 +80,8 @@ impl<'a> TraceSummary<'a> {
                 root = Some(s);
             }
         }
-        let sampling = root
-            .or(spans.first())
-            .map(|s| s.trace_state())
-            .filter(|state| !state.is_empty())
-            .map_or_else(Sampling::default, |state| {
-                Sampling::of(&String::from_utf8_lossy(state))
-            });
+        let key = root.or(spans.first()).map_or(&[][..], |s| s.trace_state());
+        let sampling = Sampling::of_trace(key, spans.iter().map(|s| s.leading_trace_state()));
         Self {
             trace_id,
             spans,

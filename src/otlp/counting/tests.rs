@@ -80,6 +80,11 @@ fn records(resource_spans: Vec<ResourceSpans>) -> Vec<SpanRecord> {
         .collect()
 }
 
+/// What the trace's spans say of its sampling, as the rules read it.
+fn trace_sampling(spans: &[SpanRecord], trace: TraceId) -> Sampling {
+    crate::rules::TraceSummary::of(trace, spans).sampling
+}
+
 /// The kept spans as the Collector's types read the output.
 fn output(
     mut spans: Vec<SpanRecord>,
@@ -87,7 +92,14 @@ fn output(
     stage: Stage,
     rate: Option<&str>,
 ) -> Vec<Span> {
-    let counted = Counted::of(&spans, &trace, stage, "r", rate);
+    let counted = Counted::of(
+        &spans,
+        &trace,
+        &trace_sampling(&spans, trace),
+        stage,
+        "r",
+        rate,
+    );
     counted.apply(&mut spans, &[]);
     let (bytes, _) = crate::otlp::encode_trace(&spans, &counted.annotation, Encoding::OtlpProto);
     let data = TracesData::decode(bytes.as_slice()).expect("the Collector's types read it");
@@ -198,7 +210,14 @@ fn malformed_and_inconsistent_thresholds_are_erased_and_counted() {
         ),
     ] {
         let spans = spans(trace, &[incoming]);
-        let counted = Counted::of(&spans, &trace, stage, "r", None);
+        let counted = Counted::of(
+            &spans,
+            &trace,
+            &trace_sampling(&spans, trace),
+            stage,
+            "r",
+            None,
+        );
         assert_eq!(counted.erased, erased, "{incoming:?}");
         let out = output(spans, trace, stage, None);
         assert_eq!(out[0].trace_state, want, "{incoming:?}");
@@ -210,7 +229,14 @@ fn malformed_and_inconsistent_thresholds_are_erased_and_counted() {
     let root = "ot=rv:f0000000000000";
     let child = "ot=rv:10000000000000";
     let spans_ = spans(trace, &[root, child]);
-    let counted = Counted::of(&spans_, &trace, rate(0.25), "r", None);
+    let counted = Counted::of(
+        &spans_,
+        &trace,
+        &trace_sampling(&spans_, trace),
+        rate(0.25),
+        "r",
+        None,
+    );
     assert_eq!(counted.erased, [0, 1]);
     let out = output(spans_, trace, rate(0.25), None);
     assert_eq!(out[0].trace_state, "ot=th:c;rv:f0000000000000");
@@ -241,6 +267,33 @@ fn spans_with_different_thresholds_carry_their_own_counts() {
     }
 }
 
+/// A trace whose spans bring many distinct `tracestate`s (past the short
+/// list, into the map), repeated out of order: each span leaves with its
+/// own, read once per distinct value.
+#[test]
+fn many_distinct_tracestates_each_leave_with_their_own() {
+    let trace = with_randomness(0xff_0000_0000_0000);
+    let states: Vec<String> = (0..40)
+        .map(|i| match i % 3 {
+            0 => format!("v{}=1", i % 13),
+            1 => format!("ot=th:{:x},v{}=1", 8 + i % 7, i % 13),
+            _ => "ot=th:zz".to_string(),
+        })
+        .collect();
+    let refs: Vec<&str> = states.iter().map(String::as_str).collect();
+    let input = spans(trace, &refs);
+    let sampling = trace_sampling(&input, trace);
+    let counted = Counted::of(&input, &trace, &sampling, rate(0.5), "r", None);
+    assert!(counted.outcomes.len() > 8, "the map was used");
+    assert_eq!(counted.erased, [13, 0], "every th:zz, once a span");
+    let out = output(input, trace, rate(0.5), None);
+    for (span, state) in out.iter().zip(&states) {
+        let want = outgoing(state, &trace, &sampling, rate(0.5));
+        assert_eq!(&span.trace_state, want.tracestate.as_ref().unwrap_or(state));
+        assert_eq!(adjusted(span), want.adjusted_count, "{state}");
+    }
+}
+
 /// A span with its `trace_state` written twice (the last counts, as for
 /// any protobuf reader), before and after its name, and one whose
 /// `trace_state` is not UTF-8: the output holds one, the name is found,
@@ -256,9 +309,11 @@ fn repeated_and_misplaced_trace_state_fields_are_replaced_whole() {
     put_len(&mut hostile, 3, b"ot=th:8,z=9");
     let mut not_utf8 = base.encoded().to_vec();
     put_len(&mut not_utf8, 3, b"v=\xff\xfe");
-    for (bytes, want) in [
-        (hostile, "ot=th:c,z=9"),
-        (not_utf8, "ot=th:c,v=\u{fffd}\u{fffd}"),
+    for (bytes, want, fields) in [
+        (hostile, "ot=th:c,z=9", 1),
+        // Not UTF-8: nothing in it can be read, and strict readers refuse
+        // the span: erased whole.
+        (not_utf8, "", 0),
     ] {
         // The span's bytes as they are, not as prost would write them.
         let mut scope = Vec::new();
@@ -267,31 +322,29 @@ fn repeated_and_misplaced_trace_state_fields_are_replaced_whole() {
         put_len(&mut resource, 2, &scope);
         let mut data = Vec::new();
         put_len(&mut data, 1, &resource);
-        let Ok(decoded) = decode(Bytes::from(data)) else {
-            // The decoder may refuse a string that is not UTF-8.
-            continue;
-        };
+        let decoded = decode(Bytes::from(data)).expect("the decoder takes it");
         let mut got: Vec<SpanRecord> = decoded.spans.into_iter().map(|(_, s)| s).collect();
-        let before = Span::decode(got[0].encoded()).ok();
-        let counted = Counted::of(&got, &trace, rate(0.25), "r", None);
+        let sampling = trace_sampling(&got, trace);
+        let counted = Counted::of(&got, &trace, &sampling, rate(0.25), "r", None);
         counted.apply(&mut got, &[]);
         assert_eq!(got[0].name(), "op-0", "the name is found after the edit");
-        let fields = crate::otlp::trace_state_fields(got[0].encoded()).count();
-        assert_eq!(fields, 1, "one trace_state field left");
-        let after = Span::decode(got[0].encoded()).expect("reads");
+        let left = crate::otlp::trace_state_fields(got[0].encoded()).count();
+        assert_eq!(left, fields, "trace_state fields left");
+        let after = Span::decode(got[0].encoded()).expect("the Collector's types read it");
         assert_eq!(after.trace_state, want);
-        if let Some(before) = before {
-            assert_eq!(
-                Span {
-                    trace_state: String::new(),
-                    ..after
-                },
-                Span {
-                    trace_state: String::new(),
-                    ..before
+        let other = |s: &SpanRecord| -> Vec<Vec<u8>> {
+            let mut f = crate::otlp::wire::Fields::new(s.encoded());
+            let mut out = Vec::new();
+            let mut at = 0;
+            while let Ok(Some((n, _))) = f.next() {
+                if n != 3 && n != 9 {
+                    out.push(s.encoded()[at..f.position()].to_vec());
                 }
-            );
-        }
+                at = f.position();
+            }
+            out
+        };
+        assert_eq!(other(&got[0]), other(&base), "every other field as it came");
     }
 }
 
@@ -328,11 +381,12 @@ proptest! {
         let states: Vec<String> = states.iter().map(|m| m.join(",")).collect();
         let refs: Vec<&str> = states.iter().map(String::as_str).collect();
         let input = spans(trace, &refs);
+        let sampling = trace_sampling(&input, trace);
         let before: Vec<Span> = input.iter().map(|s| Span::decode(s.encoded()).expect("reads")).collect();
         let out = output(input, trace, stage, None);
         prop_assert_eq!(out.len(), states.len());
         for ((span, came), state) in out.iter().zip(&before).zip(&states) {
-            let want = outgoing(state, &trace, stage);
+            let want = outgoing(state, &trace, &sampling, stage);
             prop_assert_eq!(&span.trace_state, want.tracestate.as_ref().unwrap_or(state));
             let read = Sampling::of(&span.trace_state);
             prop_assert_eq!(read.threshold, want.threshold);
@@ -342,6 +396,21 @@ proptest! {
             if let Some(t) = want.threshold {
                 prop_assert!(t.keeps(read.randomness_of(&trace)), "consistent on the way out");
                 prop_assert_eq!(adjusted(span), Some(t.adjusted_count()));
+            }
+            // Independently of the code under test: every member that is
+            // not `ot` leaves as it came, in order; a readable `rv` stays.
+            let others = |ts: &str| -> Vec<String> {
+                ts.split(',')
+                    .map(|m| m.trim_matches([' ', '\t']))
+                    .filter(|m| !m.is_empty() && !m.starts_with("ot="))
+                    .map(str::to_string)
+                    .collect()
+            };
+            if want.tracestate.as_deref() != Some("") {
+                prop_assert_eq!(others(&span.trace_state), others(state));
+            }
+            if let Some(rv) = Sampling::of(state).randomness {
+                prop_assert_eq!(read.randomness, Some(rv), "rv kept");
             }
             let mut rest = span.clone();
             rest.trace_state.clear();
@@ -362,7 +431,17 @@ proptest! {
 fn adjusted_counts_estimate_the_traffic_for_every_head_and_tail() {
     use crate::rules::{RuleSet, RuleSpec, TraceSummary};
     let n = 40_000u64;
-    let heads = [None, Some(0.5), Some(0.125), Some(0.1)];
+    // Head sampling by the trace id (every span says so), or by an explicit
+    // `rv` said only by the child span (the root came through something that
+    // does not pass `tracestate` on).
+    let heads = [
+        (None, false),
+        (Some(0.5), false),
+        (Some(0.125), false),
+        (Some(0.1), false),
+        (Some(0.5), true),
+        (Some(0.25), true),
+    ];
     let tails = [
         "keep",
         "{ rate: 0.25 }",
@@ -377,7 +456,7 @@ fn adjusted_counts_estimate_the_traffic_for_every_head_and_tail() {
         x ^= x << 17;
         x
     };
-    for head in heads {
+    for (head, explicit) in heads {
         for tail in tails {
             let specs: Vec<RuleSpec> =
                 serde_yaml::from_str(&format!("- {{ name: t, sample: {tail} }}")).expect("rules");
@@ -386,12 +465,18 @@ fn adjusted_counts_estimate_the_traffic_for_every_head_and_tail() {
             let (mut estimate, mut variance) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let trace = id(next());
+                let rv = Randomness::parse(&format!("{:014x}", next() >> 8)).expect("56 bits");
+                let r = if explicit { rv } else { Randomness::of(&trace) };
                 // Head sampling upstream: only what it keeps arrives.
-                if head_t.is_some_and(|t| !t.keeps(Randomness::of(&trace))) {
+                if head_t.is_some_and(|t| !t.keeps(r)) {
                     continue;
                 }
-                let state = head_t.map_or(String::new(), |t| format!("ot=th:{}", t.encode()));
-                let input = spans(trace, &[state.as_str()]);
+                let said = head_t.map_or(String::new(), |t| match explicit {
+                    true => format!("ot=th:{};rv:{:014x}", t.encode(), rv.value()),
+                    false => format!("ot=th:{}", t.encode()),
+                });
+                let root = if explicit { "" } else { said.as_str() };
+                let input = spans(trace, &[root, said.as_str()]);
                 // 10 traces a second of stream time, over 4 000 s.
                 let now = std::time::Duration::from_millis(i * 100);
                 let d = rules.decide(&TraceSummary::of(trace, &input), now);
@@ -400,6 +485,8 @@ fn adjusted_counts_estimate_the_traffic_for_every_head_and_tail() {
                 }
                 let out = output(input, trace, d.stage, None);
                 let c = adjusted(&out[0]).expect("a probability sampler's count");
+                assert_eq!(adjusted(&out[1]), Some(c), "the trace's spans agree");
+                assert_eq!(out[0].trace_state, out[1].trace_state, "and say the same");
                 estimate += c;
                 // Var of a Horvitz–Thompson count: (1 - p) / p² per kept
                 // trace, estimated unbiasedly by c (c - 1).
@@ -408,8 +495,8 @@ fn adjusted_counts_estimate_the_traffic_for_every_head_and_tail() {
             let error = (estimate - n as f64) / n as f64;
             let bound = 4.0 * variance.sqrt() / n as f64;
             eprintln!(
-                "head {:>6} x tail {:<60} estimate {estimate:>9.0} of {n}: error {:+.2} % (4 s.e. {:.2} %)",
-                head.map_or("none".into(), |p| p.to_string()),
+                "head {:>9} x tail {:<60} estimate {estimate:>9.0} of {n}: error {:+.2} % (4 s.e. {:.2} %)",
+                head.map_or("none".into(), |p| format!("{p}{}", if explicit { " rv" } else { "" })),
                 tail,
                 100.0 * error,
                 100.0 * bound

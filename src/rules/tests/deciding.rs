@@ -133,7 +133,14 @@ fn annotations_carry_rule_and_adjusted_count() {
     let d = r.decide(&TraceSummary::of(id, &spans), Duration::ZERO);
     assert!(d.keep);
     assert_eq!(d.rule, 1);
-    let counted = Counted::of(&spans, &id, d.stage, &r.names()[d.rule], None);
+    let counted = Counted::of(
+        &spans,
+        &id,
+        &TraceSummary::of(id, &spans).sampling,
+        d.stage,
+        &r.names()[d.rule],
+        None,
+    );
     counted.apply(&mut spans, &[]);
     let (bytes, _) =
         crate::otlp::encode_trace(&spans, &counted.annotation, crate::otlp::Encoding::OtlpJson);

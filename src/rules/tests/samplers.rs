@@ -41,7 +41,14 @@ fn limit_keeps_n_per_second_and_claims_no_adjusted_count() {
     // of traces, and a head-sampling threshold is erased, not passed on.
     assert_eq!(d.stage, Stage::Unknown);
     let mut spans = crate::otlp::tests::with_trace_state(&spans, "ot=th:e;rv:ffffffffffffff,x=y");
-    let counted = Counted::of(&spans, &id, d.stage, "capped", Some("SampleRate"));
+    let counted = Counted::of(
+        &spans,
+        &id,
+        &TraceSummary::of(id, &spans).sampling,
+        d.stage,
+        "capped",
+        Some("SampleRate"),
+    );
     counted.apply(&mut spans, &[]);
     let (bytes, _) =
         crate::otlp::encode_trace(&spans, &counted.annotation, crate::otlp::Encoding::OtlpJson);
@@ -99,4 +106,49 @@ fn dynamic_keys_come_from_the_root_and_rare_keys_are_kept_more() {
     let (rare, frequent) = last;
     assert_eq!(rare, 1.0, "the error key is rare and kept");
     assert!(frequent < 0.05, "the ok key is sampled: {frequent}");
+}
+
+/// `rate` keeps a trace when its randomness is at or above the larger of
+/// the incoming threshold and its own; an incoming threshold the trace's
+/// randomness is below is not one (it is erased, as the specification
+/// says), so the rule's own decides, and the kept spans claim no count.
+#[test]
+fn rate_decides_by_the_explicit_rv_and_an_inconsistent_threshold_is_no_threshold() {
+    let r = rules("- { name: half, sample: { rate: 0.5 } }");
+    let id = TraceId([0; 16]); // by the id, nothing but rate 1 would keep it
+    let base = checkout_trace(false);
+    for (state, keep, out, count) in [
+        // Consistent: kept by rv 0x90… ≥ both thresholds, th:8 leaves.
+        (
+            "ot=th:8;rv:90000000000000",
+            true,
+            "ot=th:8;rv:90000000000000",
+            Some(2.0),
+        ),
+        // rv 0x70… is below the rule's 0x80…: dropped.
+        ("ot=th:4;rv:70000000000000", false, "", None),
+        // th:f but rv 0x90…: inconsistent, erased; the rule's own decides.
+        (
+            "ot=th:f;rv:90000000000000",
+            true,
+            "ot=rv:90000000000000",
+            None,
+        ),
+    ] {
+        let spans = crate::otlp::tests::with_trace_state(&base, state);
+        let t = TraceSummary::of(id, &spans);
+        let (d, sampling) = (r.decide(&t, Duration::ZERO), t.sampling);
+        assert_eq!(d.keep, keep, "{state}");
+        if !keep {
+            continue;
+        }
+        let mut spans = spans;
+        let counted = Counted::of(&spans, &id, &sampling, d.stage, "half", None);
+        counted.apply(&mut spans, &[]);
+        for i in 0..spans.len() {
+            let o = counted.outgoing(i).expect("a span");
+            assert_eq!(o.tracestate.as_deref().unwrap_or(state), out, "{state}");
+            assert_eq!(o.adjusted_count, count, "{state}");
+        }
+    }
 }

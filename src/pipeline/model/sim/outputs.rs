@@ -342,7 +342,17 @@ impl Sim {
         encoding: Encoding,
     ) -> Option<usize> {
         let mut records = vec![self.spans[key].record.clone()];
-        let counted = Counted::of(&records, &key.0, counting.stage, &counting.rule, None);
+        // The model's spans carry no `tracestate`: the trace's sampling says
+        // nothing a span's does not.
+        let trace = crate::otlp::tracestate::Sampling::default();
+        let counted = Counted::of(
+            &records,
+            &key.0,
+            &trace,
+            counting.stage,
+            &counting.rule,
+            None,
+        );
         counted.apply(&mut records, &[]);
         let (payload, _) = otlp::encode_trace(&records, &counted.annotation, encoding);
         (payload.len() > self.limits.of(Destination::Sampled)).then_some(payload.len())
