@@ -85,6 +85,19 @@ fn trace_sampling(spans: &[SpanRecord], trace: TraceId) -> Sampling {
     crate::rules::TraceSummary::of(trace, spans).sampling
 }
 
+/// What `stage` makes of `spans`, the trace's sampling read as the rules
+/// read it.
+fn counted(spans: &[SpanRecord], trace: TraceId, stage: Stage, rate: Option<&str>) -> Counted {
+    Counted::of(
+        spans,
+        &trace,
+        &trace_sampling(spans, trace),
+        stage,
+        "r",
+        rate,
+    )
+}
+
 /// The kept spans as the Collector's types read the output.
 fn output(
     mut spans: Vec<SpanRecord>,
@@ -92,14 +105,7 @@ fn output(
     stage: Stage,
     rate: Option<&str>,
 ) -> Vec<Span> {
-    let counted = Counted::of(
-        &spans,
-        &trace,
-        &trace_sampling(&spans, trace),
-        stage,
-        "r",
-        rate,
-    );
+    let counted = counted(&spans, trace, stage, rate);
     counted.apply(&mut spans, &[]);
     let (bytes, _) = crate::otlp::encode_trace(&spans, &counted.annotation, Encoding::OtlpProto);
     let data = TracesData::decode(bytes.as_slice()).expect("the Collector's types read it");
@@ -210,14 +216,7 @@ fn malformed_and_inconsistent_thresholds_are_erased_and_counted() {
         ),
     ] {
         let spans = spans(trace, &[incoming]);
-        let counted = Counted::of(
-            &spans,
-            &trace,
-            &trace_sampling(&spans, trace),
-            stage,
-            "r",
-            None,
-        );
+        let counted = counted(&spans, trace, stage, None);
         assert_eq!(counted.erased, erased, "{incoming:?}");
         let out = output(spans, trace, stage, None);
         assert_eq!(out[0].trace_state, want, "{incoming:?}");
@@ -229,14 +228,7 @@ fn malformed_and_inconsistent_thresholds_are_erased_and_counted() {
     let root = "ot=rv:f0000000000000";
     let child = "ot=rv:10000000000000";
     let spans_ = spans(trace, &[root, child]);
-    let counted = Counted::of(
-        &spans_,
-        &trace,
-        &trace_sampling(&spans_, trace),
-        rate(0.25),
-        "r",
-        None,
-    );
+    let counted = counted(&spans_, trace, rate(0.25), None);
     assert_eq!(counted.erased, [0, 1]);
     let out = output(spans_, trace, rate(0.25), None);
     assert_eq!(out[0].trace_state, "ot=th:c;rv:f0000000000000");
@@ -324,8 +316,7 @@ fn repeated_and_misplaced_trace_state_fields_are_replaced_whole() {
         put_len(&mut data, 1, &resource);
         let decoded = decode(Bytes::from(data)).expect("the decoder takes it");
         let mut got: Vec<SpanRecord> = decoded.spans.into_iter().map(|(_, s)| s).collect();
-        let sampling = trace_sampling(&got, trace);
-        let counted = Counted::of(&got, &trace, &sampling, rate(0.25), "r", None);
+        let counted = counted(&got, trace, rate(0.25), None);
         counted.apply(&mut got, &[]);
         assert_eq!(got[0].name(), "op-0", "the name is found after the edit");
         let left = crate::otlp::trace_state_fields(got[0].encoded()).count();

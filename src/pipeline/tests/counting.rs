@@ -7,6 +7,7 @@
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
+use super::decision_log::message;
 use super::*;
 use crate::pipeline::record::LoggedDecision;
 
@@ -43,15 +44,6 @@ fn head_sampled(n: u8, error: bool, tracestate: &str) -> (TraceId, Vec<TracesDat
         }
     }
     (id, parts)
-}
-
-fn message(offset: i64, data: &TracesData) -> InputMessage {
-    InputMessage {
-        offset,
-        timestamp: None,
-        key: None,
-        payload: payload(data),
-    }
 }
 
 /// The spans produced to the output, and the decision records logged.

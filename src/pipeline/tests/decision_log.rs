@@ -26,7 +26,8 @@ fn partition(decision_log: bool) -> (Partition, Arc<MemoryOffsets>) {
     )
 }
 
-fn message(offset: i64, data: &TracesData) -> InputMessage {
+/// An input message without a key or a stamp.
+pub(super) fn message(offset: i64, data: &TracesData) -> InputMessage {
     InputMessage {
         offset,
         timestamp: None,
