@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tailgate::buffer::{BufferConfig, TraceBuffer};
-use tailgate::otlp::annotate::append_to_spans;
+use tailgate::otlp::annotate::{append_to_spans, edit_spans, Edit};
+use tailgate::otlp::counting::Counted;
 use tailgate::otlp::{self, Encoding, SpanRecord, TraceId};
 use tailgate::rules::{CriticalPath, PathSummary, RuleSet, RuleSpec, TraceSummary};
 use tailgate::workload::{encode, ShopWorkload};
@@ -199,6 +200,56 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+
+    // What counting adds for the kept traces: each kept span's tracestate
+    // read, its outgoing threshold and adjusted count worked out, the spans
+    // whose tracestate changes copied with it replaced (every span of a
+    // trace kept by `rate`). Without a tracestate (as `decide`'s input), and
+    // with every span head sampled and saying so (`ot=th:0`, another
+    // vendor's member beside it). Against `decide`.
+    let stated = {
+        let mut traces = traces.clone();
+        for (_, spans) in &mut traces {
+            let edits: Vec<(usize, Edit<'_>)> = (0..spans.len())
+                .map(|i| {
+                    let edit = Edit {
+                        trace_state: Some("ot=th:0,vendor=x"),
+                        attributes: &[],
+                    };
+                    (i, edit)
+                })
+                .collect();
+            edit_spans(spans, &edits);
+        }
+        traces
+    };
+    for (name, input) in [
+        ("decide_and_count", &traces),
+        ("decide_and_count_head_sampled", &stated),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || input.clone(),
+                |mut traces| {
+                    let mut kept = 0usize;
+                    for (id, spans) in &mut traces {
+                        let summary = TraceSummary::of(*id, spans);
+                        let d = rules.decide(&summary, Duration::ZERO);
+                        let sampling = summary.sampling;
+                        drop(summary);
+                        if d.keep {
+                            let c = Counted::of(spans, id, &sampling, d.stage, "r", None);
+                            c.apply(spans, &[]);
+                            kept += 1;
+                            black_box(&c);
+                        }
+                    }
+                    black_box(kept)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
 
     g.bench_function("decode_buffer_decide", |b| {
         b.iter(|| {

@@ -186,12 +186,22 @@ pub fn edit_spans(spans: &mut [SpanRecord], edits: &[(usize, Edit<'_>)]) {
     let mut buf = Vec::with_capacity(size);
     let mut at = Vec::with_capacity(edits.len());
     for (i, e) in chosen() {
+        let has_trace_state = match e.trace_state {
+            Some(state) => !state.is_empty(),
+            None => spans[*i].has_trace_state,
+        };
         let span = &spans[*i];
         let encoded = span.encoded();
         let start = buf.len();
         let mut name_at = span.name_at;
         match e.trace_state {
             None => buf.extend_from_slice(encoded),
+            Some(state) if !span.has_trace_state => {
+                buf.extend_from_slice(encoded);
+                if !state.is_empty() {
+                    put_len(&mut buf, 3, state.as_bytes());
+                }
+            }
             Some(state) => {
                 let mut from = 0;
                 for (field, _) in super::trace_state_fields(encoded) {
@@ -208,14 +218,14 @@ pub fn edit_spans(spans: &mut [SpanRecord], edits: &[(usize, Edit<'_>)]) {
             }
         }
         buf.extend_from_slice(e.attributes);
-        at.push((*i, start, buf.len() - start, name_at));
+        at.push((*i, start, buf.len() - start, name_at, has_trace_state));
     }
     if u32::try_from(buf.len()).is_err() {
         // Ranges are 32-bit: a trace this large keeps its spans as they are.
         return;
     }
     let buf = Bytes::from(buf);
-    for (i, start, len, name_at) in at {
+    for (i, start, len, name_at, has_trace_state) in at {
         let s = &mut spans[i];
         s.scope = Arc::new(Scope {
             spans: buf.clone(),
@@ -223,5 +233,6 @@ pub fn edit_spans(spans: &mut [SpanRecord], edits: &[(usize, Edit<'_>)]) {
         });
         s.encoded_at = (start as u32, len as u32);
         s.name_at = name_at;
+        s.has_trace_state = has_trace_state;
     }
 }

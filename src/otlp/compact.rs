@@ -161,6 +161,7 @@ struct Packed {
     parts: u32,
     kind: u8,
     status: u8,
+    has_trace_state: bool,
 }
 
 impl Assembled {
@@ -222,6 +223,7 @@ impl Assembled {
                 parts,
                 kind: s.kind,
                 status: s.status,
+                has_trace_state: s.has_trace_state,
             });
         }
     }
@@ -271,6 +273,7 @@ impl Assembled {
                 name_at: p.name_at,
                 kind: p.kind,
                 status: p.status,
+                has_trace_state: p.has_trace_state,
             })
             .collect()
     }

@@ -332,11 +332,13 @@ pub(super) fn span(
     let mut kind = 0u8;
     let (mut start, mut end) = (0u64, 0u64);
     let mut status = 0u8;
+    let mut has_trace_state = false;
     let mut f = Fields::new(encoded);
     while let Some((field, value)) = f.next().map_err(malformed)? {
         match (field, value) {
             (1, Value::Len(b)) => trace_id = Some(b),
             (2, Value::Len(b)) => span_id = Some(b),
+            (3, Value::Len(_)) => has_trace_state = true,
             (4, Value::Len(b)) => parent = b,
             (5, Value::Len(b)) => {
                 name_at = (offset_in(encoded, b) as u32, b.len() as u32);
@@ -407,6 +409,7 @@ pub(super) fn span(
             name_at,
             kind,
             status,
+            has_trace_state,
         },
     ))
 }

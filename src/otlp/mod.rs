@@ -323,6 +323,9 @@ pub struct SpanRecord {
     pub kind: u8,
     /// `Status.code` (see [`status_code`]).
     pub status: u8,
+    /// It has a `trace_state` field (most spans have none: reading it is
+    /// then no work).
+    has_trace_state: bool,
 }
 
 impl SpanRecord {
@@ -391,25 +394,12 @@ impl SpanRecord {
     /// protobuf reader takes it): the W3C `tracestate` it was recorded
     /// with, empty if none.
     pub fn trace_state(&self) -> &[u8] {
+        if !self.has_trace_state {
+            return &[];
+        }
         trace_state_fields(self.encoded())
             .last()
             .map_or(&[], |(_, value)| value)
-    }
-
-    /// The span's `trace_state` if it comes before any field numbered
-    /// above it, as every encoder writes it (fields in order): found in
-    /// the first few bytes, for a look across a trace's spans. Empty if
-    /// none there.
-    pub fn leading_trace_state(&self) -> &[u8] {
-        let mut fields = wire::Fields::new(self.encoded());
-        while let Ok(Some((field, value))) = fields.next() {
-            match (field, value) {
-                (3, wire::Value::Len(v)) => return v,
-                (4.., _) => break,
-                _ => {}
-            }
-        }
-        &[]
     }
 
     /// The span's own bytes: its encoding plus the record itself (what the

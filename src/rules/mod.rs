@@ -81,7 +81,7 @@ impl<'a> TraceSummary<'a> {
             }
         }
         let key = root.or(spans.first()).map_or(&[][..], |s| s.trace_state());
-        let sampling = Sampling::of_trace(key, spans.iter().map(|s| s.leading_trace_state()));
+        let sampling = Sampling::of_trace(key, spans.iter().map(|s| s.trace_state()));
         Self {
             trace_id,
             spans,
