@@ -29,7 +29,7 @@ pub struct Counted {
     outcomes: Vec<(Outgoing, Attributes)>,
     /// Per span: the index of its outcome.
     of_span: Vec<u32>,
-    /// Spans whose incoming threshold was erased: malformed, inconsistent.
+    /// Spans whose incoming threshold was erased, by [`Erased::index`].
     pub erased: [u64; 2],
 }
 
@@ -110,7 +110,7 @@ impl Counted {
             });
             previous = Some((state, k));
             if let Some(why) = outcomes[k as usize].0.erased {
-                erased[matches!(why, Erased::Inconsistent) as usize] += 1;
+                erased[why.index()] += 1;
             }
             of_span.push(k);
         }
@@ -133,6 +133,13 @@ impl Counted {
             of_span,
             erased,
         }
+    }
+
+    /// What the trace's root (else its first span) leaves with, of
+    /// `spans`, those it was worked out from: what `explain` and `replay`
+    /// show for the trace.
+    pub fn of_root(&self, spans: &[SpanRecord]) -> Option<&Outgoing> {
+        self.outgoing(spans.iter().position(SpanRecord::is_root).unwrap_or(0))
     }
 
     /// What span `i` leaves with.

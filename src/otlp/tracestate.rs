@@ -294,6 +294,14 @@ pub enum Erased {
 }
 
 impl Erased {
+    /// Every reason, in the order of [`Erased::index`].
+    pub const ALL: [Erased; 2] = [Erased::Malformed, Erased::Inconsistent];
+
+    /// Its place in [`Erased::ALL`] (and in counts kept per reason).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Erased::Malformed => "malformed",
@@ -371,7 +379,7 @@ pub fn outgoing(tracestate: &str, trace_id: &TraceId, trace: &Sampling, stage: S
     let unchanged = erased.is_none() && threshold == own.threshold && rv.is_none();
     Outgoing {
         threshold,
-        tracestate: (!unchanged).then(|| edit_ot(tracestate, threshold, rv)),
+        tracestate: (!unchanged).then(|| with_threshold(tracestate, threshold, rv)),
         adjusted_count,
         erased,
     }
@@ -397,15 +405,14 @@ fn sub_keys(ot: &str) -> impl Iterator<Item = (&str, &str)> {
 /// every other member kept as they were, the `ot` member first (W3C: a
 /// modified member moves to the front); without any sub-key left, no `ot`
 /// member. Members that are not `key=value` are kept as they were; a
-/// second `ot` member (a duplicate key) is left out.
-pub fn with_threshold(tracestate: &str, threshold: Option<Threshold>) -> String {
-    edit_ot(tracestate, threshold, None)
-}
-
-/// As [`with_threshold`], also writing `rv` into the `ot` member (after
-/// `th`) when given — given only for a span without an `rv` that can be
-/// read, so in place of any that cannot.
-fn edit_ot(tracestate: &str, threshold: Option<Threshold>, rv: Option<Randomness>) -> String {
+/// second `ot` member (a duplicate key) is left out. `rv`, when given, is
+/// written into the `ot` member after `th` — given only for a span
+/// without an `rv` that can be read, so in place of any that cannot.
+pub fn with_threshold(
+    tracestate: &str,
+    threshold: Option<Threshold>,
+    rv: Option<Randomness>,
+) -> String {
     let mut ot: Vec<String> = Vec::new();
     let mut others: Vec<&str> = Vec::new();
     let mut seen_ot = false;

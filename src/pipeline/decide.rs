@@ -137,8 +137,7 @@ impl Partition {
             .as_ref()
             .filter(|_| self.config.path.report)
             .map(|c| {
-                let key = t.spans.iter().position(|s| s.is_root()).unwrap_or(0);
-                let out = c.outgoing(key);
+                let out = c.of_root(&t.spans);
                 Box::new(SpanCount {
                     incoming: incoming.threshold,
                     outgoing: out.and_then(|o| o.threshold),
@@ -214,10 +213,7 @@ impl Partition {
         let sample_rate = self.config.sample_rate_attribute.as_deref();
         let counted = Counted::of(spans, &id, trace, stage, rule, sample_rate);
         counted.apply(spans, extra);
-        for (why, n) in [Erased::Malformed, Erased::Inconsistent]
-            .into_iter()
-            .zip(counted.erased)
-        {
+        for (why, n) in Erased::ALL.into_iter().zip(counted.erased) {
             if n > 0 {
                 self.telemetry.erased(why).increment(n);
             }

@@ -131,7 +131,7 @@ impl Telemetry {
 
     /// Kept spans whose incoming threshold was erased, and why.
     pub fn erased(&self, why: Erased) -> &Counter {
-        &self.erased[matches!(why, Erased::Inconsistent) as usize]
+        &self.erased[why.index()]
     }
 
     /// Dead letters acknowledged, by what they are copies of.
@@ -166,8 +166,7 @@ impl Telemetry {
             late_dropped: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "memory"),
             late_kept_from_log: counter!(m::LATE_SPANS, "decision" => "keep", "source" => "log"),
             late_dropped_from_log: counter!(m::LATE_SPANS, "decision" => "drop", "source" => "log"),
-            erased: [Erased::Malformed, Erased::Inconsistent]
-                .map(|why| counter!(m::THRESHOLDS_ERASED, "why" => why.as_str())),
+            erased: Erased::ALL.map(|why| counter!(m::THRESHOLDS_ERASED, "why" => why.as_str())),
             forgotten: counter!(m::DECISIONS_FORGOTTEN),
             decisions_written: counter!(m::DECISIONS_WRITTEN),
             produced_messages: counter!(m::MESSAGES_PRODUCED),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::otlp::{tracestate, SpanRecord, TraceId};
+use crate::otlp::counting::Counted;
+use crate::otlp::{SpanRecord, TraceId};
 use crate::rules::path_summary::PathDigest;
 use crate::rules::{Check, CriticalPath, PathSummary, RuleSet, TraceSummary};
 
@@ -123,11 +124,10 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
     let t = TraceSummary::of(id, spans);
     let cp = CriticalPath::of(spans);
     let e = rules.explain(&t, Duration::ZERO);
-    let key = t.root.or(spans.first());
-    let state = key.map_or_else(Default::default, |s| {
-        String::from_utf8_lossy(s.trace_state())
-    });
-    let out = tracestate::outgoing(&state, &id, &t.sampling, e.decision.stage);
+    // What the pipeline writes on the trace's root, worked out as it does.
+    let rule = &rules.names()[e.decision.rule];
+    let counted = Counted::of(spans, &id, &t.sampling, e.decision.stage, rule, None);
+    let out = counted.of_root(spans);
     Explained {
         trace_id: id.to_hex(),
         spans: spans.len(),
@@ -171,9 +171,9 @@ pub fn explained(rules: &RuleSet, id: TraceId, spans: &[SpanRecord]) -> Explaine
             sampler: e.sampler,
             probability: e.decision.stage.probability(),
             incoming_threshold: t.sampling.threshold.map(|t| t.encode()),
-            outgoing_threshold: out.threshold.map(|t| t.encode()),
-            adjusted_count: out.adjusted_count,
-            erased: out.erased.map(|why| why.as_str()),
+            outgoing_threshold: out.and_then(|o| o.threshold).map(|t| t.encode()),
+            adjusted_count: out.and_then(|o| o.adjusted_count),
+            erased: out.and_then(|o| o.erased).map(|why| why.as_str()),
         },
     }
 }

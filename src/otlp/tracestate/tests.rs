@@ -95,18 +95,22 @@ fn the_ot_member_is_read_among_others() {
 #[test]
 fn a_threshold_is_written_and_erased_keeping_everything_else() {
     assert_eq!(
-        with_threshold("vendor=x,ot=th:e;rv:6e6d1a75832a2f;foo:bar", Some(th("f"))),
+        with_threshold(
+            "vendor=x,ot=th:e;rv:6e6d1a75832a2f;foo:bar",
+            Some(th("f")),
+            None
+        ),
         "ot=th:f;rv:6e6d1a75832a2f;foo:bar,vendor=x"
     );
-    assert_eq!(with_threshold("ot=th:e,vendor=x", None), "vendor=x");
+    assert_eq!(with_threshold("ot=th:e,vendor=x", None, None), "vendor=x");
     assert_eq!(
-        with_threshold("ot=rv:6e6d1a75832a2f", None),
+        with_threshold("ot=rv:6e6d1a75832a2f", None, None),
         "ot=rv:6e6d1a75832a2f"
     );
-    assert_eq!(with_threshold("", Some(th("8"))), "ot=th:8");
-    assert_eq!(with_threshold("", None), "");
+    assert_eq!(with_threshold("", Some(th("8")), None), "ot=th:8");
+    assert_eq!(with_threshold("", None, None), "");
     assert_eq!(
-        with_threshold(" a=1 ,, b=2", Some(Threshold::ALWAYS)),
+        with_threshold(" a=1 ,, b=2", Some(Threshold::ALWAYS), None),
         "ot=th:0,a=1,b=2"
     );
 }
@@ -152,7 +156,7 @@ proptest! {
             .chain(after.iter().filter(|m| !m.starts_with("ot=")).map(String::as_str))
             .collect();
         let t = t.and_then(Threshold::new);
-        let out = with_threshold(&state.join(","), t);
+        let out = with_threshold(&state.join(","), t, None);
         let read = Sampling::of(&out);
         prop_assert_eq!(read.threshold, t);
         prop_assert_eq!(read.randomness.map(Randomness::value), rv);
